@@ -1,0 +1,127 @@
+"""Read what llama-server reports about memory in its log (``-lv 4``).
+
+Buffer lines (``<backend> model|KV|compute buffer size = X MiB``), the layer
+offload line, the memory-breakdown table printed at shutdown and by ``--fit``,
+and load failures such as ``cudaMalloc failed: out of memory``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+__all__ = ["BufferSizes", "BreakdownRow", "ServerLog", "parse_server_log", "OOM_MARKERS"]
+
+_BUFFER_RE = re.compile(
+    r"(?P<backend>[A-Za-z0-9_]+)\s+(?P<kind>model|KV|compute|output|RS)\s+buffer size\s*=\s*(?P<mib>[0-9.]+) MiB"
+)
+_OFFLOADED_RE = re.compile(r"offloaded (?P<n>\d+)/(?P<m>\d+) layers to GPU")
+_BREAKDOWN_RE = re.compile(
+    r"\|\s+-\s+(?P<device>[^|]+?)\s+\|\s+(?P<total>\d+)\s+=\s+(?P<free>\d+)\s+\+\s+\(\s*(?P<self>\d+)\s+=\s+"
+    r"(?P<model>\d+)\s+\+\s+(?P<context>\d+)\s+\+\s+(?P<compute>\d+)\)\s+\+\s+(?P<unaccounted>\d+)\s+\|"
+)
+_HOST_BREAKDOWN_RE = re.compile(
+    r"\|\s+-\s+Host\s+\|\s+(?P<self>\d+)\s+=\s+(?P<model>\d+)\s+\+\s+(?P<context>\d+)\s+\+\s+(?P<compute>\d+)\s+\|"
+)
+_KV_SIZE_RE = re.compile(r"llama_kv_cache: size = (?P<mib>[0-9.]+) MiB \(\s*(?P<cells>\d+) cells,\s*(?P<layers>\d+) layers")
+
+# Substrings Ollama itself keys on for out-of-memory (llm/status.go) plus llama.cpp's own.
+OOM_MARKERS = (
+    "out of memory",
+    "cudaMalloc failed",
+    "failed to allocate",
+    "allocation failed",
+    "not enough memory",
+    "insufficient memory",
+)
+_LOAD_ERROR_MARKERS = ("exiting due to model loading error", "failed to load model", "error loading model",
+                       "failed to create context")
+
+
+@dataclass
+class BufferSizes:
+    """MiB per backend for one kind of buffer; the last value logged wins."""
+
+    by_backend: dict[str, float] = field(default_factory=dict)
+
+    def device(self) -> float:
+        """Sum over GPU backends (anything that is not host memory)."""
+        return sum(v for k, v in self.by_backend.items() if not _is_host(k))
+
+    def host(self) -> float:
+        return sum(v for k, v in self.by_backend.items() if _is_host(k))
+
+
+def _is_host(backend: str) -> bool:
+    return backend.startswith("CPU") or backend.endswith("_Host") or backend == "BLAS"
+
+
+@dataclass(frozen=True)
+class BreakdownRow:
+    device: str
+    total: int
+    free: int
+    self_mib: int
+    model: int
+    context: int
+    compute: int
+    unaccounted: int
+
+
+@dataclass
+class ServerLog:
+    model: BufferSizes = field(default_factory=BufferSizes)
+    kv: BufferSizes = field(default_factory=BufferSizes)
+    compute: BufferSizes = field(default_factory=BufferSizes)
+    offloaded_layers: tuple[int, int] | None = None
+    kv_cells: int | None = None
+    breakdowns: list[BreakdownRow] = field(default_factory=list)
+    host_breakdowns: list[tuple[int, int, int, int]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    fit_ran: bool = False
+
+    @property
+    def oom(self) -> bool:
+        return any(marker in line for line in self.errors for marker in OOM_MARKERS)
+
+    @property
+    def load_failed(self) -> bool:
+        return any(marker in line for line in self.errors for marker in _LOAD_ERROR_MARKERS)
+
+    @property
+    def cpu_offload(self) -> bool:
+        """Layers or KV left in host memory: the silent spill to catch."""
+        if self.offloaded_layers and self.offloaded_layers[0] < self.offloaded_layers[1]:
+            return True
+        return self.kv.host() > 0
+
+    @property
+    def final_breakdown(self) -> BreakdownRow | None:
+        """The breakdown printed at shutdown (the last one), not --fit's trial rows."""
+        return self.breakdowns[-1] if self.breakdowns else None
+
+
+def parse_server_log(lines: Iterable[str]) -> ServerLog:
+    log = ServerLog()
+    kinds = {"model": log.model, "KV": log.kv, "compute": log.compute}
+    for line in lines:
+        if match := _BUFFER_RE.search(line):
+            target = kinds.get(match["kind"])
+            if target is not None:
+                target.by_backend[match["backend"]] = float(match["mib"])
+        elif match := _OFFLOADED_RE.search(line):
+            log.offloaded_layers = (int(match["n"]), int(match["m"]))
+        elif match := _BREAKDOWN_RE.search(line):
+            log.breakdowns.append(BreakdownRow(
+                match["device"].strip(), *(int(match[k]) for k in
+                                           ("total", "free", "self", "model", "context", "compute", "unaccounted"))))
+        elif match := _HOST_BREAKDOWN_RE.search(line):
+            log.host_breakdowns.append(tuple(int(match[k]) for k in ("self", "model", "context", "compute")))
+        elif match := _KV_SIZE_RE.search(line):
+            log.kv_cells = int(match["cells"])
+        if "common_params_fit_impl" in line:
+            log.fit_ran = True
+        if " E " in line[:20] or any(marker in line for marker in OOM_MARKERS + _LOAD_ERROR_MARKERS):
+            log.errors.append(line.rstrip("\n"))
+    return log

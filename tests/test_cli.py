@@ -1,0 +1,93 @@
+"""The `vramcap` command as users run it: a subprocess, its output and exit code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def vramcap(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytest_vramcap.cli", *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+def test_plan_json_contract() -> None:
+    result = vramcap("plan", "--model", "qwen2.5-14b:Q4_K_M", "--profile", "rtx4080", "--agents", "4",
+                     "--ctx-per-agent", "8192", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    for key in ("parallel", "ctx_per_agent", "ctx_total", "kv_cache", "flash_attn", "ubatch", "gpu_layers"):
+        assert key in data["config"]
+    for key in ("model_mib", "context_mib", "compute_mib", "overhead_mib", "total_mib"):
+        assert key in data["memory"]["gpu"]
+    for key in ("model_mib", "context_mib", "compute_mib"):
+        assert key in data["memory"]["cpu"]
+    assert data["fits"] is True and data["headroom_mib"] > 1024
+    assert set(data["ollama"]) >= {"env", "modelfile", "create_request"}
+    assert data["llama_server"]["args"][:2] == ["-m", "qwen2.5-14b-Q4_K_M.gguf"]
+
+
+def test_plan_table_by_default() -> None:
+    result = vramcap("plan", "--model", "qwen2.5-14b", "--profile", "16gb", "--agents", "4", "--ctx-per-agent", "8192")
+    assert result.returncode == 0
+    assert "FITS" in result.stdout and "OLLAMA_NUM_PARALLEL=4" in result.stdout
+    assert "context (KV cache)   6144.00" in result.stdout
+
+
+def test_does_not_fit_exits_1_with_alternatives() -> None:
+    result = vramcap("plan", "--model", "qwen2.5-14b", "--profile", "16gb", "--agents", "4",
+                     "--ctx-per-agent", "32768")
+    assert result.returncode == 1
+    assert "DOES NOT FIT" in result.stdout and "what would fit instead" in result.stdout
+
+
+def test_plan_from_a_gguf_file(tmp_path: Path) -> None:
+    from pytest_vramcap.synth import write_sparse_gguf
+
+    path = write_sparse_gguf("qwen2.5-7b", "Q4_K_M", tmp_path / "q7.gguf")
+    result = vramcap("plan", "--model", str(path), "--profile", "h100-80gb", "--agents", "2",
+                     "--ctx-per-agent", "32768", "--flash-attn", "off", "--json")
+    data = json.loads(result.stdout)
+    assert data["memory"]["gpu"]["model_mib"] == 4168.09  # m09_q7.log: CUDA0 model buffer
+    assert data["memory"]["gpu"]["context_mib"] == 3584.0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["plan", "--model", "qwen2.5-14b", "--profile", "17potatoes"], "unknown VRAM profile"),
+    (["plan", "--model", "qwen2.5-14b", "--profile", "0gb"], "sizes must be positive"),
+    (["plan", "--model", "qwen2.5-14b", "--agents", "-2"], "must be positive"),
+    (["plan", "--model", "qwen2.5-14b", "--ctx-per-agent", "0"], "must be positive"),
+    (["plan", "--model", "/nonexistent/model.gguf"], "does not exist"),
+    (["plan", "--model", "llama9-400b"], "unknown model shape"),
+    (["plan", "--model", "qwen2.5-14b", "--kv-cache", "q8_0", "--flash-attn", "off"], "flash-attn on"),
+    (["plan", "--model", "qwen2.5-14b", "--gpu-layers", "500"], "exceeds the model"),
+    (["plan"], "required"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    result = vramcap(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vramcap: error:") and message in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_non_gguf_and_truncated_files(tmp_path: Path) -> None:
+    text = tmp_path / "readme.gguf"
+    text.write_text("not a model")
+    truncated = tmp_path / "cut.gguf"
+    truncated.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 20)
+    for path, message in ((text, "not a GGUF file"), (truncated, "truncated or corrupt")):
+        result = vramcap("plan", "--model", str(path))
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_profiles_and_shapes_listings() -> None:
+    profiles = vramcap("profiles")
+    assert profiles.returncode == 0 and "h100-80gb" in profiles.stdout and "measured" in profiles.stdout
+    shapes = vramcap("shapes")
+    assert shapes.returncode == 0 and "qwen3-30b-a3b" in shapes.stdout

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytest_vramcap.logparse import parse_server_log
+
+
+def parse(h100_logs: Path, name: str):  # type: ignore[no-untyped-def]
+    return parse_server_log((h100_logs / name).read_text().splitlines())
+
+
+def test_full_offload_run(h100_logs: Path) -> None:
+    log = parse(h100_logs, "m00_q14.log")
+    assert log.model.by_backend == {"CPU_Mapped": 417.66, "CUDA0": 8148.38}
+    assert log.kv.device() == 6144.0 and log.kv.host() == 0
+    assert log.compute.by_backend == {"CUDA0": 129.01, "CUDA_Host": 48.02}
+    assert log.offloaded_layers == (49, 49)
+    assert log.kv_cells == 8192
+    assert not log.cpu_offload and not log.oom and not log.load_failed
+    row = log.final_breakdown
+    assert row is not None
+    assert (row.total, row.free, row.self_mib, row.model, row.context, row.compute, row.unaccounted) == (
+        81079, 66040, 14421, 8148, 6144, 129, 617)
+    assert log.host_breakdowns == [(465, 417, 0, 48)]
+
+
+def test_out_of_memory_at_load(h100_logs: Path) -> None:
+    log = parse(h100_logs, "x_oom_fitoff.log")
+    assert log.oom and log.load_failed
+    assert any("cudaMalloc failed: out of memory" in line for line in log.errors)
+    assert log.offloaded_layers == (49, 49)  # the weights loaded; the KV buffer did not
+    assert log.kv.by_backend == {}
+
+
+def test_silent_cpu_offload_under_fit(h100_logs: Path) -> None:
+    log = parse(h100_logs, "x_offload_fiton.log")
+    assert log.fit_ran
+    assert log.cpu_offload
+    assert log.offloaded_layers == (21, 49)
+    assert log.kv.by_backend == {"CPU": 14336.0, "CUDA0": 10240.0}
+    # --fit printed trial breakdowns first; the last row is the one at shutdown.
+    assert len(log.breakdowns) == 6
+    assert log.final_breakdown.free == 1122
+
+
+def test_explicit_partial_offload(h100_logs: Path) -> None:
+    log = parse(h100_logs, "x_ngl30.log")
+    assert log.cpu_offload and not log.fit_ran
+    assert log.offloaded_layers == (30, 49)
+    assert log.model.by_backend["CUDA0"] == 5154.74
+
+
+def test_every_fixture_parses_to_a_verdict(h100_logs: Path) -> None:
+    verdicts = {}
+    for path in sorted(h100_logs.glob("*.log")):
+        if path.name == "fitparams.log":
+            continue
+        log = parse_server_log(path.read_text().splitlines())
+        verdicts[path.stem] = "oom" if log.oom else "offload" if log.cpu_offload else "ok"
+    assert verdicts == {"m00_q14": "ok", "m06_l8": "ok", "m09_q7": "ok", "x_ngl30": "offload",
+                        "x_offload_fiton": "offload", "x_oom_fitoff": "oom"}
