@@ -65,6 +65,7 @@ def test_plan_from_a_gguf_file(tmp_path: Path) -> None:
     (["plan", "--model", "llama9-400b"], "unknown model shape"),
     (["plan", "--model", "qwen2.5-14b", "--kv-cache", "q8_0", "--flash-attn", "off"], "flash-attn on"),
     (["plan", "--model", "qwen2.5-14b", "--gpu-layers", "500"], "exceeds the model"),
+    (["plan", "--model", "ollama:qwen2.5:14b", "--ollama-url", "http://127.0.0.1:9"], "cannot reach Ollama"),
     (["plan"], "required"),
     (["frobnicate"], "invalid choice"),
 ])
@@ -76,12 +77,23 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None
     assert "Traceback" not in result.stderr
 
 
-def test_non_gguf_and_truncated_files(tmp_path: Path) -> None:
+def test_non_gguf_truncated_and_unknown_architecture_files(tmp_path: Path) -> None:
     text = tmp_path / "readme.gguf"
     text.write_text("not a model")
     truncated = tmp_path / "cut.gguf"
     truncated.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 20)
-    for path, message in ((text, "not a GGUF file"), (truncated, "truncated or corrupt")):
+    import gguf
+    import numpy as np
+
+    unknown = tmp_path / "foo.gguf"
+    writer = gguf.GGUFWriter(str(unknown), "foo")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    for path, message in ((text, "not a GGUF file"), (truncated, "truncated or corrupt"),
+                          (unknown, "unknown architecture 'foo'")):
         result = vramcap("plan", "--model", str(path))
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
