@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytest_vramcap.logparse import parse_server_log
+from pytest_vramcap.engines.logparse import parse_server_log
 
 
 def parse(h100_logs: Path, name: str):  # type: ignore[no-untyped-def]

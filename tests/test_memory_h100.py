@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vramcap.logparse import parse_server_log
+from pytest_vramcap.engines.logparse import parse_server_log
 from pytest_vramcap.memory import ServerConfig, estimate_memory
 from pytest_vramcap.modelspec import spec_from_shape
 from pytest_vramcap.profiles import resolve_profile

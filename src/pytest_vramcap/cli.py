@@ -1,11 +1,14 @@
 """The ``vramcap`` command.
 
     vramcap plan --model SRC [--profile P] [--agents N] [--ctx-per-agent C] ...
+    vramcap synth SHAPE [--quant Q4_K_M] --out PATH [--layers N] [--weights random|zeros|sparse]
+    vramcap serve --model SRC [--profile P] [plan options] [--port N]
     vramcap profiles
     vramcap shapes
 
-Exit codes: 0 ok (plan fits), 1 the plan does not fit, 2 bad input. Bad input
-prints one ``vramcap: error: ...`` line and no traceback.
+Exit codes: 0 ok (plan fits), 1 the plan does not fit (or a served engine died),
+2 bad input, 3 an engine that cannot start or be reached. Errors print
+``vramcap: error: ...`` (an engine error adds the server's log tail), never a traceback.
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ import json
 import sys
 from typing import Sequence
 
-from .errors import BadInputError
+from .errors import BadInputError, EngineError
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_DOES_NOT_FIT, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_DOES_NOT_FIT, EXIT_BAD_INPUT, EXIT_ENGINE = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,22 +80,37 @@ def _add_plan_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _add_synth_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("shape", help="a known shape (vramcap shapes), e.g. tiny or qwen2.5-14b")
+    parser.add_argument("--quant", default="Q4_K_M", metavar="MIX", help="quantization mix (default Q4_K_M)")
+    parser.add_argument("--out", required=True, metavar="PATH", help="where to write the .gguf")
+    parser.add_argument("--layers", type=_positive_int, default=None, metavar="N", help="shrink depth to N layers")
+    parser.add_argument("--weights", default="random", choices=("random", "zeros", "sparse"),
+                        help="random blocks (default), written zeros, or a sparse hole (planning only)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vramcap", description="VRAM capacity planning for multi-agent llama.cpp / Ollama serving")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_plan_options(commands.add_parser("plan", help="plan a server config for a model on a VRAM profile"))
+    _add_synth_options(commands.add_parser("synth", help="write a synthetic GGUF shaped like a real model"))
+    serve = commands.add_parser("serve", help="plan, start llama-server, and keep it up until Ctrl-C")
+    _add_plan_options(serve)
+    serve.add_argument("--port", type=_positive_int, default=None, help="port (default: a free one)")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--models-dir", default=None, help="where shapes are synthesized (default ~/.cache)")
     commands.add_parser("profiles", help="list the built-in VRAM profiles")
     commands.add_parser("shapes", help="list the known model shapes")
     return parser
 
 
-def _run_plan(args: argparse.Namespace) -> int:
+def _plan_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from pathlib import Path
 
     from .modelspec import load_model
     from .planner import PlanRequest, make_plan
     from .profiles import load_user_profiles, resolve_profile
-    from .report_plan import format_plan
 
     users = load_user_profiles(Path(args.profiles_file) if args.profiles_file else None)
     profile = resolve_profile(args.profile, users)
@@ -107,12 +125,61 @@ def _run_plan(args: argparse.Namespace) -> int:
         kv_unified=args.kv_unified,
     )
     spec = load_model(args.model, quant=args.quant, ollama_url=args.ollama_url)
-    plan = make_plan(spec, profile, request)
+    return make_plan(spec, profile, request)
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from .report_plan import format_plan
+
+    plan = _plan_from_args(args)
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
     else:
         print(format_plan(plan))
     return EXIT_OK if plan.fits else EXIT_DOES_NOT_FIT
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from .synth import write_gguf
+
+    path = write_gguf(args.shape, args.quant, args.out, layers=args.layers, weights=args.weights, seed=args.seed,
+                      progress=True)
+    print(path)
+    return EXIT_OK
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from .engines import EngineOptions, LlamaServer, find_llama_server
+    from .models import materialize_model
+    from .report_plan import format_plan
+
+    plan = _plan_from_args(args)
+    binary = find_llama_server()  # before writing gigabytes of model for nothing
+    model_path = materialize_model(plan.spec, args.models_dir)
+    print(format_plan(plan))
+    if not plan.fits:
+        print("\nwarning: the plan does not fit this profile; starting anyway", file=sys.stderr)
+    server = LlamaServer(plan.config, model_path, EngineOptions(host=args.host, port=args.port,
+                                                                fit_margin_mib=plan.fit_margin_mib), binary=binary)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with server:
+        print(f"\nserving {model_path} at {server.url}  (OpenAI API: {server.url}/v1; log {server.log_path})")
+        print("Ctrl-C stops the server.", flush=True)
+        try:
+            while server.running and not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        died = not server.running
+    if died:
+        print(f"vramcap: error: llama-server exited unexpectedly; log {server.log_path}", file=sys.stderr)
+        return EXIT_DOES_NOT_FIT
+    print("server stopped")
+    return EXIT_OK
 
 
 def _run_profiles() -> int:
@@ -146,12 +213,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _build_parser().parse_args(argv)
         if args.command == "plan":
             return _run_plan(args)
+        if args.command == "synth":
+            return _run_synth(args)
+        if args.command == "serve":
+            return _run_serve(args)
         if args.command == "profiles":
             return _run_profiles()
         return _run_shapes()
     except BadInputError as exc:
         print(f"vramcap: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except EngineError as exc:
+        print(f"vramcap: error: {exc}", file=sys.stderr)
+        return EXIT_ENGINE
     except KeyboardInterrupt:
         return 130
 

@@ -380,6 +380,9 @@ def shape_metadata(shape: Shape | str, mix: str) -> tuple[dict[str, Any], list[T
         f"{arch}.attention.value_length": shape.head_dim,
         f"{arch}.rope.dimension_count": shape.head_dim,
         f"{arch}.vocab_size": shape.n_vocab,
+        # Needed to load, irrelevant to memory.
+        f"{arch}.attention.layer_norm_rms_epsilon": 1e-6,
+        f"{arch}.rope.freq_base": 1_000_000.0,
     }
     if shape.n_ff:
         kv[f"{arch}.feed_forward_length"] = shape.n_ff

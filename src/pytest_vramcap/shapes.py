@@ -203,6 +203,8 @@ _REGISTRY: list[Shape] = [
     _s("phi3-medium", "phi3", 40, 5120, 40, 10, 128, 17920, 32064, 4096),
     _s("phi4", "phi3", 40, 5120, 40, 10, 128, 17920, 100352, 16384, aliases=("phi4-14b",)),
     _s("phi4-mini", "phi3", 32, 3072, 24, 8, 128, 8192, 200064, 131072, tied_embeddings=True),
+    # CI-sized: a llama layout that loads in a second and decodes fast on 2 CPU cores.
+    _s("tiny", "llama", 8, 512, 8, 4, 64, 1408, 32000, 8192),
     _s("gpt-oss-20b", "gpt-oss", 24, 2880, 64, 8, 64, 0, 201088, 131072, qkv_bias=True, n_swa=128,
        n_expert=32, n_expert_used=4, n_ff_exp=2880),
 ]

@@ -24,7 +24,7 @@ _BREAKDOWN_RE = re.compile(
 _HOST_BREAKDOWN_RE = re.compile(
     r"\|\s+-\s+Host\s+\|\s+(?P<self>\d+)\s+=\s+(?P<model>\d+)\s+\+\s+(?P<context>\d+)\s+\+\s+(?P<compute>\d+)\s+\|"
 )
-_KV_SIZE_RE = re.compile(r"llama_kv_cache: size = (?P<mib>[0-9.]+) MiB \(\s*(?P<cells>\d+) cells,\s*(?P<layers>\d+) layers")
+_KV_SIZE_RE = re.compile(r"llama_kv_cache: size\s*=\s*(?P<mib>[0-9.]+) MiB \(\s*(?P<cells>\d+) cells,\s*(?P<layers>\d+) layers")
 
 # Substrings Ollama itself keys on for out-of-memory (llm/status.go) plus llama.cpp's own.
 OOM_MARKERS = (
