@@ -88,6 +88,7 @@ def test_four_slots_concurrent_then_sequential_and_nothing_survives(tiny_model: 
     spec = spec_from_gguf(tiny_model)
     assert sum(log.kv.by_backend.values()) == pytest.approx(kv_cache_bytes(spec, config) / MIB, abs=0.01)
     assert log.kv_cells == 512 and not log.oom
+    assert not log.gpu_present and not log.cpu_offload  # a CPU-only build: nothing was "offloaded"
 
 
 def test_missing_binary_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -90,8 +90,15 @@ class ServerLog:
         return any(marker in line for line in self.errors for marker in _LOAD_ERROR_MARKERS)
 
     @property
+    def gpu_present(self) -> bool:
+        """Whether the server allocated any GPU buffer (a CPU-only build allocates none)."""
+        return any(buffers.device() > 0 for buffers in (self.model, self.kv, self.compute))
+
+    @property
     def cpu_offload(self) -> bool:
-        """Layers or KV left in host memory: the silent spill to catch."""
+        """On a GPU run, layers or KV left in host memory: the silent spill to catch."""
+        if not self.gpu_present:
+            return False
         if self.offloaded_layers and self.offloaded_layers[0] < self.offloaded_layers[1]:
             return True
         return self.kv.host() > 0
