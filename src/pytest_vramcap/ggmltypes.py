@@ -12,14 +12,12 @@ from typing import Iterable
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from .errors import ConfigError
+from .kvtypes import KV_CACHE_TYPES
 
 __all__ = ["GGMLType", "type_by_name", "row_bytes", "tensor_nbytes", "is_quantized", "KV_CACHE_TYPES"]
 
 GGMLType = GGMLQuantizationType
 
-# Cache types llama-server accepts for --cache-type-k/-v and Ollama for
-# OLLAMA_KV_CACHE_TYPE (f16, q8_0, q4_0); llama.cpp also takes a few more.
-KV_CACHE_TYPES: tuple[str, ...] = ("f16", "bf16", "f32", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 
 
 def type_by_name(name: str) -> GGMLType:

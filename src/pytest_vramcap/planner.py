@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from .errors import ConfigError
-from .ggmltypes import KV_CACHE_TYPES
+from .kvtypes import KV_CACHE_TYPES, UNQUANTIZED_KV_TYPES
 from .memory import COMPUTE_MODEL_NOTE, KV_PAD, MIB, MemoryBreakdown, ServerConfig, estimate_memory
 from .modelspec import ModelSpec
 from .profiles import Profile
@@ -49,7 +49,7 @@ class PlanRequest:
             raise ConfigError(f"--ctx-per-agent must be positive, got {self.ctx_per_agent}")
         if self.kv_cache not in KV_CACHE_TYPES:
             raise ConfigError(f"--kv-cache must be one of {', '.join(KV_CACHE_TYPES)}, got {self.kv_cache!r}")
-        if self.kv_cache not in ("f16", "bf16", "f32") and not self.flash_attn:
+        if self.kv_cache not in UNQUANTIZED_KV_TYPES and not self.flash_attn:
             raise ConfigError(f"--kv-cache {self.kv_cache} needs --flash-attn on (llama.cpp quantizes V only with FA)")
         if self.ubatch < 1:
             raise ConfigError(f"--ubatch must be positive, got {self.ubatch}")

@@ -1,54 +1,129 @@
-"""pytest entry point (``pytest11``): options and the report header.
+"""pytest entry point (``pytest11``): options, markers, fixtures; the logic lives elsewhere.
 
-Kept thin and free of heavy imports: loading the plugin must cost nothing on a
-machine without a GPU or without the engine extra. The fixtures, scenarios and
-verdicts build on this in later modules.
+Loading this module imports nothing heavy: the planner, engines and NVML load
+only when ``--vram-profile`` enables the plugin.
 """
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
-PROFILE_KEY = pytest.StashKey[Any]()
+from .settings import add_options
+from .stashkeys import SESSION_KEY
 
-
-def _profile_option(text: str) -> str:
-    from .errors import ProfileError
-    from .profiles import resolve_profile
-
-    try:
-        resolve_profile(text)
-    except ProfileError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+_MARKER_KWARGS = {"min_speedup", "slo"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("vramcap", "VRAM capacity tests (pytest-vramcap)")
-    group.addoption("--vram-profile", dest="vram_profile", default=None, type=_profile_option, metavar="PROFILE",
-                    help="VRAM budget to plan and test against: 16gb, 24GiB, rtx4080, h100-80gb...")
-    parser.addini("vramcap_vram_profile", "default for --vram-profile", default=None)
+    add_options(parser)
+    parser.addini("vramcap_scenario_dirs", "directory names whose YAML files are scenarios", type="args",
+                  default=["scenarios"])
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    text = config.getoption("vram_profile") or config.getini("vramcap_vram_profile")
-    if not text:
+    config.addinivalue_line(
+        "markers", "vramcap(min_speedup=None, slo=None): per-test expectations for vramcap_fanout runs")
+    from .settings import Settings
+
+    settings = Settings.from_config(config)
+    if settings is None:
         return
-    from .errors import ProfileError
-    from .profiles import resolve_profile
+    from .session import VramcapSession
 
-    try:
-        config.stash[PROFILE_KEY] = resolve_profile(text)
-    except ProfileError as exc:
-        raise pytest.UsageError(str(exc)) from None
+    session = VramcapSession(config, settings)
+    config.stash[SESSION_KEY] = session
+    config.pluginmanager.register(session, "vramcap-session")
 
 
-def pytest_report_header(config: pytest.Config) -> str | None:
-    profile = config.stash.get(PROFILE_KEY, None)
-    if profile is None:
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None:
+        session.stop_server()  # idempotent; sessionfinish normally did it already
+        config.pluginmanager.unregister(session)
+        del config.stash[SESSION_KEY]
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Any:
+    config = parent.config
+    if file_path.suffix not in (".yaml", ".yml") or SESSION_KEY not in config.stash:
         return None
-    return (f"vramcap: profile {profile.name} ({profile.usable_mib} MiB usable, "
-            f"overhead {profile.overhead_mib} MiB: {profile.overhead_source})")
+    if file_path.parent.name not in (config.getini("vramcap_scenario_dirs") or ["scenarios"]):
+        return None
+    from .collect import ScenarioFile
+
+    return ScenarioFile.from_parent(parent, path=file_path)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("vramcap"):
+        if marker.args:
+            raise TypeError("@pytest.mark.vramcap takes keyword arguments only")
+        unknown = set(marker.kwargs) - _MARKER_KWARGS
+        if unknown:
+            raise TypeError(f"@pytest.mark.vramcap: unknown arguments {sorted(unknown)} "
+                            f"(known: {sorted(_MARKER_KWARGS)})")
+
+
+def _session(request: pytest.FixtureRequest) -> Any:
+    session = request.config.stash.get(SESSION_KEY, None)
+    if session is None:
+        pytest.skip("vramcap fixtures need --vram-profile (e.g. pytest --vram-profile=16gb)")
+    return session
+
+
+@pytest.fixture(scope="session")
+def vramcap_plan(request: pytest.FixtureRequest) -> Any:
+    """The :class:`~pytest_vramcap.planner.Plan` for this run's profile, model and options."""
+    return _session(request).plan
+
+
+@pytest.fixture(scope="session")
+def vramcap_server(request: pytest.FixtureRequest) -> Any:
+    """The run's server (started once; under xdist by the controller): ``.url``, and ``.log`` when embedded."""
+    return _session(request).ensure_server()
+
+
+@pytest.fixture(scope="session")
+def vramcap_gpu(request: pytest.FixtureRequest) -> Any:
+    """NVIDIA GPUs NVML sees (empty on machines without a driver)."""
+    return _session(request).gpus
+
+
+class FanoutRunner:
+    """Runs scenarios against the session's server; expectations come from the vramcap marker."""
+
+    def __init__(self, session: Any, marker_kwargs: dict[str, Any]) -> None:
+        self._session = session
+        self.min_speedup = marker_kwargs.get("min_speedup")
+        self.slo = marker_kwargs.get("slo") or {}
+
+    def run(self, scenario: Any) -> Any:
+        from .scenarios import Scenario, load_scenario
+
+        if not isinstance(scenario, Scenario):
+            scenario = load_scenario(scenario)
+        return self._session.run_scenario(scenario)
+
+    def verdicts(self, run: Any) -> list[Any]:
+        minimum = self._session.min_speedup_for(run.scenario, self.min_speedup)
+        slo = run.scenario.expect.slo.items() + sorted(self.slo.items())
+        return self._session.verdicts_for(run, minimum, slo)
+
+    def check(self, run: Any) -> None:
+        """Fail the test with every verdict's evidence unless all pass."""
+        __tracebackhide__ = True
+        verdicts = self.verdicts(run)
+        if any(v.failed for v in verdicts):
+            raise AssertionError("\n".join(v.describe() for v in verdicts))
+
+
+@pytest.fixture
+def vramcap_fanout(request: pytest.FixtureRequest) -> FanoutRunner:
+    """``vramcap_fanout.run(path_or_scenario)`` -> ScenarioRun; ``.check(run)`` applies the verdicts."""
+    kwargs: dict[str, Any] = {}
+    for marker in reversed(list(request.node.iter_markers("vramcap"))):
+        kwargs.update(marker.kwargs)  # the closest marker wins
+    return FanoutRunner(_session(request), kwargs)

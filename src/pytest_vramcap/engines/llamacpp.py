@@ -44,9 +44,9 @@ def _port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def _healthy(url: str, timeout_s: float = 2.0) -> bool:
+def _healthy(url: str, timeout_s: float = 2.0, path: str = "/health") -> bool:
     try:
-        return httpx.get(f"{url}/health", timeout=timeout_s).status_code == 200
+        return httpx.get(f"{url}{path}", timeout=timeout_s).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -104,6 +104,12 @@ class LlamaServer:
     def running(self) -> bool:
         return self._process is not None and self._process.running
 
+    @property
+    def exit_code(self) -> int | None:
+        """The server's exit code once it has exited, else None."""
+        process = self._process.process if self._process else None
+        return process.poll() if process else None
+
     def start(self) -> "LlamaServer":
         if not self.model_path.is_file():
             raise EngineStartError(f"model file {str(self.model_path)!r} does not exist")
@@ -146,19 +152,20 @@ class LlamaServer:
 class AttachedServer:
     """A server someone else runs: we check it answers and never stop it."""
 
-    def __init__(self, url: str, startup_timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, startup_timeout_s: float = 30.0, health_path: str = "/health") -> None:
         if not url.startswith(("http://", "https://")):
             url = "http://" + url
         self.url = url.rstrip("/")
         self.startup_timeout_s = startup_timeout_s
+        self.health_path = health_path
 
     def start(self) -> "AttachedServer":
         import time
 
         deadline = time.monotonic() + self.startup_timeout_s
-        while not _healthy(self.url):
+        while not _healthy(self.url, path=self.health_path):
             if time.monotonic() > deadline:
-                raise ServerUnreachable(f"no healthy server at {self.url} (GET /health) within "
+                raise ServerUnreachable(f"no healthy server at {self.url} (GET {self.health_path}) within "
                                         f"{self.startup_timeout_s:.0f} s")
             time.sleep(0.25)
         return self
