@@ -155,7 +155,8 @@ class VramcapSession:
         engine = settings.engine if settings.engine in ("url", "ollama") else "llamacpp (embedded llama-server)"
         return [
             f"vramcap: profile {plan.profile.name} ({plan.profile.usable_mib} MiB usable); "
-            f"plan {plan.spec.name} {c.parallel} agents x {c.ctx_per_agent} ctx, KV {c.cache_type_k}, "
+            f"plan {plan.spec.name} {c.parallel} agent{'s' if c.parallel > 1 else ''} x {c.ctx_per_agent} ctx, "
+            f"KV {c.cache_type_k}, "
             f"flash-attn {'on' if c.flash_attn else 'off'}: {plan.total_mib:.0f} MiB at peak, "
             f"{'fits' if plan.fits else 'DOES NOT FIT'}",
             f"vramcap: engine {engine}{' at ' + settings.server_url if settings.server_url else ''}; GPU {gpu}",
