@@ -177,3 +177,32 @@ def test_xdist_starts_exactly_one_server(pytester: pytest.Pytester, run) -> None
     assert "cleaning up before exit" in logs[0].read_text()  # stopped by the controller, once
     data = report(pytester)
     assert sorted(s["name"] for s in data["scenarios"]) == ["one", "three", "two"]
+
+
+def test_python_tests_use_the_fixtures_marker_and_helpers(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+    pytester.path.joinpath("pair.yaml").write_text(scenario_yaml("pair"))
+    pytester.makepyfile(test_agents="""
+        import pytest
+        from pytest_vramcap.assertions import assert_no_cpu_offload, assert_no_oom, assert_parallel_speedup, assert_slo
+
+        @pytest.mark.vramcap(slo={"ttft_p95_s": 600})
+        def test_pair(vramcap_server, vramcap_plan, vramcap_fanout):
+            run = vramcap_fanout.run("pair.yaml")
+            vramcap_fanout.check(run)
+            assert_no_oom(vramcap_server, vramcap_plan)
+            assert_no_cpu_offload(vramcap_server)
+            assert_slo(run, ttft_p95_s=600)
+            assert run.speedup > 0
+
+        def test_speedup_message(vramcap_fanout):
+            run = vramcap_fanout.run("pair.yaml")
+            with pytest.raises(AssertionError, match=r"parallel_speedup: .*x, minimum 1000.00x"):
+                assert_parallel_speedup(run, 1000)
+
+        @pytest.mark.vramcap(min_sped=2)
+        def test_typo_in_marker(vramcap_fanout):
+            pass
+    """)
+    result = run("--vram-profile=16gb", "test_agents.py")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*unknown arguments [[]'min_sped'[]]*"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 from .errors import ModelSourceError
 from .modelspec import ModelSpec
@@ -16,7 +17,8 @@ def default_models_dir() -> Path:
     return Path(base) / ("" if os.environ.get("VRAMCAP_MODELS_DIR") else "pytest-vramcap/models")
 
 
-def materialize_model(spec: ModelSpec, models_dir: str | Path | None = None) -> Path:
+def materialize_model(spec: ModelSpec, models_dir: str | Path | None = None,
+                      announce: Callable[[str], None] | None = None) -> Path:
     """The GGUF to serve: the file itself, or a synthetic one for a shape (written once, then reused)."""
     if spec.source.startswith("ollama:"):
         raise ModelSourceError(f"{spec.source}: an Ollama model is served by Ollama, not by the embedded engine")
@@ -27,5 +29,8 @@ def materialize_model(spec: ModelSpec, models_dir: str | Path | None = None) -> 
     _, shape, mix = spec.source.split(":")
     path = Path(models_dir or default_models_dir()) / spec.model_ref
     if not path.exists():
+        if announce:
+            announce(f"vramcap: synthesizing {spec.name} ({spec.weights_bytes / 2**20:,.0f} MiB of random weights) "
+                     f"-> {path}")
         write_gguf(shape, mix, path, weights="random", progress=True)
     return path

@@ -105,11 +105,27 @@ class VramcapSession:
                                   health_path=health).start()
         from .models import materialize_model
 
-        model_path = materialize_model(self.plan.spec, settings.models_dir)
+        with self._uncaptured():
+            model_path = materialize_model(self.plan.spec, settings.models_dir, announce=self._announce)
         log_dir = settings.report_dir / "logs"
         options = EngineOptions(startup_timeout_s=settings.startup_timeout, log_dir=log_dir,
                                 fit_margin_mib=self.plan.fit_margin_mib)
-        return LlamaServer(self.plan.config, model_path, options).start()
+        server = LlamaServer(self.plan.config, model_path, options)
+        self._announce(f"vramcap: starting llama-server on {server.url} (log {server.log_path})")
+        return server.start()
+
+    def _uncaptured(self) -> Any:
+        """Let progress output through pytest's capture (as pdb does)."""
+        import contextlib
+
+        capture = self.config.pluginmanager.getplugin("capturemanager")
+        return capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
+
+    def _announce(self, message: str) -> None:
+        reporter = self.config.pluginmanager.getplugin("terminalreporter")
+        if reporter is not None and not _is_worker(self.config):
+            with self._uncaptured():
+                reporter.write_line(message)
 
     def stop_server(self) -> None:
         if isinstance(self.server, LlamaServer) and not _is_worker(self.config):

@@ -111,14 +111,20 @@ def _write_data(handle: BinaryIO, tensors: list[Tensor], weights: str, seed: int
 
 
 def _stderr_progress(path: Path) -> Callable[[int, int], None]:
+    """Rewrite one line on a terminal; on a pipe, a line every few seconds and at the end."""
     last = [0.0]
+    tty = sys.stderr.isatty()
+    interval = 1.0 if tty else 5.0
 
     def report(done: int, total: int) -> None:
         now = time.monotonic()
-        if now - last[0] >= 1.0 or done == total:
+        if now - last[0] >= interval or done == total:
             last[0] = now
-            print(f"\rsynth {path.name}: {done / 2**20:,.0f} / {total / 2**20:,.0f} MiB ({100 * done / total:.0f}%)",
-                  end="\n" if done == total else "", file=sys.stderr, flush=True)
+            line = f"synth {path.name}: {done / 2**20:,.0f} / {total / 2**20:,.0f} MiB ({100 * done / total:.0f}%)"
+            if tty:
+                print("\r" + line, end="\n" if done == total else "", file=sys.stderr, flush=True)
+            else:
+                print(line, file=sys.stderr, flush=True)
 
     return report
 
