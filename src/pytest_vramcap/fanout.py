@@ -61,7 +61,9 @@ def _request(scenario: Scenario, step: str, agent: Agent, state: dict[str, Any],
     system = "\n".join(part for part in (scenario.shared_prefix, agent.system or "") if part)
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": render_prompt(agent.prompt, state, scenario.max_ref_chars)})
-    return ChatRequest(messages, agent.max_tokens, label=f"{step}.{agent.role}", seed=seed)
+    # No prompt-cache reuse: the parallel pass must not get the sequential pass's prefill for free.
+    return ChatRequest(messages, agent.max_tokens, label=f"{step}.{agent.role}", seed=seed,
+                       extra={"cache_prompt": False})
 
 
 async def run_scenario(client: ChatClient, scenario: Scenario, mode: str, seed: int = 42) -> ModeResult:

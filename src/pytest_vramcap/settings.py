@@ -21,9 +21,8 @@ from .kvtypes import KV_CACHE_TYPES, UNQUANTIZED_KV_TYPES
 __all__ = ["Settings", "add_options", "ENGINES", "DEFAULT_MODEL"]
 
 ENGINES = ("auto", "llamacpp", "ollama", "url")
-# ~114 MB of F16 weights: decodes fast on 2 CPU cores and batches well (2.8x for
-# 4 agents measured on this project's CI-class machine, docs/benchmarks.md).
-DEFAULT_MODEL = "tiny:F16"
+# 254 MB of F16 weights whose CPU decode batches well (see shapes.py, docs/benchmarks.md).
+DEFAULT_MODEL = "small:F16"
 
 
 def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
