@@ -44,14 +44,19 @@ class ScenarioItem(pytest.Item):
 
     def runtest(self) -> None:
         session = self.config.stash[SESSION_KEY]
-        run = session.run_scenario(self.scenario)
         minimum = session.min_speedup_for(self.scenario)
-        verdicts = session.verdicts_for(run, minimum, self.scenario.expect.slo.items())
+        try:
+            run = session.run_scenario(self.scenario)
+        except EngineError:
+            run = None
+            verdicts = session.start_failure_verdicts()
+        else:
+            verdicts = session.verdicts_for(run, minimum, self.scenario.expect.slo.items())
         failed = [v for v in verdicts if v.failed]
         result = ScenarioResult(
-            name=self.scenario.name, nodeid=self.nodeid, passed=not failed, speedup=run.speedup,
-            min_speedup=minimum, sequential=run.sequential.to_dict(), parallel=run.parallel.to_dict(),
-            verdicts=[v.to_dict() for v in verdicts],
+            name=self.scenario.name, nodeid=self.nodeid, passed=not failed, speedup=run.speedup if run else None,
+            min_speedup=minimum, sequential=run.sequential.to_dict() if run else {},
+            parallel=run.parallel.to_dict() if run else {}, verdicts=[v.to_dict() for v in verdicts],
         )
         self.user_properties.append((RESULT_PROPERTY, json.dumps(result.model_dump())))
         if failed:

@@ -15,8 +15,14 @@ from .memory import ServerConfig
 __all__ = ["llama_server_args", "ollama_env", "ollama_modelfile", "ollama_create_request"]
 
 
-def llama_server_args(config: ServerConfig, model_path: str, *, fit_margin_mib: int) -> list[str]:
-    """Flags for ``llama-server`` (without host/port, which the engine adds)."""
+def llama_server_args(config: ServerConfig, model_path: str, *, fit_margin_mib: int, fit: bool = False) -> list[str]:
+    """Flags for ``llama-server`` (without host/port, which the engine adds).
+
+    ``fit=False`` (our default) pins the plan's layers with ``-ngl`` and ``--fit off``,
+    so a config that does not fit fails loudly (OOM). ``fit=True`` reproduces Ollama
+    >= 0.30: no ``-ngl``, ``--fit on`` with the margin, and llama.cpp moves layers to
+    the CPU when memory runs short.
+    """
     args = [
         "-m", model_path,
         "-c", str(config.ctx_total),
@@ -26,11 +32,13 @@ def llama_server_args(config: ServerConfig, model_path: str, *, fit_margin_mib: 
         "--flash-attn", "on" if config.flash_attn else "off",
         "-b", str(config.n_batch),
         "-ub", str(config.n_ubatch),
-        "-ngl", "all" if config.gpu_layers is None else str(config.gpu_layers),
+    ]
+    if fit:
+        args += ["--fit", "on", "--fit-target", str(fit_margin_mib)]
+    else:
         # The plan already placed the layers: let --fit neither shrink the
         # context nor move layers behind our back.
-        "--fit", "off",
-    ]
+        args += ["-ngl", "all" if config.gpu_layers is None else str(config.gpu_layers), "--fit", "off"]
     if config.kv_unified:
         args.append("--kv-unified")
     if config.swa_full:

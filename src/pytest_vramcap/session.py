@@ -52,9 +52,36 @@ class VramcapSession:
         self.results: list[ScenarioResult] = []
         self.session_verdicts: list[Verdict] = []
         self.report_path: Path | None = None
-        from .gpu import detect_gpus
+        from .gpu import detect_gpus, visible_gpu
 
         self.gpus, self.gpu_reason = detect_gpus()
+        self.gpu = visible_gpu(self.gpus)
+        self.ballast: Any = None
+        self.sampler: Any = None
+        if not _is_worker(config):
+            self._emulate_profile()
+
+    def _emulate_profile(self) -> None:
+        """Make a bigger GPU offer only the profile's memory, for the whole run."""
+        mode, usable = self.settings.emulate, self.plan.profile.usable_mib
+        if mode == "off" or self.settings.engine != "llamacpp":
+            return
+        if self.gpu is None:
+            if mode == "on":
+                raise pytest.UsageError(f"--vramcap-emulate=on needs an NVIDIA GPU: {self.gpu_reason}")
+            return
+        if self.gpu.total_mib < usable:
+            raise pytest.UsageError(f"the GPU ({self.gpu.name}, {self.gpu.total_mib} MiB) is smaller than profile "
+                                    f"{self.plan.profile.name} ({usable} MiB usable): test on the real card or a "
+                                    f"smaller profile")
+        if mode == "auto" and self.gpu.total_mib - usable < 1024:
+            return  # the GPU is the profile's size already
+        from .ballast import Ballast
+
+        try:
+            self.ballast = Ballast(target_free_mib=usable).hold()
+        except BadInputError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
     # ------------------------------------------------------------------ plan
 
@@ -87,32 +114,46 @@ class VramcapSession:
         if self.server is not None:
             return self.server
         try:
-            self.server = self._start_server()
+            self._start_server()
         except EngineError as exc:
             self.server_error = exc
             raise
+        assert self.server is not None
         return self.server
 
     def _start_server(self) -> LlamaServer | AttachedServer:
         settings = self.settings
         worker_url = getattr(self.config, "workerinput", {}).get(WORKER_URL_KEY)
         if worker_url:
-            return AttachedServer(worker_url, startup_timeout_s=settings.startup_timeout).start()
+            self.server = AttachedServer(worker_url, startup_timeout_s=settings.startup_timeout).start()
+            return self.server
         if settings.engine in ("url", "ollama"):
             assert settings.server_url is not None
             health = "/api/version" if settings.engine == "ollama" else "/health"
-            return AttachedServer(settings.server_url, startup_timeout_s=settings.startup_timeout,
-                                  health_path=health).start()
+            self.server = AttachedServer(settings.server_url, startup_timeout_s=settings.startup_timeout,
+                                         health_path=health).start()
+            return self.server
         from .models import materialize_model
 
         with self._uncaptured():
             model_path = materialize_model(self.plan.spec, settings.models_dir, announce=self._announce)
         log_dir = settings.report_dir / "logs"
         options = EngineOptions(startup_timeout_s=settings.startup_timeout, log_dir=log_dir,
-                                fit_margin_mib=self.plan.fit_margin_mib)
-        server = LlamaServer(self.plan.config, model_path, options)
+                                fit_margin_mib=self.plan.fit_margin_mib, fit=settings.fit)
+        # Kept even if it fails to start: its log is the evidence of an OOM at load.
+        server = self.server = LlamaServer(self.plan.config, model_path, options)
         self._announce(f"vramcap: starting llama-server on {server.url} (log {server.log_path})")
-        return server.start()
+        try:
+            return server.start()
+        finally:
+            self._start_sampler(server)
+
+    def _start_sampler(self, server: LlamaServer) -> None:
+        if self.gpu is None or server.pid is None:
+            return
+        from .gpu import MemorySampler
+
+        self.sampler = MemorySampler(self.gpu.uuid, pid=server.pid).start()
 
     def _uncaptured(self) -> Any:
         """Let progress output through pytest's capture (as pdb does)."""
@@ -130,6 +171,10 @@ class VramcapSession:
     def stop_server(self) -> None:
         if isinstance(self.server, LlamaServer) and not _is_worker(self.config):
             self.server.stop()
+        if self.sampler is not None:
+            self.sampler.stop()
+        if self.ballast is not None:
+            self.ballast.release()
 
     @property
     def embedded(self) -> LlamaServer | None:
@@ -155,6 +200,17 @@ class VramcapSession:
         ]
         return verdicts + slo_verdicts(run, slo)
 
+    def start_failure_verdicts(self) -> list[Verdict]:
+        """When the server never came up: what its log and exit say (an OOM at load, usually)."""
+        embedded = self.embedded
+        log = embedded.log if embedded else None
+        verdicts = [oom_verdict(self.plan, log, False if embedded else None, embedded.exit_code if embedded else None),
+                    offload_verdict(log)]
+        if not verdicts[0].failed:
+            summary = getattr(self.server_error, "summary", str(self.server_error))
+            verdicts[0] = Verdict("oom", FAIL, "the server did not start", (f"server: {summary}",))
+        return verdicts
+
     def min_speedup_for(self, scenario: Scenario, marker_value: float | None = None) -> float | None:
         return self.settings.min_speedup or marker_value or scenario.expect.min_speedup
 
@@ -168,6 +224,9 @@ class VramcapSession:
         c = plan.config
         gpu = ", ".join(f"{g.name} ({g.total_mib} MiB, driver {g.driver})" for g in self.gpus) or \
             f"none ({self.gpu_reason})"
+        if self.ballast is not None:
+            gpu += (f"; emulating {plan.profile.name}: {self.ballast.held_mib} MiB held, "
+                    f"{plan.profile.usable_mib} MiB left free")
         engine = settings.engine if settings.engine in ("url", "ollama") else "llamacpp (embedded llama-server)"
         return [
             f"vramcap: profile {plan.profile.name} ({plan.profile.usable_mib} MiB usable); "
@@ -225,7 +284,7 @@ class VramcapSession:
         embedded = self.embedded
         engine: dict[str, Any] = {"kind": self.settings.engine, "url": self.server.url if self.server else None}
         if embedded is not None:
-            engine.update({"binary": str(embedded.binary), "argv": embedded.argv, "log": str(embedded.log_path),
+            engine.update({"binary": str(embedded.binary), "argv": embedded.argv[1:], "log": str(embedded.log_path),
                            "exit_code": embedded.exit_code})
             final = embedded.log.final_breakdown
             if final is not None:
@@ -234,7 +293,15 @@ class VramcapSession:
             profile=self.plan.profile.to_dict(),
             plan=self.plan.to_dict(),
             engine=engine,
-            gpu={"gpus": [g.to_dict() for g in self.gpus], "reason": self.gpu_reason},
+            gpu={
+                "gpus": [g.to_dict() for g in self.gpus],
+                "reason": self.gpu_reason,
+                "device": self.gpu.to_dict() if self.gpu else None,
+                "emulated_profile": None if self.ballast is None else {
+                    "profile": self.plan.profile.name, "free_target_mib": self.plan.profile.usable_mib,
+                    "ballast_mib": self.ballast.held_mib, "free_before_mib": self.ballast.free_before_mib},
+                "measured": self.sampler.to_dict() if self.sampler is not None else None,
+            },
             versions=versions(),
             scenarios=self.results,
             session_verdicts=[v.to_dict() for v in self.session_verdicts],

@@ -79,6 +79,10 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
     "min-speedup": (_positive_float, None, "override every scenario's minimum parallel speedup"),
     "startup-timeout": (_positive_float, 300.0, "seconds to wait for the server to become healthy"),
     "models-dir": (Path, None, "where shapes are synthesized (default ~/.cache/pytest-vramcap/models)"),
+    "fit": (_choice(("on", "off")), "off", "off: pin the plan's layers (-ngl, --fit off), an overflow is an OOM; "
+                                          "on: llama.cpp --fit as under Ollama, an overflow spills to the CPU"),
+    "emulate": (_choice(("auto", "on", "off")), "auto", "hold a VRAM ballast so a bigger GPU offers only the "
+                                                        "profile's memory (auto: when the GPU is bigger)"),
 }
 
 
@@ -119,6 +123,8 @@ class Settings:
     min_speedup: float | None
     startup_timeout: float
     models_dir: Path | None
+    fit: bool = False
+    emulate: str = "auto"
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> "Settings | None":
@@ -154,4 +160,4 @@ class Settings:
                    ctx=values["ctx"], kv_cache=values["kv_cache"], flash_attn=values["flash_attn"] == "on",
                    server_url=values["server_url"], report_dir=values["report_dir"],
                    min_speedup=values["min_speedup"], startup_timeout=values["startup_timeout"],
-                   models_dir=values["models_dir"])
+                   models_dir=values["models_dir"], fit=values["fit"] == "on", emulate=values["emulate"])

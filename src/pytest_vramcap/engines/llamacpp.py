@@ -62,6 +62,8 @@ class EngineOptions:
     no_repack: bool | None = None
     """``--no-repack``; None adds it for CPU-only builds (the repack path crashes on AMX CPUs)."""
     fit_margin_mib: int = 1024
+    fit: bool = False
+    """llama.cpp ``--fit on`` (Ollama's behaviour: spill layers to the CPU) instead of the plan's ``-ngl``."""
     env: dict[str, str] | None = None
 
 
@@ -87,7 +89,7 @@ class LlamaServer:
     @property
     def argv(self) -> list[str]:
         argv = [str(self.binary), *llama_server_args(self.config, str(self.model_path),
-                                                     fit_margin_mib=self.options.fit_margin_mib)]
+                                                     fit_margin_mib=self.options.fit_margin_mib, fit=self.options.fit)]
         argv += ["--host", self.options.host, "--port", str(self.port), "-lv", "4", "--metrics", "--no-webui"]
         no_repack = self.options.no_repack
         if no_repack is None:
@@ -95,6 +97,11 @@ class LlamaServer:
         if no_repack:
             argv.append("--no-repack")
         return argv + list(self.options.extra_args)
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process.process if self._process else None
+        return process.pid if process else None
 
     @property
     def pgid(self) -> int | None:
