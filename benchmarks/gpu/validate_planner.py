@@ -7,6 +7,10 @@ prompts runs, stop it (SIGINT: llama.cpp prints its memory breakdown), and
 compare term by term. Writes validation.json (a list of configs, each with
 ``predicted_total_mib`` and ``measured_total_mib``) and validation.md.
 
+``--render FILE`` skips the GPU: it re-predicts every measured config of FILE with
+the current planner (after a recalibration, say) and rewrites FILE and the
+Markdown table beside it. Measured fields are never touched.
+
 Calibration: the per-GPU overhead is ``measured process peak - (model + context +
 compute)`` from llama.cpp's own breakdown; the script prints its median for
 flash-attention and non-flash-attention configs, the two profile fields
@@ -65,6 +69,17 @@ async def burst(url: str, agents: int, prompt_chars: int) -> list[str]:
     return [str(o) for o in outcomes if isinstance(o, (RequestError, Exception))]
 
 
+def predict(shape: str, mix: str, agents: int, ctx: int, kv: str, fa: bool) -> dict:
+    """The current planner's terms for one config (shapes give the same bytes as the synthesized files)."""
+    from pytest_vramcap.modelspec import spec_from_shape
+
+    config = ServerConfig(parallel=agents, ctx_per_agent=ctx, cache_type_k=kv, cache_type_v=kv, flash_attn=fa)
+    gpu = estimate_memory(spec_from_shape(shape, mix), config, resolve_profile("h100-80gb", {})).gpu
+    return {"predicted_model_mib": round(gpu.model / MIB, 2), "predicted_context_mib": round(gpu.context / MIB, 2),
+            "predicted_compute_mib": round(gpu.compute / MIB, 2), "predicted_overhead_mib": round(gpu.overhead / MIB, 2),
+            "predicted_total_mib": round(gpu.total / MIB, 2)}
+
+
 def run_config(models: Path, logs: Path, gpu_uuid: str, shape: str, mix: str, agents: int, ctx: int, kv: str,
                fa: bool) -> dict:
     path = models / f"{shape}-{mix}.gguf"
@@ -117,7 +132,7 @@ def markdown(rows: list[dict], gpu: str, driver: str, command: str) -> str:
         "total pred/meas (err) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for r in (row for row in rows if "error" not in row):
         def err(p: float, m: float | None) -> str:
             return f"{100 * (p - m) / m:+.1f}%" if m else "n/a"
 
@@ -137,7 +152,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--models", type=Path, default=Path("/tmp/vramcap-models"))
     parser.add_argument("--limit", type=int, default=len(MATRIX))
+    parser.add_argument("--render", type=Path, default=None, help="re-predict a measured validation.json, no GPU")
     args = parser.parse_args()
+    if args.render:
+        rows = json.loads(args.render.read_text())
+        for row in rows:
+            if "error" not in row:
+                row.update(predict(row["shape"], row["mix"], row["agents"], row["ctx_per_agent"], row["kv_cache"],
+                                   row["flash_attn"]))
+        args.render.write_text(json.dumps(rows, indent=2) + "\n")
+        gpu_line = (args.render.parent / "gpu" / "gpu.txt").read_text().splitlines()[-1].split(", ")
+        command = ("python benchmarks/gpu/validate_planner.py --out OUT  (on the GPU; then --render "
+                   "docs/validation.json to re-predict)")
+        args.render.with_suffix(".md").write_text(markdown(rows, gpu_line[0], gpu_line[1], command))
+        return
     gpus, reason = detect_gpus()
     gpu = visible_gpu(gpus)
     if gpu is None:

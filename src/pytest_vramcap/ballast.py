@@ -92,8 +92,7 @@ class Ballast:
         if self._ctx.value:
             cuda.cuDevicePrimaryCtxRelease(self._dev)
             self._ctx = ctypes.c_void_p()
-        self.held_mib = 0
-        self._cuda = None
+        self._cuda = None  # held_mib keeps what was held, for the report
 
     def __enter__(self) -> "Ballast":
         return self.hold()

@@ -6,8 +6,8 @@ in GB are read as GiB, the way cards are sold (a "16 GB" RTX 4080 has 16 GiB).
 
 Per-process overhead is the memory llama.cpp does not account for in its own
 buffers: CUDA context, cuBLAS workspace and the VMM pool. It is measured on the
-H100 (../docs and tests/fixtures/llama-server-h100: 609 MiB at peak with flash
-attention, 816 MiB without) and estimated elsewhere from the SM count
+H100 (tests/fixtures/llama-server-h100 and docs/validation.md: 609 MiB at peak
+with flash attention, 752 MiB without) and estimated elsewhere from the SM count
 (~3 MiB per SM of context, per llama.cpp PR #23604, plus 86 MiB of cuBLAS
 workspace and pool, which puts an RTX 4090 at the 470 MiB reported in PR
 #15860). ``vramcap`` marks each figure as measured or estimated.
@@ -34,8 +34,10 @@ __all__ = ["Profile", "resolve_profile", "named_profiles", "load_user_profiles",
 PROFILE_FILE_ENV = "VRAMCAP_PROFILES"
 
 # Extra pool memory without flash attention (f32 KQ path through cuBLAS),
-# measured on the H100: 816 - 609 MiB. Assumed to carry over to other GPUs.
-NO_FLASH_ATTN_EXTRA_MIB = 207
+# measured on the H100: the median no-FA overhead of the validation matrix
+# (docs/validation.md: 716-778 MiB, median 752) minus the FA one (609).
+# Assumed to carry over to other GPUs.
+NO_FLASH_ATTN_EXTRA_MIB = 143
 
 
 @dataclass(frozen=True)

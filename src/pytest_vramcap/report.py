@@ -76,10 +76,11 @@ def summary_table(scenarios: list[ScenarioResult]) -> str:
     rows = []
     for result in scenarios:
         slos = [v for v in result.verdicts if v["name"].startswith("slo:")]
+        seq, par = result.sequential.get("wall_s"), result.parallel.get("wall_s")
         rows.append((
             result.name,
-            f"{result.sequential.get('wall_s', float('nan')):.2f}",
-            f"{result.parallel.get('wall_s', float('nan')):.2f}",
+            f"{seq:.2f}" if seq is not None else "-",
+            f"{par:.2f}" if par is not None else "-",
             f"{result.speedup:.2f}x" if result.speedup is not None else "-",
             f"{result.min_speedup:.2f}x" if result.min_speedup else "-",
             _outcome(result.verdicts, "oom"),
