@@ -4,6 +4,8 @@ measured on an H100 with benchmarks/gpu/run_on_device.sh."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from pytest_vramcap.gpu import GpuInfo, detect_gpus, visible_gpu
@@ -66,6 +68,7 @@ def test_sampler_and_ballast_on_a_real_gpu() -> None:
     with Ballast(target_free_mib=target) as held:
         free, _ = held.free_and_total_mib()
         assert abs(free - target) <= 64 and held.held_mib > 0
+        time.sleep(0.5)  # let the sampler see it
     sampler.stop()
     assert sampler.peak_device_mib is not None and sampler.peak_device_mib >= held.held_mib
     with pytest.raises(Exception, match="less than the profile"):
