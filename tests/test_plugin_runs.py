@@ -9,7 +9,6 @@ cannot reach even when a neighbour slows the sequential pass.
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 

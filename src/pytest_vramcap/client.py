@@ -145,7 +145,7 @@ class ChatClient:
     @staticmethod
     def _fail(record: RequestRecord, error: RequestError) -> RequestError:
         record.error = str(error)
-        error.record = record  # type: ignore[attr-defined]
+        error.record = record
         return error
 
     async def _stream(self, request: ChatRequest, record: RequestRecord) -> None:

@@ -17,6 +17,8 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "VramcapError",
     "BadInputError",
@@ -88,7 +90,11 @@ class RequestError(EngineError):
     ├── HTTPStatusError     4xx/5xx; carries status and body
     ├── StreamCut           the stream ended before the final chunk / [DONE]
     └── RequestTimeout      no response, or a stall longer than the read timeout
+
+    ``record`` carries the partial RequestRecord (timestamps up to the failure).
     """
+
+    record: Any = None
 
 
 class RequestRefused(RequestError, ServerUnreachable):

@@ -92,7 +92,7 @@ async def run_scenario(client: ChatClient, scenario: Scenario, mode: str, seed: 
         for agent, outcome in zip(step.agents, outcomes):
             if isinstance(outcome, RequestError):
                 errors.append(f"{step.name}.{agent.role}: {outcome}")
-                records.append(getattr(outcome, "record"))
+                records.append(outcome.record)
                 outputs[agent.role] = ""
             elif isinstance(outcome, BaseException):
                 raise outcome

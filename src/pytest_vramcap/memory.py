@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import ConfigError
-from .ggmltypes import GGMLType, is_quantized, row_bytes, type_by_name
+from .ggmltypes import is_quantized, row_bytes, type_by_name
 from .modelspec import ModelSpec, Tensor
 from .profiles import Profile
 

@@ -7,7 +7,7 @@ only when ``--vram-profile`` enables the plugin.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
