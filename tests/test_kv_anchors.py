@@ -101,3 +101,17 @@ def test_quantized_v_without_flash_attention_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="flash attention"):
         ServerConfig(parallel=1, ctx_per_agent=4096, cache_type_k="q8_0", cache_type_v="q8_0", flash_attn=False)
+
+
+def test_recurrent_state_is_per_sequence_and_independent_of_context() -> None:
+    """Mamba layers hold f32 conv + SSM state per sequence (llama-memory-recurrent.cpp), whatever the context."""
+    from pytest_vramcap.modelspec import _spec_from_metadata
+
+    kv = {"general.architecture": "mamba", "mamba.block_count": 24, "mamba.embedding_length": 768,
+          "mamba.ssm.conv_kernel": 4, "mamba.ssm.inner_size": 1536, "mamba.ssm.state_size": 16,
+          "mamba.context_length": 1_000_000}
+    spec = _spec_from_metadata(kv, [], name="mamba-130m", source="test", file_size=None)
+    per_layer = ((4 - 1) * 1536 + 16 * 1536) * 4  # n_embd_r + n_embd_s, f32
+    for agents, ctx in ((1, 4096), (1, 65536), (4, 4096)):
+        config = ServerConfig(parallel=agents, ctx_per_agent=ctx)
+        assert kv_cache_bytes(spec, config) == 24 * per_layer * agents
