@@ -59,8 +59,8 @@ def test_plan_from_a_gguf_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, message", [
     (["plan", "--model", "qwen2.5-14b", "--profile", "17potatoes"], "unknown VRAM profile"),
     (["plan", "--model", "qwen2.5-14b", "--profile", "0gb"], "sizes must be positive"),
-    (["plan", "--model", "qwen2.5-14b", "--agents", "-2"], "must be positive"),
-    (["plan", "--model", "qwen2.5-14b", "--ctx-per-agent", "0"], "must be positive"),
+    (["plan", "--model", "qwen2.5-14b", "--agents", "-2"], "must be a positive integer"),
+    (["plan", "--model", "qwen2.5-14b", "--ctx-per-agent", "0"], "must be a positive integer"),
     (["plan", "--model", "/nonexistent/model.gguf"], "does not exist"),
     (["plan", "--model", "llama9-400b"], "unknown model shape"),
     (["plan", "--model", "qwen2.5-14b", "--kv-cache", "q8_0", "--flash-attn", "off"], "flash-attn on"),

@@ -19,6 +19,7 @@ import sys
 from typing import Sequence
 
 from .errors import BadInputError, EngineError
+from .parsers import argparse_type, non_negative_int, positive_int
 
 __all__ = ["main"]
 
@@ -32,28 +33,12 @@ class _Parser(argparse.ArgumentParser):
         raise BadInputError(message)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def _gpu_layers(text: str) -> int | None:
-    return None if text.lower() in ("all", "-1") else _non_negative_int(text)
+    return None if text.lower() in ("all", "-1") else non_negative_int(text)
+
+
+_positive_int = argparse_type(positive_int)
+_non_negative_int = argparse_type(non_negative_int)
 
 
 def _add_plan_options(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +56,7 @@ def _add_plan_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv-cache", default="f16", metavar="TYPE", help="KV cache type: f16 (default), q8_0, q4_0")
     parser.add_argument("--flash-attn", choices=("on", "off"), default="on")
     parser.add_argument("--ubatch", type=_positive_int, default=512, metavar="U", help="llama.cpp -ub (default 512)")
-    parser.add_argument("--gpu-layers", type=_gpu_layers, default=None, metavar="N",
+    parser.add_argument("--gpu-layers", type=argparse_type(_gpu_layers), default=None, metavar="N",
                         help="layers on the GPU incl. the output layer (-ngl); default all")
     parser.add_argument("--fit-margin", type=_non_negative_int, default=1024, metavar="MIB",
                         help="free memory llama.cpp --fit keeps per GPU (default 1024)")

@@ -104,7 +104,8 @@ class Plan:
 
     @property
     def fits(self) -> bool:
-        return self.headroom_mib >= self.fit_margin_mib
+        # The same unrounded test the solver used, so a boundary plan cannot flip.
+        return _fits_breakdown(self.memory, self.profile, self.fit_margin_mib)
 
     def to_dict(self, model_path: str | None = None) -> dict[str, Any]:
         config = self.config

@@ -9,7 +9,6 @@ parses its options, so a bad one is a usage error before anything starts.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +16,7 @@ from typing import Any, Callable
 import pytest
 
 from .kvtypes import KV_CACHE_TYPES, UNQUANTIZED_KV_TYPES
+from .parsers import argparse_type, choice, http_url, positive_float, positive_int
 
 __all__ = ["Settings", "add_options", "ENGINES", "DEFAULT_MODEL"]
 
@@ -25,76 +25,37 @@ ENGINES = ("auto", "llamacpp", "ollama", "url")
 DEFAULT_MODEL = "small:F16"
 
 
-def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    def wrapper(text: str) -> Any:
-        try:
-            return parse(text)
-        except (ValueError, TypeError) as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return wrapper
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise ValueError(f"must be positive, got {text}")
-    return value
-
-
-def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text.lower() not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}, got {text!r}")
-        return text.lower()
-
-    return parse
-
-
-def _url(text: str) -> str:
-    if not text.startswith(("http://", "https://")) or len(text) < 10:
-        raise ValueError(f"must be an http(s) URL, got {text!r}")
-    return text.rstrip("/")
-
-
 # name: (parser, default, help)
 _OPTIONS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
-    "engine": (_choice(ENGINES), "auto", "auto (a URL if given, else the embedded llama-server), llamacpp, "
+    "engine": (choice(ENGINES), "auto", "auto (a URL if given, else the embedded llama-server), llamacpp, "
                                          "ollama (attach to Ollama's OpenAI API), or url"),
     "model": (str, DEFAULT_MODEL, "a .gguf path, a shape like qwen2.5-14b:Q4_K_M (synthesized), or an Ollama "
                                   "model name with --vramcap-engine=ollama"),
-    "agents": (_positive_int, None, "server slots (default: the widest step of the collected scenarios)"),
-    "ctx": (_positive_int, 8192, "context per agent (Ollama num_ctx)"),
-    "kv-cache": (_choice(KV_CACHE_TYPES), "f16", "KV cache type: f16, q8_0, q4_0"),
-    "flash-attn": (_choice(("on", "off")), "on", "flash attention"),
-    "server-url": (_url, None, "attach to this server instead of starting one"),
+    "agents": (positive_int, None, "server slots (default: the widest step of the collected scenarios)"),
+    "ctx": (positive_int, 8192, "context per agent (Ollama num_ctx)"),
+    "kv-cache": (choice(KV_CACHE_TYPES), "f16", "KV cache type: f16, q8_0, q4_0"),
+    "flash-attn": (choice(("on", "off")), "on", "flash attention"),
+    "server-url": (http_url, None, "attach to this server instead of starting one"),
     "report-dir": (Path, Path("reports"), "where the JSON run report goes"),
-    "min-speedup": (_positive_float, None, "override every scenario's minimum parallel speedup"),
-    "startup-timeout": (_positive_float, 300.0, "seconds to wait for the server to become healthy"),
+    "min-speedup": (positive_float, None, "override every scenario's minimum parallel speedup"),
+    "startup-timeout": (positive_float, 300.0, "seconds to wait for the server to become healthy"),
     "models-dir": (Path, None, "where shapes are synthesized (default ~/.cache/pytest-vramcap/models)"),
-    "fit": (_choice(("on", "off")), "off", "off: pin the plan's layers (-ngl, --fit off), an overflow is an OOM; "
+    "fit": (choice(("on", "off")), "off", "off: pin the plan's layers (-ngl, --fit off), an overflow is an OOM; "
                                           "on: llama.cpp --fit as under Ollama, an overflow spills to the CPU"),
-    "emulate": (_choice(("auto", "on", "off")), "auto", "hold a VRAM ballast so a bigger GPU offers only the "
+    "emulate": (choice(("auto", "on", "off")), "auto", "hold a VRAM ballast so a bigger GPU offers only the "
                                                         "profile's memory (auto: when the GPU is bigger)"),
 }
 
 
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("vramcap", "VRAM capacity tests (pytest-vramcap)")
-    group.addoption("--vram-profile", dest="vram_profile", default=None, type=_checked(_profile_or_error),
+    group.addoption("--vram-profile", dest="vram_profile", default=None, type=argparse_type(_profile_or_error),
                     metavar="PROFILE", help="VRAM budget to plan and test against: 16gb, 24GiB, rtx4080, h100-80gb... "
                                             "(enables the plugin)")
     parser.addini("vramcap_vram_profile", "default for --vram-profile", default=None)
     for name, (parse, _default, help_text) in _OPTIONS.items():
         dest = "vramcap_" + name.replace("-", "_")
-        group.addoption(f"--vramcap-{name}", dest=dest, default=None, type=_checked(parse), help=help_text)
+        group.addoption(f"--vramcap-{name}", dest=dest, default=None, type=argparse_type(parse), help=help_text)
         parser.addini(dest, f"default for --vramcap-{name}", default=None)
 
 
