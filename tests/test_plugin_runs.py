@@ -65,6 +65,13 @@ def run(pytester: pytest.Pytester, small_model: Path):  # type: ignore[no-untype
     return run_pytest
 
 
+def write_scenarios(pytester: pytest.Pytester, **files: str) -> None:
+    """Scenario YAML files, by stem, in a scenarios/ directory of the test project."""
+    pytester.mkdir("scenarios")
+    for stem, text in files.items():
+        pytester.path.joinpath(f"scenarios/{stem}.yaml").write_text(text)
+
+
 def report(pytester: pytest.Pytester) -> dict:
     reports = sorted((pytester.path / "reports").glob("vramcap-*.json"))
     assert len(reports) == 1
@@ -76,8 +83,7 @@ def server_logs(pytester: pytest.Pytester) -> list[Path]:
 
 
 def test_passing_run_writes_the_report(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
-    pytester.mkdir("scenarios")
-    pytester.path.joinpath("scenarios/pair.yaml").write_text(scenario_yaml("pair"))
+    write_scenarios(pytester, pair=scenario_yaml("pair"))
     result = run("--vram-profile=16gb", "scenarios")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["vramcap: profile 16gb*fits", "*pair*pass*n/a*PASSED*", "vramcap report: *.json"])
@@ -95,8 +101,7 @@ def test_passing_run_writes_the_report(pytester: pytest.Pytester, run) -> None: 
 
 
 def test_plan_over_budget_fails_the_oom_verdict(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
-    pytester.mkdir("scenarios")
-    pytester.path.joinpath("scenarios/pair.yaml").write_text(scenario_yaml("pair"))
+    write_scenarios(pytester, pair=scenario_yaml("pair"))
     result = run("--vram-profile=256MiB", "scenarios")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*DOES NOT FIT*", "*[[]FAIL[]] oom: *", "*plan: * MiB at peak + 1024 MiB fit margin*"])
@@ -104,9 +109,7 @@ def test_plan_over_budget_fails_the_oom_verdict(pytester: pytest.Pytester, run) 
 
 
 def test_too_few_slots_fail_the_speedup_verdict(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
-    pytester.mkdir("scenarios")
-    pytester.path.joinpath("scenarios/four.yaml").write_text(
-        scenario_yaml("four", agents=4, max_tokens=48, expect="{min_speedup: 3.0}"))
+    write_scenarios(pytester, four=scenario_yaml("four", agents=4, max_tokens=48, expect="{min_speedup: 3.0}"))
     result = run("--vram-profile=16gb", "--vramcap-agents=1", "scenarios")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*[[]FAIL[]] parallel_speedup: *x, minimum 3.00x",
@@ -118,8 +121,7 @@ def test_engine_that_crashes_fails_the_run(pytester: pytest.Pytester, run, tmp_p
     wrapper = tmp_path / "crashing-llama-server"
     wrapper.write_text(f'#!/bin/sh\n"{LLAMA_SERVER}" "$@" &\npid=$!\nsleep 2\nkill -9 $pid\nwait $pid\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
-    pytester.mkdir("scenarios")
-    pytester.path.joinpath("scenarios/long.yaml").write_text(scenario_yaml("long", agents=2, max_tokens=4000))
+    write_scenarios(pytester, long=scenario_yaml("long", agents=2, max_tokens=4000))
     result = run("--vram-profile=16gb", "--vramcap-ctx=8192", "scenarios",
                  env={"VRAMCAP_LLAMA_SERVER": str(wrapper)})
     assert result.ret == pytest.ExitCode.TESTS_FAILED
@@ -144,7 +146,7 @@ def test_bad_option_values_are_usage_errors(pytester: pytest.Pytester, run, args
 
 
 def test_missing_and_malformed_scenarios(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
-    pytester.mkdir("scenarios")
+    write_scenarios(pytester)
     missing = run("--vram-profile=16gb", "scenarios/nope.yaml")
     assert missing.ret == pytest.ExitCode.USAGE_ERROR
     missing.stderr.fnmatch_lines(["*file or directory not found: scenarios/nope.yaml*"])
@@ -160,9 +162,7 @@ def test_missing_and_malformed_scenarios(pytester: pytest.Pytester, run) -> None
 
 
 def test_xdist_starts_exactly_one_server(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
-    pytester.mkdir("scenarios")
-    for name in ("one", "two", "three"):
-        pytester.path.joinpath(f"scenarios/{name}.yaml").write_text(scenario_yaml(name))
+    write_scenarios(pytester, **{name: scenario_yaml(name) for name in ("one", "two", "three")})
     pytester.makepyfile(test_server="""
         import httpx
 

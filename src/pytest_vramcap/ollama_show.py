@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from .errors import ModelSourceError
+from .parsers import base_url
 
 __all__ = ["fetch_show", "DEFAULT_OLLAMA_URL"]
 
@@ -18,9 +19,7 @@ def fetch_show(model: str, url: str | None = None, timeout_s: float = 10.0) -> d
 
     if not model:
         raise ModelSourceError("ollama: needs a model name, like ollama:qwen2.5:14b")
-    base = (url or os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_URL).rstrip("/")
-    if not base.startswith(("http://", "https://")):
-        base = "http://" + base
+    base = base_url(url or os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_URL)
     try:
         response = httpx.post(f"{base}/api/show", json={"model": model, "verbose": True}, timeout=timeout_s)
     except httpx.HTTPError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-__all__ = ["positive_int", "non_negative_int", "positive_float", "choice", "http_url", "argparse_type"]
+__all__ = ["positive_int", "non_negative_int", "positive_float", "choice", "http_url", "base_url", "argparse_type"]
 
 
 def _int(text: str) -> int:
@@ -56,6 +56,12 @@ def http_url(text: str) -> str:
     if not text.startswith(("http://", "https://")) or len(text) < 10:
         raise ValueError(f"must be an http(s) URL, got {text!r}")
     return text.rstrip("/")
+
+
+def base_url(text: str) -> str:
+    """A server address as users write it (``host:port`` or a URL) as a URL without a trailing slash."""
+    url = text.strip().rstrip("/")
+    return url if url.startswith(("http://", "https://")) else "http://" + url
 
 
 def argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:

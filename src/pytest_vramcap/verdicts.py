@@ -69,20 +69,19 @@ def offload_verdict(log: ServerLog | None) -> Verdict:
         return Verdict("cpu_offload", NA, "no engine log to read (attached server)")
     if not log.gpu_present:
         return Verdict("cpu_offload", NA, "CPU-only engine: nothing is offloaded to a GPU")
+    n, m = log.offloaded_layers or (0, 0)
+    if not log.cpu_offload:
+        return Verdict("cpu_offload", PASS, f"all {m} layers and the KV cache on the GPU")
     evidence = []
-    if log.offloaded_layers and log.offloaded_layers[0] < log.offloaded_layers[1]:
-        n, m = log.offloaded_layers
-        evidence.append(f"log: offloaded {n}/{m} layers to GPU ({m - n} left on the CPU)")
-    if log.model.host() and log.offloaded_layers and log.offloaded_layers[0] < log.offloaded_layers[1]:
-        evidence.append(f"log: CPU model buffers {log.model.host():.2f} MiB")
+    if log.layers_on_cpu:
+        evidence.append(f"log: offloaded {n}/{m} layers to GPU ({log.layers_on_cpu} left on the CPU)")
+        if log.model.host():
+            evidence.append(f"log: CPU model buffers {log.model.host():.2f} MiB")
     if log.kv.host() > 0:
         evidence.append(f"log: CPU KV buffer {log.kv.host():.2f} MiB")
-    if log.fit_ran and evidence:
+    if log.fit_ran:
         evidence.append("log: llama.cpp --fit moved them to fit free memory")
-    if evidence:
-        return Verdict("cpu_offload", FAIL, "layers or KV cache spilled to the CPU", tuple(evidence))
-    n, m = log.offloaded_layers or (0, 0)
-    return Verdict("cpu_offload", PASS, f"all {m} layers and the KV cache on the GPU")
+    return Verdict("cpu_offload", FAIL, "layers or KV cache spilled to the CPU", tuple(evidence))
 
 
 def speedup_verdict(run: ScenarioRun, minimum: float | None, slots: int | None = None) -> Verdict:

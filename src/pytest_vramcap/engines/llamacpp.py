@@ -21,6 +21,7 @@ import httpx
 from ..errors import EngineStartError, ServerUnreachable
 from .logparse import ServerLog, parse_server_log
 from ..memory import ServerConfig
+from ..parsers import base_url
 from ..render import llama_server_args
 from .binary import find_llama_server, has_gpu_backend
 from .process import ManagedProcess, tail
@@ -160,9 +161,7 @@ class AttachedServer:
     """A server someone else runs: we check it answers and never stop it."""
 
     def __init__(self, url: str, startup_timeout_s: float = 30.0, health_path: str = "/health") -> None:
-        if not url.startswith(("http://", "https://")):
-            url = "http://" + url
-        self.url = url.rstrip("/")
+        self.url = base_url(url)
         self.startup_timeout_s = startup_timeout_s
         self.health_path = health_path
 

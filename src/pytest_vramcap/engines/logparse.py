@@ -95,13 +95,17 @@ class ServerLog:
         return any(buffers.device() > 0 for buffers in (self.model, self.kv, self.compute))
 
     @property
+    def layers_on_cpu(self) -> int:
+        """Layers llama.cpp did not offload ("offloaded N/M" gives M - N)."""
+        if not self.offloaded_layers:
+            return 0
+        n, m = self.offloaded_layers
+        return max(0, m - n)
+
+    @property
     def cpu_offload(self) -> bool:
         """On a GPU run, layers or KV left in host memory: the silent spill to catch."""
-        if not self.gpu_present:
-            return False
-        if self.offloaded_layers and self.offloaded_layers[0] < self.offloaded_layers[1]:
-            return True
-        return self.kv.host() > 0
+        return self.gpu_present and (self.layers_on_cpu > 0 or self.kv.host() > 0)
 
     @property
     def final_breakdown(self) -> BreakdownRow | None:
