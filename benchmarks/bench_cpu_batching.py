@@ -17,7 +17,7 @@ from datetime import date
 from pathlib import Path
 
 from pytest_vramcap.engines import find_llama_server
-from pytest_vramcap.synth import write_gguf
+from pytest_vramcap.model.synth import write_gguf
 
 
 def main() -> None:

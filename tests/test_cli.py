@@ -46,7 +46,7 @@ def test_does_not_fit_exits_1_with_alternatives() -> None:
 
 
 def test_plan_from_a_gguf_file(tmp_path: Path) -> None:
-    from pytest_vramcap.synth import write_sparse_gguf
+    from pytest_vramcap.model.synth import write_sparse_gguf
 
     path = write_sparse_gguf("qwen2.5-7b", "Q4_K_M", tmp_path / "q7.gguf")
     result = vramcap("plan", "--model", str(path), "--profile", "h100-80gb", "--agents", "2",
@@ -63,7 +63,8 @@ def test_plan_from_a_gguf_file(tmp_path: Path) -> None:
     (["plan", "--model", "qwen2.5-14b", "--ctx-per-agent", "0"], "must be a positive integer"),
     (["plan", "--model", "/nonexistent/model.gguf"], "does not exist"),
     (["plan", "--model", "llama9-400b"], "unknown model shape"),
-    (["plan", "--model", "qwen2.5-14b", "--kv-cache", "q8_0", "--flash-attn", "off"], "flash-attn on"),
+    (["plan", "--model", "qwen2.5-14b", "--kv-cache", "q8_0", "--flash-attn", "off"], "needs flash attention on"),
+    (["plan", "--model", "qwen2.5-14b", "--kv-cache", "q3"], "--kv-cache: must be one of"),
     (["plan", "--model", "qwen2.5-14b", "--gpu-layers", "500"], "exceeds the model"),
     (["plan", "--model", "ollama:qwen2.5:14b", "--ollama-url", "http://127.0.0.1:9"], "cannot reach Ollama"),
     (["plan"], "required"),

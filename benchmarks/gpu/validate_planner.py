@@ -31,14 +31,15 @@ import time
 from datetime import date
 from pathlib import Path
 
-from pytest_vramcap.client import ChatClient, ChatRequest
+from pytest_vramcap.load.client import ChatClient, ChatRequest
 from pytest_vramcap.engines import EngineOptions, LlamaServer
 from pytest_vramcap.errors import RequestError
-from pytest_vramcap.gpu import MemorySampler, detect_gpus, visible_gpu
-from pytest_vramcap.memory import MIB, ServerConfig, estimate_memory
-from pytest_vramcap.modelspec import spec_from_gguf
-from pytest_vramcap.profiles import resolve_profile
-from pytest_vramcap.synth import write_gguf
+from pytest_vramcap.gpu.nvml import MemorySampler, detect_gpus, visible_gpu
+from pytest_vramcap.defaults import MIB
+from pytest_vramcap.planner.memory import ServerConfig, estimate_memory
+from pytest_vramcap.model import spec_from_gguf
+from pytest_vramcap.planner.profiles import resolve_profile
+from pytest_vramcap.model.synth import write_gguf
 
 # shape, mix, agents, ctx per agent, kv cache, flash attention
 MATRIX = [
@@ -71,7 +72,7 @@ async def burst(url: str, agents: int, prompt_chars: int) -> list[str]:
 
 def predict(shape: str, mix: str, agents: int, ctx: int, kv: str, fa: bool) -> dict:
     """The current planner's terms for one config (shapes give the same bytes as the synthesized files)."""
-    from pytest_vramcap.modelspec import spec_from_shape
+    from pytest_vramcap.model import spec_from_shape
 
     config = ServerConfig(parallel=agents, ctx_per_agent=ctx, cache_type_k=kv, cache_type_v=kv, flash_attn=fa)
     gpu = estimate_memory(spec_from_shape(shape, mix), config, resolve_profile("h100-80gb", {})).gpu

@@ -6,6 +6,7 @@
     vramcap profiles
     vramcap shapes
 
+Options come from the table in :mod:`.options`, shared with the pytest plugin.
 Exit codes: 0 ok (plan fits), 1 the plan does not fit (or a served engine died),
 2 bad input, 3 an engine that cannot start or be reached. Errors print
 ``vramcap: error: ...`` (an engine error adds the server's log tail), never a traceback.
@@ -16,10 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NoReturn
 
+from .defaults import DEFAULT_HOST, DEFAULT_MIX
 from .errors import BadInputError, EngineError
+from .options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options
 from .parsers import argparse_type, non_negative_int, positive_int
+from .types import WEIGHTS_MODES
+
+if TYPE_CHECKING:
+    from .planner.plan import Plan
 
 __all__ = ["main"]
 
@@ -29,48 +37,20 @@ EXIT_OK, EXIT_DOES_NOT_FIT, EXIT_BAD_INPUT, EXIT_ENGINE = 0, 1, 2, 3
 class _Parser(argparse.ArgumentParser):
     """argparse that reports one line and exit code 2, like our own errors."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise BadInputError(message)
-
-
-def _gpu_layers(text: str) -> int | None:
-    return None if text.lower() in ("all", "-1") else non_negative_int(text)
 
 
 _positive_int = argparse_type(positive_int)
 _non_negative_int = argparse_type(non_negative_int)
 
 
-def _add_plan_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="SRC",
-                        help="a .gguf path, a known shape (qwen2.5-14b or qwen2.5-14b:Q4_K_M), ollama:NAME, "
-                             "or an /api/show JSON file")
-    parser.add_argument("--quant", default=None, metavar="MIX", help="quantization mix for a shape (default Q4_K_M)")
-    parser.add_argument("--profile", default="16gb", metavar="P",
-                        help="VRAM profile: 16gb, 16GiB, 16384MiB, a GPU name (vramcap profiles), or a user profile")
-    parser.add_argument("--profiles-file", default=None, metavar="TOML", help="user-defined profiles ([profiles.NAME])")
-    parser.add_argument("--agents", type=_positive_int, default=None, metavar="N",
-                        help="parallel agents (slots); left out: the most that fit")
-    parser.add_argument("--ctx-per-agent", type=_positive_int, default=None, metavar="C",
-                        help="context per agent (Ollama num_ctx); left out: the largest that fits")
-    parser.add_argument("--kv-cache", default="f16", metavar="TYPE", help="KV cache type: f16 (default), q8_0, q4_0")
-    parser.add_argument("--flash-attn", choices=("on", "off"), default="on")
-    parser.add_argument("--ubatch", type=_positive_int, default=512, metavar="U", help="llama.cpp -ub (default 512)")
-    parser.add_argument("--gpu-layers", type=argparse_type(_gpu_layers), default=None, metavar="N",
-                        help="layers on the GPU incl. the output layer (-ngl); default all")
-    parser.add_argument("--fit-margin", type=_non_negative_int, default=1024, metavar="MIB",
-                        help="free memory llama.cpp --fit keeps per GPU (default 1024)")
-    parser.add_argument("--kv-unified", action="store_true", help="one shared KV pool (llama-server -kvu)")
-    parser.add_argument("--ollama-url", default=None, help="Ollama base URL for ollama:NAME (default $OLLAMA_HOST)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-
-
 def _add_synth_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("shape", help="a known shape (vramcap shapes), e.g. tiny or qwen2.5-14b")
-    parser.add_argument("--quant", default="Q4_K_M", metavar="MIX", help="quantization mix (default Q4_K_M)")
+    parser.add_argument("--quant", default=DEFAULT_MIX, metavar="MIX", help=f"quantization mix (default {DEFAULT_MIX})")
     parser.add_argument("--out", required=True, metavar="PATH", help="where to write the .gguf")
     parser.add_argument("--layers", type=_positive_int, default=None, metavar="N", help="shrink depth to N layers")
-    parser.add_argument("--weights", default="random", choices=("random", "zeros", "sparse"),
+    parser.add_argument("--weights", default="random", choices=WEIGHTS_MODES,
                         help="random blocks (default), written zeros, or a sparse hole (planning only)")
     parser.add_argument("--seed", type=_non_negative_int, default=0)
 
@@ -78,45 +58,30 @@ def _add_synth_options(parser: argparse.ArgumentParser) -> None:
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vramcap", description="VRAM capacity planning for multi-agent llama.cpp / Ollama serving")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _add_plan_options(commands.add_parser("plan", help="plan a server config for a model on a VRAM profile"))
+    plan = commands.add_parser("plan", help="plan a server config for a model on a VRAM profile")
+    add_options(plan.add_argument, PLAN_OPTIONS, required={"model"})
+    plan.add_argument("--json", action="store_true", help="print one JSON object")
     _add_synth_options(commands.add_parser("synth", help="write a synthetic GGUF shaped like a real model"))
     serve = commands.add_parser("serve", help="plan, start llama-server, and keep it up until Ctrl-C")
-    _add_plan_options(serve)
+    add_options(serve.add_argument, PLAN_OPTIONS, required={"model"})
+    add_options(serve.add_argument, ENGINE_OPTIONS)
     serve.add_argument("--port", type=_positive_int, default=None, help="port (default: a free one)")
-    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    serve.add_argument("--models-dir", default=None, help="where shapes are synthesized (default ~/.cache)")
+    serve.add_argument("--host", default=DEFAULT_HOST, help=f"bind address (default {DEFAULT_HOST})")
     commands.add_parser("profiles", help="list the built-in VRAM profiles")
     commands.add_parser("shapes", help="list the known model shapes")
     return parser
 
 
-def _plan_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from pathlib import Path
+def _plan(args: argparse.Namespace) -> Plan:
+    from .planner.resolve import plan_from_options
 
-    from .modelspec import load_model
-    from .planner import PlanRequest, make_plan
-    from .profiles import load_user_profiles, resolve_profile
-
-    users = load_user_profiles(Path(args.profiles_file) if args.profiles_file else None)
-    profile = resolve_profile(args.profile, users)
-    request = PlanRequest(
-        agents=args.agents,
-        ctx_per_agent=args.ctx_per_agent,
-        kv_cache=args.kv_cache.lower(),
-        flash_attn=args.flash_attn == "on",
-        ubatch=args.ubatch,
-        gpu_layers=args.gpu_layers,
-        fit_margin_mib=args.fit_margin,
-        kv_unified=args.kv_unified,
-    )
-    spec = load_model(args.model, quant=args.quant, ollama_url=args.ollama_url)
-    return make_plan(spec, profile, request)
+    return plan_from_options(vars(args))
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    from .report_plan import format_plan
+    from .planner.output import format_plan
 
-    plan = _plan_from_args(args)
+    plan = _plan(args)
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
     else:
@@ -125,7 +90,7 @@ def _run_plan(args: argparse.Namespace) -> int:
 
 
 def _run_synth(args: argparse.Namespace) -> int:
-    from .synth import write_gguf
+    from .model.synth import write_gguf
 
     path = write_gguf(args.shape, args.quant, args.out, layers=args.layers, weights=args.weights, seed=args.seed,
                       progress=True)
@@ -137,18 +102,20 @@ def _run_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from .engines import EngineOptions, LlamaServer, find_llama_server
-    from .models import materialize_model
-    from .report_plan import format_plan
+    from .engines.binary import find_llama_server
+    from .engines.llamacpp import EngineOptions, LlamaServer
+    from .model.materialize import materialize_model
+    from .planner.output import format_plan
 
-    plan = _plan_from_args(args)
+    plan = _plan(args)
     binary = find_llama_server()  # before writing gigabytes of model for nothing
     model_path = materialize_model(plan.spec, args.models_dir)
     print(format_plan(plan))
     if not plan.fits:
         print("\nwarning: the plan does not fit this profile; starting anyway", file=sys.stderr)
-    server = LlamaServer(plan.config, model_path, EngineOptions(host=args.host, port=args.port,
-                                                                fit_margin_mib=plan.fit_margin_mib), binary=binary)
+    options = EngineOptions(host=args.host, port=args.port, startup_timeout_s=args.startup_timeout,
+                            fit_margin_mib=plan.fit_margin_mib, fit=args.fit == "on")
+    server = LlamaServer(plan.config, model_path, options, binary=binary)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with server:
@@ -170,7 +137,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 def _run_profiles() -> int:
     from tabulate import tabulate
 
-    from .profiles import named_profiles
+    from .planner.profiles import named_profiles
 
     rows = [
         (p.name, p.total_mib, p.reserved_mib, p.bandwidth_gbps, p.overhead_mib, p.overhead_source, p.description)
@@ -184,7 +151,7 @@ def _run_profiles() -> int:
 def _run_shapes() -> int:
     from tabulate import tabulate
 
-    from .shapes import SHAPES
+    from .model.shapes import SHAPES
 
     rows = [(s.name, s.arch, s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.head_dim, s.n_vocab, s.n_swa or "",
              f"{s.n_expert}x{s.n_ff_exp}" if s.n_expert else s.n_ff) for s in SHAPES.values()]

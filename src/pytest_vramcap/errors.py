@@ -1,39 +1,50 @@
-"""Exceptions raised by pytest-vramcap.
+"""Every exception pytest-vramcap raises on purpose, in one tree.
 
-    VramcapError                  base of everything we raise on purpose
-    ├── BadInputError             the user's input is wrong; the CLI exits 2 with one line
-    │   ├── ProfileError          an unknown or malformed VRAM profile
-    │   ├── ModelSourceError      a model that cannot be found, read or understood
-    │   ├── ConfigError           contradictory or out-of-range plan options
-    │   └── EngineNotFoundError   no llama-server binary (also an EngineError)
-    └── EngineError               a server that cannot be started, reached or kept alive
-        ├── EngineStartError      exited or hung during start-up; carries the log tail
-        ├── ServerUnreachable     nothing answers at the URL
-        └── RequestError          one request failed (see RequestError for its four kinds)
+    VramcapError                    base of everything we raise on purpose
+    ├── BadInputError               the user's input is wrong: the CLI exits 2, pytest reports a usage error
+    │   ├── ProfileError            an unknown or malformed VRAM profile
+    │   ├── ModelSourceError        a model that cannot be found, read or understood
+    │   ├── ConfigError             contradictory or out-of-range plan options
+    │   ├── ScenarioError           a scenario file that is missing, not YAML, or invalid
+    │   └── EngineNotFoundError     no llama-server binary (also an EngineError)
+    ├── EngineError                 a server that cannot be started, reached or kept alive: the CLI exits 3
+    │   ├── EngineStartError        exited or hung during start-up; carries the log tail
+    │   ├── ServerUnreachable       nothing answers at the URL
+    │   └── RequestError            one request failed; carries the partial record
+    │       ├── RequestRefused      the connection was refused or reset before a response
+    │       ├── HTTPStatusError     4xx/5xx, or an error sent inside the stream; carries status and body
+    │       ├── StreamCut           the stream ended before its final chunk
+    │       └── RequestTimeout      no complete response within the deadline
+    └── BallastError                libcuda is missing or refused the VRAM ballast
 
-The CLI catches ``BadInputError`` and prints ``vramcap: error: <message>``;
-anything else is a bug and keeps its traceback.
+The CLI prints ``vramcap: error: <message>`` for ``BadInputError`` (exit 2) and
+``EngineError`` (exit 3); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .load.client import RequestRecord
 
 __all__ = [
-    "VramcapError",
     "BadInputError",
-    "ProfileError",
-    "ModelSourceError",
+    "BallastError",
     "ConfigError",
     "EngineError",
     "EngineNotFoundError",
     "EngineStartError",
-    "ServerUnreachable",
+    "HTTPStatusError",
+    "ModelSourceError",
+    "ProfileError",
     "RequestError",
     "RequestRefused",
-    "HTTPStatusError",
-    "StreamCut",
     "RequestTimeout",
+    "ScenarioError",
+    "ServerUnreachable",
+    "StreamCut",
+    "VramcapError",
 ]
 
 
@@ -57,14 +68,12 @@ class ConfigError(BadInputError):
     """Plan options that are out of range or contradict each other."""
 
 
-class EngineError(VramcapError):
-    """A server could not be started, reached or kept alive.
+class ScenarioError(BadInputError):
+    """A scenario file that is missing, not YAML, or not a valid scenario."""
 
-    EngineError
-    ├── EngineNotFoundError   no llama-server binary (the message says how to install one)
-    ├── EngineStartError      the server exited or hung during start-up (carries the log tail)
-    └── ServerUnreachable     nothing answers at the URL
-    """
+
+class EngineError(VramcapError):
+    """A server could not be started, reached or kept alive."""
 
 
 class EngineNotFoundError(EngineError, BadInputError):
@@ -72,6 +81,8 @@ class EngineNotFoundError(EngineError, BadInputError):
 
 
 class EngineStartError(EngineError):
+    """The server exited or hung during start-up; ``log_tail`` holds the end of its log."""
+
     def __init__(self, message: str, log_tail: str = "") -> None:
         super().__init__(message + (f"\n--- server log (tail) ---\n{log_tail}" if log_tail else ""))
         self.summary = message
@@ -83,25 +94,18 @@ class ServerUnreachable(EngineError):
 
 
 class RequestError(EngineError):
-    """A request to a running server failed.
+    """A request to a running server failed; ``record`` holds its timestamps up to the failure."""
 
-    RequestError
-    ├── RequestRefused      the connection was refused or reset before a response
-    ├── HTTPStatusError     4xx/5xx; carries status and body
-    ├── StreamCut           the stream ended before the final chunk / [DONE]
-    └── RequestTimeout      no response, or a stall longer than the read timeout
-
-    ``record`` carries the partial RequestRecord (timestamps up to the failure).
-    """
-
-    record: Any = None
+    record: RequestRecord | None = None
 
 
 class RequestRefused(RequestError, ServerUnreachable):
-    pass
+    """The connection was refused or reset before a response."""
 
 
 class HTTPStatusError(RequestError):
+    """A 4xx/5xx answer, or an error the server sent inside a stream that had begun."""
+
     def __init__(self, status: int, body: str) -> None:
         super().__init__(f"HTTP {status}: {body[:500]}")
         self.status = status
@@ -109,8 +113,12 @@ class HTTPStatusError(RequestError):
 
 
 class StreamCut(RequestError):
-    pass
+    """The stream ended before its final chunk."""
 
 
 class RequestTimeout(RequestError):
-    pass
+    """No complete response within the deadline."""
+
+
+class BallastError(VramcapError):
+    """libcuda is missing or refused the allocation that emulates a smaller GPU."""

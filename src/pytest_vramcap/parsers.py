@@ -1,4 +1,4 @@
-"""Value parsers shared by the CLI and the pytest options.
+"""Value parsers for the option table (:mod:`.options`), shared by the CLI and the pytest plugin.
 
 Each raises ValueError with a message fit for one error line; ``argparse_type``
 turns that into the ArgumentTypeError argparse reports as a usage error.
@@ -7,9 +7,23 @@ turns that into the ArgumentTypeError argparse reports as a usage error.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-__all__ = ["positive_int", "non_negative_int", "positive_float", "choice", "http_url", "base_url", "argparse_type"]
+__all__ = [
+    "argparse_type",
+    "base_url",
+    "boolean",
+    "choice",
+    "gpu_layers",
+    "http_url",
+    "non_empty",
+    "non_negative_int",
+    "positive_float",
+    "positive_int",
+]
+
+T = TypeVar("T", bound=str)
 
 
 def _int(text: str) -> int:
@@ -43,11 +57,35 @@ def positive_float(text: str) -> float:
     return value
 
 
-def choice(choices: tuple[str, ...]) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text.lower() not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}, got {text!r}")
-        return text.lower()
+def gpu_layers(text: str) -> int | None:
+    """``-ngl``: a layer count, or ``all`` / ``-1`` for every layer (None)."""
+    return None if text.strip().lower() in ("all", "-1") else non_negative_int(text)
+
+
+def non_empty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text.strip()
+
+
+def boolean(text: str) -> bool:
+    """ini-style booleans: true/false, yes/no, on/off, 1/0."""
+    key = text.strip().lower()
+    if key in ("true", "yes", "on", "1"):
+        return True
+    if key in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(f"must be true or false, got {text!r}")
+
+
+def choice(choices: tuple[T, ...]) -> Callable[[str], T]:
+    """A parser accepting one of ``choices`` (case-insensitive), returned as the choice itself."""
+
+    def parse(text: str) -> T:
+        for option in choices:
+            if text.lower() == option:
+                return option
+        raise ValueError(f"must be one of {', '.join(choices)}, got {text!r}")
 
     return parse
 

@@ -1,18 +1,35 @@
-"""Engines: processes that serve the model (embedded llama-server, attach by URL)."""
+"""Stage 3, the engines: servers that serve the model, behind one protocol.
+
+    base.py      the Server protocol, EngineEvidence (what verdicts read), ports and health checks
+    process.py   a child process in its own group: fail-fast start, group kill, atexit backstop
+    binary.py    finding llama-server and whether it has a GPU backend
+    llamacpp.py  LlamaServer: llama-server started from a plan (the embedded default)
+    attached.py  AttachedServer: any server by URL, never stopped by us
+    logparse.py  what llama-server logs about memory, OOM and offload (shared with the verdicts)
+"""
 
 from __future__ import annotations
 
+from .attached import AttachedServer
+from .base import EngineEvidence, Server, free_port, healthy, port_in_use
 from .binary import find_llama_server, has_gpu_backend
-from .llamacpp import AttachedServer, EngineOptions, LlamaServer, free_port
+from .llamacpp import EngineOptions, LlamaServer
+from .logparse import ServerLog, parse_server_log
 from .process import ManagedProcess, group_alive
 
 __all__ = [
     "AttachedServer",
+    "EngineEvidence",
     "EngineOptions",
     "LlamaServer",
     "ManagedProcess",
+    "Server",
+    "ServerLog",
     "find_llama_server",
     "free_port",
     "group_alive",
     "has_gpu_backend",
+    "healthy",
+    "parse_server_log",
+    "port_in_use",
 ]

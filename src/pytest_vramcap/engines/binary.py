@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import EngineNotFoundError
 
-__all__ = ["find_llama_server", "has_gpu_backend", "BINARY_ENV", "INSTALL_HINT"]
+__all__ = ["BINARY_ENV", "INSTALL_HINT", "find_llama_server", "has_gpu_backend"]
 
 BINARY_ENV = "VRAMCAP_LLAMA_SERVER"
 INSTALL_HINT = (

@@ -1,75 +1,52 @@
-"""llama-server provisioned from a plan, or a server attached by URL.
+"""llama-server provisioned from a plan: the embedded engine.
 
-Both are context managers with the same face (``url``, ``start()``, ``stop()``),
-usable outside pytest::
+A context manager, usable outside pytest::
 
     with LlamaServer(plan.config, "model.gguf") as server:
         ...  # talk to server.url
-    server.log.oom, server.log.cpu_offload   # what llama-server reported
+    evidence = server.evidence()   # evidence.log.oom, evidence.log.cpu_offload, evidence.died
 """
 
 from __future__ import annotations
 
-import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from ..errors import EngineStartError, ServerUnreachable
-from .logparse import ServerLog, parse_server_log
-from ..memory import ServerConfig
-from ..parsers import base_url
-from ..render import llama_server_args
+from ..defaults import DEFAULT_FIT_MARGIN_MIB, DEFAULT_HOST, DEFAULT_STARTUP_TIMEOUT_S
+from ..errors import EngineStartError
+from ..planner.memory import ServerConfig
+from ..planner.render import llama_server_args
+from .base import EngineEvidence, free_port, healthy, port_in_use
 from .binary import find_llama_server, has_gpu_backend
+from .logparse import ServerLog, parse_server_log
 from .process import ManagedProcess, tail
 
-__all__ = ["EngineOptions", "LlamaServer", "AttachedServer", "free_port"]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def _healthy(url: str, timeout_s: float = 2.0, path: str = "/health") -> bool:
-    try:
-        return httpx.get(f"{url}{path}", timeout=timeout_s).status_code == 200
-    except httpx.HTTPError:
-        return False
+__all__ = ["EngineOptions", "LlamaServer"]
 
 
 @dataclass
 class EngineOptions:
-    host: str = "127.0.0.1"
+    host: str = DEFAULT_HOST
     port: int | None = None
     """None picks a free port."""
-    startup_timeout_s: float = 300.0
+    startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S
     log_dir: Path | None = None
     extra_args: list[str] = field(default_factory=list)
     no_repack: bool | None = None
     """``--no-repack``; None adds it for CPU-only builds (the repack path crashes on AMX CPUs)."""
-    fit_margin_mib: int = 1024
+    fit_margin_mib: int = DEFAULT_FIT_MARGIN_MIB
     fit: bool = False
     """llama.cpp ``--fit on`` (Ollama's behaviour: spill layers to the CPU) instead of the plan's ``-ngl``."""
     env: dict[str, str] | None = None
 
 
 class LlamaServer:
-    """A llama-server child started with the plan's flags, ``-lv 4`` and ``--metrics``."""
+    """A llama-server child started with the plan's flags, ``-lv 4`` and ``--metrics``.
+
+    Implements :class:`~pytest_vramcap.engines.base.Server`.
+    """
 
     def __init__(self, config: ServerConfig, model_path: str | Path, options: EngineOptions | None = None,
                  binary: Path | None = None) -> None:
@@ -82,6 +59,7 @@ class LlamaServer:
         self.log_path = Path(log_dir) / f"llama-server-{self.port}.log"
         self._process: ManagedProcess | None = None
         self._log: ServerLog | None = None
+        self._stopped = False
 
     @property
     def url(self) -> str:
@@ -118,23 +96,28 @@ class LlamaServer:
         process = self._process.process if self._process else None
         return process.poll() if process else None
 
-    def start(self) -> "LlamaServer":
+    def start(self) -> LlamaServer:
         if not self.model_path.is_file():
             raise EngineStartError(f"model file {str(self.model_path)!r} does not exist")
-        if _port_in_use(self.options.host, self.port):
+        if port_in_use(self.options.host, self.port):
             raise EngineStartError(f"port {self.port} on {self.options.host} is already in use")
         self._log = None
+        self._stopped = False
         self._process = ManagedProcess(self.argv, self.log_path, env=self.options.env, name="llama-server")
         self._process.start()
-        self._process.wait_until(lambda: _healthy(self.url), self.options.startup_timeout_s, "healthy")
+        try:
+            self._process.wait_until(lambda: healthy(self.url), self.options.startup_timeout_s, "healthy")
+        except EngineStartError:
+            self._stopped = self._process.stopped  # a start-up timeout stops it; a crash does not
+            raise
         return self
 
-    def stop(self) -> int | None:
+    def stop(self) -> None:
         if self._process is None:
-            return None
-        code = self._process.stop()
+            return
+        self._stopped = True
+        self._process.stop()
         self._log = self._read_log()
-        return code
 
     def _read_log(self) -> ServerLog:
         try:
@@ -147,40 +130,23 @@ class LlamaServer:
         """What the server reported so far (re-read while running, final after stop)."""
         return self._log if self._log is not None else self._read_log()
 
+    def evidence(self) -> EngineEvidence:
+        died = self._process is not None and not self._stopped and not self.running
+        return EngineEvidence(log=self.log, died=died, exit_code=self.exit_code)
+
+    def describe(self) -> dict[str, Any]:
+        described: dict[str, Any] = {"binary": str(self.binary), "argv": self.argv[1:], "log": str(self.log_path),
+                                     "exit_code": self.exit_code}
+        final = self.log.final_breakdown
+        if final is not None:
+            described["memory_breakdown_mib"] = final.__dict__
+        return described
+
     def log_tail(self, lines: int = 40) -> str:
         return tail(self.log_path, lines)
 
-    def __enter__(self) -> "LlamaServer":
+    def __enter__(self) -> LlamaServer:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-
-class AttachedServer:
-    """A server someone else runs: we check it answers and never stop it."""
-
-    def __init__(self, url: str, startup_timeout_s: float = 30.0, health_path: str = "/health") -> None:
-        self.url = base_url(url)
-        self.startup_timeout_s = startup_timeout_s
-        self.health_path = health_path
-
-    def start(self) -> "AttachedServer":
-        import time
-
-        deadline = time.monotonic() + self.startup_timeout_s
-        while not _healthy(self.url, path=self.health_path):
-            if time.monotonic() > deadline:
-                raise ServerUnreachable(f"no healthy server at {self.url} (GET {self.health_path}) within "
-                                        f"{self.startup_timeout_s:.0f} s")
-            time.sleep(0.25)
-        return self
-
-    def stop(self) -> None:
-        return None
-
-    def __enter__(self) -> "AttachedServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

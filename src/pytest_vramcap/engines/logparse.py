@@ -8,10 +8,10 @@ and load failures such as ``cudaMalloc failed: out of memory``.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
-__all__ = ["BufferSizes", "BreakdownRow", "ServerLog", "parse_server_log", "OOM_MARKERS"]
+__all__ = ["OOM_MARKERS", "BreakdownRow", "BufferSizes", "ServerLog", "mentions_oom", "parse_server_log"]
 
 _BUFFER_RE = re.compile(
     r"(?P<backend>[A-Za-z0-9_]+)\s+(?P<kind>model|KV|compute|output|RS)\s+buffer size\s*=\s*(?P<mib>[0-9.]+) MiB"
@@ -24,7 +24,9 @@ _BREAKDOWN_RE = re.compile(
 _HOST_BREAKDOWN_RE = re.compile(
     r"\|\s+-\s+Host\s+\|\s+(?P<self>\d+)\s+=\s+(?P<model>\d+)\s+\+\s+(?P<context>\d+)\s+\+\s+(?P<compute>\d+)\s+\|"
 )
-_KV_SIZE_RE = re.compile(r"llama_kv_cache: size\s*=\s*(?P<mib>[0-9.]+) MiB \(\s*(?P<cells>\d+) cells,\s*(?P<layers>\d+) layers")
+_KV_SIZE_RE = re.compile(
+    r"llama_kv_cache: size\s*=\s*(?P<mib>[0-9.]+) MiB \(\s*(?P<cells>\d+) cells,\s*(?P<layers>\d+) layers"
+)
 
 # Substrings Ollama itself keys on for out-of-memory (llm/status.go) plus llama.cpp's own.
 OOM_MARKERS = (
@@ -35,6 +37,7 @@ OOM_MARKERS = (
     "not enough memory",
     "insufficient memory",
 )
+_OOM_MARKERS_LOWER = tuple(marker.lower() for marker in OOM_MARKERS)
 _LOAD_ERROR_MARKERS = ("exiting due to model loading error", "failed to load model", "error loading model",
                        "failed to create context")
 
@@ -51,6 +54,12 @@ class BufferSizes:
 
     def host(self) -> float:
         return sum(v for k, v in self.by_backend.items() if _is_host(k))
+
+
+def mentions_oom(text: str) -> bool:
+    """Whether a log line or an error message reports running out of memory (case-insensitive)."""
+    lowered = text.lower()
+    return any(marker in lowered for marker in _OOM_MARKERS_LOWER)
 
 
 def _is_host(backend: str) -> bool:
@@ -83,7 +92,11 @@ class ServerLog:
 
     @property
     def oom(self) -> bool:
-        return any(marker in line for line in self.errors for marker in OOM_MARKERS)
+        return any(mentions_oom(line) for line in self.errors)
+
+    @property
+    def oom_lines(self) -> list[str]:
+        return [line for line in self.errors if mentions_oom(line)]
 
     @property
     def load_failed(self) -> bool:
@@ -128,11 +141,12 @@ def parse_server_log(lines: Iterable[str]) -> ServerLog:
                 match["device"].strip(), *(int(match[k]) for k in
                                            ("total", "free", "self", "model", "context", "compute", "unaccounted"))))
         elif match := _HOST_BREAKDOWN_RE.search(line):
-            log.host_breakdowns.append(tuple(int(match[k]) for k in ("self", "model", "context", "compute")))
+            log.host_breakdowns.append((int(match["self"]), int(match["model"]), int(match["context"]),
+                                        int(match["compute"])))
         elif match := _KV_SIZE_RE.search(line):
             log.kv_cells = int(match["cells"])
         if "common_params_fit_impl" in line:
             log.fit_ran = True
-        if " E " in line[:20] or any(marker in line for marker in OOM_MARKERS + _LOAD_ERROR_MARKERS):
+        if " E " in line[:20] or mentions_oom(line) or any(marker in line for marker in _LOAD_ERROR_MARKERS):
             log.errors.append(line.rstrip("\n"))
     return log

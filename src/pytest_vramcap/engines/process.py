@@ -13,14 +13,14 @@ import signal
 import subprocess
 import time
 import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..errors import EngineStartError
 
 __all__ = ["ManagedProcess", "group_alive", "tail"]
 
-_LIVE: "weakref.WeakSet[ManagedProcess]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
 
 
 def group_alive(pgid: int) -> bool:
@@ -57,6 +57,8 @@ class ManagedProcess:
         self.name = name
         self.process: subprocess.Popen[bytes] | None = None
         self.pgid: int | None = None
+        self.stopped = False
+        """Whether :meth:`stop` was called (a child that exited on its own was not stopped)."""
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +98,7 @@ class ManagedProcess:
         """SIGINT the group (llama-server prints its memory breakdown), then TERM, then KILL."""
         if self.process is None or self.pgid is None:
             return None
+        self.stopped = True
         for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
             if not group_alive(self.pgid):
                 break

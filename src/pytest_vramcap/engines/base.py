@@ -1,0 +1,88 @@
+"""What every engine offers: the :class:`Server` protocol and the :class:`EngineEvidence` verdicts read.
+
+The embedded llama-server and a server attached by URL implement it today; the
+Ollama engine implements the same protocol. Callers never ask which kind they
+hold: the verdicts read ``evidence()``, the report reads ``describe()``, and the
+GPU sampler follows ``pid``.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import httpx
+
+from .logparse import ServerLog
+
+__all__ = ["EngineEvidence", "Server", "free_port", "healthy", "port_in_use"]
+
+S = TypeVar("S", bound="Server")
+
+
+@dataclass(frozen=True)
+class EngineEvidence:
+    """What the OOM and offload verdicts need from an engine, read in one place."""
+
+    log: ServerLog | None
+    """What the server logged about memory; None when there is no log we can read (attached)."""
+    died: bool = False
+    """The process we started exited without being asked to (at start-up or during the run)."""
+    exit_code: int | None = None
+    """Its exit code once it has exited."""
+
+
+@runtime_checkable
+class Server(Protocol):
+    """A model server the run talks to over HTTP."""
+
+    @property
+    def url(self) -> str:
+        """Base URL, without a trailing slash (the OpenAI API is under ``/v1``)."""
+        ...
+
+    @property
+    def pid(self) -> int | None:
+        """The process whose GPU memory to watch; None when the server is not ours."""
+        ...
+
+    def start(self: S) -> S:
+        """Start (or check) the server and return once it answers; raises an EngineError kind."""
+        ...
+
+    def stop(self) -> None:
+        """Stop what we started (idempotent); a server we did not start is left alone."""
+        ...
+
+    def evidence(self) -> EngineEvidence:
+        """What the server reported so far (final once stopped)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What the run report records about this engine."""
+        ...
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def healthy(url: str, path: str = "/health", timeout_s: float = 2.0) -> bool:
+    """Whether ``GET url+path`` answers 200."""
+    try:
+        return httpx.get(f"{url}{path}", timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -1,0 +1,96 @@
+"""VRAM emulation: hold the difference so a big GPU looks like the profile's card.
+
+With ``--vram-profile=16gb`` on an 80 GB H100 we allocate ``free - usable`` MiB
+through libcuda (ctypes, no torch) on the device's primary context and keep it
+for the whole run. Every process then sees the profile's free memory, exactly
+as llama.cpp's ``--fit`` and an out-of-memory would on the real card. The
+allocation is freed on release and, with the process, at exit or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import ctypes.util
+from dataclasses import dataclass
+
+from ..defaults import MIB
+from ..errors import BadInputError, BallastError
+
+__all__ = ["Ballast"]
+
+
+def _libcuda() -> ctypes.CDLL:
+    name = ctypes.util.find_library("cuda") or "libcuda.so.1"
+    try:
+        return ctypes.CDLL(name)
+    except OSError as exc:
+        raise BallastError(f"cannot load libcuda ({exc}): VRAM emulation needs an NVIDIA driver") from None
+
+
+@dataclass
+class Ballast:
+    """Holds ``free - target_free_mib`` on CUDA device ``device`` (CUDA numbering)."""
+
+    target_free_mib: int
+    device: int = 0
+
+    def __post_init__(self) -> None:
+        self._cuda: ctypes.CDLL | None = None
+        self._ptr = ctypes.c_uint64(0)
+        self._ctx = ctypes.c_void_p()
+        self._dev = ctypes.c_int(0)
+        self.held_mib = 0
+        self.free_before_mib = 0
+        self.total_mib = 0
+
+    def _check(self, result: int, what: str) -> None:
+        if result != 0:
+            message = ctypes.c_char_p()
+            if self._cuda is not None:
+                self._cuda.cuGetErrorString(result, ctypes.byref(message))
+            text = message.value.decode() if message.value else f"CUresult {result}"
+            raise BallastError(f"{what} failed: {text}")
+
+    def free_and_total_mib(self) -> tuple[int, int]:
+        free, total = ctypes.c_size_t(), ctypes.c_size_t()
+        assert self._cuda is not None
+        self._check(self._cuda.cuMemGetInfo_v2(ctypes.byref(free), ctypes.byref(total)), "cuMemGetInfo")
+        return free.value // MIB, total.value // MIB
+
+    def hold(self) -> Ballast:
+        cuda = self._cuda = _libcuda()
+        self._check(cuda.cuInit(0), "cuInit")
+        self._check(cuda.cuDeviceGet(ctypes.byref(self._dev), self.device), f"cuDeviceGet({self.device})")
+        self._check(cuda.cuDevicePrimaryCtxRetain(ctypes.byref(self._ctx), self._dev), "cuDevicePrimaryCtxRetain")
+        self._check(cuda.cuCtxSetCurrent(self._ctx), "cuCtxSetCurrent")
+        self.free_before_mib, self.total_mib = self.free_and_total_mib()
+        hold = self.free_before_mib - self.target_free_mib
+        if hold < 0:
+            self.release()
+            raise BadInputError(f"the GPU has {self.free_before_mib} MiB free, less than the profile's "
+                                f"{self.target_free_mib} MiB: use a smaller --vram-profile or the real card")
+        if hold > 0:
+            self._check(cuda.cuMemAlloc_v2(ctypes.byref(self._ptr), ctypes.c_size_t(hold * MIB)),
+                        f"cuMemAlloc of {hold} MiB")
+        self.held_mib = hold
+        atexit.register(self.release)
+        return self
+
+    def release(self) -> None:
+        cuda = self._cuda
+        if cuda is None:
+            return
+        if self._ptr.value:
+            cuda.cuMemFree_v2(self._ptr)
+            self._ptr = ctypes.c_uint64(0)
+        if self._ctx.value:
+            cuda.cuDevicePrimaryCtxRelease(self._dev)
+            self._ctx = ctypes.c_void_p()
+        self._cuda = None  # held_mib keeps what was held, for the report
+
+    def __enter__(self) -> Ballast:
+        return self.hold()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

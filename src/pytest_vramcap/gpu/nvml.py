@@ -1,0 +1,153 @@
+"""NVIDIA GPUs through NVML (nvidia-ml-py, imported as ``pynvml``): inventory and a sampler.
+
+Imported lazily: on machines without the ``gpu`` extra or an NVIDIA driver the
+inventory is empty with a reason, never an error. Devices are resolved by UUID,
+because NVML numbers devices physically and ignores CUDA_VISIBLE_DEVICES.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..defaults import MIB
+
+__all__ = ["GpuInfo", "MemorySample", "MemorySampler", "detect_gpus", "visible_gpu"]
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    name: str
+    uuid: str
+    total_mib: int
+    driver: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def detect_gpus() -> tuple[list[GpuInfo], str]:
+    """The NVIDIA GPUs NVML sees, and a one-line reason when there are none."""
+    try:
+        import pynvml
+    except ImportError:
+        return [], "nvidia-ml-py is not installed (pip install 'pytest-vramcap[gpu]')"
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        return [], f"no NVIDIA driver ({exc})"
+    try:
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        gpus = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            gpus.append(GpuInfo(index, str(pynvml.nvmlDeviceGetName(handle)), str(pynvml.nvmlDeviceGetUUID(handle)),
+                                int(memory.total) // MIB, str(driver)))
+        return gpus, "" if gpus else "NVML lists no GPU"
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def visible_gpu(gpus: list[GpuInfo]) -> GpuInfo | None:
+    """The GPU CUDA calls device 0: the first of CUDA_VISIBLE_DEVICES (index or UUID), else NVML's first."""
+    if not gpus:
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None or not visible.strip():
+        return gpus[0] if visible is None else None
+    first = visible.split(",")[0].strip()
+    for gpu in gpus:
+        if first == str(gpu.index) or gpu.uuid.startswith(first) or gpu.uuid.removeprefix("GPU-") == first:
+            return gpu
+    return None
+
+
+@dataclass
+class MemorySample:
+    t: float
+    device_used_mib: float
+    process_mib: float | None
+    gpu_util_pct: float | None
+
+
+@dataclass
+class MemorySampler:
+    """A daemon thread sampling one GPU's memory (and one process's share) every ``interval_s``.
+
+    Peaks between samples are missed; NVML's per-process figure can be missing
+    (``usedGpuMemory`` None) and, in containers, keyed by host PIDs: treat it as
+    best effort and gate on device memory when in doubt.
+    """
+
+    uuid: str
+    pid: int | None = None
+    interval_s: float = 0.05
+    samples: list[MemorySample] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> MemorySampler:
+        import pynvml
+
+        pynvml.nvmlInit()
+        self._handle = pynvml.nvmlDeviceGetHandleByUUID(self.uuid)
+        self._thread = threading.Thread(target=self._run, name="vramcap-nvml", daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> MemorySample:
+        import pynvml
+
+        used = pynvml.nvmlDeviceGetMemoryInfo(self._handle).used / MIB
+        process = None
+        if self.pid is not None:
+            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(self._handle):
+                if proc.pid == self.pid and proc.usedGpuMemory is not None:
+                    process = proc.usedGpuMemory / MIB
+        try:
+            util = float(pynvml.nvmlDeviceGetUtilizationRates(self._handle).gpu)
+        except pynvml.NVMLError:
+            util = None
+        return MemorySample(time.monotonic(), used, process, util)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(self._sample())
+            self._stop.wait(self.interval_s)
+
+    def stop(self) -> MemorySampler:
+        import pynvml
+
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=5)
+            self.samples.append(self._sample())
+            pynvml.nvmlShutdown()
+            self._thread = None
+        return self
+
+    @property
+    def peak_device_mib(self) -> float | None:
+        return max((s.device_used_mib for s in self.samples), default=None)
+
+    @property
+    def peak_process_mib(self) -> float | None:
+        values = [s.process_mib for s in self.samples if s.process_mib is not None]
+        return max(values, default=None)
+
+    def to_dict(self, timeline: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = {"uuid": self.uuid, "pid": self.pid, "interval_s": self.interval_s,
+                                "samples": len(self.samples), "peak_device_mib": self.peak_device_mib,
+                                "peak_process_mib": self.peak_process_mib}
+        if timeline and self.samples:
+            t0 = self.samples[0].t
+            data["timeline"] = [(round(s.t - t0, 3), s.device_used_mib, s.process_mib, s.gpu_util_pct)
+                                for s in self.samples]
+        return data

@@ -1,0 +1,195 @@
+"""Streaming chat client for OpenAI-compatible servers (llama-server, Ollama's /v1).
+
+One :class:`RequestRecord` per request, with monotonic timestamps taken as each
+SSE chunk arrives, the server's ``usage`` and, from llama-server, its own
+``timings``. Failures raise the :class:`~pytest_vramcap.errors.RequestError`
+kinds with the partial record attached, so a caller can still report it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ..errors import HTTPStatusError, RequestError, RequestRefused, RequestTimeout, StreamCut
+
+__all__ = ["ChatClient", "ChatRequest", "RequestRecord"]
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: Sequence[dict[str, str]]
+    max_tokens: int
+    label: str = ""
+    temperature: float = 0.0
+    seed: int = 42
+    ignore_eos: bool = True
+    """Fixed output length (llama-server extension; Ollama ignores unknown fields)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def body(self, model: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "messages": list(self.messages),
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if self.ignore_eos:
+            body["ignore_eos"] = True
+        if model:
+            body["model"] = model
+        body.update(self.extra)
+        return body
+
+
+@dataclass
+class RequestRecord:
+    """Timestamps (``time.monotonic``) and counts of one streamed request."""
+
+    label: str
+    t_send: float
+    t_first: float | None = None
+    t_last: float | None = None
+    chunk_times: list[float] = field(default_factory=list)
+    text: str = ""
+    n_chunks: int = 0
+    n_out: int = 0
+    n_out_source: str = "chunks"
+    """``usage`` when the server reported completion_tokens, else one token per content chunk."""
+    prompt_tokens: int | None = None
+    finish_reason: str | None = None
+    server_timings: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def ttft(self) -> float | None:
+        return None if self.t_first is None else self.t_first - self.t_send
+
+    @property
+    def e2e(self) -> float | None:
+        return None if self.t_last is None else self.t_last - self.t_send
+
+    @property
+    def tpot(self) -> float | None:
+        """(E2E - TTFT) / (N_out - 1), defined for N_out >= 2."""
+        if self.ttft is None or self.e2e is None or self.n_out < 2:
+            return None
+        return (self.e2e - self.ttft) / (self.n_out - 1)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label, "ttft_s": self.ttft, "e2e_s": self.e2e, "tpot_s": self.tpot, "n_out": self.n_out,
+            "n_out_source": self.n_out_source, "prompt_tokens": self.prompt_tokens,
+            "finish_reason": self.finish_reason, "error": self.error,
+            "server_timings": self.server_timings,
+        }
+
+
+def _content(choice: dict[str, Any]) -> str:
+    delta = choice.get("delta") or {}
+    return (delta.get("content") or "") + (delta.get("reasoning_content") or "")
+
+
+class ChatClient:
+    """Async client over one connection pool; create it inside the event loop that uses it."""
+
+    def __init__(self, base_url: str, *, model: str | None = None, connect_timeout_s: float = 5.0,
+                 read_timeout_s: float = 120.0, total_timeout_s: float = 600.0, max_connections: int = 64) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.total_timeout_s = total_timeout_s
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=30.0, pool=None),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+
+    async def __aenter__(self) -> ChatClient:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def chat(self, request: ChatRequest) -> RequestRecord:
+        """Stream one chat completion; raises a RequestError kind (with ``.record``) on failure."""
+        record = RequestRecord(label=request.label, t_send=time.monotonic())
+        try:
+            await asyncio.wait_for(self._stream(request, record), timeout=self.total_timeout_s)
+        except asyncio.TimeoutError:
+            raise self._fail(record, RequestTimeout(f"{request.label or 'request'}: no complete response within "
+                                                    f"{self.total_timeout_s:.0f} s")) from None
+        except httpx.ConnectError as exc:
+            raise self._fail(record, RequestRefused(f"cannot connect to {self.base_url}: {exc}")) from None
+        except httpx.TimeoutException as exc:
+            raise self._fail(record, RequestTimeout(f"{request.label or 'request'} timed out: "
+                                                    f"{type(exc).__name__}")) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            raise self._fail(record, StreamCut(f"{request.label or 'request'}: stream cut after {record.n_chunks} "
+                                               f"chunks: {exc}")) from None
+        return record
+
+    @staticmethod
+    def _fail(record: RequestRecord, error: RequestError) -> RequestError:
+        record.error = str(error)
+        error.record = record
+        return error
+
+    async def _stream(self, request: ChatRequest, record: RequestRecord) -> None:
+        async with self._http.stream("POST", "/v1/chat/completions", json=request.body(self.model)) as response:
+            if response.status_code >= 400:
+                body = (await response.aread()).decode("utf-8", errors="replace")
+                raise self._fail(record, HTTPStatusError(response.status_code, body))
+            done = False
+            async for line in response.aiter_lines():
+                now = time.monotonic()
+                if not line.startswith("data:"):
+                    continue  # SSE comments (":" keep-alives) and blank separators
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    done = True
+                    break
+                chunk = json.loads(payload)
+                if "error" in chunk:  # errors after the stream began arrive in-band
+                    raise self._fail(record, HTTPStatusError(response.status_code, json.dumps(chunk["error"])))
+                self._absorb(record, chunk, now)
+            if not done and record.finish_reason is None:
+                raise self._fail(record, StreamCut(f"{request.label or 'request'}: stream ended after "
+                                                   f"{record.n_chunks} chunks without a final chunk"))
+
+    @staticmethod
+    def _absorb(record: RequestRecord, chunk: dict[str, Any], now: float) -> None:
+        for choice in chunk.get("choices") or []:
+            text = _content(choice)
+            if text:
+                record.n_chunks += 1
+                record.chunk_times.append(now)
+                record.text += text
+                if record.t_first is None:
+                    record.t_first = now
+                record.t_last = now
+            if choice.get("finish_reason"):
+                record.finish_reason = choice["finish_reason"]
+        usage = chunk.get("usage")
+        if usage and usage.get("completion_tokens") is not None:
+            record.n_out = int(usage["completion_tokens"])
+            record.n_out_source = "usage"
+            record.prompt_tokens = usage.get("prompt_tokens")
+        elif record.n_out_source == "chunks":
+            record.n_out = record.n_chunks
+        if chunk.get("timings"):
+            record.server_timings = chunk["timings"]

@@ -1,0 +1,102 @@
+"""Latency and throughput metrics: fixed formulas, documented in README "The embedded engine".
+
+Per request: TTFT = t_first - t_send, E2E = t_last - t_send,
+TPOT = (E2E - TTFT) / (N_out - 1) for N_out >= 2, every request weighted equally.
+Output tok/s = sum N_out / wall window. Parallel speedup = sequential wall /
+parallel wall. Percentiles interpolate linearly between order statistics and are
+reported with their n; p99 is only meaningful from n >= 100 (``p99_reliable``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from pydantic import BaseModel, ConfigDict, computed_field
+
+from .client import RequestRecord
+
+__all__ = ["MIN_N_FOR_P99", "Distribution", "Summary", "parallel_speedup", "percentile", "summarize"]
+
+MIN_N_FOR_P99 = 100
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) by linear interpolation (numpy's default method)."""
+    if not values:
+        raise ValueError("percentile of no values")
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile {q} outside 0..100")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+class Distribution(BaseModel):
+    """One metric over n requests (seconds)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    n: int
+    mean: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    max: float
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def p99_reliable(self) -> bool:
+        return self.n >= MIN_N_FOR_P99
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Distribution | None:
+        data = list(values)
+        if not data:
+            return None
+        return cls(n=len(data), mean=sum(data) / len(data), p50=percentile(data, 50), p90=percentile(data, 90),
+                   p95=percentile(data, 95), p99=percentile(data, 99), max=max(data))
+
+
+class Summary(BaseModel):
+    """Distributions of TTFT / TPOT / E2E over the successful requests of a pass, and its throughput."""
+
+    model_config = ConfigDict(frozen=True)
+
+    requests: int
+    errors: int
+    output_tokens: int
+    token_count_source: list[str]
+    """``usage`` (the server's count) and/or ``chunks`` (one token per content chunk)."""
+    wall_s: float | None
+    output_tps: float | None
+    ttft_s: Distribution | None
+    tpot_s: Distribution | None
+    e2e_s: Distribution | None
+
+
+def summarize(records: Sequence[RequestRecord], wall_s: float | None = None) -> Summary:
+    """Summarize ``records``; without ``wall_s`` the window runs from the first send to the last token."""
+    ok = [record for record in records if record.ok and record.e2e is not None]
+    if wall_s is None and ok:
+        wall_s = max(r.t_last for r in ok if r.t_last is not None) - min(r.t_send for r in ok)
+    tokens = sum(record.n_out for record in ok)
+    return Summary(
+        requests=len(records),
+        errors=len(records) - len(ok),
+        output_tokens=tokens,
+        token_count_source=sorted({record.n_out_source for record in ok}),
+        wall_s=wall_s,
+        output_tps=tokens / wall_s if wall_s else None,
+        ttft_s=Distribution.of(r.ttft for r in ok if r.ttft is not None),
+        tpot_s=Distribution.of(r.tpot for r in ok if r.tpot is not None),
+        e2e_s=Distribution.of(r.e2e for r in ok if r.e2e is not None),
+    )
+
+
+def parallel_speedup(sequential_wall_s: float, parallel_wall_s: float) -> float:
+    if parallel_wall_s <= 0:
+        raise ValueError("parallel wall time must be positive")
+    return sequential_wall_s / parallel_wall_s

@@ -1,0 +1,104 @@
+"""A ModelSpec from a GGUF file's header and tensor infos, read through the `gguf` package.
+
+No tensor data is touched: planning a 9 GB file reads a few MB (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+from gguf import GGUFReader, GGUFValueType
+
+from ..errors import ModelSourceError
+from .ggmltypes import GGMLType
+from .metadata import spec_from_metadata
+from .source import GgufFile
+from .spec import ModelSpec, Tensor
+
+__all__ = ["spec_from_gguf"]
+
+
+class _HeaderReader(GGUFReader):
+    """A GGUFReader that skips over large metadata arrays without itemising them.
+
+    gguf's reader builds one numpy view per array element: seconds for a Qwen
+    tokenizer (152k tokens, 151k merges). We only need those arrays' lengths,
+    so this subclass steps over string arrays with their length prefixes and
+    reads numeric arrays in one view. Everything else is gguf's own parsing.
+    """
+
+    @property
+    def _length_format(self) -> str:
+        host_little = sys.byteorder == "little"
+        return "<Q" if host_little == (self.byte_order == "I") else ">Q"
+
+    def _get_field_parts(self, orig_offs: int, raw_type: int) -> tuple[int, list[Any], list[int], list[Any]]:
+        import numpy as np
+
+        if GGUFValueType(raw_type) != GGUFValueType.ARRAY:
+            return super()._get_field_parts(orig_offs, raw_type)
+        raw_itype = self._get(orig_offs, np.uint32)
+        alen = self._get(orig_offs + 4, np.uint64)
+        offs = orig_offs + 12
+        itype = GGUFValueType(int(raw_itype[0]))
+        count = int(alen[0])
+        if itype == GGUFValueType.STRING:
+            # Walk the u64 length prefixes with struct: ~0.1 us per string.
+            view, fmt, end = self.data.data, self._length_format, len(self.data)
+            for _ in range(count):
+                if offs + 8 > end:
+                    raise ValueError("string array runs past the end of the file")
+                offs += 8 + struct.unpack_from(fmt, view, offs)[0]
+            if offs > end:
+                raise ValueError("string array runs past the end of the file")
+            return offs - orig_offs, [raw_itype, alen], [], [GGUFValueType.ARRAY, itype]
+        nptype = self.gguf_scalar_to_np.get(itype)
+        if nptype is None:
+            return super()._get_field_parts(orig_offs, raw_type)
+        values = self._get(offs, nptype, count)
+        if len(values) != count:
+            raise ValueError("array runs past the end of the file")
+        return 12 + int(values.nbytes), [raw_itype, alen, values], [2], [GGUFValueType.ARRAY, itype]
+
+
+def _field_value(field: Any) -> Any:
+    types = field.types
+    if not types:
+        return None
+    if types[0] == GGUFValueType.ARRAY:
+        if types[-1] == GGUFValueType.STRING:
+            return int(field.parts[1][0])  # only the length is kept
+        return field.parts[field.data[0]].tolist() if field.data else []
+    if types[0] == GGUFValueType.STRING:
+        return bytes(field.parts[-1]).decode("utf-8", errors="replace")
+    return field.parts[-1].tolist()[0]
+
+
+def spec_from_gguf(path: str | Path) -> ModelSpec:
+    """Read a GGUF header and tensor infos; no tensor data is touched."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelSourceError(f"model file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise ModelSourceError(f"model path {str(path)!r} is not a file")
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if magic != b"GGUF":
+        raise ModelSourceError(f"{str(path)!r} is not a GGUF file (no GGUF magic at the start)")
+    try:
+        reader = _HeaderReader(path)
+        kv = {name: _field_value(field) for name, field in reader.fields.items() if not name.startswith("GGUF.")}
+        tensors = [
+            Tensor(t.name, GGMLType(int(t.tensor_type)), tuple(int(d) for d in t.shape))
+            for t in reader.tensors
+        ]
+    except Exception as exc:  # gguf raises ValueError, KeyError, IndexError... on damaged headers
+        raise ModelSourceError(f"{str(path)!r} is not a readable GGUF file (truncated or corrupt header: {exc})") \
+            from None
+    if not tensors:
+        raise ModelSourceError(f"{str(path)!r} has no tensors")
+    name = kv.get("general.name") or path.stem
+    return spec_from_metadata(kv, tensors, name=str(name), source=GgufFile(path), file_size=path.stat().st_size)

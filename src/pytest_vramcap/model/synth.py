@@ -1,0 +1,193 @@
+"""Synthetic GGUF files shaped like real models.
+
+The header (metadata, a byte-level SPM vocabulary, tensor infos) is written with
+the `gguf` package's GGUFWriter, from the same metadata and typed tensor list the
+planner uses, so a written file and a planned shape agree to the byte. The data
+region is then one of:
+
+* ``sparse`` - a hole: the file is truncated to its exact size in milliseconds.
+  llama.cpp reads holes as zeros, so it even loads; enough for planning.
+* ``zeros``  - written zeros (for file systems without holes).
+* ``random`` - random quantized blocks whose fp16 scale fields are small finite
+  numbers, F32 norms of 1.0 and zero biases: the compute cost of the real model
+  with finite logits. Random weights emit arbitrary tokens; fix output lengths
+  with ``ignore_eos``.
+
+With the byte vocabulary one prompt byte is about one token.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from ..errors import ConfigError
+from ..types import WEIGHTS_MODES, WeightsMode
+from .from_shape import shape_metadata
+from .shapes import get_shape
+from .spec import Tensor
+
+__all__ = ["byte_vocab", "write_gguf", "write_sparse_gguf"]
+
+ALIGNMENT = 32  # GGUF default (general.alignment)
+_CHUNK_BYTES = 64 * 1024 * 1024
+_T = GGMLQuantizationType
+
+# Offsets of the fp16 scale fields inside one block (ggml-common.h). Random
+# bytes there could be NaN or huge; we write SCALE instead.
+_FP16_FIELDS: dict[GGMLQuantizationType, tuple[int, ...]] = {
+    _T.Q4_0: (0,), _T.Q4_1: (0, 2), _T.Q5_0: (0,), _T.Q5_1: (0, 2), _T.Q8_0: (0,),
+    _T.Q2_K: (80, 82), _T.Q3_K: (108,), _T.Q4_K: (0, 2), _T.Q5_K: (0, 2), _T.Q6_K: (208,),
+}
+# MXFP4 keeps an E8M0 exponent byte per block: 119 is 2^-8.
+_E8M0_FIELDS: dict[GGMLQuantizationType, tuple[int, ...]] = {_T.MXFP4: (0,)}
+SCALE = np.float16(2.0 ** -10)
+
+
+def byte_vocab(n_vocab: int) -> tuple[list[bytes], list[float], list[int]]:
+    """``<unk>``, ``<s>``, ``</s>``, 256 ``<0xNN>`` byte tokens, then ordinary filler tokens."""
+    tokens = [b"<unk>", b"<s>", b"</s>"] + [f"<0x{i:02X}>".encode() for i in range(256)]
+    tokens += [f"tok{i}".encode() for i in range(n_vocab - len(tokens))]
+    # llama.cpp token types: 1 normal, 2 unknown, 3 control, 6 byte
+    types = [2, 3, 3] + [6] * 256 + [1] * (n_vocab - 259)
+    return tokens[:n_vocab], [0.0] * n_vocab, types[:n_vocab]
+
+
+def _raw_shape(tensor: Tensor) -> tuple[int, ...]:
+    """GGUFWriter takes raw data shapes in numpy order, the row in bytes."""
+    rows = int(np.prod(tensor.dims[1:]))
+    return (*reversed(tensor.dims[1:]), tensor.nbytes // max(1, rows))
+
+
+def _random_block_bytes(tensor: Tensor, n_bytes: int, rng: np.random.Generator) -> bytes:
+    """``n_bytes`` (whole blocks) of random data with safe scale fields."""
+    kind = tensor.ggml_type
+    if kind == _T.F32:
+        name = tensor.name
+        if "norm" in name:
+            return np.ones(n_bytes // 4, dtype=np.float32).tobytes()
+        if name.endswith(".bias"):
+            return bytes(n_bytes)
+        return (rng.standard_normal(n_bytes // 4, dtype=np.float32) * 0.02).tobytes()
+    if kind in (_T.F16, _T.BF16):
+        values = (rng.standard_normal(n_bytes // 2, dtype=np.float32) * 0.02)
+        if kind == _T.F16:
+            return values.astype(np.float16).tobytes()
+        return (values.view(np.uint32) >> 16).astype(np.uint16).tobytes()
+    _, type_size = GGML_QUANT_SIZES[kind]
+    blocks = rng.integers(0, 256, size=(n_bytes // type_size, type_size), dtype=np.uint8)
+    for offset in _FP16_FIELDS.get(kind, ()):
+        blocks[:, offset:offset + 2] = np.frombuffer(SCALE.tobytes(), dtype=np.uint8)
+    for offset in _E8M0_FIELDS.get(kind, ()):
+        blocks[:, offset] = 119
+    if kind not in _FP16_FIELDS and kind not in _E8M0_FIELDS:
+        raise ConfigError(f"random weights for {kind.name} are not supported; use --weights zeros")
+    return blocks.tobytes()
+
+
+def _write_data(handle: BinaryIO, tensors: list[Tensor], weights: WeightsMode, seed: int,
+                progress: Callable[[int, int], None] | None) -> None:
+    rng = np.random.default_rng(seed)
+    total = sum(t.nbytes for t in tensors)
+    done = 0
+    for tensor in tensors:
+        _, type_size = GGML_QUANT_SIZES[tensor.ggml_type]
+        chunk = max(type_size, _CHUNK_BYTES // type_size * type_size)
+        remaining = tensor.nbytes
+        while remaining:
+            size = min(chunk, remaining)
+            handle.write(bytes(size) if weights == "zeros" else _random_block_bytes(tensor, size, rng))
+            remaining -= size
+            done += size
+            if progress:
+                progress(done, total)
+        handle.write(bytes(-tensor.nbytes % ALIGNMENT))
+
+
+def _stderr_progress(path: Path) -> Callable[[int, int], None]:
+    """Rewrite one line on a terminal; on a pipe, a line every few seconds and at the end."""
+    last = [0.0]
+    tty = sys.stderr.isatty()
+    interval = 1.0 if tty else 5.0
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= interval or done == total:
+            last[0] = now
+            line = f"synth {path.name}: {done / 2**20:,.0f} / {total / 2**20:,.0f} MiB ({100 * done / total:.0f}%)"
+            if tty:
+                print("\r" + line, end="\n" if done == total else "", file=sys.stderr, flush=True)
+            else:
+                print(line, file=sys.stderr, flush=True)
+
+    return report
+
+
+def write_gguf(shape_name: str, mix: str, path: str | Path, *, layers: int | None = None,
+               weights: WeightsMode = "random", seed: int = 0, progress: bool = False) -> Path:
+    """Write a GGUF shaped like ``shape_name`` in quantization ``mix``."""
+    import gguf
+
+    if weights not in WEIGHTS_MODES:
+        raise ConfigError(f"--weights must be one of {', '.join(WEIGHTS_MODES)}, got {weights!r}")
+    shape = get_shape(shape_name)
+    if layers is not None:
+        if not 1 <= layers <= 4096:
+            raise ConfigError(f"--layers must be between 1 and 4096, got {layers}")
+        shape = replace(shape, n_layer=layers)
+    kv, tensors = shape_metadata(shape, mix)
+    path = Path(path)
+    if path.exists() and path.is_dir():
+        raise ConfigError(f"--out {str(path)!r} is a directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    writer = gguf.GGUFWriter(str(tmp), kv["general.architecture"])
+    for key, value in kv.items():
+        if key == "general.architecture":
+            continue
+        if isinstance(value, str):
+            writer.add_string(key, value)
+        elif isinstance(value, float):
+            writer.add_float32(key, value)
+        else:
+            writer.add_uint32(key, int(value))
+    tokens, scores, types = byte_vocab(shape.n_vocab)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+    writer.add_add_bos_token(True)
+    for tensor in tensors:
+        writer.add_tensor_info(tensor.name, _raw_shape(tensor), np.dtype(np.uint8), tensor.nbytes,
+                               raw_dtype=tensor.ggml_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    writer.close()
+    header = tmp.stat().st_size
+    data_start = -(-header // ALIGNMENT) * ALIGNMENT
+    data_size = sum(-(-t.nbytes // ALIGNMENT) * ALIGNMENT for t in tensors)
+    if weights == "sparse":
+        os.truncate(tmp, data_start + data_size)
+    else:
+        with tmp.open("ab") as handle:
+            handle.write(bytes(data_start - header))
+            _write_data(handle, tensors, weights, seed, _stderr_progress(path) if progress else None)
+    tmp.replace(path)
+    return path
+
+
+def write_sparse_gguf(shape_name: str, mix: str, path: str | Path, *, layers: int | None = None) -> Path:
+    """A header-complete GGUF whose data region is a hole (planning and header tests)."""
+    return write_gguf(shape_name, mix, path, layers=layers, weights="sparse")

@@ -1,0 +1,142 @@
+"""One option table for the ``vramcap`` command and the pytest plugin.
+
+Each option is defined once: its name, parser, default and help. A surface
+registers the groups it needs with :func:`add_options` (pytest-benchmark's
+``add_*_options(addoption, prefix)`` pattern): the CLI without a prefix
+(``--kv-cache``), the plugin with ``vramcap-`` (``--vramcap-kv-cache``, ini key
+``vramcap_kv_cache``). Both parse with the same functions, so a value is
+accepted or refused the same way everywhere, and both turn the parsed values
+into a plan through one function (:func:`pytest_vramcap.planner.plan_from_options`).
+
+Import-free beyond the standard library, so loading the plugin stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .defaults import (
+    DEFAULT_AGENTS,
+    DEFAULT_CTX_PER_AGENT,
+    DEFAULT_FIT_MARGIN_MIB,
+    DEFAULT_MODEL,
+    DEFAULT_PROFILE,
+    DEFAULT_REPORT_DIR,
+    DEFAULT_STARTUP_TIMEOUT_S,
+    DEFAULT_UBATCH,
+)
+from .parsers import (
+    argparse_type,
+    base_url,
+    boolean,
+    choice,
+    gpu_layers,
+    http_url,
+    non_empty,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from .types import EMULATE_MODES, ENGINE_CHOICES, KV_CACHE_TYPES, ON_OFF
+
+__all__ = ["ENGINE_OPTIONS", "PLAN_OPTIONS", "RUN_OPTIONS", "Option", "add_options"]
+
+_SAME = object()
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option as both surfaces know it."""
+
+    name: str
+    """Long name without dashes or prefix: ``kv-cache``."""
+    parse: Callable[[str], Any]
+    default: Any
+    """The CLI's default (None: left out)."""
+    help: str
+    metavar: str | None = None
+    aliases: tuple[str, ...] = ()
+    """Other accepted names (``ctx`` for ``ctx-per-agent``)."""
+    flag: bool = False
+    """Takes no value: present means True."""
+    pytest_default: Any = _SAME
+    """Where the plugin's default differs from the CLI's (a test run needs a concrete model and slots)."""
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+    def flags(self, prefix: str = "") -> list[str]:
+        return [f"--{prefix}{name}" for name in (self.name, *self.aliases)]
+
+    def default_for_pytest(self) -> Any:
+        return self.default if self.pytest_default is _SAME else self.pytest_default
+
+
+PLAN_OPTIONS: tuple[Option, ...] = (
+    Option("model", non_empty, None, "a .gguf path, a known shape (qwen2.5-14b or qwen2.5-14b:Q4_K_M), ollama:NAME, "
+           "or an /api/show JSON file (pytest: a shape is synthesized; default small:F16)", "SRC",
+           pytest_default=DEFAULT_MODEL),
+    Option("quant", non_empty, None, "quantization mix for a shape named without one (default Q4_K_M)", "MIX"),
+    Option("profile", non_empty, DEFAULT_PROFILE, "VRAM profile: 16gb, 16GiB, 16384MiB, a GPU name (vramcap profiles), "
+           "or a user profile", "P"),
+    Option("profiles-file", Path, None, "user-defined profiles ([profiles.NAME] tables)", "TOML"),
+    Option("agents", positive_int, None, "parallel agents (slots); left out: vramcap plan solves for the most that "
+           "fit, pytest plans 4", "N", pytest_default=DEFAULT_AGENTS),
+    Option("ctx-per-agent", positive_int, None, "context per agent (Ollama num_ctx); left out: vramcap plan solves for "
+           "the largest that fits, pytest plans 8192", "C", aliases=("ctx",), pytest_default=DEFAULT_CTX_PER_AGENT),
+    Option("kv-cache", choice(KV_CACHE_TYPES), "f16", "KV cache type: f16 (default), q8_0, q4_0...", "TYPE"),
+    Option("flash-attn", choice(ON_OFF), "on", "flash attention (a quantized KV cache needs it on)", "on|off"),
+    Option("ubatch", positive_int, DEFAULT_UBATCH, f"llama.cpp -ub (default {DEFAULT_UBATCH})", "U"),
+    Option("gpu-layers", gpu_layers, None, "layers on the GPU incl. the output layer (-ngl); default all", "N"),
+    Option("fit-margin", non_negative_int, DEFAULT_FIT_MARGIN_MIB,
+           f"free memory llama.cpp --fit keeps per GPU (default {DEFAULT_FIT_MARGIN_MIB})", "MIB"),
+    Option("kv-unified", boolean, False, "one shared KV pool (llama-server -kvu)", flag=True),
+    Option("ollama-url", base_url, None, "Ollama base URL for ollama:NAME (default $OLLAMA_HOST, then "
+           "http://127.0.0.1:11434)", "URL"),
+)
+"""What decides the plan: the model, the profile and the server config."""
+
+ENGINE_OPTIONS: tuple[Option, ...] = (
+    Option("models-dir", Path, None, "where shapes are synthesized (default ~/.cache/pytest-vramcap/models)", "DIR"),
+    Option("startup-timeout", positive_float, DEFAULT_STARTUP_TIMEOUT_S,
+           "seconds to wait for the server to become healthy", "S"),
+    Option("fit", choice(ON_OFF), "off", "off: pin the plan's layers (-ngl, --fit off), an overflow is an OOM; "
+           "on: llama.cpp --fit as under Ollama, an overflow spills to the CPU", "on|off"),
+)
+"""How the embedded llama-server is started (vramcap serve and pytest)."""
+
+RUN_OPTIONS: tuple[Option, ...] = (
+    Option("engine", choice(ENGINE_CHOICES), "auto", "auto (a URL if given, else the embedded llama-server), "
+           "llamacpp, ollama (attach to Ollama's OpenAI API), or url", "KIND"),
+    Option("server-url", http_url, None, "attach to this server instead of starting one", "URL"),
+    Option("report-dir", Path, Path(DEFAULT_REPORT_DIR), "where the JSON run report goes", "DIR"),
+    Option("min-speedup", positive_float, None, "override every scenario's minimum parallel speedup", "X"),
+    Option("emulate", choice(EMULATE_MODES), "auto", "hold a VRAM ballast so a bigger GPU offers only the profile's "
+           "memory (auto: when the GPU is bigger)", "MODE"),
+)
+"""What a pytest run does with the server (plugin only)."""
+
+
+def add_options(addoption: Callable[..., Any], options: Iterable[Option], *, prefix: str = "",
+                dest_prefix: str = "", with_defaults: bool = True, required: Collection[str] = ()) -> None:
+    """Register ``options`` through ``addoption`` (argparse's ``add_argument`` or pytest's ``addoption``).
+
+    ``with_defaults=False`` leaves every default None, so the caller can tell an
+    option that was not given from one given with its default value (the plugin
+    then falls back to the ini file).
+    """
+    for option in options:
+        kwargs: dict[str, Any] = {"dest": dest_prefix + option.dest, "help": option.help}
+        if option.name in required:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = option.default if with_defaults else None
+        if option.flag:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs.update(type=argparse_type(option.parse), metavar=option.metavar)
+        addoption(*option.flags(prefix), **kwargs)

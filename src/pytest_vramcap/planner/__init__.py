@@ -1,0 +1,44 @@
+"""Stage 2, the planner: from a model, a VRAM profile and a workload to a server config that fits.
+
+    profiles.py    VRAM profiles: sizes, named GPUs, user TOML profiles
+    memory.py      llama.cpp's memory model (pure functions): weights, KV, compute, overhead
+    throughput.py  decode speed from a bandwidth roofline
+    plan.py        PlanRequest in, Plan out
+    solver.py      check a config, or solve for the most agents / longest context that fits
+    render.py      the plan as llama-server flags and Ollama env / Modelfile / /api/create
+    output.py      the plan as the JSON contract and as text
+    resolve.py     option values -> plan (shared by the CLI and the pytest plugin)
+"""
+
+from __future__ import annotations
+
+from .memory import MemoryBreakdown, ServerConfig, estimate_memory, kv_cache_bytes
+from .output import format_plan, plan_json
+from .plan import Alternative, Plan, PlanRequest
+from .profiles import Profile, load_user_profiles, named_profiles, resolve_profile
+from .render import llama_server_args, ollama_create_request, ollama_env, ollama_modelfile
+from .resolve import model_source_from_options, plan_from_options
+from .solver import make_plan
+
+__all__ = [
+    "Alternative",
+    "MemoryBreakdown",
+    "Plan",
+    "PlanRequest",
+    "Profile",
+    "ServerConfig",
+    "estimate_memory",
+    "format_plan",
+    "kv_cache_bytes",
+    "llama_server_args",
+    "load_user_profiles",
+    "make_plan",
+    "model_source_from_options",
+    "named_profiles",
+    "ollama_create_request",
+    "ollama_env",
+    "ollama_modelfile",
+    "plan_from_options",
+    "plan_json",
+    "resolve_profile",
+]

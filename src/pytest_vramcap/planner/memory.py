@@ -1,0 +1,280 @@
+"""The memory model of llama.cpp (which Ollama >= 0.30 runs underneath).
+
+Pure functions from a :class:`ModelSpec`, a :class:`ServerConfig` and a
+:class:`Profile` to a per-device breakdown in llama.cpp's own terms:
+
+* model   - weight buffers: ``ggml_nbytes`` per tensor, placed by ``-ngl``;
+* context - the KV cache (or recurrent state), sized as llama_context does;
+* compute - the graph scratch buffer reserved at start-up;
+* overhead - what llama.cpp leaves "unaccounted": CUDA context, cuBLAS, pool.
+
+Model and context are exact (they reproduce llama.cpp's integer arithmetic).
+Compute is a closed form fitted to buffers llama.cpp logged on an H100; its
+known error is kept in :data:`COMPUTE_MODEL_NOTE`. Overhead is a profile value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..defaults import DEFAULT_BATCH, DEFAULT_UBATCH, MIB
+from ..errors import ConfigError
+from ..model.ggmltypes import is_quantized, row_bytes, type_by_name
+from ..model.spec import ModelSpec, Tensor
+from ..types import KvCacheType
+from .profiles import Profile
+
+__all__ = [
+    "COMPUTE_MODEL_NOTE",
+    "KV_PAD",
+    "ContextSizing",
+    "DeviceMemory",
+    "MemoryBreakdown",
+    "ServerConfig",
+    "context_sizing",
+    "estimate_memory",
+    "kv_cache_bytes",
+]
+
+KV_PAD = 256
+
+COMPUTE_MODEL_NOTE = (
+    "compute buffer: closed form fitted to llama.cpp's CUDA buffers on an H100 "
+    "(exact for 4 fixtures, +4.5% with -ngl 30; dense llama/qwen2 layouts; MoE, MLA and SWA are extrapolated)"
+)
+
+
+def _pad(value: int, to: int) -> int:
+    return -(-value // to) * to
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The llama-server settings that decide memory (Ollama sets the same ones)."""
+
+    parallel: int
+    """Slots, one per agent (``-np`` / OLLAMA_NUM_PARALLEL)."""
+    ctx_per_agent: int
+    """Context per slot (Ollama's num_ctx); llama-server gets ``-c parallel*ctx``."""
+    cache_type_k: KvCacheType = "f16"
+    cache_type_v: KvCacheType = "f16"
+    flash_attn: bool = True
+    n_ubatch: int = DEFAULT_UBATCH
+    n_batch: int = DEFAULT_BATCH
+    gpu_layers: int | None = None
+    """``-ngl``: None offloads every layer (the output layer counts as one)."""
+    kv_unified: bool = False
+    """One shared KV pool (llama-server's default without -np; Ollama never)."""
+    swa_full: bool = False
+    n_ctx: int | None = None
+    """An explicit ``-c`` that is not ``parallel x ctx_per_agent`` (llama-server only)."""
+
+    def __post_init__(self) -> None:
+        if self.parallel < 1:
+            raise ConfigError(f"agents must be at least 1, got {self.parallel}")
+        if self.ctx_per_agent < 1:
+            raise ConfigError(f"context per agent must be positive, got {self.ctx_per_agent}")
+        if self.n_ubatch < 1 or self.n_batch < 1:
+            raise ConfigError("batch sizes must be positive")
+        if self.gpu_layers is not None and self.gpu_layers < 0:
+            raise ConfigError(f"--gpu-layers must be >= 0, got {self.gpu_layers}")
+        for name in (self.cache_type_k, self.cache_type_v):
+            type_by_name(name)
+        # The one check of this rule: llama_context throws "V cache quantization requires flash_attn".
+        if is_quantized(type_by_name(self.cache_type_v)) and not self.flash_attn:
+            raise ConfigError(f"a {self.cache_type_v} KV cache needs flash attention on (llama.cpp quantizes the V "
+                              f"cache only with flash attention); use f16 KV or turn flash attention on")
+
+    @property
+    def ctx_total(self) -> int:
+        return self.n_ctx if self.n_ctx is not None else self.parallel * self.ctx_per_agent
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """Bytes on one device, in llama.cpp's memory-breakdown columns."""
+
+    model: int
+    context: int
+    compute: int
+    overhead: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.model + self.context + self.compute + self.overhead
+
+    def mib(self) -> dict[str, float]:
+        return {
+            "model_mib": round(self.model / MIB, 2),
+            "context_mib": round(self.context / MIB, 2),
+            "compute_mib": round(self.compute / MIB, 2),
+            "overhead_mib": round(self.overhead / MIB, 2),
+            "total_mib": round(self.total / MIB, 2),
+        }
+
+
+@dataclass(frozen=True)
+class ContextSizing:
+    n_ctx: int
+    """Total cells after llama.cpp's padding."""
+    cells_per_stream: int
+    """``n_ctx_seq``: what one slot can hold."""
+    n_stream: int
+    n_ubatch: int
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    gpu: DeviceMemory
+    cpu: DeviceMemory
+    sizing: ContextSizing
+    gpu_layers: int
+    """Layers on the GPU, counting the output layer (llama.cpp's "offloaded N/M")."""
+    total_layers: int
+
+    @property
+    def full_offload(self) -> bool:
+        return self.gpu_layers == self.total_layers
+
+
+def context_sizing(spec: ModelSpec, config: ServerConfig) -> ContextSizing:
+    """Cells and streams as llama_context computes them (llama-context.cpp)."""
+    n_ctx = _pad(config.ctx_total, KV_PAD)
+    n_batch = min(config.ctx_total, config.n_batch)
+    n_ubatch = min(n_batch, config.n_ubatch)
+    if config.kv_unified or config.parallel == 1:
+        return ContextSizing(n_ctx, n_ctx, 1, n_ubatch)
+    cells = _pad(n_ctx // config.parallel, KV_PAD)
+    return ContextSizing(cells * config.parallel, cells, config.parallel, n_ubatch)
+
+
+def _layer_cells(spec: ModelSpec, config: ServerConfig, sizing: ContextSizing, swa: bool) -> int:
+    if not swa or config.swa_full:
+        return sizing.cells_per_stream
+    # llama-kv-cache-iswa.cpp: the SWA cache is always padded to 256.
+    window = spec.n_swa * (config.parallel if config.kv_unified else 1) + sizing.n_ubatch
+    return _pad(min(sizing.cells_per_stream, window), KV_PAD)
+
+
+def kv_layer_bytes(spec: ModelSpec, config: ServerConfig, sizing: ContextSizing) -> list[int]:
+    """Bytes of cache per layer (K + V, or recurrent state)."""
+    type_k, type_v = type_by_name(config.cache_type_k), type_by_name(config.cache_type_v)
+    # Without flash attention V is stored transposed and padded to the widest layer.
+    v_max = max((layer.v_width for layer in spec.layers), default=0)
+    sizes = []
+    for layer in spec.layers:
+        if layer.recurrent_floats:
+            sizes.append(layer.recurrent_floats * 4 * max(1, config.parallel))
+            continue
+        if not layer.k_width:
+            sizes.append(0)
+            continue
+        v_width = layer.v_width if config.flash_attn or not layer.v_width else v_max
+        row = row_bytes(type_k, layer.k_width) + (row_bytes(type_v, v_width) if v_width else 0)
+        sizes.append(row * _layer_cells(spec, config, sizing, layer.swa) * sizing.n_stream)
+    return sizes
+
+
+def kv_cache_bytes(spec: ModelSpec, config: ServerConfig) -> int:
+    """Total KV (context) bytes over all layers, wherever they live."""
+    return sum(kv_layer_bytes(spec, config, context_sizing(spec, config)))
+
+
+def _gpu_layer_range(spec: ModelSpec, config: ServerConfig) -> tuple[int, int]:
+    """(first repeating layer on the GPU, layers offloaded incl. output)."""
+    total = spec.n_layer + 1
+    ngl = total if config.gpu_layers is None else min(config.gpu_layers, total)
+    return total - ngl, ngl
+
+
+def _weights(spec: ModelSpec, first_gpu_layer: int, ngl: int) -> tuple[int, int, list[Tensor]]:
+    """(GPU bytes, CPU bytes, CPU-resident layer tensors)."""
+    gpu = cpu = 0
+    cpu_layer_tensors: list[Tensor] = []
+    output_on_gpu = ngl >= 1
+    any_layer_on_gpu = first_gpu_layer < spec.n_layer
+    for tensor in spec.tensors:
+        layer = tensor.layer
+        if tensor.name == "token_embd.weight":
+            on_gpu = False  # llama.cpp keeps the input layer on the CPU
+        elif layer is not None:
+            on_gpu = layer >= first_gpu_layer
+        elif tensor.name.startswith("rope_freqs"):
+            on_gpu = any_layer_on_gpu
+        else:
+            on_gpu = output_on_gpu  # output, output_norm
+        if on_gpu:
+            gpu += tensor.cuda_nbytes
+        else:
+            cpu += tensor.nbytes
+            if layer is not None:
+                cpu_layer_tensors.append(tensor)
+    if spec.tied_embeddings and output_on_gpu:
+        embd = spec.tensor("token_embd.weight")
+        if embd is not None:  # TENSOR_DUPLICATED: the output reuses a GPU copy
+            gpu += embd.cuda_nbytes
+    return gpu, cpu, cpu_layer_tensors
+
+
+def _compute_bytes(
+    spec: ModelSpec, config: ServerConfig, sizing: ContextSizing, cpu_kv_layers: list[int], cpu_tensors: list[Tensor]
+) -> tuple[int, int]:
+    """(GPU compute buffer, pinned host compute buffer), fitted to llama.cpp's CUDA reservations.
+
+    The allocator reuses memory along the graph, so the buffer is its peak: the
+    KQ mask (an input that lives throughout) plus the largest of the attention,
+    FFN and output working sets. Terms, in f32 activations of ``ub`` tokens:
+    attention holds 3 residual-width and 2 query-width tensors, plus the f32 KQ
+    scores without flash attention, or f16 copies of a quantized K/V with it;
+    the FFN holds 3 FFN-width and 4 residual-width tensors.
+    """
+    ub = sizing.n_ubatch
+    n_kv = sizing.cells_per_stream
+    act = 4 * ub
+    mask_bytes = 2 if config.flash_attn else 4
+    mask = mask_bytes * n_kv * ub
+    if spec.has_swa:
+        mask += mask_bytes * _layer_cells(spec, config, sizing, True) * ub
+    e, q_width = spec.n_embd, spec.n_head * spec.head_dim
+    k_width = max((layer.k_width for layer in spec.layers), default=0)
+    v_width = max((layer.v_width for layer in spec.layers), default=0)
+    attention = act * (3 * e + 2 * q_width)
+    if not config.flash_attn:
+        attention += 4 * n_kv * ub * spec.n_head + act * (k_width + v_width)
+    else:
+        kv_cells = n_kv * sizing.n_stream
+        if config.cache_type_k != "f16":
+            attention += 2 * kv_cells * k_width
+        if config.cache_type_v != "f16" and v_width:
+            attention += 2 * kv_cells * v_width
+    ffn = act * (3 * spec.n_ff + 4 * e)
+    n_outputs = min(ub, config.parallel)  # the server reserves one output row per slot
+    output = 4 * spec.n_vocab * n_outputs + act * e
+    if cpu_kv_layers:
+        # Partial offload: big-batch ops of CPU layers run on the GPU, so one
+        # layer's K/V and its largest weight are copied into the compute buffer.
+        attention += max(cpu_kv_layers)
+    if cpu_tensors:
+        ffn += max(tensor.cuda_nbytes for tensor in cpu_tensors)
+    gpu = mask + max(attention, ffn, output)
+    host = mask + 4 * act * e  # pinned staging of inputs and the mask
+    return gpu, host
+
+
+def estimate_memory(spec: ModelSpec, config: ServerConfig, profile: Profile) -> MemoryBreakdown:
+    """Per-device memory of ``spec`` served with ``config`` on ``profile``'s GPU."""
+    sizing = context_sizing(spec, config)
+    first_gpu_layer, ngl = _gpu_layer_range(spec, config)
+    weights_gpu, weights_cpu, cpu_tensors = _weights(spec, first_gpu_layer, ngl)
+    kv = kv_layer_bytes(spec, config, sizing)
+    kv_gpu = sum(size for il, size in enumerate(kv) if il >= first_gpu_layer)
+    cpu_kv_layers = [size for il, size in enumerate(kv) if il < first_gpu_layer and size]
+    compute_gpu, compute_host = _compute_bytes(spec, config, sizing, cpu_kv_layers, cpu_tensors)
+    overhead = profile.overhead_for(config.flash_attn) * MIB
+    return MemoryBreakdown(
+        gpu=DeviceMemory(weights_gpu, kv_gpu, compute_gpu, overhead),
+        cpu=DeviceMemory(weights_cpu, sum(cpu_kv_layers), compute_host),
+        sizing=sizing,
+        gpu_layers=ngl,
+        total_layers=spec.n_layer + 1,
+    )

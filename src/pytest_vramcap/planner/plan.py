@@ -1,0 +1,123 @@
+"""What a plan is asked (:class:`PlanRequest`) and what it answers (:class:`Plan`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..defaults import DEFAULT_FIT_MARGIN_MIB, DEFAULT_UBATCH, MAX_AGENTS, MIB
+from ..errors import ConfigError
+from ..model.spec import ModelSpec
+from ..types import KV_CACHE_TYPES, KvCacheType
+from .memory import MemoryBreakdown, ServerConfig
+from .output import plan_json
+from .profiles import Profile
+from .throughput import DecodeEstimate
+
+__all__ = ["Alternative", "Plan", "PlanRequest", "fits_budget"]
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What the user asked for; ``None`` agents or context means "solve for the largest"."""
+
+    agents: int | None = None
+    ctx_per_agent: int | None = None
+    kv_cache: KvCacheType = "f16"
+    flash_attn: bool = True
+    ubatch: int = DEFAULT_UBATCH
+    gpu_layers: int | None = None
+    fit_margin_mib: int = DEFAULT_FIT_MARGIN_MIB
+    kv_unified: bool = False
+
+    def __post_init__(self) -> None:
+        # Ranges only: whether the KV type needs flash attention is ServerConfig's one check.
+        if self.agents is not None and not 1 <= self.agents <= MAX_AGENTS:
+            raise ConfigError(f"--agents must be between 1 and {MAX_AGENTS}, got {self.agents}")
+        if self.ctx_per_agent is not None and self.ctx_per_agent < 1:
+            raise ConfigError(f"--ctx-per-agent must be positive, got {self.ctx_per_agent}")
+        if self.kv_cache not in KV_CACHE_TYPES:
+            raise ConfigError(f"--kv-cache must be one of {', '.join(KV_CACHE_TYPES)}, got {self.kv_cache!r}")
+        if self.ubatch < 1:
+            raise ConfigError(f"--ubatch must be positive, got {self.ubatch}")
+        if self.fit_margin_mib < 0:
+            raise ConfigError(f"--fit-margin must be >= 0, got {self.fit_margin_mib}")
+
+    @classmethod
+    def from_options(cls, values: Mapping[str, Any]) -> PlanRequest:
+        """The request from parsed option values, keyed by the option table's ``dest`` names.
+
+        The CLI (argparse namespace) and the pytest plugin (options, ini, defaults)
+        both come through here, so they cannot drift apart.
+        """
+        return cls(
+            agents=values["agents"],
+            ctx_per_agent=values["ctx_per_agent"],
+            kv_cache=values["kv_cache"],
+            flash_attn=values["flash_attn"] == "on",
+            ubatch=values["ubatch"],
+            gpu_layers=values["gpu_layers"],
+            fit_margin_mib=values["fit_margin"],
+            kv_unified=bool(values["kv_unified"]),
+        )
+
+
+def fits_budget(memory: MemoryBreakdown, profile: Profile, margin_mib: int) -> bool:
+    """Peak GPU memory leaves at least the fit margin of what the profile offers (unrounded)."""
+    return profile.usable_mib - memory.gpu.total / MIB >= margin_mib
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """A priced way out of a config that does not fit."""
+
+    label: str
+    config: ServerConfig
+    total_mib: float
+    fits: bool
+    decode: DecodeEstimate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "parallel": self.config.parallel,
+            "ctx_per_agent": self.config.ctx_per_agent,
+            "kv_cache": self.config.cache_type_k,
+            "gpu_layers": self.config.gpu_layers,
+            "total_mib": self.total_mib,
+            "fits": self.fits,
+            "aggregate_tps": round(self.decode.aggregate_tps, 1),
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: ModelSpec
+    profile: Profile
+    config: ServerConfig
+    memory: MemoryBreakdown
+    fit_margin_mib: int
+    decode: DecodeEstimate
+    solved_for: str | None = None
+    breaking_term: str | None = None
+    alternatives: tuple[Alternative, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def total_mib(self) -> float:
+        return round(self.memory.gpu.total / MIB, 2)
+
+    @property
+    def headroom_mib(self) -> float:
+        """Memory left free on the GPU at peak."""
+        return round(self.profile.usable_mib - self.memory.gpu.total / MIB, 2)
+
+    @property
+    def fits(self) -> bool:
+        # The same unrounded test the solver used, so a boundary plan cannot flip.
+        return fits_budget(self.memory, self.profile, self.fit_margin_mib)
+
+    def to_dict(self, model_path: str | None = None) -> dict[str, Any]:
+        """The JSON contract of ``vramcap plan --json`` (README, DESIGN section 3)."""
+        return plan_json(self, model_path)

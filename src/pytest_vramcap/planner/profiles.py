@@ -1,0 +1,282 @@
+"""VRAM profiles: what a GPU offers a llama-server process.
+
+A profile is either a size (``"16gb"``, ``"16GiB"``, ``"16384MiB"``), a named GPU
+(``"rtx4080"``, ``"h100-80gb"``) or a user-defined entry from a TOML file. Sizes
+in GB are read as GiB, the way cards are sold (a "16 GB" RTX 4080 has 16 GiB).
+
+Per-process overhead is the memory llama.cpp does not account for in its own
+buffers: CUDA context, cuBLAS workspace and the VMM pool. It is measured on the
+H100 (docs/validation.md) and estimated elsewhere from the SM count (~3 MiB per
+SM of context, per llama.cpp PR #23604, plus 86 MiB of cuBLAS workspace and
+pool, which puts an RTX 4090 at the 470 MiB reported in PR #15860).
+``vramcap`` marks each figure as measured or estimated.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import ProfileError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = ["PROFILE_FILE_ENV", "Profile", "load_user_profiles", "named_profiles", "resolve_profile"]
+
+PROFILE_FILE_ENV = "VRAMCAP_PROFILES"
+
+# Extra pool memory without flash attention (f32 KQ path through cuBLAS): the
+# H100 validation matrix's median no-FA overhead minus the FA one
+# (docs/validation.md). Assumed to carry over to other GPUs.
+NO_FLASH_ATTN_EXTRA_MIB = 143
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One GPU's memory budget and speed, as the planner sees it."""
+
+    name: str
+    total_mib: int
+    """Device memory as NVML reports it."""
+    reserved_mib: int
+    """Used before our server starts: display server, driver, other apps."""
+    bandwidth_gbps: float
+    """Memory bandwidth in GB/s (10^9 bytes), for the decode roofline."""
+    overhead_mib: int
+    """Per-process CUDA overhead at peak with flash attention."""
+    overhead_source: str
+    decode_efficiency: float = 0.6
+    """Fraction of the bandwidth roofline a single decode stream reaches."""
+    no_flash_attn_extra_mib: int = NO_FLASH_ATTN_EXTRA_MIB
+    description: str = ""
+
+    @property
+    def usable_mib(self) -> int:
+        """Memory free for the server when it starts."""
+        return self.total_mib - self.reserved_mib
+
+    def overhead_for(self, flash_attn: bool) -> int:
+        return self.overhead_mib + (0 if flash_attn else self.no_flash_attn_extra_mib)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "total_mib": self.total_mib,
+            "reserved_mib": self.reserved_mib,
+            "usable_mib": self.usable_mib,
+            "bandwidth_gbps": self.bandwidth_gbps,
+            "overhead_mib": self.overhead_mib,
+            "overhead_source": self.overhead_source,
+            "decode_efficiency": self.decode_efficiency,
+            "description": self.description,
+        }
+
+
+def _estimated_overhead(sm_count: int) -> int:
+    return 3 * sm_count + 86
+
+
+# Desktop GeForce cards usually drive a display; 300 MiB is a typical Xorg +
+# compositor footprint. Datacenter cards run headless.
+_DESKTOP_RESERVED_MIB = 300
+
+# name: (NVML total MiB, reserved MiB, bandwidth GB/s, SM count, description)
+_GPU_TABLE: dict[str, tuple[int, int, float, int, str]] = {
+    "rtx4060ti-16gb": (16380, _DESKTOP_RESERVED_MIB, 288.0, 34, "GeForce RTX 4060 Ti 16 GB"),
+    "rtx4070ti-super": (16376, _DESKTOP_RESERVED_MIB, 672.0, 66, "GeForce RTX 4070 Ti SUPER 16 GB"),
+    "rtx4080": (16376, _DESKTOP_RESERVED_MIB, 716.8, 76, "GeForce RTX 4080 16 GB"),
+    "rtx4080-super": (16376, _DESKTOP_RESERVED_MIB, 736.3, 80, "GeForce RTX 4080 SUPER 16 GB"),
+    "rtx4090": (24564, _DESKTOP_RESERVED_MIB, 1008.0, 128, "GeForce RTX 4090 24 GB"),
+    "rtx4090-laptop": (16376, 0, 576.0, 76, "GeForce RTX 4090 Laptop 16 GB (display on the iGPU)"),
+    "rtx3090": (24576, _DESKTOP_RESERVED_MIB, 936.2, 82, "GeForce RTX 3090 24 GB"),
+    "rtx5090": (32607, _DESKTOP_RESERVED_MIB, 1792.0, 170, "GeForce RTX 5090 32 GB"),
+    "a10g": (23028, 0, 600.0, 80, "NVIDIA A10G 24 GB (AWS g5)"),
+    "l4": (23034, 0, 300.0, 58, "NVIDIA L4 24 GB"),
+    "t4": (15360, 0, 320.0, 40, "NVIDIA T4 16 GB"),
+    "a100-40gb": (40960, 0, 1555.0, 108, "NVIDIA A100 40 GB"),
+    "a100-80gb": (81920, 0, 2039.0, 108, "NVIDIA A100 80 GB SXM"),
+    "h100-80gb": (81079, 0, 3350.0, 132, "NVIDIA H100 80 GB HBM3 SXM"),
+    "h200": (143771, 0, 4800.0, 132, "NVIDIA H200 141 GB"),
+}
+
+# Measured on an H100 (docs/validation.md, docs/planner.md): process memory minus
+# llama.cpp's model+context+compute buffers at peak with flash attention, and
+# the share of the bandwidth roofline a single decode stream reached.
+_MEASURED: dict[str, dict[str, Any]] = {
+    "h100-80gb": {"overhead_mib": 609, "decode_efficiency": 0.32},
+}
+# The H200 uses the H100's die: we carry its measured overhead over.
+_MEASURED["h200"] = dict(_MEASURED["h100-80gb"])
+
+
+def _build_named() -> dict[str, Profile]:
+    profiles = {}
+    for name, (total, reserved, bandwidth, sms, description) in _GPU_TABLE.items():
+        measured = _MEASURED.get(name, {})
+        profiles[name] = Profile(
+            name=name,
+            total_mib=total,
+            reserved_mib=reserved,
+            bandwidth_gbps=bandwidth,
+            overhead_mib=measured.get("overhead_mib", _estimated_overhead(sms)),
+            overhead_source=(
+                "measured (H100, llama.cpp 11434)" if measured else f"estimated: 3 MiB x {sms} SMs + 86 MiB"
+            ),
+            decode_efficiency=measured.get("decode_efficiency", 0.6),
+            description=description,
+        )
+    return profiles
+
+
+_NAMED = _build_named()
+
+# Aliases users type.
+_ALIASES = {
+    "4060ti": "rtx4060ti-16gb",
+    "rtx4060ti": "rtx4060ti-16gb",
+    "4070ti-super": "rtx4070ti-super",
+    "4080": "rtx4080",
+    "4080-super": "rtx4080-super",
+    "4090": "rtx4090",
+    "3090": "rtx3090",
+    "5090": "rtx5090",
+    "h100": "h100-80gb",
+    "a100": "a100-80gb",
+}
+
+# A bare size describes no particular card: assume an RTX 4090's measured
+# overhead (the largest public consumer figure) and a mid-range bandwidth.
+_GENERIC_OVERHEAD_MIB = 470
+_GENERIC_BANDWIDTH_GBPS = 700.0
+
+_SIZE_RE = re.compile(r"^\s*(?P<num>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>gb|gib|g|mb|mib|m)\s*$", re.IGNORECASE)
+
+
+def named_profiles() -> dict[str, Profile]:
+    """The built-in named GPUs."""
+    return dict(_NAMED)
+
+
+def _parse_size_mib(text: str) -> int | None:
+    match = _SIZE_RE.match(text)
+    if not match:
+        return None
+    number = float(match["num"])
+    unit = match["unit"].lower()
+    mib = number * 1024 if unit in ("gb", "gib", "g") else number
+    return round(mib)
+
+
+def _size_profile(text: str, mib: int) -> Profile:
+    if mib <= 0:
+        raise ProfileError(f"VRAM profile {text!r} has no memory: sizes must be positive")
+    return Profile(
+        name=text.strip().lower(),
+        total_mib=mib,
+        reserved_mib=0,
+        bandwidth_gbps=_GENERIC_BANDWIDTH_GBPS,
+        overhead_mib=_GENERIC_OVERHEAD_MIB,
+        overhead_source="generic consumer GPU (RTX 4090 report, llama.cpp PR #15860)",
+        description=f"any GPU with {mib} MiB",
+    )
+
+
+_PROFILE_FIELDS = {
+    "total_mib": int,
+    "reserved_mib": int,
+    "bandwidth_gbps": float,
+    "overhead_mib": int,
+    "decode_efficiency": float,
+    "no_flash_attn_extra_mib": int,
+    "description": str,
+}
+
+
+def _user_profile(name: str, table: Mapping[str, Any], origin: str) -> Profile:
+    """Build a profile from a TOML table; ``base`` copies a built-in GPU."""
+    unknown = set(table) - set(_PROFILE_FIELDS) - {"base"}
+    if unknown:
+        raise ProfileError(f"profile {name!r} in {origin}: unknown keys {sorted(unknown)}")
+    if "base" in table:
+        base = resolve_profile(str(table["base"]), user_profiles={})
+    elif "total_mib" in table:
+        base = _size_profile(name, int(table["total_mib"]))
+    else:
+        raise ProfileError(f"profile {name!r} in {origin}: needs 'total_mib' or 'base'")
+    values: dict[str, Any] = {}
+    for key, kind in _PROFILE_FIELDS.items():
+        if key in table:
+            try:
+                values[key] = kind(table[key])
+            except (TypeError, ValueError):
+                raise ProfileError(f"profile {name!r} in {origin}: {key} must be {kind.__name__}") from None
+    profile = replace(base, name=name, overhead_source=base.overhead_source, **values)
+    if "overhead_mib" in values:
+        profile = replace(profile, overhead_source=f"user-defined in {origin}")
+    if profile.total_mib <= 0 or profile.reserved_mib < 0 or profile.reserved_mib >= profile.total_mib:
+        raise ProfileError(f"profile {name!r} in {origin}: need total_mib > reserved_mib >= 0")
+    if profile.bandwidth_gbps <= 0 or not 0 < profile.decode_efficiency <= 1 or profile.overhead_mib < 0:
+        raise ProfileError(f"profile {name!r} in {origin}: bandwidth, efficiency and overhead must be positive")
+    return profile
+
+
+def load_user_profiles(path: Path | None = None) -> dict[str, Profile]:
+    """Profiles from ``[profiles.NAME]`` tables of a TOML file.
+
+    Looked up, first found wins: ``path``, ``$VRAMCAP_PROFILES``, ``./vramcap.toml``,
+    and ``[tool.vramcap.profiles]`` in ``./pyproject.toml``.
+    """
+    explicit = path if path is not None else os.environ.get(PROFILE_FILE_ENV)
+    if explicit:
+        candidates: list[tuple[Path, tuple[str, ...]]] = [(Path(explicit), ("profiles",))]
+    else:
+        candidates = [(Path("vramcap.toml"), ("profiles",)), (Path("pyproject.toml"), ("tool", "vramcap", "profiles"))]
+    for candidate, keys in candidates:
+        if not candidate.is_file():
+            if explicit:
+                raise ProfileError(f"profile file {str(candidate)!r} does not exist")
+            continue
+        try:
+            document: Any = tomllib.loads(candidate.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ProfileError(f"profile file {str(candidate)!r} is not valid TOML: {exc}") from None
+        for key in keys:
+            document = document.get(key, {}) if isinstance(document, dict) else {}
+        if not isinstance(document, dict):
+            raise ProfileError(f"profile file {str(candidate)!r}: profiles must be tables")
+        profiles = {}
+        for name, table in document.items():
+            if not isinstance(table, dict):
+                raise ProfileError(f"profile {name!r} in {candidate}: must be a table")
+            profiles[name.lower()] = _user_profile(name.lower(), table, str(candidate))
+        if profiles or explicit:
+            return profiles
+    return {}
+
+
+def resolve_profile(text: str, user_profiles: Mapping[str, Profile] | None = None) -> Profile:
+    """Turn a ``--vram-profile`` value into a :class:`Profile`."""
+    if not isinstance(text, str) or not text.strip():
+        raise ProfileError("empty VRAM profile: give a size like '16gb' or a GPU name like 'rtx4080'")
+    key = text.strip().lower()
+    users = load_user_profiles() if user_profiles is None else user_profiles
+    if key in users:
+        return users[key]
+    key = _ALIASES.get(key, key)
+    if key in _NAMED:
+        return _NAMED[key]
+    if key.startswith("-") or key.startswith("+"):
+        raise ProfileError(f"VRAM profile {text!r}: sizes must be positive, like '16gb'")
+    mib = _parse_size_mib(key)
+    if mib is not None:
+        return _size_profile(text, mib)
+    known = ", ".join(sorted([*_NAMED, *users]))
+    raise ProfileError(f"unknown VRAM profile {text!r}: use a size like '16gb', '16GiB', '16384MiB' or one of: {known}")

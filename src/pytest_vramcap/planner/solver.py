@@ -1,0 +1,149 @@
+"""Solve a plan: check a server config against a profile, or find the largest one that fits.
+
+A config fits when its peak GPU memory plus llama.cpp's fit margin (``--fit-target``)
+stays within what the profile leaves usable. That margin is what llama.cpp's
+``--fit`` (on by default, also under Ollama >= 0.30) keeps free; eating into it
+makes ``--fit`` move layers to the CPU instead. When a config does not fit, the
+plan names the term that breaks it and prices the alternatives: a quantized KV
+cache, fewer agents, a shorter context, or a partial offload and what it costs
+in decode speed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from ..defaults import DEFAULT_CTX_PER_AGENT, MAX_AGENTS, MIB
+from ..errors import ConfigError
+from ..model.spec import ModelSpec
+from .memory import COMPUTE_MODEL_NOTE, KV_PAD, MemoryBreakdown, ServerConfig, estimate_memory
+from .plan import Alternative, Plan, PlanRequest, fits_budget
+from .profiles import Profile
+from .throughput import DecodeEstimate, estimate_decode
+
+__all__ = ["make_plan"]
+
+
+def _config(request: PlanRequest, agents: int, ctx: int, **changes: Any) -> ServerConfig:
+    config = ServerConfig(
+        parallel=agents,
+        ctx_per_agent=ctx,
+        cache_type_k=request.kv_cache,
+        cache_type_v=request.kv_cache,
+        flash_attn=request.flash_attn,
+        n_ubatch=request.ubatch,
+        gpu_layers=request.gpu_layers,
+        kv_unified=request.kv_unified,
+    )
+    return replace(config, **changes) if changes else config
+
+
+def _largest(lo: int, hi: int, fits: Callable[[int], bool]) -> int | None:
+    """Largest value in [lo, hi] for which the monotone ``fits`` holds."""
+    if hi < lo or not fits(lo):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+class _Solver:
+    def __init__(self, spec: ModelSpec, profile: Profile, request: PlanRequest) -> None:
+        self.spec, self.profile, self.request = spec, profile, request
+
+    def memory(self, config: ServerConfig) -> MemoryBreakdown:
+        return estimate_memory(self.spec, config, self.profile)
+
+    def fits(self, config: ServerConfig) -> bool:
+        return fits_budget(self.memory(config), self.profile, self.request.fit_margin_mib)
+
+    def max_ctx(self, agents: int, **changes: Any) -> int | None:
+        steps = _largest(1, max(1, self.spec.n_ctx_train // KV_PAD),
+                         lambda k: self.fits(_config(self.request, agents, k * KV_PAD, **changes)))
+        return None if steps is None else steps * KV_PAD
+
+    def max_agents(self, ctx: int, **changes: Any) -> int | None:
+        return _largest(1, MAX_AGENTS, lambda n: self.fits(_config(self.request, n, ctx, **changes)))
+
+    def max_gpu_layers(self, agents: int, ctx: int) -> int | None:
+        return _largest(0, self.spec.n_layer + 1,
+                        lambda n: self.fits(_config(self.request, agents, ctx, gpu_layers=n)))
+
+    def decode(self, config: ServerConfig, memory: MemoryBreakdown) -> DecodeEstimate:
+        # An agent's context fills as its conversation runs: price reads at half a slot.
+        return estimate_decode(self.spec, memory, self.profile, config.parallel, config.ctx_per_agent // 2)
+
+    def alternative(self, label: str, config: ServerConfig) -> Alternative:
+        memory = self.memory(config)
+        return Alternative(label, config, round(memory.gpu.total / MIB, 2),
+                           fits_budget(memory, self.profile, self.request.fit_margin_mib), self.decode(config, memory))
+
+    def alternatives(self, config: ServerConfig) -> list[Alternative]:
+        found = []
+        agents, ctx = config.parallel, config.ctx_per_agent
+        for kv in ("q8_0", "q4_0"):
+            if config.cache_type_k != kv:
+                quantized = replace(config, cache_type_k=kv, cache_type_v=kv, flash_attn=True)
+                found.append(self.alternative(f"{kv} KV cache (flash attention on)", quantized))
+        fewer = self.max_agents(ctx)
+        if fewer and fewer < agents:
+            found.append(self.alternative(f"{fewer} agent{'s' if fewer > 1 else ''} x {ctx} context",
+                                          replace(config, parallel=fewer)))
+        shorter = self.max_ctx(agents)
+        if shorter and shorter < ctx:
+            found.append(self.alternative(f"{agents} agents x {shorter} context",
+                                          replace(config, ctx_per_agent=shorter)))
+        layers = self.max_gpu_layers(agents, ctx)
+        if layers is not None and layers < self.spec.n_layer + 1:
+            found.append(self.alternative(
+                f"partial offload: {layers}/{self.spec.n_layer + 1} layers on the GPU",
+                replace(config, gpu_layers=layers)))
+        return found
+
+    def breaking_term(self, memory: MemoryBreakdown) -> str:
+        over = memory.gpu.total / MIB + self.request.fit_margin_mib - self.profile.usable_mib
+        gpu = memory.gpu
+        fixed = (gpu.model + gpu.overhead) / MIB + self.request.fit_margin_mib
+        if fixed > self.profile.usable_mib:
+            return (f"model weights: {gpu.model / MIB:.0f} MiB plus {gpu.overhead / MIB:.0f} MiB CUDA overhead and the "
+                    f"{self.request.fit_margin_mib} MiB margin exceed {self.profile.usable_mib} MiB before any context")
+        # The weights fit on their own, so the growing terms break it: name the larger.
+        name, size = max([("KV cache", gpu.context), ("compute buffer", gpu.compute)], key=lambda term: term[1])
+        return f"{name}: {size / MIB:.0f} MiB; the plan is {over:.0f} MiB over the budget"
+
+
+def make_plan(spec: ModelSpec, profile: Profile, request: PlanRequest) -> Plan:
+    """Check the requested config, or solve for the largest agents / context that fits."""
+    solver = _Solver(spec, profile, request)
+    notes = [COMPUTE_MODEL_NOTE, f"overhead: {profile.overhead_source}"]
+    solved_for = None
+    agents, ctx = request.agents, request.ctx_per_agent
+    if ctx is not None and ctx > spec.n_ctx_train:
+        notes.append(f"ctx_per_agent {ctx} exceeds the model's training context {spec.n_ctx_train}")
+    if request.gpu_layers is not None and request.gpu_layers > spec.n_layer + 1:
+        raise ConfigError(f"--gpu-layers {request.gpu_layers} exceeds the model's {spec.n_layer + 1} layers")
+    if agents is None and ctx is None:
+        ctx = min(DEFAULT_CTX_PER_AGENT, spec.n_ctx_train)
+        notes.append(f"no --agents or --ctx-per-agent: solved for agents at {ctx} context each")
+    if agents is None:
+        assert ctx is not None
+        solved_for = "agents"
+        agents = solver.max_agents(ctx) or 1
+    elif ctx is None:
+        solved_for = "ctx_per_agent"
+        ctx = solver.max_ctx(agents) or KV_PAD
+    config = _config(request, agents, ctx)
+    memory = solver.memory(config)
+    fits = fits_budget(memory, profile, request.fit_margin_mib)
+    breaking = None if fits else solver.breaking_term(memory)
+    alternatives = () if fits else tuple(solver.alternatives(config))
+    if not memory.full_offload:
+        notes.append(f"partial offload: {memory.gpu_layers}/{memory.total_layers} layers on the GPU")
+    return Plan(spec, profile, config, memory, request.fit_margin_mib, solver.decode(config, memory),
+                solved_for, breaking, alternatives, tuple(notes))

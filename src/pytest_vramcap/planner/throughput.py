@@ -1,0 +1,64 @@
+"""Decode speed from a bandwidth roofline.
+
+Generating one token reads every GPU-resident weight once and each active
+sequence's KV cache once. Single-stream decode is memory-bound, so
+
+    tok/s = efficiency x bandwidth / bytes read per step
+
+With N agents decoding together one step serves N tokens and reads the weights
+once; the batched kernels cost a little more per step (BATCH_STEP_COST per
+extra sequence, fitted to 3.03x for 4 agents on the H100). Layers left on the
+CPU are read at HOST_BANDWIDTH_GBPS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..model.spec import ModelSpec
+from .memory import MemoryBreakdown
+from .profiles import Profile
+
+__all__ = ["BATCH_STEP_COST", "HOST_BANDWIDTH_GBPS", "DecodeEstimate", "estimate_decode"]
+
+# Fitted to the measured 3.03x for 4 agents on the H100 (4 / (1 + 3c) = 3.03;
+# tests/fixtures/llama-server-h100/README.md holds the run).
+BATCH_STEP_COST = 0.107
+# Dual-channel DDR5 desktop: ~60 GB/s at the same efficiency as the GPU.
+HOST_BANDWIDTH_GBPS = 60.0
+
+
+@dataclass(frozen=True)
+class DecodeEstimate:
+    single_stream_tps: float
+    aggregate_tps: float
+    per_agent_tps: float
+    agents: int
+
+    @property
+    def parallel_speedup(self) -> float:
+        """Aggregate over single-stream tokens/s: what running agents together buys."""
+        return self.aggregate_tps / self.single_stream_tps
+
+
+def estimate_decode(
+    spec: ModelSpec, memory: MemoryBreakdown, profile: Profile, agents: int, context_tokens: int
+) -> DecodeEstimate:
+    """Tokens/s at ``context_tokens`` of context per agent."""
+    kv_per_token = (memory.gpu.context + memory.cpu.context) / max(1, memory.sizing.n_ctx)
+    gpu_share = memory.gpu.context / max(1, memory.gpu.context + memory.cpu.context)
+    gpu_bw = profile.bandwidth_gbps * 1e9 * profile.decode_efficiency
+    cpu_bw = HOST_BANDWIDTH_GBPS * 1e9 * profile.decode_efficiency
+    # token_embd rows are gathered, not streamed: leave the input layer out.
+    embd = spec.tensor("token_embd.weight")
+    cpu_weights = memory.cpu.model - (embd.nbytes if embd else 0)
+
+    def step_seconds(n: int) -> float:
+        kv = n * context_tokens * kv_per_token
+        gpu_bytes = memory.gpu.model + kv * gpu_share
+        cpu_bytes = cpu_weights + kv * (1 - gpu_share)
+        return (gpu_bytes / gpu_bw + cpu_bytes / cpu_bw) * (1 + BATCH_STEP_COST * (n - 1))
+
+    single = 1 / step_seconds(1)
+    aggregate = agents / step_seconds(agents)
+    return DecodeEstimate(single, aggregate, aggregate / agents, agents)

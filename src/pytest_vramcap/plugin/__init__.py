@@ -1,0 +1,94 @@
+"""Stage 7, the pytest plugin (the ``pytest11`` entry point): thin hooks over the stages above.
+
+    settings.py    the shared option table as pytest options and ini keys
+    runstate.py    the plan, the server and the GPU of a run, without hooks
+    reporter.py    header, results, session verdicts, JSON report, summary (controller only)
+    xdist.py       the controller starts the server; workers attach through workerinput
+    collect.py     scenario YAML files as tests
+    fixtures.py    vramcap_plan, vramcap_server, vramcap_gpu, vramcap_fanout, the marker
+    assertions.py  assert_no_oom, assert_no_cpu_offload, assert_parallel_speedup, assert_slo
+    console.py     progress lines past output capture
+    stash.py       config.stash keys
+
+Loading this module imports nothing heavy: the planner, engines and NVML load
+only when ``--vram-profile`` enables the plugin.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .console import PytestConsole, is_worker
+from .fixtures import check_marker, vramcap_fanout, vramcap_gpu, vramcap_plan, vramcap_server
+from .settings import Settings, add_pytest_options
+from .stash import REPORTER_KEY, RUN_STATE_KEY
+
+__all__ = ["vramcap_fanout", "vramcap_gpu", "vramcap_plan", "vramcap_server"]  # fixtures pytest finds here
+
+_SCENARIO_SUFFIXES = (".yaml", ".yml")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_pytest_options(parser)
+    parser.addini("vramcap_scenario_dirs", "directory names whose YAML files are scenarios", type="args",
+                  default=["scenarios"])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "vramcap(min_speedup=None, slo=None): per-test expectations for vramcap_fanout runs")
+    settings = Settings.from_config(config)
+    if settings is None:
+        return
+    from ..errors import VramcapError
+    from ..planner.resolve import plan_from_options
+    from .reporter import Reporter
+    from .runstate import RunState
+    from .xdist import XdistBridge, is_xdist_controller, worker_server_url
+
+    try:
+        plan = plan_from_options(settings.plan_values, settings.model_source())
+        state = RunState(settings, plan, PytestConsole(config), worker_url=worker_server_url(config))
+        if not is_worker(config):
+            state.emulate_profile()
+    except VramcapError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[RUN_STATE_KEY] = state
+    if is_worker(config):
+        return
+    reporter = config.stash[REPORTER_KEY] = Reporter(state)
+    config.pluginmanager.register(reporter, "vramcap-reporter")
+    if is_xdist_controller(config):
+        config.pluginmanager.register(XdistBridge(state), "vramcap-xdist")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(RUN_STATE_KEY, None)
+    if state is None:
+        return
+    state.stop()  # idempotent; the reporter's sessionfinish normally did it already
+    del config.stash[RUN_STATE_KEY]
+    reporter = config.stash.get(REPORTER_KEY, None)
+    if reporter is not None:
+        config.pluginmanager.unregister(reporter)
+        del config.stash[REPORTER_KEY]
+    bridge = config.pluginmanager.get_plugin("vramcap-xdist")
+    if bridge is not None:
+        config.pluginmanager.unregister(bridge)
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    config = parent.config
+    if file_path.suffix not in _SCENARIO_SUFFIXES or RUN_STATE_KEY not in config.stash:
+        return None
+    if file_path.parent.name not in (config.getini("vramcap_scenario_dirs") or ["scenarios"]):
+        return None
+    from .collect import ScenarioFile
+
+    return ScenarioFile.from_parent(parent, path=file_path)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    check_marker(item)

@@ -1,0 +1,68 @@
+"""Scenario YAML files as pytest tests: ``pytest --vram-profile=16gb scenarios/``.
+
+YAML files inside a directory named ``scenarios`` (ini ``vramcap_scenario_dirs``
+to change the names) are collected; each becomes one test that runs the
+scenario sequentially and in parallel against the run's server and passes
+when every verdict does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..errors import EngineError, ScenarioError
+from ..load.fanout import ScenarioRun
+from ..load.scenarios import Scenario, load_scenario
+from ..report.schema import ScenarioResult
+from ..report.verdicts import Verdict, scenario_verdicts, start_failure_verdicts
+from .stash import RESULT_PROPERTY, RUN_STATE_KEY
+
+__all__ = ["ScenarioFile", "ScenarioItem"]
+
+
+class ScenarioFile(pytest.File):
+    def collect(self) -> Iterator[ScenarioItem]:
+        try:
+            scenario = load_scenario(self.path)
+        except ScenarioError as exc:
+            raise self.CollectError(str(exc)) from None
+        yield ScenarioItem.from_parent(self, name=scenario.name, scenario=scenario)
+
+
+class ScenarioFailed(Exception):
+    def __init__(self, verdicts: list[Verdict]) -> None:
+        super().__init__("\n".join(v.describe() for v in verdicts))
+
+
+class ScenarioItem(pytest.Item):
+    def __init__(self, *, scenario: Scenario, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scenario = scenario
+
+    def runtest(self) -> None:
+        state = self.config.stash[RUN_STATE_KEY]
+        minimum = state.min_speedup_for(self.scenario)
+        run: ScenarioRun | None
+        try:
+            run = state.run_scenario(self.scenario)
+        except EngineError as exc:
+            run = None
+            verdicts = start_failure_verdicts(state.plan, state.evidence(), exc)
+        else:
+            verdicts = scenario_verdicts(state.plan, state.evidence(), run, minimum, self.scenario.expect.slo.items())
+        result = ScenarioResult.of(self.scenario.name, self.nodeid, run, minimum, verdicts)
+        self.user_properties.append((RESULT_PROPERTY, result.model_dump_json()))
+        if not result.passed:
+            raise ScenarioFailed(verdicts)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, (ScenarioFailed, EngineError)):
+            return f"scenario {self.scenario.name!r}:\n{excinfo.value}"
+        return str(super().repr_failure(excinfo, style=style))
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"vramcap scenario: {self.scenario.name}"

@@ -1,0 +1,100 @@
+"""The fixtures and the ``vramcap`` marker a user's own tests see."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .stash import RUN_STATE_KEY
+
+if TYPE_CHECKING:
+    from ..engines.base import Server
+    from ..gpu.nvml import GpuInfo
+    from ..load.fanout import ScenarioRun
+    from ..load.scenarios import Scenario
+    from ..planner.plan import Plan
+    from ..report.verdicts import Verdict
+    from .runstate import RunState
+
+__all__ = ["MARKER_KWARGS", "FanoutRunner", "vramcap_fanout", "vramcap_gpu", "vramcap_plan", "vramcap_server"]
+
+MARKER_KWARGS = frozenset({"min_speedup", "slo"})
+
+
+def _state(request: pytest.FixtureRequest) -> RunState:
+    state = request.config.stash.get(RUN_STATE_KEY, None)
+    if state is None:
+        pytest.skip("vramcap fixtures need --vram-profile (e.g. pytest --vram-profile=16gb)")
+    return state
+
+
+@pytest.fixture(scope="session")
+def vramcap_plan(request: pytest.FixtureRequest) -> Plan:
+    """The :class:`~pytest_vramcap.planner.Plan` for this run's profile, model and options."""
+    return _state(request).plan
+
+
+@pytest.fixture(scope="session")
+def vramcap_server(request: pytest.FixtureRequest) -> Server:
+    """The run's server (started once; under xdist by the controller): ``.url`` and ``.evidence()``."""
+    return _state(request).ensure_server()
+
+
+@pytest.fixture(scope="session")
+def vramcap_gpu(request: pytest.FixtureRequest) -> list[GpuInfo]:
+    """NVIDIA GPUs NVML sees (empty on machines without a driver)."""
+    return _state(request).gpus
+
+
+class FanoutRunner:
+    """Runs scenarios against the run's server; expectations come from the ``vramcap`` marker."""
+
+    def __init__(self, state: RunState, marker_kwargs: dict[str, Any]) -> None:
+        self._state = state
+        self.min_speedup: float | None = marker_kwargs.get("min_speedup")
+        self.slo: dict[str, float] = marker_kwargs.get("slo") or {}
+
+    def run(self, scenario: Scenario | str | Path) -> ScenarioRun:
+        """Run a scenario (a loaded one, or a YAML path) sequentially, then in parallel."""
+        from ..load.scenarios import Scenario, load_scenario
+
+        if not isinstance(scenario, Scenario):
+            scenario = load_scenario(scenario)
+        return self._state.run_scenario(scenario)
+
+    def verdicts(self, run: ScenarioRun) -> list[Verdict]:
+        from ..report.verdicts import scenario_verdicts
+
+        state = self._state
+        minimum = state.min_speedup_for(run.scenario, self.min_speedup)
+        slos = run.scenario.expect.slo.items() + sorted(self.slo.items())
+        return scenario_verdicts(state.plan, state.evidence(), run, minimum, slos)
+
+    def check(self, run: ScenarioRun) -> None:
+        """Fail the test with every verdict's evidence unless all pass."""
+        __tracebackhide__ = True
+        verdicts = self.verdicts(run)
+        if any(v.failed for v in verdicts):
+            raise AssertionError("\n".join(v.describe() for v in verdicts))
+
+
+@pytest.fixture
+def vramcap_fanout(request: pytest.FixtureRequest) -> FanoutRunner:
+    """``vramcap_fanout.run(path_or_scenario)`` -> ScenarioRun; ``.check(run)`` applies the verdicts."""
+    kwargs: dict[str, Any] = {}
+    for marker in reversed(list(request.node.iter_markers("vramcap"))):
+        kwargs.update(marker.kwargs)  # the closest marker wins
+    return FanoutRunner(_state(request), kwargs)
+
+
+def check_marker(item: pytest.Item) -> None:
+    """Refuse a ``vramcap`` marker with positional or unknown arguments (a typo would silently do nothing)."""
+    for marker in item.iter_markers("vramcap"):
+        if marker.args:
+            raise TypeError("@pytest.mark.vramcap takes keyword arguments only")
+        unknown = set(marker.kwargs) - MARKER_KWARGS
+        if unknown:
+            raise TypeError(f"@pytest.mark.vramcap: unknown arguments {sorted(unknown)} "
+                            f"(known: {sorted(MARKER_KWARGS)})")

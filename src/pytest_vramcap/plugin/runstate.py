@@ -1,0 +1,158 @@
+"""The run state: the plan, the one server and the GPU of a vramcap pytest run, without hooks.
+
+The plugin creates one per process in ``pytest_configure`` and keeps it in
+``config.stash``. The xdist controller (or a plain run) starts the embedded
+server on first use; a worker attaches to the controller's URL and never stops
+it. Hooks live on the :class:`~.reporter.Reporter` and the :class:`~.xdist.XdistBridge`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from ..engines.attached import AttachedServer
+from ..engines.base import EngineEvidence, Server
+from ..errors import ConfigError, EngineError
+from ..load.fanout import ScenarioRun, run_both
+from ..load.scenarios import Scenario
+from ..planner.plan import Plan
+from .console import Console
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from ..gpu.ballast import Ballast
+    from ..gpu.nvml import MemorySampler
+
+__all__ = ["RunState"]
+
+
+class RunState:
+    def __init__(self, settings: Settings, plan: Plan, console: Console, worker_url: str | None = None) -> None:
+        from ..gpu.nvml import detect_gpus, visible_gpu
+
+        self.settings = settings
+        self.plan = plan
+        self.console = console
+        self.worker_url = worker_url
+        """The controller's server, on an xdist worker."""
+        self.server: Server | None = None
+        self.server_error: EngineError | None = None
+        self.gpus, self.gpu_reason = detect_gpus()
+        self.gpu = visible_gpu(self.gpus)
+        self.ballast: Ballast | None = None
+        self.sampler: MemorySampler | None = None
+
+    # ------------------------------------------------------------------ GPU
+
+    def emulate_profile(self) -> None:
+        """Make a bigger GPU offer only the profile's memory, for the whole run (controller only).
+
+        Raises ConfigError or BallastError with one line when that cannot be done.
+        """
+        mode, usable = self.settings.emulate, self.plan.profile.usable_mib
+        if mode == "off" or self.settings.engine != "llamacpp":
+            return
+        if self.gpu is None:
+            if mode == "on":
+                raise ConfigError(f"--vramcap-emulate=on needs an NVIDIA GPU: {self.gpu_reason}")
+            return
+        if self.gpu.total_mib < usable:
+            raise ConfigError(f"the GPU ({self.gpu.name}, {self.gpu.total_mib} MiB) is smaller than profile "
+                              f"{self.plan.profile.name} ({usable} MiB usable): test on the real card or a "
+                              f"smaller profile")
+        if mode == "auto" and self.gpu.total_mib - usable < 1024:
+            return  # the GPU is the profile's size already
+        from ..gpu.ballast import Ballast
+
+        self.ballast = Ballast(target_free_mib=usable).hold()
+
+    def _start_sampler(self, server: Server) -> None:
+        if self.gpu is None or server.pid is None:
+            return
+        from ..gpu.nvml import MemorySampler
+
+        self.sampler = MemorySampler(self.gpu.uuid, pid=server.pid).start()
+
+    # --------------------------------------------------------------- server
+
+    def ensure_server(self) -> Server:
+        """Start (or attach to) the server on first use; one per run. A failed start is remembered."""
+        if self.server_error is not None:
+            raise self.server_error
+        if self.server is not None:
+            return self.server
+        try:
+            # Kept even if it fails to start: its log is the evidence of an OOM at load.
+            self.server = self._new_server()
+            self.server.start()
+        except EngineError as exc:
+            self.server_error = exc
+            raise
+        finally:
+            if self.server is not None:
+                self._start_sampler(self.server)
+        return self.server
+
+    def _new_server(self) -> Server:
+        settings = self.settings
+        if self.worker_url:
+            return AttachedServer(self.worker_url, startup_timeout_s=settings.startup_timeout)
+        if settings.engine != "llamacpp":
+            assert settings.server_url is not None
+            health = "/api/version" if settings.engine == "ollama" else "/health"
+            return AttachedServer(settings.server_url, startup_timeout_s=settings.startup_timeout, health_path=health)
+        from ..engines.llamacpp import EngineOptions, LlamaServer
+        from ..model.materialize import materialize_model
+
+        with self.console.uncaptured():
+            model_path = materialize_model(self.plan.spec, settings.models_dir, announce=self.console.announce)
+        options = EngineOptions(startup_timeout_s=settings.startup_timeout, log_dir=settings.report_dir / "logs",
+                                fit_margin_mib=self.plan.fit_margin_mib, fit=settings.fit)
+        server = LlamaServer(self.plan.config, model_path, options)
+        self.console.announce(f"vramcap: starting llama-server on {server.url} (log {server.log_path})")
+        return server
+
+    def evidence(self) -> EngineEvidence:
+        """What the server reported so far; nothing when there is no server."""
+        return self.server.evidence() if self.server is not None else EngineEvidence(log=None)
+
+    def stop(self) -> None:
+        """Stop what this process started (idempotent): the server, the sampler, the ballast."""
+        if self.server is not None:
+            self.server.stop()  # an attached server (a worker's view of the controller's) is left alone
+        if self.sampler is not None:
+            self.sampler.stop()
+        if self.ballast is not None:
+            self.ballast.release()
+
+    # ---------------------------------------------------------------- runs
+
+    def run_scenario(self, scenario: Scenario) -> ScenarioRun:
+        server = self.ensure_server()
+        model = self.settings.model if self.settings.engine == "ollama" else None
+        return asyncio.run(run_both(server.url, scenario, model=model))
+
+    def min_speedup_for(self, scenario: Scenario, marker_value: float | None = None) -> float | None:
+        """The command line wins over a test's marker, which wins over the scenario file."""
+        return self.settings.min_speedup or marker_value or scenario.expect.min_speedup
+
+    # -------------------------------------------------------------- report
+
+    def engine_report(self) -> dict[str, Any]:
+        engine: dict[str, Any] = {"kind": self.settings.engine, "url": self.server.url if self.server else None}
+        if self.server is not None:
+            engine.update(self.server.describe())
+        return engine
+
+    def gpu_report(self) -> dict[str, Any]:
+        ballast = self.ballast
+        return {
+            "gpus": [g.to_dict() for g in self.gpus],
+            "reason": self.gpu_reason,
+            "device": self.gpu.to_dict() if self.gpu else None,
+            "emulated_profile": None if ballast is None else {
+                "profile": self.plan.profile.name, "free_target_mib": self.plan.profile.usable_mib,
+                "ballast_mib": ballast.held_mib, "free_before_mib": ballast.free_before_mib},
+            "measured": self.sampler.to_dict() if self.sampler is not None else None,
+        }

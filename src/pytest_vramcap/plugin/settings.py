@@ -1,0 +1,120 @@
+"""The plugin's settings: the shared option table, resolved from the command line, the ini file and defaults.
+
+Every option ``--vramcap-NAME`` has an ini key ``vramcap_NAME``; the command line
+wins over the ini file, which wins over the defaults. Defaults make the bare
+``pytest --vram-profile=16gb`` work on a fresh machine: the embedded llama-server
+with a synthesized 254 MB model. Values are parsed when pytest reads its options,
+so a bad one is a usage error before anything starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ..defaults import DEFAULT_OLLAMA_URL
+from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, RUN_OPTIONS, Option, add_options
+from ..parsers import argparse_type, non_empty
+from ..types import EmulateMode, EngineKind
+
+if TYPE_CHECKING:
+    from ..model.source import ModelSource
+
+__all__ = ["PROFILE_OPTION", "Settings", "add_pytest_options"]
+
+PREFIX = "vramcap-"
+DEST_PREFIX = "vramcap_"
+# The headline option keeps its documented name and enables the plugin; the
+# profile option of the table is registered under it rather than as --vramcap-profile.
+PROFILE_OPTION = "--vram-profile"
+_TABLE_OPTIONS = tuple(option for option in (*PLAN_OPTIONS, *ENGINE_OPTIONS, *RUN_OPTIONS) if option.name != "profile")
+
+
+def add_pytest_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("vramcap", "VRAM capacity tests (pytest-vramcap)")
+    group.addoption(PROFILE_OPTION, dest="vram_profile", default=None, type=argparse_type(non_empty),
+                    metavar="PROFILE", help="VRAM budget to plan and test against: 16gb, 24GiB, rtx4080, h100-80gb... "
+                                            "(enables the plugin)")
+    parser.addini("vramcap_vram_profile", f"default for {PROFILE_OPTION}", default=None)
+    add_options(group.addoption, _TABLE_OPTIONS, prefix=PREFIX, dest_prefix=DEST_PREFIX, with_defaults=False)
+    for option in _TABLE_OPTIONS:
+        for name in (option.name, *option.aliases):
+            parser.addini(_ini_key(name), f"default for --{PREFIX}{option.name}", default=None)
+
+
+def _ini_key(name: str) -> str:
+    return DEST_PREFIX + name.replace("-", "_")
+
+
+def _resolve(config: pytest.Config, option: Option) -> Any:
+    """Command line, then the ini file (the option's name, then its aliases), then the plugin's default."""
+    value = config.getoption(DEST_PREFIX + option.dest)
+    if value is not None:
+        return value
+    for name in (option.name, *option.aliases):
+        raw = config.getini(_ini_key(name))
+        if raw not in (None, ""):
+            try:
+                return option.parse(str(raw))
+            except (ValueError, TypeError) as exc:
+                raise pytest.UsageError(f"ini key {_ini_key(name)}: {exc}") from None
+    return option.default_for_pytest()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the user asked this pytest run to do."""
+
+    profile: str
+    engine: EngineKind
+    plan_values: Mapping[str, Any]
+    """The plan options by ``dest`` (profile included): the input of ``plan_from_options``."""
+    server_url: str | None
+    report_dir: Path
+    min_speedup: float | None
+    startup_timeout: float
+    models_dir: Path | None
+    fit: bool
+    emulate: EmulateMode
+
+    @property
+    def model(self) -> str:
+        return str(self.plan_values["model"])
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings | None:
+        """None when the plugin is not enabled (no --vram-profile and no ini default)."""
+        profile = config.getoption("vram_profile") or config.getini("vramcap_vram_profile")
+        if not profile:
+            return None
+        values = {option.dest: _resolve(config, option) for option in _TABLE_OPTIONS}
+        values["profile"] = str(profile).strip()
+        choice = values["engine"]
+        engine: EngineKind = ("url" if values["server_url"] else "llamacpp") if choice == "auto" else choice
+        if engine == "url" and not values["server_url"]:
+            raise pytest.UsageError(f"--{PREFIX}engine=url needs --{PREFIX}server-url")
+        server_url = values["server_url"]
+        if engine == "ollama" and not server_url:
+            server_url = values["ollama_url"] or DEFAULT_OLLAMA_URL
+        return cls(profile=values["profile"], engine=engine,
+                   plan_values={option.dest: values[option.dest] for option in PLAN_OPTIONS},
+                   server_url=server_url, report_dir=values["report_dir"], min_speedup=values["min_speedup"],
+                   startup_timeout=values["startup_timeout"], models_dir=values["models_dir"],
+                   fit=values["fit"] == "on", emulate=values["emulate"])
+
+    def model_source(self) -> ModelSource:
+        """The model to plan: with Ollama, ``--vramcap-model`` names one of Ollama's own models."""
+        from ..errors import ModelSourceError
+        from ..model.source import OllamaModel
+        from ..planner.resolve import model_source_from_options
+
+        if self.engine == "ollama":
+            return OllamaModel(self.model, self.server_url)
+        source = model_source_from_options(self.plan_values)
+        if self.engine == "llamacpp" and isinstance(source, OllamaModel):
+            raise ModelSourceError(f"--{PREFIX}model {source}: an Ollama model needs --{PREFIX}engine=ollama")
+        return source

@@ -1,0 +1,22 @@
+"""Names shared by the plugin's hooks, kept import-free so loading the plugin stays cheap."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from .reporter import Reporter
+    from .runstate import RunState
+
+__all__ = ["REPORTER_KEY", "RESULT_PROPERTY", "RUN_STATE_KEY", "WORKER_URL_KEY"]
+
+RUN_STATE_KEY: pytest.StashKey[RunState] = pytest.StashKey()
+"""config.stash slot of the run state (present only when --vram-profile enabled the plugin)."""
+REPORTER_KEY: pytest.StashKey[Reporter] = pytest.StashKey()
+"""config.stash slot of the reporter (on the controller only, never on xdist workers)."""
+RESULT_PROPERTY = "vramcap_scenario"
+"""user_properties name carrying a scenario result (JSON) from the item to the reporter."""
+WORKER_URL_KEY = "vramcap_server_url"
+"""workerinput key with the controller's server URL."""

@@ -1,0 +1,51 @@
+"""The pytest-xdist hand-off: the controller starts the one server, workers attach to it.
+
+Following pytest-xdist's own advice, the controller starts the shared resource
+before the workers exist and passes its URL through ``workerinput``; workers
+never tear it down (they hold an attached server).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ..errors import EngineError
+from .console import is_worker
+from .runstate import RunState
+from .stash import WORKER_URL_KEY
+
+__all__ = ["XdistBridge", "is_xdist_controller", "worker_server_url"]
+
+
+def is_xdist_controller(config: pytest.Config) -> bool:
+    return not is_worker(config) and config.getoption("dist", "no") != "no" \
+        and bool(config.getoption("numprocesses", None))
+
+
+def worker_server_url(config: pytest.Config) -> str | None:
+    """On a worker, the URL the controller handed over; None elsewhere."""
+    workerinput: dict[str, Any] = getattr(config, "workerinput", {})
+    url = workerinput.get(WORKER_URL_KEY)
+    return str(url) if url else None
+
+
+class XdistBridge:
+    """Registered on an xdist controller only."""
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        # xdist's DSession spawns workers in its own (trylast) sessionstart: start first.
+        try:
+            self.state.ensure_server()
+        except EngineError:
+            pass  # reported by every test that needs it, and in the summary
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        if self.state.server is not None:
+            node.workerinput[WORKER_URL_KEY] = self.state.server.url

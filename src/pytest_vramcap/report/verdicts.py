@@ -1,0 +1,183 @@
+"""The four verdicts, each with the evidence that decided it.
+
+* ``oom``              the server could not allocate, or died: the plan's prediction,
+                       load failures, OOM lines in the log, a dead process, OOM errors in answers.
+* ``cpu_offload``      llama.cpp left layers or KV on the CPU ("offloaded N/M" with
+                       N < M, CPU KV buffers) on a GPU run.
+* ``parallel_speedup`` sequential wall time / parallel wall time reached the minimum.
+* ``slo:<objective>``  one per latency objective (``slo:ttft_p95_s``...), over the parallel pass.
+
+A verdict is ``pass``, ``fail`` or ``n/a`` (it cannot apply: no GPU to offload
+from, no minimum set); only ``fail`` fails a test. The engine side of every
+verdict comes from one place, :meth:`Server.evidence() <pytest_vramcap.engines.base.Server.evidence>`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Final
+
+from pydantic import BaseModel, ConfigDict
+
+from ..engines.base import EngineEvidence
+from ..engines.logparse import mentions_oom
+from ..errors import EngineError, EngineStartError
+from ..load.fanout import ScenarioRun
+from ..types import Outcome
+
+if TYPE_CHECKING:
+    from ..planner.plan import Plan
+
+__all__ = [
+    "FAIL",
+    "NA",
+    "PASS",
+    "Verdict",
+    "offload_verdict",
+    "oom_verdict",
+    "scenario_verdicts",
+    "session_verdicts",
+    "slo_verdicts",
+    "speedup_verdict",
+    "start_failure_verdicts",
+]
+
+PASS: Final = "pass"
+FAIL: Final = "fail"
+NA: Final = "n/a"
+
+_MAX_LINES = 5  # evidence lines quoted per source
+
+
+class Verdict(BaseModel):
+    """One judgement: its outcome, a one-line summary, and the lines that decided it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    outcome: Outcome
+    summary: str
+    evidence: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome == FAIL
+
+    def describe(self) -> str:
+        lines = [f"[{self.outcome.upper()}] {self.name}: {self.summary}"]
+        lines += [f"    - {line}" for line in self.evidence]
+        return "\n".join(lines)
+
+
+def oom_verdict(plan: Plan | None, engine: EngineEvidence, errors: Iterable[str] = ()) -> Verdict:
+    evidence: list[str] = []
+    if plan is not None and not plan.fits:
+        evidence.append(f"plan: {plan.total_mib:.0f} MiB at peak + {plan.fit_margin_mib} MiB fit margin > "
+                        f"{plan.profile.usable_mib} MiB usable on {plan.profile.name} ({plan.breaking_term})")
+    log = engine.log
+    if log is not None:
+        evidence += [f"log: {line.strip()}" for line in log.oom_lines[:_MAX_LINES]]
+        if log.load_failed and not any(line.startswith("log:") for line in evidence):
+            evidence.append("log: the model failed to load")
+    if engine.died:
+        evidence.append(f"server: the process exited during the run (exit code {engine.exit_code})")
+    evidence += [f"request: {error}" for error in [e for e in errors if mentions_oom(e)][:_MAX_LINES]]
+    if evidence:
+        return Verdict(name="oom", outcome=FAIL, summary="the server could not allocate its memory or died",
+                       evidence=tuple(evidence))
+    source = "the plan fits and the server stayed up" if plan is not None else "the server stayed up"
+    return Verdict(name="oom", outcome=PASS, summary=source)
+
+
+def offload_verdict(engine: EngineEvidence) -> Verdict:
+    log = engine.log
+    if log is None:
+        return Verdict(name="cpu_offload", outcome=NA, summary="no engine log to read (attached server)")
+    if not log.gpu_present:
+        return Verdict(name="cpu_offload", outcome=NA, summary="CPU-only engine: nothing is offloaded to a GPU")
+    n, m = log.offloaded_layers or (0, 0)
+    if not log.cpu_offload:
+        return Verdict(name="cpu_offload", outcome=PASS, summary=f"all {m} layers and the KV cache on the GPU")
+    evidence = []
+    if log.layers_on_cpu:
+        evidence.append(f"log: offloaded {n}/{m} layers to GPU ({log.layers_on_cpu} left on the CPU)")
+        if log.model.host():
+            evidence.append(f"log: CPU model buffers {log.model.host():.2f} MiB")
+    if log.kv.host() > 0:
+        evidence.append(f"log: CPU KV buffer {log.kv.host():.2f} MiB")
+    if log.fit_ran:
+        evidence.append("log: llama.cpp --fit moved them to fit free memory")
+    return Verdict(name="cpu_offload", outcome=FAIL, summary="layers or KV cache spilled to the CPU",
+                   evidence=tuple(evidence))
+
+
+def speedup_verdict(run: ScenarioRun, minimum: float | None, slots: int | None = None) -> Verdict:
+    seq, par = run.sequential, run.parallel
+    evidence = [f"sequential {seq.wall_s:.2f} s, parallel {par.wall_s:.2f} s"]
+    evidence += [f"step {name}: {seq.step_walls_s[name]:.2f} s -> {par.step_walls_s.get(name, float('nan')):.2f} s"
+                 for name in seq.step_walls_s]
+    speedup = run.speedup
+    if speedup is None:
+        return Verdict(name="parallel_speedup", outcome=FAIL, summary="the runs did not complete",
+                       evidence=tuple(evidence + seq.errors + par.errors))
+    width = run.scenario.max_width
+    if slots is not None and slots < width:
+        evidence.append(f"the server has {slots} slot(s) for {width} concurrent agents: extra agents queue")
+    if minimum is None:
+        return Verdict(name="parallel_speedup", outcome=NA, summary=f"{speedup:.2f}x (no minimum set)",
+                       evidence=tuple(evidence))
+    return Verdict(name="parallel_speedup", outcome=PASS if speedup >= minimum else FAIL,
+                   summary=f"{speedup:.2f}x, minimum {minimum:.2f}x", evidence=tuple(evidence))
+
+
+def slo_verdicts(run: ScenarioRun, slos: Iterable[tuple[str, float]]) -> list[Verdict]:
+    """One verdict per objective, over the parallel run's requests (``ttft_p95_s`` -> TTFT p95)."""
+    summary = run.parallel.summary()
+    verdicts = []
+    for name, limit in slos:
+        metric, stat, _unit = name.split("_")  # "ttft_p95_s" -> ttft, p95, s (the SLO schema fixes the names)
+        dist = getattr(summary, f"{metric}_s")
+        if dist is None:
+            verdicts.append(Verdict(name=f"slo:{name}", outcome=FAIL, summary=f"no {metric} samples"))
+            continue
+        value = float(getattr(dist, stat))
+        verdicts.append(Verdict(name=f"slo:{name}", outcome=PASS if value <= limit else FAIL,
+                                summary=f"{value:.3f} s, limit {limit:.3f} s",
+                                evidence=(f"{metric} {stat} = {value:.3f} s over n = {dist.n} requests",)))
+    return verdicts
+
+
+def scenario_verdicts(plan: Plan, engine: EngineEvidence, run: ScenarioRun, minimum: float | None,
+                      slos: Iterable[tuple[str, float]]) -> list[Verdict]:
+    """Every verdict on one scenario run."""
+    errors = run.sequential.errors + run.parallel.errors
+    return [oom_verdict(plan, engine, errors), offload_verdict(engine),
+            speedup_verdict(run, minimum, plan.config.parallel), *slo_verdicts(run, slos)]
+
+
+def _error_summary(error: EngineError) -> str:
+    return error.summary if isinstance(error, EngineStartError) else str(error)
+
+
+def start_failure_verdicts(plan: Plan, engine: EngineEvidence, error: EngineError) -> list[Verdict]:
+    """When the server never came up: what its log and exit say (an OOM at load, usually)."""
+    oom = oom_verdict(plan, engine)
+    if not oom.failed:
+        oom = Verdict(name="oom", outcome=FAIL, summary="the server did not start",
+                      evidence=(f"server: {_error_summary(error)}",))
+    return [oom, offload_verdict(engine)]
+
+
+def session_verdicts(engine: EngineEvidence | None, error: EngineError | None) -> list[Verdict]:
+    """Failures of the run as a whole, judged after the last test.
+
+    A server that died or logged an OOM, or one that never started.
+    """
+    verdicts = []
+    if engine is not None:
+        oom = oom_verdict(None, engine)
+        if oom.failed:
+            verdicts.append(oom)
+    if error is not None:
+        verdicts.append(Verdict(name="engine", outcome=FAIL, summary=_error_summary(error)))
+    return verdicts

@@ -1,0 +1,54 @@
+"""Closed sets of values, as ``Literal`` types with their runtime tuples.
+
+Import-free, so option parsing can check choices without loading the planner.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+__all__ = [
+    "EMULATE_MODES",
+    "ENGINE_CHOICES",
+    "KV_CACHE_TYPES",
+    "ON_OFF",
+    "RUN_MODES",
+    "UNQUANTIZED_KV_TYPES",
+    "WEIGHTS_MODES",
+    "EmulateMode",
+    "EngineChoice",
+    "EngineKind",
+    "KvCacheType",
+    "OnOff",
+    "Outcome",
+    "RunMode",
+    "WeightsMode",
+]
+
+KvCacheType = Literal["f16", "bf16", "f32", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
+"""What llama-server accepts for ``--cache-type-k/-v`` (Ollama documents f16, q8_0 and q4_0)."""
+KV_CACHE_TYPES: tuple[KvCacheType, ...] = get_args(KvCacheType)
+UNQUANTIZED_KV_TYPES: tuple[KvCacheType, ...] = ("f16", "bf16", "f32")
+
+EngineKind = Literal["llamacpp", "ollama", "url"]
+"""Which server a pytest run uses: the embedded llama-server, Ollama, or any URL."""
+EngineChoice = Literal["auto", "llamacpp", "ollama", "url"]
+"""``--vramcap-engine``: ``auto`` resolves to ``url`` when a server URL is given, else ``llamacpp``."""
+ENGINE_CHOICES: tuple[EngineChoice, ...] = get_args(EngineChoice)
+
+EmulateMode = Literal["auto", "on", "off"]
+"""Whether a bigger GPU is made to look like the profile's card with a VRAM ballast."""
+EMULATE_MODES: tuple[EmulateMode, ...] = get_args(EmulateMode)
+
+OnOff = Literal["on", "off"]
+ON_OFF: tuple[OnOff, ...] = get_args(OnOff)
+
+Outcome = Literal["pass", "fail", "n/a"]
+"""A verdict's outcome; only ``fail`` fails a test."""
+
+RunMode = Literal["sequential", "parallel"]
+RUN_MODES: tuple[RunMode, ...] = get_args(RunMode)
+
+WeightsMode = Literal["random", "zeros", "sparse"]
+"""What a synthetic GGUF's data region holds."""
+WEIGHTS_MODES: tuple[WeightsMode, ...] = get_args(WeightsMode)

