@@ -20,10 +20,10 @@ import time
 from datetime import date
 from pathlib import Path
 
-from pytest_vramcap.load.client import ChatClient, ChatRequest
 from pytest_vramcap.engines import EngineOptions, LlamaServer
-from pytest_vramcap.planner.memory import ServerConfig
+from pytest_vramcap.load.client import ChatClient, ChatRequest
 from pytest_vramcap.model.synth import write_gguf
+from pytest_vramcap.planner.memory import ServerConfig
 
 
 async def one_round(url: str, agents: int, max_tokens: int) -> tuple[list, float]:

@@ -21,9 +21,9 @@ from datetime import date
 from pathlib import Path
 
 from pytest_vramcap.model import spec_from_gguf
+from pytest_vramcap.model.synth import write_sparse_gguf
 from pytest_vramcap.planner import PlanRequest, make_plan
 from pytest_vramcap.planner.profiles import resolve_profile
-from pytest_vramcap.model.synth import write_sparse_gguf
 
 
 def main() -> None:

@@ -31,15 +31,15 @@ import time
 from datetime import date
 from pathlib import Path
 
-from pytest_vramcap.load.client import ChatClient, ChatRequest
+from pytest_vramcap.defaults import MIB
 from pytest_vramcap.engines import EngineOptions, LlamaServer
 from pytest_vramcap.errors import RequestError
 from pytest_vramcap.gpu.nvml import MemorySampler, detect_gpus, visible_gpu
-from pytest_vramcap.defaults import MIB
-from pytest_vramcap.planner.memory import ServerConfig, estimate_memory
+from pytest_vramcap.load.client import ChatClient, ChatRequest
 from pytest_vramcap.model import spec_from_gguf
-from pytest_vramcap.planner.profiles import resolve_profile
 from pytest_vramcap.model.synth import write_gguf
+from pytest_vramcap.planner.memory import ServerConfig, estimate_memory
+from pytest_vramcap.planner.profiles import resolve_profile
 
 # shape, mix, agents, ctx per agent, kv cache, flash attention
 MATRIX = [
@@ -77,7 +77,8 @@ def predict(shape: str, mix: str, agents: int, ctx: int, kv: str, fa: bool) -> d
     config = ServerConfig(parallel=agents, ctx_per_agent=ctx, cache_type_k=kv, cache_type_v=kv, flash_attn=fa)
     gpu = estimate_memory(spec_from_shape(shape, mix), config, resolve_profile("h100-80gb", {})).gpu
     return {"predicted_model_mib": round(gpu.model / MIB, 2), "predicted_context_mib": round(gpu.context / MIB, 2),
-            "predicted_compute_mib": round(gpu.compute / MIB, 2), "predicted_overhead_mib": round(gpu.overhead / MIB, 2),
+            "predicted_compute_mib": round(gpu.compute / MIB, 2),
+            "predicted_overhead_mib": round(gpu.overhead / MIB, 2),
             "predicted_total_mib": round(gpu.total / MIB, 2)}
 
 
@@ -116,7 +117,8 @@ def run_config(models: Path, logs: Path, gpu_uuid: str, shape: str, mix: str, ag
         "measured_idle_mib": idle,
         "breakdown_self_mib": measured_self,
         "breakdown_unaccounted_mib": row.unaccounted if row else None,
-        "overhead_at_peak_mib": (sampler.peak_process_mib - measured_self) if row and sampler.peak_process_mib else None,
+        "overhead_at_peak_mib": (sampler.peak_process_mib - measured_self)
+        if row and sampler.peak_process_mib else None,
         "request_errors": errors,
         "seconds": round(time.monotonic() - started, 1),
     }

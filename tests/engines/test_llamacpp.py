@@ -7,6 +7,7 @@ CI installs it. Timing here is never asserted, only ordering and counts.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import socket
@@ -16,14 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vramcap.load.client import ChatClient, ChatRequest
 from pytest_vramcap.engines import EngineOptions, LlamaServer, find_llama_server, group_alive
-from pytest_vramcap.errors import (EngineNotFoundError, EngineStartError, RequestRefused, RequestTimeout,
-                                   StreamCut)
-from pytest_vramcap.planner.memory import ServerConfig, kv_cache_bytes
+from pytest_vramcap.errors import EngineNotFoundError, EngineStartError, RequestRefused, RequestTimeout, StreamCut
+from pytest_vramcap.load.client import ChatClient, ChatRequest
 from pytest_vramcap.load.metrics import summarize
 from pytest_vramcap.model import spec_from_gguf
 from pytest_vramcap.model.synth import write_gguf
+from pytest_vramcap.planner.memory import ServerConfig, kv_cache_bytes
 
 try:
     BINARY = find_llama_server()
@@ -74,12 +74,12 @@ def test_four_slots_concurrent_then_sequential_and_nothing_survives(tiny_model: 
     with server:
         pgid = server.pgid
         parallel, parallel_wall = asyncio.run(run_requests(server.url, concurrent=True))
-        sequential, sequential_wall = asyncio.run(run_requests(server.url, concurrent=False))
+        sequential, _sequential_wall = asyncio.run(run_requests(server.url, concurrent=False))
     assert pgid is not None and not group_alive(pgid)
     for record in parallel + sequential:
         check_record(record)
     # sequential requests do not overlap; the concurrent ones do
-    assert all(a.t_last <= b.t_send for a, b in zip(sequential, sequential[1:]))
+    assert all(a.t_last <= b.t_send for a, b in itertools.pairwise(sequential))
     assert max(r.t_send for r in parallel) < min(r.t_last for r in parallel)
     summary = summarize(parallel, parallel_wall)
     assert summary.output_tokens == 4 * MAX_TOKENS and summary.ttft_s is not None and summary.ttft_s.n == 4

@@ -34,7 +34,7 @@ def test_request_formulas() -> None:
 def test_summary_weights_requests_equally_and_counts_errors() -> None:
     records = [record(0.0, 0.2, 1.2, 11), record(0.0, 0.4, 4.4, 41)]
     failed = RequestRecord(label="x", t_send=0.0, error="HTTP 500")
-    summary = summarize(records + [failed], wall_s=5.0)
+    summary = summarize([*records, failed], wall_s=5.0)
     assert summary.requests == 3 and summary.errors == 1
     assert summary.output_tokens == 52 and summary.output_tps == pytest.approx(52 / 5.0)
     # TPOT per request: 0.1 and 0.1 -> mean 0.1 regardless of token counts

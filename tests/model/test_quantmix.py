@@ -31,7 +31,8 @@ def test_type_counts_match_the_fixture_files(shape: str, f32: int, q4k: int, q6k
 
 def test_more_bits_layers_get_q6_k() -> None:
     spec = spec_from_shape("llama3-8b", "Q4_K_M")
-    q6_layers = sorted(t.layer for t in spec.tensors if t.name.endswith("ffn_down.weight") and t.ggml_type.name == "Q6_K")
+    q6_layers = sorted(t.layer for t in spec.tensors
+                       if t.name.endswith("ffn_down.weight") and t.ggml_type.name == "Q6_K")
     assert q6_layers == [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]
 
 

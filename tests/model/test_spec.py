@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from pytest_vramcap.errors import BadInputError, ModelSourceError
-from pytest_vramcap.planner.memory import ServerConfig, estimate_memory
 from pytest_vramcap.model import load_model, spec_from_gguf, spec_from_ollama_show, spec_from_shape
-from pytest_vramcap.planner.profiles import resolve_profile
 from pytest_vramcap.model.synth import write_sparse_gguf
+from pytest_vramcap.planner.memory import ServerConfig, estimate_memory
+from pytest_vramcap.planner.profiles import resolve_profile
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_vramcap.load.client import ChatClient, ChatRequest
 from pytest_vramcap.engines import EngineOptions, LlamaServer, find_llama_server
 from pytest_vramcap.errors import ConfigError, EngineNotFoundError
-from pytest_vramcap.planner.memory import ServerConfig
+from pytest_vramcap.load.client import ChatClient, ChatRequest
 from pytest_vramcap.model import spec_from_gguf, spec_from_shape
 from pytest_vramcap.model.synth import write_gguf
+from pytest_vramcap.planner.memory import ServerConfig
 
 try:
     find_llama_server()

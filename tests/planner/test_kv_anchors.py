@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vramcap.planner.memory import ServerConfig, context_sizing, kv_cache_bytes
 from pytest_vramcap.model import GgufFile, LayerCache, ModelSpec, spec_from_shape
+from pytest_vramcap.planner.memory import ServerConfig, context_sizing, kv_cache_bytes
 
 MIB = 1024 * 1024
 
@@ -27,8 +27,8 @@ def attention_spec(n_layer: int, n_kv: int, head_dim: int, *, n_swa: int = 0, sw
     else:
         layers = tuple(LayerCache(k_width=n_kv * head_dim, v_width=n_kv * head_dim, swa=swa[il])
                        for il in range(n_layer))
-    return ModelSpec(name="anchor", source=GgufFile(Path("anchor.gguf")), arch="llama", n_layer=n_layer, n_embd=4096, n_head=32,
-                     head_dim=head_dim, n_vocab=32000, n_ctx_train=131072, n_ff=14336, n_swa=n_swa,
+    return ModelSpec(name="anchor", source=GgufFile(Path("anchor.gguf")), arch="llama", n_layer=n_layer, n_embd=4096,
+                     n_head=32, head_dim=head_dim, n_vocab=32000, n_ctx_train=131072, n_ff=14336, n_swa=n_swa,
                      layers=layers, tensors=())
 
 

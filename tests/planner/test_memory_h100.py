@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pytest_vramcap.engines.logparse import parse_server_log
-from pytest_vramcap.planner.memory import ServerConfig, estimate_memory
 from pytest_vramcap.model import spec_from_shape
+from pytest_vramcap.planner.memory import ServerConfig, estimate_memory
 from pytest_vramcap.planner.profiles import resolve_profile
 
 MIB = 1024 * 1024
@@ -64,7 +64,7 @@ def test_seed_config_leaves_what_the_emulated_16gb_card_showed(h100_logs: Path) 
 
 def test_llama_fit_params_overstates_the_servers_compute_buffer(h100_logs: Path) -> None:
     """fit-params reserves logits for a whole ubatch (345 MiB); the server for one row per slot (129 MiB)."""
-    device, model, context, compute = (h100_logs / "fitparams.log").read_text().split("\n")[0].split()
+    _device, model, context, compute = (h100_logs / "fitparams.log").read_text().split("\n")[0].split()
     memory = predict("qwen2.5-14b", 4, 8192, True, None)
     assert int(model) == round(memory.gpu.model / MIB)
     assert int(context) == round(memory.gpu.context / MIB)

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_vramcap.errors import ConfigError
 from pytest_vramcap.defaults import MIB
+from pytest_vramcap.errors import ConfigError
 from pytest_vramcap.model import spec_from_shape
 from pytest_vramcap.planner import PlanRequest, make_plan
 from pytest_vramcap.planner.profiles import resolve_profile

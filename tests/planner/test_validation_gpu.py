@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from pytest_vramcap.defaults import MIB
-from pytest_vramcap.planner.memory import ServerConfig, estimate_memory
 from pytest_vramcap.model import spec_from_shape
+from pytest_vramcap.planner.memory import ServerConfig, estimate_memory
 from pytest_vramcap.planner.profiles import resolve_profile
 
 ROWS = json.loads((Path(__file__).parents[2] / "docs" / "validation.json").read_text())

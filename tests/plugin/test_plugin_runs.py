@@ -136,7 +136,8 @@ def test_engine_that_crashes_fails_the_run(pytester: pytest.Pytester, run, tmp_p
     (["--vram-profile=16gb", "--vramcap-agents=0"], "*--vramcap-agents: must be a positive integer*"),
     (["--vram-profile=16gb", "--vramcap-kv-cache=q3"], "*--vramcap-kv-cache: must be one of*"),
     (["--vram-profile=16gb", "--vramcap-engine=url"], "*--vramcap-engine=url needs --vramcap-server-url*"),
-    (["--vram-profile=16gb", "--vramcap-kv-cache=q8_0", "--vramcap-flash-attn=off"], "*q8_0 KV cache needs flash attention on*"),
+    (["--vram-profile=16gb", "--vramcap-kv-cache=q8_0", "--vramcap-flash-attn=off"],
+     "*q8_0 KV cache needs flash attention on*"),
     (["--vram-profile=16gb", "--vramcap-server-url=localhost"], "*must be an http(s) URL*"),
 ])
 def test_bad_option_values_are_usage_errors(pytester: pytest.Pytester, run, args: list[str],  # type: ignore[no-untyped-def]
@@ -185,7 +186,7 @@ def test_python_tests_use_the_fixtures_marker_and_helpers(pytester: pytest.Pytes
     pytester.path.joinpath("pair.yaml").write_text(scenario_yaml("pair"))
     pytester.makepyfile(test_agents="""
         import pytest
-        from pytest_vramcap.plugin.assertions import assert_no_cpu_offload, assert_no_oom, assert_parallel_speedup, assert_slo
+        from pytest_vramcap import assert_no_cpu_offload, assert_no_oom, assert_parallel_speedup, assert_slo
 
         @pytest.mark.vramcap(slo={"ttft_p95_s": 600})
         def test_pair(vramcap_server, vramcap_plan, vramcap_fanout):

@@ -1,0 +1,175 @@
+"""Verdicts as pure functions: engine evidence from the real H100 logs, runs built by hand.
+
+No server and no clock: wall times and request timestamps are set explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_vramcap.engines.base import EngineEvidence
+from pytest_vramcap.engines.logparse import ServerLog, parse_server_log
+from pytest_vramcap.errors import EngineStartError, ServerUnreachable
+from pytest_vramcap.load.client import RequestRecord
+from pytest_vramcap.load.fanout import ModeResult, ScenarioRun
+from pytest_vramcap.load.scenarios import Scenario
+from pytest_vramcap.model import spec_from_shape
+from pytest_vramcap.planner import PlanRequest, make_plan, resolve_profile
+from pytest_vramcap.report.verdicts import (
+    Verdict,
+    offload_verdict,
+    oom_verdict,
+    scenario_verdicts,
+    session_verdicts,
+    slo_verdicts,
+    speedup_verdict,
+    start_failure_verdicts,
+)
+
+Q14 = spec_from_shape("qwen2.5-14b", "Q4_K_M")
+FITS = make_plan(Q14, resolve_profile("rtx4080", {}), PlanRequest(agents=4, ctx_per_agent=8192))
+OVER = make_plan(Q14, resolve_profile("16gb", {}), PlanRequest(agents=4, ctx_per_agent=32768))
+SCENARIO = Scenario.model_validate({"name": "pair", "steps": [
+    {"name": "work", "agents": [{"role": "a", "prompt": "x"}, {"role": "b", "prompt": "y"}]}]})
+
+
+def evidence(h100_logs: Path, name: str, **kwargs: object) -> EngineEvidence:
+    return EngineEvidence(log=parse_server_log((h100_logs / name).read_text().splitlines()), **kwargs)  # type: ignore[arg-type]
+
+
+def record(label: str, ttft: float, e2e: float, n_out: int = 11) -> RequestRecord:
+    return RequestRecord(label=label, t_send=0.0, t_first=ttft, t_last=e2e, n_out=n_out, n_out_source="usage")
+
+
+def run(seq_s: float, par_s: float, *, errors: tuple[str, ...] = (),
+        ttfts: tuple[float, ...] = (0.2, 0.4)) -> ScenarioRun:
+    records = [record(f"work.{role}", ttft, ttft + 1.0) for role, ttft in zip("ab", ttfts, strict=True)]
+    return ScenarioRun(SCENARIO, ModeResult("sequential", seq_s, {"work": seq_s}, records),
+                       ModeResult("parallel", par_s, {"work": par_s}, records, list(errors)))
+
+
+# ----------------------------------------------------------------------- oom
+
+
+def test_oom_at_load_is_read_from_the_log(h100_logs: Path) -> None:
+    verdict = oom_verdict(FITS, evidence(h100_logs, "x_oom_fitoff.log", died=True, exit_code=1))
+    assert verdict.failed and verdict.name == "oom"
+    assert any("cudaMalloc failed: out of memory" in line for line in verdict.evidence)
+    assert "server: the process exited during the run (exit code 1)" in verdict.evidence
+
+
+def test_a_healthy_run_passes_and_says_why(h100_logs: Path) -> None:
+    verdict = oom_verdict(FITS, evidence(h100_logs, "m00_q14.log"))
+    assert verdict.outcome == "pass" and verdict.summary == "the plan fits and the server stayed up"
+
+
+def test_a_plan_over_budget_fails_before_anything_runs() -> None:
+    verdict = oom_verdict(OVER, EngineEvidence(log=None))
+    assert verdict.failed
+    assert verdict.evidence[0].startswith("plan: ") and "1024 MiB fit margin > 16384 MiB usable" in verdict.evidence[0]
+
+
+def test_out_of_memory_answers_count_whatever_their_case() -> None:
+    errors = ["work.a: HTTP 500: CUDA error: Out Of Memory", "work.b: HTTP 503: server busy"]
+    verdict = oom_verdict(FITS, EngineEvidence(log=None), errors)
+    assert verdict.failed and verdict.evidence == ("request: work.a: HTTP 500: CUDA error: Out Of Memory",)
+
+
+def test_a_server_we_stopped_did_not_die() -> None:
+    assert not oom_verdict(None, EngineEvidence(log=ServerLog(), died=False, exit_code=0)).failed
+
+
+# ------------------------------------------------------------------- offload
+
+
+def test_offload_verdict_on_every_h100_log(h100_logs: Path) -> None:
+    outcomes = {name: offload_verdict(evidence(h100_logs, name)).outcome
+                for name in ("m00_q14.log", "m06_l8.log", "m09_q7.log", "x_ngl30.log", "x_offload_fiton.log")}
+    assert outcomes == {"m00_q14.log": "pass", "m06_l8.log": "pass", "m09_q7.log": "pass",
+                        "x_ngl30.log": "fail", "x_offload_fiton.log": "fail"}
+
+
+def test_fit_spill_names_layers_kv_and_fit(h100_logs: Path) -> None:
+    verdict = offload_verdict(evidence(h100_logs, "x_offload_fiton.log"))
+    assert verdict.evidence[0] == "log: offloaded 21/49 layers to GPU (28 left on the CPU)"
+    assert "log: CPU KV buffer 14336.00 MiB" in verdict.evidence
+    assert verdict.evidence[-1] == "log: llama.cpp --fit moved them to fit free memory"
+
+
+def test_offload_does_not_apply_without_a_gpu_or_a_log() -> None:
+    assert offload_verdict(EngineEvidence(log=None)).outcome == "n/a"
+    cpu_only = ServerLog()
+    cpu_only.kv.by_backend["CPU"] = 64.0
+    assert offload_verdict(EngineEvidence(log=cpu_only)).summary.startswith("CPU-only engine")
+
+
+# ------------------------------------------------------------------- speedup
+
+
+@pytest.mark.parametrize("seq_s, par_s, minimum, outcome", [
+    (3.0, 2.0, 1.4, "pass"), (3.0, 2.5, 1.4, "fail"), (3.0, 2.0, None, "n/a"), (2.8, 2.0, 1.4, "pass")])
+def test_speedup_against_its_minimum(seq_s: float, par_s: float, minimum: float | None, outcome: str) -> None:
+    verdict = speedup_verdict(run(seq_s, par_s), minimum)
+    assert verdict.outcome == outcome
+    assert verdict.evidence[0] == f"sequential {seq_s:.2f} s, parallel {par_s:.2f} s"
+
+
+def test_fewer_slots_than_agents_is_named() -> None:
+    verdict = speedup_verdict(run(2.0, 2.0), 1.5, slots=1)
+    assert verdict.failed and "the server has 1 slot(s) for 2 concurrent agents: extra agents queue" in verdict.evidence
+
+
+def test_a_run_with_errors_has_no_speedup() -> None:
+    verdict = speedup_verdict(run(2.0, 1.0, errors=("work.b: stream cut",)), 1.0)
+    assert verdict.failed and verdict.summary == "the runs did not complete"
+    assert "work.b: stream cut" in verdict.evidence
+
+
+# ----------------------------------------------------------------------- slo
+
+
+def test_slo_reads_the_parallel_pass() -> None:
+    verdicts = slo_verdicts(run(2.0, 1.0, ttfts=(0.2, 0.4)), [("ttft_p50_s", 0.35), ("ttft_p95_s", 0.35)])
+    assert [(v.name, v.outcome) for v in verdicts] == [("slo:ttft_p50_s", "pass"), ("slo:ttft_p95_s", "fail")]
+    assert verdicts[1].evidence == ("ttft p95 = 0.390 s over n = 2 requests",)
+
+
+def test_slo_without_samples_fails() -> None:
+    one_token = ScenarioRun(SCENARIO, ModeResult("sequential", 1.0, {}, []),
+                            ModeResult("parallel", 1.0, {}, [record("work.a", 0.1, 0.2, n_out=1)]))
+    assert slo_verdicts(one_token, [("tpot_p50_s", 1.0)])[0].summary == "no tpot samples"
+
+
+# ----------------------------------------------------------- composed verdicts
+
+
+def test_scenario_verdicts_use_the_plans_slots(h100_logs: Path) -> None:
+    verdicts = scenario_verdicts(FITS, evidence(h100_logs, "m00_q14.log"), run(3.0, 2.0), 1.4, [("e2e_p95_s", 5.0)])
+    assert [(v.name, v.outcome) for v in verdicts] == [
+        ("oom", "pass"), ("cpu_offload", "pass"), ("parallel_speedup", "pass"), ("slo:e2e_p95_s", "pass")]
+
+
+def test_a_server_that_never_started(h100_logs: Path) -> None:
+    crashed = start_failure_verdicts(FITS, evidence(h100_logs, "x_oom_fitoff.log", died=True, exit_code=1),
+                                     EngineStartError("llama-server exited with code 1 before healthy", "tail"))
+    assert crashed[0].failed and any("cudaMalloc" in line for line in crashed[0].evidence)
+    timed_out = start_failure_verdicts(FITS, EngineEvidence(log=ServerLog()),
+                                       EngineStartError("llama-server did not become healthy within 2 s", "tail"))
+    assert timed_out[0].summary == "the server did not start"
+    assert timed_out[0].evidence == ("server: llama-server did not become healthy within 2 s",)
+
+
+def test_session_verdicts_after_the_last_test(h100_logs: Path) -> None:
+    assert session_verdicts(evidence(h100_logs, "m00_q14.log"), None) == []
+    died = session_verdicts(EngineEvidence(log=ServerLog(), died=True, exit_code=-9), None)
+    assert [v.name for v in died] == ["oom"]
+    unreachable = session_verdicts(None, ServerUnreachable("no healthy server at http://127.0.0.1:9"))
+    assert [(v.name, v.summary) for v in unreachable] == [("engine", "no healthy server at http://127.0.0.1:9")]
+
+
+def test_verdicts_survive_the_json_round_trip() -> None:
+    verdict = Verdict(name="oom", outcome="fail", summary="s", evidence=("a", "b"))
+    assert Verdict.model_validate_json(verdict.model_dump_json()) == verdict
+    assert verdict.describe() == "[FAIL] oom: s\n    - a\n    - b"
