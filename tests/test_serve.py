@@ -22,20 +22,35 @@ except EngineNotFoundError as exc:  # pragma: no cover - CI installs the engine
     pytestmark = pytest.mark.skip(reason=f"needs llama-server: {exc}")
 
 
-def llama_server_pids() -> set[int]:
-    pids = set()
+def _stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name: [0] state, [1] ppid, [19] start time."""
+    return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+
+
+def llama_server_children(parent: int) -> set[tuple[int, str]]:
+    """(pid, start time) of llama-servers whose parent is ``parent``: what this test started, not a neighbour's."""
+    found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if b"llama-server" in (entry / "cmdline").read_bytes().split(b"\0")[0]:
-                    pids.add(int(entry.name))
-            except OSError:
+                fields = _stat(int(entry.name))
+                if int(fields[1]) == parent and b"llama-server" in (entry / "cmdline").read_bytes().split(b"\0")[0]:
+                    found.add((int(entry.name), fields[19]))
+            except (OSError, IndexError, ValueError):
                 continue
-    return pids
+    return found
+
+
+def still_running(pid: int, started: str) -> bool:
+    """The same process (not a reused pid) exists and is not a zombie."""
+    try:
+        fields = _stat(pid)
+    except OSError:
+        return False
+    return fields[19] == started and fields[0] != "Z"
 
 
 def test_serve_until_ctrl_c(tmp_path: Path) -> None:
-    before = llama_server_pids()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest_vramcap.cli", "serve", "--model", "tiny:Q8_0", "--profile", "16gb",
          "--agents", "2", "--ctx-per-agent", "512", "--models-dir", str(tmp_path)],
@@ -56,6 +71,8 @@ def test_serve_until_ctrl_c(tmp_path: Path) -> None:
         assert "FITS" in "".join(lines) and "OLLAMA_NUM_PARALLEL=2" in "".join(lines)
         assert httpx.get(f"{url}/health", timeout=5).status_code == 200
         assert (tmp_path / "tiny-Q8_0.gguf").is_file()
+        servers = llama_server_children(proc.pid)
+        assert len(servers) == 1
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -63,7 +80,7 @@ def test_serve_until_ctrl_c(tmp_path: Path) -> None:
             proc.kill()
     assert proc.returncode == 0, err
     assert "server stopped" in out
-    assert llama_server_pids() - before == set()
+    assert not any(still_running(pid, started) for pid, started in servers)
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{url}/health", timeout=2)
 
