@@ -206,8 +206,7 @@ _REGISTRY: list[Shape] = [
     # CI-sized: a llama layout that loads in a second and decodes fast on 2 CPU cores.
     _s("tiny", "llama", 8, 512, 8, 4, 64, 1408, 32000, 8192),
     # Wide and shallow: in F16 a CPU decode step is bound by reading the weights, so
-    # batching 4 agents nearly doubles throughput (1.9x in llama-batched-bench on 2
-    # cores, where tiny gets 1.5x and quantized mixes 1.0-1.2x). The main job's default.
+    # batching agents pays off on a CPU too (docs/benchmarks.md). The main job's default.
     _s("small", "llama", 4, 1024, 16, 4, 64, 4096, 32000, 8192),
     _s("gpt-oss-20b", "gpt-oss", 24, 2880, 64, 8, 64, 0, 201088, 131072, qkv_bias=True, n_swa=128,
        n_expert=32, n_expert_used=4, n_ff_exp=2880),

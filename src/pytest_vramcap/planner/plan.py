@@ -119,5 +119,5 @@ class Plan:
         return fits_budget(self.memory, self.profile, self.fit_margin_mib)
 
     def to_dict(self, model_path: str | None = None) -> dict[str, Any]:
-        """The JSON contract of ``vramcap plan --json`` (README, DESIGN section 3)."""
+        """The JSON contract of ``vramcap plan --json`` (README "JSON contract")."""
         return plan_json(self, model_path)
