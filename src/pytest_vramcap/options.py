@@ -23,6 +23,7 @@ from .defaults import (
     DEFAULT_CTX_PER_AGENT,
     DEFAULT_FIT_MARGIN_MIB,
     DEFAULT_MODEL,
+    DEFAULT_OLLAMA_URL,
     DEFAULT_PROFILE,
     DEFAULT_REPORT_DIR,
     DEFAULT_STARTUP_TIMEOUT_S,
@@ -95,8 +96,8 @@ PLAN_OPTIONS: tuple[Option, ...] = (
     Option("fit-margin", non_negative_int, DEFAULT_FIT_MARGIN_MIB,
            f"free memory llama.cpp --fit keeps per GPU (default {DEFAULT_FIT_MARGIN_MIB})", "MIB"),
     Option("kv-unified", boolean, False, "one shared KV pool (llama-server -kvu)", flag=True),
-    Option("ollama-url", base_url, None, "Ollama base URL for ollama:NAME (default $OLLAMA_HOST, then "
-           "http://127.0.0.1:11434)", "URL"),
+    Option("ollama-url", base_url, None, f"Ollama base URL for ollama:NAME (default $OLLAMA_HOST, then "
+           f"{DEFAULT_OLLAMA_URL})", "URL"),
 )
 """What decides the plan: the model, the profile and the server config."""
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import httpx
 
+from ..defaults import DEFAULT_HOST
 from .logparse import ServerLog
 
 __all__ = ["EngineEvidence", "Server", "free_port", "healthy", "port_in_use"]
@@ -64,7 +65,7 @@ class Server(Protocol):
         ...
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str = DEFAULT_HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])

@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from ..defaults import MIB
 from ..errors import ModelSourceError
 from .source import GgufFile, ShapeSource
 from .spec import ModelSpec
@@ -34,7 +35,7 @@ def materialize_model(spec: ModelSpec, models_dir: str | Path | None = None,
     path = Path(models_dir or default_models_dir()) / source.ref
     if not path.exists():
         if announce:
-            announce(f"vramcap: synthesizing {spec.name} ({spec.weights_bytes / 2**20:,.0f} MiB of random weights) "
+            announce(f"vramcap: synthesizing {spec.name} ({spec.weights_bytes / MIB:,.0f} MiB of random weights) "
                      f"-> {path}")
         write_gguf(source.shape, source.mix, path, weights="random", progress=True)
     return path

@@ -27,8 +27,6 @@ def fetch_show(model: str, url: str | None = None, timeout_s: float = 10.0) -> d
     """``/api/show`` with ``verbose: true`` from the Ollama at ``url`` (default ``$OLLAMA_HOST``)."""
     import httpx
 
-    if not model:
-        raise ModelSourceError("ollama: needs a model name, like ollama:qwen2.5:14b")
     base = base_url(url or os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_URL)
     try:
         response = httpx.post(f"{base}/api/show", json={"model": model, "verbose": True}, timeout=timeout_s)

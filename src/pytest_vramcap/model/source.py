@@ -83,6 +83,10 @@ class OllamaModel:
     name: str
     url: str | None = None
 
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ModelSourceError("ollama: needs a model name, like ollama:qwen2.5:14b")
+
     def __str__(self) -> str:
         return f"ollama:{self.name}"
 
@@ -103,10 +107,7 @@ def parse_model_source(text: str, *, quant: str | None = None, ollama_url: str |
         raise ModelSourceError("empty --model: give a .gguf path, a shape name like qwen2.5-14b, or ollama:NAME")
     text = text.strip()
     if text.startswith("ollama:"):
-        name = text.removeprefix("ollama:")
-        if not name:
-            raise ModelSourceError("ollama: needs a model name, like ollama:qwen2.5:14b")
-        return OllamaModel(name, ollama_url)
+        return OllamaModel(text.removeprefix("ollama:"), ollama_url)
     path = Path(text)
     if path.suffix.lower() == ".gguf" or path.exists():
         return ShowJsonFile(path) if path.suffix.lower() == ".json" else GgufFile(path)

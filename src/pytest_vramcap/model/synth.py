@@ -29,6 +29,7 @@ from typing import BinaryIO
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
+from ..defaults import MIB
 from ..errors import ConfigError
 from ..types import WEIGHTS_MODES, WeightsMode
 from .from_shape import shape_metadata
@@ -38,7 +39,7 @@ from .spec import Tensor
 __all__ = ["byte_vocab", "write_gguf", "write_sparse_gguf"]
 
 ALIGNMENT = 32  # GGUF default (general.alignment)
-_CHUNK_BYTES = 64 * 1024 * 1024
+_CHUNK_BYTES = 64 * MIB
 _T = GGMLQuantizationType
 
 # Offsets of the fp16 scale fields inside one block (ggml-common.h). Random
@@ -122,7 +123,7 @@ def _stderr_progress(path: Path) -> Callable[[int, int], None]:
         now = time.monotonic()
         if now - last[0] >= interval or done == total:
             last[0] = now
-            line = f"synth {path.name}: {done / 2**20:,.0f} / {total / 2**20:,.0f} MiB ({100 * done / total:.0f}%)"
+            line = f"synth {path.name}: {done / MIB:,.0f} / {total / MIB:,.0f} MiB ({100 * done / total:.0f}%)"
             if tty:
                 print("\r" + line, end="\n" if done == total else "", file=sys.stderr, flush=True)
             else:
