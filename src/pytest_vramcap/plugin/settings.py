@@ -69,7 +69,6 @@ def _resolve(config: pytest.Config, option: Option) -> Any:
 class Settings:
     """What the user asked this pytest run to do."""
 
-    profile: str
     engine: EngineKind
     plan_values: Mapping[str, Any]
     """The plan options by ``dest`` (profile included): the input of ``plan_from_options``."""
@@ -80,6 +79,10 @@ class Settings:
     models_dir: Path | None
     fit: bool
     emulate: EmulateMode
+
+    @property
+    def profile(self) -> str:
+        return str(self.plan_values["profile"])
 
     @property
     def model(self) -> str:
@@ -100,7 +103,7 @@ class Settings:
         server_url = values["server_url"]
         if engine == "ollama" and not server_url:
             server_url = values["ollama_url"] or DEFAULT_OLLAMA_URL
-        return cls(profile=values["profile"], engine=engine,
+        return cls(engine=engine,
                    plan_values={option.dest: values[option.dest] for option in PLAN_OPTIONS},
                    server_url=server_url, report_dir=values["report_dir"], min_speedup=values["min_speedup"],
                    startup_timeout=values["startup_timeout"], models_dir=values["models_dir"],
