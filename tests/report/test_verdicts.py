@@ -98,6 +98,12 @@ def test_fit_spill_names_layers_kv_and_fit(h100_logs: Path) -> None:
     assert verdict.evidence[-1] == "log: llama.cpp --fit moved them to fit free memory"
 
 
+def test_a_model_that_never_finished_loading_is_not_judged(h100_logs: Path) -> None:
+    """x_oom_fitoff: 49/49 layers loaded, then the KV cache failed: not "all on the GPU"."""
+    verdict = offload_verdict(evidence(h100_logs, "x_oom_fitoff.log", died=True, exit_code=1))
+    assert verdict.outcome == "n/a" and verdict.summary == "the model did not finish loading: nothing to judge"
+
+
 def test_offload_does_not_apply_without_a_gpu_or_a_log() -> None:
     assert offload_verdict(EngineEvidence(log=None)).outcome == "n/a"
     cpu_only = ServerLog()
@@ -114,6 +120,13 @@ def test_speedup_against_its_minimum(seq_s: float, par_s: float, minimum: float 
     verdict = speedup_verdict(run(seq_s, par_s), minimum)
     assert verdict.outcome == outcome
     assert verdict.evidence[0] == f"sequential {seq_s:.2f} s, parallel {par_s:.2f} s"
+
+
+def test_a_speedup_just_under_its_minimum_does_not_read_as_equal() -> None:
+    """Measured on the H100: 4.3160 s / 3.6016 s = 1.1984x against a 1.2 minimum printed "1.20x, minimum 1.20x"."""
+    verdict = speedup_verdict(run(4.3160, 3.6016), 1.2)
+    assert verdict.failed and verdict.summary == "1.198x, minimum 1.20x"
+    assert speedup_verdict(run(2.4, 2.0), 1.2).summary == "1.20x, minimum 1.20x"  # exactly met: two decimals
 
 
 def test_fewer_slots_than_agents_is_named() -> None:

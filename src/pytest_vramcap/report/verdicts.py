@@ -95,6 +95,9 @@ def offload_verdict(engine: EngineEvidence) -> Verdict:
         return Verdict(name="cpu_offload", outcome=NA, summary="no engine log to read (attached server)")
     if not log.gpu_present:
         return Verdict(name="cpu_offload", outcome=NA, summary="CPU-only engine: nothing is offloaded to a GPU")
+    if log.load_failed and not log.cpu_offload:
+        # Its KV cache or compute buffer was never allocated: "all on the GPU" would be a guess.
+        return Verdict(name="cpu_offload", outcome=NA, summary="the model did not finish loading: nothing to judge")
     n, m = log.offloaded_layers or (0, 0)
     if not log.cpu_offload:
         return Verdict(name="cpu_offload", outcome=PASS, summary=f"all {m} layers and the KV cache on the GPU")
@@ -127,7 +130,15 @@ def speedup_verdict(run: ScenarioRun, minimum: float | None, slots: int | None =
         return Verdict(name="parallel_speedup", outcome=NA, summary=f"{speedup:.2f}x (no minimum set)",
                        evidence=tuple(evidence))
     return Verdict(name="parallel_speedup", outcome=PASS if speedup >= minimum else FAIL,
-                   summary=f"{speedup:.2f}x, minimum {minimum:.2f}x", evidence=tuple(evidence))
+                   summary=f"{_distinct(speedup, minimum)}x, minimum {minimum:.2f}x", evidence=tuple(evidence))
+
+
+def _distinct(value: float, limit: float) -> str:
+    """``value`` with two decimals, or as many more as it takes not to read as ``limit`` when it is not."""
+    digits = 2
+    while digits < 6 and value != limit and f"{value:.{digits}f}" == f"{limit:.{digits}f}":
+        digits += 1
+    return f"{value:.{digits}f}"
 
 
 def slo_verdicts(run: ScenarioRun, slos: Iterable[tuple[str, float]]) -> list[Verdict]:
