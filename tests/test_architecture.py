@@ -13,7 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).parents[1] / "src" / "pytest_vramcap"
 STAGES = ["model", "planner", "engines", "load", "gpu", "report", "plugin"]
-FOUNDATION = {"errors", "defaults", "types", "parsers", "options"}  # import-free of every stage
+FOUNDATION = {"errors", "defaults", "types", "parsers", "options", "net"}  # import-free of every stage
 MAX_LINES = 350
 
 

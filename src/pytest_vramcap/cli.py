@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, NoReturn
 from .defaults import DEFAULT_HOST, DEFAULT_MIX
 from .errors import BadInputError, EngineError
 from .options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options
-from .parsers import argparse_type, non_negative_int, positive_int
+from .parsers import argparse_type, host, non_negative_int, port, positive_int
 from .types import WEIGHTS_MODES
 
 if TYPE_CHECKING:
@@ -65,8 +65,9 @@ def _build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="plan, start llama-server, and keep it up until Ctrl-C")
     add_options(serve.add_argument, PLAN_OPTIONS, required={"model"})
     add_options(serve.add_argument, ENGINE_OPTIONS)
-    serve.add_argument("--port", type=_positive_int, default=None, help="port (default: a free one)")
-    serve.add_argument("--host", default=DEFAULT_HOST, help=f"bind address (default {DEFAULT_HOST})")
+    serve.add_argument("--port", type=argparse_type(port), default=None, help="port (default: a free one)")
+    serve.add_argument("--host", type=argparse_type(host), default=DEFAULT_HOST,
+                       help=f"bind address (default {DEFAULT_HOST})")
     commands.add_parser("profiles", help="list the built-in VRAM profiles")
     commands.add_parser("shapes", help="list the known model shapes")
     return parser
@@ -178,6 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EngineError as exc:
         print(f"vramcap: error: {exc}", file=sys.stderr)
         return EXIT_ENGINE
+    except OSError as exc:  # a file or directory the command was pointed at: disk full, permissions, a bad path
+        where = f"{str(exc.filename)[:200]}: " if exc.filename else ""
+        print(f"vramcap: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
 

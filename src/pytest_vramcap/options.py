@@ -31,13 +31,13 @@ from .defaults import (
 )
 from .parsers import (
     argparse_type,
-    base_url,
     boolean,
     choice,
     gpu_layers,
     http_url,
     non_empty,
     non_negative_int,
+    ollama_url,
     positive_float,
     positive_int,
 )
@@ -96,7 +96,7 @@ PLAN_OPTIONS: tuple[Option, ...] = (
     Option("fit-margin", non_negative_int, DEFAULT_FIT_MARGIN_MIB,
            f"free memory llama.cpp --fit keeps per GPU (default {DEFAULT_FIT_MARGIN_MIB})", "MIB"),
     Option("kv-unified", boolean, False, "one shared KV pool (llama-server -kvu)", flag=True),
-    Option("ollama-url", base_url, None, f"Ollama base URL for ollama:NAME (default $OLLAMA_HOST, then "
+    Option("ollama-url", ollama_url, None, f"Ollama base URL for ollama:NAME (default $OLLAMA_HOST, then "
            f"{DEFAULT_OLLAMA_URL})", "URL"),
 )
 """What decides the plan: the model, the profile and the server config."""

@@ -7,6 +7,7 @@ turns that into the ArgumentTypeError argparse reports as a usage error.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -14,16 +15,48 @@ __all__ = [
     "argparse_type",
     "base_url",
     "boolean",
+    "checked_number",
     "choice",
     "gpu_layers",
+    "host",
     "http_url",
     "non_empty",
     "non_negative_int",
+    "ollama_url",
+    "port",
     "positive_float",
     "positive_int",
 ]
 
 T = TypeVar("T", bound=str)
+
+
+def checked_number(value: object, *, integer: bool, lo: float, hi: float, strict_lo: bool = False) -> float:
+    """``value`` as a finite number within ``[lo, hi]`` (``(lo, hi]`` with ``strict_lo``), or ValueError.
+
+    The one check behind option values, profile TOML and model metadata: strings,
+    booleans, NaN, infinities, 1e400 and out-of-range values all end here in one
+    line, never as an OverflowError or a negative size further on. ``integer``
+    accepts whole floats (JSON has no integers of its own).
+    """
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"must be {kind}, got {str(value)[:40]!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value}")
+    if integer and isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"must be {kind}, got {value}")
+    if value < lo or (strict_lo and value == lo) or value > hi:
+        got = _show(value) if abs(value) < 1e15 else f"a {len(str(int(value)))}-digit number"
+        raise ValueError(f"must be {'>' if strict_lo else '>='} {_show(lo)} and <= {_show(hi)}, got {got}")
+    return int(value) if integer else float(value)
+
+
+def _show(number: float) -> str:
+    return f"{int(number):,}" if float(number).is_integer() else f"{number:g}"
+
+
+_INT_LIMIT = 2**31 - 1  # what llama.cpp and Ollama keep counts in
 
 
 def _int(text: str) -> int:
@@ -36,30 +69,52 @@ def _int(text: str) -> int:
 def positive_int(text: str) -> int:
     value = _int(text)
     if value <= 0:
-        raise ValueError(f"must be a positive integer, got {text}")
-    return value
+        raise ValueError(f"must be a positive integer, got {text[:40]}")
+    return int(checked_number(value, integer=True, lo=1, hi=_INT_LIMIT))
 
 
 def non_negative_int(text: str) -> int:
     value = _int(text)
     if value < 0:
-        raise ValueError(f"must be >= 0, got {text}")
-    return value
+        raise ValueError(f"must be >= 0, got {text[:40]}")
+    return int(checked_number(value, integer=True, lo=0, hi=_INT_LIMIT))
+
+
+def port(text: str) -> int:
+    """A TCP port, 1..65535."""
+    return int(checked_number(_int(text), integer=True, lo=1, hi=65535))
 
 
 def positive_float(text: str) -> float:
+    """A finite number > 0 (NaN and infinity would make timeouts and minimums meaningless)."""
     try:
         value = float(text)
     except ValueError:
         raise ValueError(f"{text!r} is not a number") from None
     if value <= 0:
-        raise ValueError(f"must be positive, got {text}")
-    return value
+        raise ValueError(f"must be positive, got {text[:40]}")
+    return checked_number(value, integer=False, lo=0, hi=1e9, strict_lo=True)
 
 
 def gpu_layers(text: str) -> int | None:
     """``-ngl``: a layer count, or ``all`` / ``-1`` for every layer (None)."""
     return None if text.strip().lower() in ("all", "-1") else non_negative_int(text)
+
+
+def host(text: str) -> str:
+    """An address to bind: an IP or a host name, never empty (an empty host binds every interface)."""
+    import ipaddress
+    import re
+
+    name = text.strip()
+    try:
+        return str(ipaddress.ip_address(name.strip("[]")))
+    except ValueError:
+        pass
+    if not re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}"
+                        r"[A-Za-z0-9])?)*", name):
+        raise ValueError(f"must be an IP address or a host name, got {text[:60]!r}")
+    return name
 
 
 def non_empty(text: str) -> str:
@@ -91,15 +146,29 @@ def choice(choices: tuple[T, ...]) -> Callable[[str], T]:
 
 
 def http_url(text: str) -> str:
-    if not text.startswith(("http://", "https://")) or len(text) < 10:
-        raise ValueError(f"must be an http(s) URL, got {text!r}")
-    return text.rstrip("/")
+    """An http(s) URL with a host (credentials allowed: they are sent, never shown)."""
+    from .net import checked_url, redact
+
+    if not text.strip().startswith(("http://", "https://")):
+        raise ValueError(f"must be an http(s) URL, got {redact(text)[:80]!r}")
+    return checked_url(text)
 
 
 def base_url(text: str) -> str:
-    """A server address as users write it (``host:port`` or a URL) as a URL without a trailing slash."""
+    """A server address as users write it (``host:port`` or a URL) as a checked URL without a trailing slash."""
+    from .net import checked_url
+
     url = text.strip().rstrip("/")
-    return url if url.startswith(("http://", "https://")) else "http://" + url
+    return checked_url(url if url.startswith(("http://", "https://")) else "http://" + url)
+
+
+def ollama_url(text: str) -> str:
+    """An Ollama address, read like ``OLLAMA_HOST``: ``127.0.0.1`` means ``http://127.0.0.1:11434``."""
+    from .net import checked_url, ollama_host_url
+
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return checked_url(ollama_host_url(text))
 
 
 def argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:

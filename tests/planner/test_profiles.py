@@ -64,7 +64,7 @@ def test_user_profiles_from_toml(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("body, message", [
     ("[profiles.x]\nreserved_mib = 10\n", "needs 'total_mib' or 'base'"),
-    ("[profiles.x]\ntotal_mib = 100\nreserved_mib = 200\n", "total_mib > reserved_mib"),
+    ("[profiles.x]\ntotal_mib = 100\nreserved_mib = 200\n", r"reserved_mib \(200\) must be below total_mib \(100\)"),
     ("[profiles.x]\ntotal_mib = 100\ncolour = 1\n", "unknown keys"),
     ("not toml [", "not valid TOML"),
 ])

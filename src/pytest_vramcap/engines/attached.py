@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..errors import ServerUnreachable
+from ..errors import ConfigError, ServerUnreachable
+from ..net import redact
 from ..parsers import base_url
 from .base import EngineEvidence, healthy
 
@@ -16,7 +17,10 @@ class AttachedServer:
     """Implements :class:`~pytest_vramcap.engines.base.Server` for a URL; there is no log or process to read."""
 
     def __init__(self, url: str, startup_timeout_s: float = 30.0, health_path: str = "/health") -> None:
-        self._url = base_url(url)
+        try:
+            self._url = base_url(url)
+        except ValueError as exc:
+            raise ConfigError(f"server URL: {exc}") from None
         self.startup_timeout_s = startup_timeout_s
         self.health_path = health_path
 
@@ -33,7 +37,7 @@ class AttachedServer:
         deadline = time.monotonic() + self.startup_timeout_s
         while not healthy(self.url, self.health_path):
             if time.monotonic() > deadline:
-                raise ServerUnreachable(f"no healthy server at {self.url} (GET {self.health_path}) within "
+                raise ServerUnreachable(f"no healthy server at {redact(self.url)} (GET {self.health_path}) within "
                                         f"{self.startup_timeout_s:.0f} s")
             time.sleep(0.25)
         return self

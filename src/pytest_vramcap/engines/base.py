@@ -12,12 +12,12 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-import httpx
-
 from ..defaults import DEFAULT_HOST
+from ..errors import ServerUnreachable
+from ..net import fetch
 from .logparse import ServerLog
 
-__all__ = ["EngineEvidence", "Server", "free_port", "healthy", "port_in_use"]
+__all__ = ["EngineEvidence", "Server", "free_port", "healthy", "http_url", "port_in_use"]
 
 S = TypeVar("S", bound="Server")
 
@@ -65,14 +65,23 @@ class Server(Protocol):
         ...
 
 
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def http_url(host: str, port: int) -> str:
+    """``http://host:port``, with an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def free_port(host: str = DEFAULT_HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
 def port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
@@ -82,8 +91,8 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 def healthy(url: str, path: str = "/health", timeout_s: float = 2.0) -> bool:
-    """Whether ``GET url+path`` answers 200."""
+    """Whether ``GET url+path`` answers 200 within ``timeout_s`` (a slow drip is not an answer)."""
     try:
-        return httpx.get(f"{url}{path}", timeout=timeout_s).status_code == 200
-    except httpx.HTTPError:
+        return fetch("GET", f"{url}{path}", deadline_s=timeout_s).status_code == 200
+    except ServerUnreachable:
         return False

@@ -9,6 +9,7 @@ A context manager, usable outside pytest::
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from ..defaults import DEFAULT_FIT_MARGIN_MIB, DEFAULT_HOST, DEFAULT_STARTUP_TIM
 from ..errors import EngineStartError
 from ..planner.memory import ServerConfig
 from ..planner.render import llama_server_args
-from .base import EngineEvidence, free_port, healthy, port_in_use
+from .base import EngineEvidence, free_port, healthy, http_url, port_in_use
 from .binary import find_llama_server, has_gpu_backend
 from .logparse import ServerLog, parse_server_log
 from .process import ManagedProcess, tail
@@ -55,15 +56,17 @@ class LlamaServer:
         self.options = options or EngineOptions()
         self.binary = binary or find_llama_server()
         self.port = self.options.port or free_port(self.options.host)
-        log_dir = self.options.log_dir or Path(tempfile.mkdtemp(prefix="vramcap-"))
-        self.log_path = Path(log_dir) / f"llama-server-{self.port}.log"
+        # Without a log_dir the log goes to a directory of our own, removed at stop
+        # unless the server died (then its log is the evidence, and kept).
+        self._own_log_dir = None if self.options.log_dir else Path(tempfile.mkdtemp(prefix="vramcap-"))
+        self.log_path = Path(self.options.log_dir or self._own_log_dir or ".") / f"llama-server-{self.port}.log"
         self._process: ManagedProcess | None = None
         self._log: ServerLog | None = None
         self._stopped = False
 
     @property
     def url(self) -> str:
-        return f"http://{self.options.host}:{self.port}"
+        return http_url(self.options.host, self.port)
 
     @property
     def argv(self) -> list[str]:
@@ -113,11 +116,16 @@ class LlamaServer:
         return self
 
     def stop(self) -> None:
-        if self._process is None:
-            return
-        self._stopped = True
-        self._process.stop()
-        self._log = self._read_log()
+        if self._process is not None:
+            died = self.evidence().died
+            self._stopped = True
+            self._process.stop()
+            self._log = self._read_log()
+            if died:
+                return
+        if self._own_log_dir is not None:
+            shutil.rmtree(self._own_log_dir, ignore_errors=True)
+            self._own_log_dir = None
 
     def _read_log(self) -> ServerLog:
         try:

@@ -61,8 +61,12 @@ class ManagedProcess:
         """Whether :meth:`stop` was called (a child that exited on its own was not stopped)."""
 
     def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
+        try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = self.log_path.open("wb")
+        except OSError as exc:
+            raise EngineStartError(f"cannot write the {self.name} log {str(self.log_path)!r}: "
+                                   f"{exc.strerror or exc}") from None
         try:
             self.process = subprocess.Popen(
                 self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

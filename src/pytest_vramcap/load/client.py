@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from ..errors import HTTPStatusError, RequestError, RequestRefused, RequestTimeout, StreamCut
+from ..net import redact
 
 __all__ = ["ChatClient", "ChatRequest", "RequestRecord"]
 
@@ -134,7 +135,7 @@ class ChatClient:
             raise self._fail(record, RequestTimeout(f"{request.label or 'request'}: no complete response within "
                                                     f"{self.total_timeout_s:.0f} s")) from None
         except httpx.ConnectError as exc:
-            raise self._fail(record, RequestRefused(f"cannot connect to {self.base_url}: {exc}")) from None
+            raise self._fail(record, RequestRefused(f"cannot connect to {redact(self.base_url)}: {exc}")) from None
         except httpx.TimeoutException as exc:
             raise self._fail(record, RequestTimeout(f"{request.label or 'request'} timed out: "
                                                     f"{type(exc).__name__}")) from None

@@ -144,18 +144,24 @@ def load_scenario(path: str | Path) -> Scenario:
     import yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise ScenarioError(f"scenario file {str(path)!r} does not exist")
     try:
+        if not path.is_file():
+            raise ScenarioError(f"scenario file {str(path)[:200]!r} does not exist")
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ScenarioError(f"{path}: not valid YAML: {first}") from None
+    except RecursionError:
+        raise ScenarioError(f"{path}: not a scenario: nested too deeply") from None
+    except OSError as exc:
+        raise ScenarioError(f"{str(path)[:200]}: cannot be read: {exc.strerror or exc}") from None
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: a scenario must be a mapping with 'name' and 'steps'")
     data.setdefault("name", path.stem)
     try:
         return Scenario.model_validate(data)
+    except RecursionError:
+        raise ScenarioError(f"{path}: not a scenario: nested too deeply") from None
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in error['loc']) or 'scenario'}: {error['msg']}"
                              for error in exc.errors())

@@ -18,17 +18,55 @@ from .metadata import spec_from_metadata
 from .source import GgufFile
 from .spec import ModelSpec, Tensor
 
-__all__ = ["spec_from_gguf"]
+__all__ = ["MAX_ARRAY", "MAX_KV", "MAX_TENSORS", "spec_from_gguf"]
+
+# Bounds on what a header may declare. gguf's reader loops over declared counts,
+# and a sparse file's zeros parse as endless empty entries: 2^40 tensors on a
+# small file walked for minutes. Real files stay below these: old MoE GGUFs with
+# one tensor per expert reach ~29k tensors, the largest vocabularies ~260k tokens.
+MAX_TENSORS = 1 << 16
+MAX_KV = 1 << 16
+MAX_ARRAY = 1 << 22
+# The fewest bytes one entry can take: a KV is a u64 key length, a u32 type and a
+# one-byte value; a tensor info a u64 name length, u32 n_dims, u32 type, u64 offset.
+_MIN_KV_BYTES = 13
+_MIN_TENSOR_INFO_BYTES = 24
 
 
 class _HeaderReader(GGUFReader):
-    """A GGUFReader that skips over large metadata arrays without itemising them.
+    """A GGUFReader that refuses impossible counts and skips over large metadata arrays.
 
-    gguf's reader builds one numpy view per array element: seconds for a Qwen
-    tokenizer (152k tokens, 151k merges). We only need those arrays' lengths,
-    so this subclass steps over string arrays with their length prefixes and
-    reads numeric arrays in one view. Everything else is gguf's own parsing.
+    Counts are checked against the bounds above and against the bytes the file
+    has left before gguf's loops run. gguf's reader builds one numpy view per
+    array element: seconds for a Qwen tokenizer (152k tokens, 151k merges). We
+    only need those arrays' lengths, so this subclass steps over string arrays
+    with their length prefixes and reads numeric arrays in one view. Everything
+    else is gguf's own parsing.
     """
+
+    def _check_count(self, what: str, count: int, limit: int, offs: int, min_bytes: int) -> None:
+        left = len(self.data) - offs
+        if count > limit or count * min_bytes > left:
+            raise ValueError(f"the header declares {count:,} {what}, more than a GGUF file holds "
+                             f"(limit {limit:,}; {left:,} bytes left)")
+
+    def _build_fields(self, offs: int, count: int) -> int:
+        self._check_count("metadata keys", int(count), MAX_KV, offs, _MIN_KV_BYTES)
+        return super()._build_fields(offs, count)
+
+    def _build_tensor_info(self, offs: int, count: int) -> tuple[int, list[Any]]:
+        self._check_count("tensors", int(count), MAX_TENSORS, offs, _MIN_TENSOR_INFO_BYTES)
+        self._tensor_names: set[str] = set()
+        return super()._build_tensor_info(offs, count)
+
+    def _get_tensor_info_field(self, orig_offs: int) -> Any:
+        # gguf (like llama.cpp) refuses duplicate names, but only after reading every
+        # entry; refusing at the first one stops a walk through zeros at entry two.
+        field = super()._get_tensor_info_field(orig_offs)
+        if field.name in self._tensor_names:
+            raise ValueError(f"duplicate tensor name {field.name[:60]!r} at offset {orig_offs}")
+        self._tensor_names.add(field.name)
+        return field
 
     @property
     def _length_format(self) -> str:
@@ -45,6 +83,9 @@ class _HeaderReader(GGUFReader):
         offs = orig_offs + 12
         itype = GGUFValueType(int(raw_itype[0]))
         count = int(alen[0])
+        self._check_count("array elements", count, MAX_ARRAY, offs, 1)
+        if itype == GGUFValueType.ARRAY:
+            raise ValueError("nested arrays (llama.cpp does not read them either)")
         if itype == GGUFValueType.STRING:
             # Walk the u64 length prefixes with struct: ~0.1 us per string.
             view, fmt, end = self.data.data, self._length_format, len(self.data)
@@ -80,12 +121,15 @@ def _field_value(field: Any) -> Any:
 def spec_from_gguf(path: str | Path) -> ModelSpec:
     """Read a GGUF header and tensor infos; no tensor data is touched."""
     path = Path(path)
-    if not path.exists():
-        raise ModelSourceError(f"model file {str(path)!r} does not exist")
-    if not path.is_file():
-        raise ModelSourceError(f"model path {str(path)!r} is not a file")
-    with path.open("rb") as handle:
-        magic = handle.read(4)
+    try:
+        if not path.exists():
+            raise ModelSourceError(f"model file {str(path)[:200]!r} does not exist")
+        if not path.is_file():
+            raise ModelSourceError(f"model path {str(path)[:200]!r} is not a file")
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:  # unreadable, a name too long, a /proc file that refuses reads
+        raise ModelSourceError(f"model file {str(path)[:200]!r} cannot be read: {exc.strerror or exc}") from None
     if magic != b"GGUF":
         raise ModelSourceError(f"{str(path)!r} is not a GGUF file (no GGUF magic at the start)")
     try:

@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..defaults import DEFAULT_OLLAMA_URL
-from ..errors import ConfigError, ModelSourceError
-from ..parsers import base_url
+from ..errors import ConfigError, ModelSourceError, ServerUnreachable
+from ..net import checked_url, fetch, ollama_host_url, redact
 from .ggmltypes import type_by_name
 from .metadata import spec_from_metadata
 from .source import OllamaModel, ShowJsonFile
@@ -24,21 +23,22 @@ __all__ = ["fetch_show", "read_show_file", "spec_from_ollama_show"]
 
 
 def fetch_show(model: str, url: str | None = None, timeout_s: float = 10.0) -> dict[str, Any]:
-    """``/api/show`` with ``verbose: true`` from the Ollama at ``url`` (default ``$OLLAMA_HOST``)."""
-    import httpx
-
-    base = base_url(url or os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_URL)
+    """``/api/show`` (``verbose: true``) from the Ollama at ``url`` (default ``$OLLAMA_HOST``) within ``timeout_s``."""
     try:
-        response = httpx.post(f"{base}/api/show", json={"model": model, "verbose": True}, timeout=timeout_s)
-    except httpx.HTTPError as exc:
-        raise ModelSourceError(f"ollama:{model}: cannot reach Ollama at {base}: {exc}") from None
+        base = checked_url(ollama_host_url(url or os.environ.get("OLLAMA_HOST")))
+    except ValueError as exc:
+        raise ModelSourceError(f"ollama:{model}: {exc}") from None
+    try:
+        response = fetch("POST", f"{base}/api/show", json={"model": model, "verbose": True}, deadline_s=timeout_s)
+    except ServerUnreachable as exc:
+        raise ModelSourceError(f"ollama:{model}: cannot reach Ollama: {exc}") from None
     if response.status_code == 404:
-        raise ModelSourceError(f"ollama:{model}: model not found on {base} (ollama pull {model})")
+        raise ModelSourceError(f"ollama:{model}: model not found on {redact(base)} (ollama pull {model})")
     if response.status_code != 200:
         raise ModelSourceError(f"ollama:{model}: /api/show answered HTTP {response.status_code}: {response.text[:200]}")
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ModelSourceError(f"ollama:{model}: /api/show did not return JSON") from None
     if not isinstance(body, dict):
         raise ModelSourceError(f"ollama:{model}: /api/show returned {type(body).__name__}, not an object")
@@ -49,6 +49,8 @@ def read_show_file(path: Path) -> dict[str, Any]:
     """A saved ``/api/show`` answer."""
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ModelSourceError(f"{str(path)!r}: not a readable /api/show JSON file: nested too deeply") from None
     except (OSError, ValueError) as exc:
         raise ModelSourceError(f"{str(path)!r}: not a readable /api/show JSON file: {exc}") from None
     if not isinstance(body, dict):

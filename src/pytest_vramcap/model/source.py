@@ -109,7 +109,11 @@ def parse_model_source(text: str, *, quant: str | None = None, ollama_url: str |
     if text.startswith("ollama:"):
         return OllamaModel(text.removeprefix("ollama:"), ollama_url)
     path = Path(text)
-    if path.suffix.lower() == ".gguf" or path.exists():
+    try:
+        is_file = path.suffix.lower() == ".gguf" or path.exists()
+    except OSError as exc:  # a name too long for the file system, a path through a file...
+        raise ModelSourceError(f"--model {text[:80]!r}: {exc.strerror or exc}") from None
+    if is_file:
         return ShowJsonFile(path) if path.suffix.lower() == ".json" else GgufFile(path)
     shape_name, _, mix = text.partition(":")
     if quant and mix and normalise_mix(quant) != normalise_mix(mix):

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
@@ -132,24 +132,10 @@ def _stderr_progress(path: Path) -> Callable[[int, int], None]:
     return report
 
 
-def write_gguf(shape_name: str, mix: str, path: str | Path, *, layers: int | None = None,
-               weights: WeightsMode = "random", seed: int = 0, progress: bool = False) -> Path:
-    """Write a GGUF shaped like ``shape_name`` in quantization ``mix``."""
+def _write_header(tmp: Path, kv: dict[str, Any], tensors: list[Tensor], n_vocab: int) -> int:
+    """Metadata, the byte vocabulary and tensor infos through GGUFWriter; returns the header size."""
     import gguf
 
-    if weights not in WEIGHTS_MODES:
-        raise ConfigError(f"--weights must be one of {', '.join(WEIGHTS_MODES)}, got {weights!r}")
-    shape = get_shape(shape_name)
-    if layers is not None:
-        if not 1 <= layers <= 4096:
-            raise ConfigError(f"--layers must be between 1 and 4096, got {layers}")
-        shape = replace(shape, n_layer=layers)
-    kv, tensors = shape_metadata(shape, mix)
-    path = Path(path)
-    if path.exists() and path.is_dir():
-        raise ConfigError(f"--out {str(path)!r} is a directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
     writer = gguf.GGUFWriter(str(tmp), kv["general.architecture"])
     for key, value in kv.items():
         if key == "general.architecture":
@@ -160,7 +146,7 @@ def write_gguf(shape_name: str, mix: str, path: str | Path, *, layers: int | Non
             writer.add_float32(key, value)
         else:
             writer.add_uint32(key, int(value))
-    tokens, scores, types = byte_vocab(shape.n_vocab)
+    tokens, scores, types = byte_vocab(n_vocab)
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
@@ -176,16 +162,54 @@ def write_gguf(shape_name: str, mix: str, path: str | Path, *, layers: int | Non
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     writer.close()
-    header = tmp.stat().st_size
-    data_start = -(-header // ALIGNMENT) * ALIGNMENT
-    data_size = sum(-(-t.nbytes // ALIGNMENT) * ALIGNMENT for t in tensors)
-    if weights == "sparse":
-        os.truncate(tmp, data_start + data_size)
-    else:
-        with tmp.open("ab") as handle:
-            handle.write(bytes(data_start - header))
-            _write_data(handle, tensors, weights, seed, _stderr_progress(path) if progress else None)
-    tmp.replace(path)
+    return tmp.stat().st_size
+
+
+def _output_path(out: str | Path) -> Path:
+    """Where to write: a new file or a regular file to replace; never a directory or a device."""
+    path = Path(out)
+    try:
+        if path.exists() and not path.is_file():
+            kind = "a directory" if path.is_dir() else "not a regular file"
+            raise ConfigError(f"--out {str(path)[:200]!r} is {kind}: only a regular file is replaced")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {str(path)[:200]!r}: cannot create it there ({exc.strerror or exc})") from None
+    return path
+
+
+def write_gguf(shape_name: str, mix: str, path: str | Path, *, layers: int | None = None,
+               weights: WeightsMode = "random", seed: int = 0, progress: bool = False) -> Path:
+    """Write a GGUF shaped like ``shape_name`` in quantization ``mix``.
+
+    The file is written beside the target under a name of this process's own and
+    renamed over it at the end, so a reader never sees half a file; on any failure
+    or Ctrl-C the partial file is removed.
+    """
+    if weights not in WEIGHTS_MODES:
+        raise ConfigError(f"--weights must be one of {', '.join(WEIGHTS_MODES)}, got {weights!r}")
+    shape = get_shape(shape_name)
+    if layers is not None:
+        if not 1 <= layers <= 4096:
+            raise ConfigError(f"--layers must be between 1 and 4096, got {layers}")
+        shape = replace(shape, n_layer=layers)
+    kv, tensors = shape_metadata(shape, mix)
+    path = _output_path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        header = _write_header(tmp, kv, tensors, shape.n_vocab)
+        data_start = -(-header // ALIGNMENT) * ALIGNMENT
+        data_size = sum(-(-t.nbytes // ALIGNMENT) * ALIGNMENT for t in tensors)
+        if weights == "sparse":
+            os.truncate(tmp, data_start + data_size)
+        else:
+            with tmp.open("ab") as handle:
+                handle.write(bytes(data_start - header))
+                _write_data(handle, tensors, weights, seed, _stderr_progress(path) if progress else None)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

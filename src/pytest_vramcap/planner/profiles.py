@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ProfileError
+from ..parsers import checked_number
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -165,19 +166,27 @@ def named_profiles() -> dict[str, Profile]:
     return dict(_NAMED)
 
 
+# A GPU has a few hundred GiB at most; 1 PiB leaves room without letting a
+# 400-digit size overflow into infinity.
+MAX_MIB = 1 << 30
+
+
 def _parse_size_mib(text: str) -> int | None:
     match = _SIZE_RE.match(text)
     if not match:
         return None
-    number = float(match["num"])
     unit = match["unit"].lower()
-    mib = number * 1024 if unit in ("gb", "gib", "g") else number
-    return round(mib)
+    if len(match["num"].split(".")[0]) > 10:
+        raise ProfileError(f"VRAM profile {text.strip()[:40]!r}...: sizes above {MAX_MIB:,} MiB are not GPUs")
+    number = float(match["num"])
+    return round(number * 1024 if unit in ("gb", "gib", "g") else number)
 
 
 def _size_profile(text: str, mib: int) -> Profile:
     if mib <= 0:
         raise ProfileError(f"VRAM profile {text!r} has no memory: sizes must be positive")
+    if mib > MAX_MIB:
+        raise ProfileError(f"VRAM profile {text.strip()[:40]!r}: sizes above {MAX_MIB:,} MiB are not GPUs")
     return Profile(
         name=text.strip().lower(),
         total_mib=mib,
@@ -189,42 +198,47 @@ def _size_profile(text: str, mib: int) -> Profile:
     )
 
 
-_PROFILE_FIELDS = {
-    "total_mib": int,
-    "reserved_mib": int,
-    "bandwidth_gbps": float,
-    "overhead_mib": int,
-    "decode_efficiency": float,
-    "no_flash_attn_extra_mib": int,
-    "description": str,
+# key: (integer?, lower bound, upper bound, lower bound excluded?)
+_NUMBER_FIELDS: dict[str, tuple[bool, float, float, bool]] = {
+    "total_mib": (True, 1, MAX_MIB, False),
+    "reserved_mib": (True, 0, MAX_MIB, False),
+    "bandwidth_gbps": (False, 0, 1e6, True),
+    "overhead_mib": (True, 0, MAX_MIB, False),
+    "decode_efficiency": (False, 0, 1, True),
+    "no_flash_attn_extra_mib": (True, 0, MAX_MIB, False),
 }
+_TEXT_FIELDS = ("description", "base")
 
 
 def _user_profile(name: str, table: Mapping[str, Any], origin: str) -> Profile:
     """Build a profile from a TOML table; ``base`` copies a built-in GPU."""
-    unknown = set(table) - set(_PROFILE_FIELDS) - {"base"}
+    where = f"profile {name!r} in {origin}"
+    unknown = set(table) - set(_NUMBER_FIELDS) - set(_TEXT_FIELDS)
     if unknown:
-        raise ProfileError(f"profile {name!r} in {origin}: unknown keys {sorted(unknown)}")
-    if "base" in table:
-        base = resolve_profile(str(table["base"]), user_profiles={})
-    elif "total_mib" in table:
-        base = _size_profile(name, int(table["total_mib"]))
-    else:
-        raise ProfileError(f"profile {name!r} in {origin}: needs 'total_mib' or 'base'")
+        raise ProfileError(f"{where}: unknown keys {sorted(unknown)}")
     values: dict[str, Any] = {}
-    for key, kind in _PROFILE_FIELDS.items():
+    for key, (integer, lo, hi, strict_lo) in _NUMBER_FIELDS.items():
         if key in table:
             try:
-                values[key] = kind(table[key])
-            except (TypeError, ValueError):
-                raise ProfileError(f"profile {name!r} in {origin}: {key} must be {kind.__name__}") from None
-    profile = replace(base, name=name, overhead_source=base.overhead_source, **values)
+                values[key] = checked_number(table[key], integer=integer, lo=lo, hi=hi, strict_lo=strict_lo)
+            except ValueError as exc:
+                raise ProfileError(f"{where}: {key} {exc}") from None
+    for key in _TEXT_FIELDS:
+        if key in table and not isinstance(table[key], str):
+            raise ProfileError(f"{where}: {key} must be a string")
+    if "base" in table:
+        base = resolve_profile(table["base"], user_profiles={})
+    elif "total_mib" in values:
+        base = _size_profile(name, values["total_mib"])
+    else:
+        raise ProfileError(f"{where}: needs 'total_mib' or 'base'")
+    profile = replace(base, name=name, **values, **({"description": table["description"]}
+                                                      if "description" in table else {}))
     if "overhead_mib" in values:
         profile = replace(profile, overhead_source=f"user-defined in {origin}")
-    if profile.total_mib <= 0 or profile.reserved_mib < 0 or profile.reserved_mib >= profile.total_mib:
-        raise ProfileError(f"profile {name!r} in {origin}: need total_mib > reserved_mib >= 0")
-    if profile.bandwidth_gbps <= 0 or not 0 < profile.decode_efficiency <= 1 or profile.overhead_mib < 0:
-        raise ProfileError(f"profile {name!r} in {origin}: bandwidth, efficiency and overhead must be positive")
+    if profile.reserved_mib >= profile.total_mib:
+        raise ProfileError(f"{where}: reserved_mib ({profile.reserved_mib}) must be below total_mib "
+                           f"({profile.total_mib})")
     return profile
 
 
@@ -246,8 +260,11 @@ def load_user_profiles(path: Path | None = None) -> dict[str, Profile]:
             continue
         try:
             document: Any = tomllib.loads(candidate.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ProfileError(f"profile file {str(candidate)!r} is not valid TOML: {exc}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise ProfileError(f"profile file {str(candidate)!r} is not valid TOML: "
+                               f"{str(exc).splitlines()[0] if str(exc) else 'nested too deeply'}") from None
+        except OSError as exc:
+            raise ProfileError(f"profile file {str(candidate)!r} cannot be read: {exc.strerror or exc}") from None
         for key in keys:
             document = document.get(key, {}) if isinstance(document, dict) else {}
         if not isinstance(document, dict):

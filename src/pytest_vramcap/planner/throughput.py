@@ -37,8 +37,8 @@ class DecodeEstimate:
 
     @property
     def parallel_speedup(self) -> float:
-        """Aggregate over single-stream tokens/s: what running agents together buys."""
-        return self.aggregate_tps / self.single_stream_tps
+        """Aggregate over single-stream tokens/s: what running agents together buys (0 when unknown)."""
+        return self.aggregate_tps / self.single_stream_tps if self.single_stream_tps else 0.0
 
 
 def estimate_decode(
@@ -59,6 +59,8 @@ def estimate_decode(
         cpu_bytes = cpu_weights + kv * (1 - gpu_share)
         return (gpu_bytes / gpu_bw + cpu_bytes / cpu_bw) * (1 + BATCH_STEP_COST * (n - 1))
 
+    if step_seconds(1) <= 0:  # nothing to read per token (a metadata-only spec): no estimate
+        return DecodeEstimate(0.0, 0.0, 0.0, agents)
     single = 1 / step_seconds(1)
     aggregate = agents / step_seconds(agents)
     return DecodeEstimate(single, aggregate, aggregate / agents, agents)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ..net import redact
 from ..report.files import write_report
 from ..report.schema import RunReport, ScenarioResult, versions
 from ..report.terminal import summary_table
@@ -30,6 +31,9 @@ class Reporter:
         self.results: list[ScenarioResult] = []
         self.session_verdicts: list[Verdict] = []
         self.report_path: Path | None = None
+        self.report_error: str | None = None
+        self.ran = False
+        """Whether any test ran: --collect-only and runs stopped at collection write no report."""
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         state = self.state
@@ -46,10 +50,12 @@ class Reporter:
             f"KV {c.cache_type_k}, "
             f"flash-attn {'on' if c.flash_attn else 'off'}: {plan.total_mib:.0f} MiB at peak, "
             f"{'fits' if plan.fits else 'DOES NOT FIT'}",
-            f"vramcap: engine {engine}{' at ' + settings.server_url if settings.server_url else ''}; GPU {gpu}",
+            f"vramcap: engine {engine}{' at ' + redact(settings.server_url) if settings.server_url else ''}; "
+            f"GPU {gpu}",
         ]
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.ran = True
         if report.when != "call":
             return
         for name, value in report.user_properties:
@@ -69,6 +75,8 @@ class Reporter:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         state = self.state
         state.stop()  # before the report: llama-server prints its memory breakdown on the way out
+        if not (self.ran or state.server is not None):
+            return
         report = RunReport(
             profile=state.plan.profile.to_dict(),
             plan=state.plan.to_dict(),
@@ -79,7 +87,12 @@ class Reporter:
             session_verdicts=self.session_verdicts,
             passed=session.testsfailed == 0,
         )
-        self.report_path = write_report(report, state.settings.report_dir)
+        try:
+            self.report_path = write_report(report, state.settings.report_dir)
+        except OSError as exc:
+            self.report_error = (f"vramcap: cannot write the report to {state.settings.report_dir}: "
+                                 f"{exc.strerror or exc}")
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         write = terminalreporter.write_line
@@ -90,3 +103,5 @@ class Reporter:
             write(verdict.describe(), red=True)
         if self.report_path is not None:
             write(f"vramcap report: {self.report_path}")
+        if self.report_error is not None:
+            write(self.report_error, red=True)

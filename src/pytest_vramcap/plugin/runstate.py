@@ -16,6 +16,7 @@ from ..engines.base import EngineEvidence, Server
 from ..errors import ConfigError, EngineError
 from ..load.fanout import ScenarioRun, run_both
 from ..load.scenarios import Scenario
+from ..net import redact
 from ..planner.plan import Plan
 from .console import Console
 from .settings import Settings
@@ -140,7 +141,8 @@ class RunState:
     # -------------------------------------------------------------- report
 
     def engine_report(self) -> dict[str, Any]:
-        engine: dict[str, Any] = {"kind": self.settings.engine, "url": self.server.url if self.server else None}
+        engine: dict[str, Any] = {"kind": self.settings.engine,
+                                  "url": redact(self.server.url) if self.server else None}
         if self.server is not None:
             engine.update(self.server.describe())
         return engine

@@ -9,6 +9,7 @@ so a bad one is a usage error before anything starts.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..defaults import DEFAULT_OLLAMA_URL
+from ..net import ollama_host_url
 from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, RUN_OPTIONS, Option, add_options
 from ..parsers import argparse_type, non_empty
 from ..types import EmulateMode, EngineKind
@@ -51,18 +52,27 @@ def _ini_key(name: str) -> str:
 
 
 def _resolve(config: pytest.Config, option: Option) -> Any:
-    """Command line, then the ini file (the option's name, then its aliases), then the plugin's default."""
+    """Command line, then the ini file (the option's name, then its aliases), then the plugin's default.
+
+    A relative path is taken the way pytest takes its own: from the command line
+    against the directory pytest was started in, from the ini file against that
+    file's directory, and a default against the rootdir.
+    """
     value = config.getoption(DEST_PREFIX + option.dest)
-    if value is not None:
-        return value
-    for name in (option.name, *option.aliases):
-        raw = config.getini(_ini_key(name))
-        if raw not in (None, ""):
-            try:
-                return option.parse(str(raw))
-            except (ValueError, TypeError) as exc:
-                raise pytest.UsageError(f"ini key {_ini_key(name)}: {exc}") from None
-    return option.default_for_pytest()
+    base = config.invocation_params.dir
+    if value is None:
+        base = config.inipath.parent if config.inipath else config.rootpath
+        for name in (option.name, *option.aliases):
+            raw = config.getini(_ini_key(name))
+            if raw not in (None, ""):
+                try:
+                    value = option.parse(str(raw))
+                except (ValueError, TypeError) as exc:
+                    raise pytest.UsageError(f"ini key {_ini_key(name)}: {exc}") from None
+                break
+        else:
+            base, value = config.rootpath, option.default_for_pytest()
+    return base / value if isinstance(value, Path) and not value.is_absolute() else value
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,9 @@ class Settings:
             raise pytest.UsageError(f"--{PREFIX}engine=url needs --{PREFIX}server-url")
         server_url = values["server_url"]
         if engine == "ollama" and not server_url:
-            server_url = values["ollama_url"] or DEFAULT_OLLAMA_URL
+            server_url = values["ollama_url"] or ollama_host_url(os.environ.get("OLLAMA_HOST"))
+        if values["report_dir"].exists() and not values["report_dir"].is_dir():
+            raise pytest.UsageError(f"--{PREFIX}report-dir {values['report_dir']} is not a directory")
         return cls(engine=engine,
                    plan_values={option.dest: values[option.dest] for option in PLAN_OPTIONS},
                    server_url=server_url, report_dir=values["report_dir"], min_speedup=values["min_speedup"],

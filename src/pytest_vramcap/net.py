@@ -1,0 +1,121 @@
+"""HTTP the way every stage needs it: URLs checked once, credentials never shown, requests with a deadline.
+
+* :func:`checked_url` - a server URL httpx can use, or ValueError (``http://[::1`` is
+  ``httpx.InvalidURL``, which is not an ``httpx.HTTPError`` and escaped handlers before).
+* :func:`redact` - the URL as messages, verdicts and reports show it: ``user:secret@``
+  becomes ``***@``. Requests keep the credentials (httpx sends them as Basic auth).
+* :func:`ollama_host_url` - ``OLLAMA_HOST`` read the way Ollama reads it.
+* :func:`fetch` - one request that ends within its deadline however slowly the server
+  answers: httpx's timeouts are per read, so a server dripping a byte a second never
+  trips them.
+
+httpx is imported inside the functions: the pytest plugin imports this module's
+callers at start-up and must stay cheap to load.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .defaults import DEFAULT_OLLAMA_URL
+from .errors import ServerUnreachable
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["checked_url", "fetch", "ollama_host_url", "redact"]
+
+_OLLAMA_PORT = DEFAULT_OLLAMA_URL.rsplit(":", 1)[1]
+
+
+def checked_url(text: str) -> str:
+    """An http(s) URL with a host that httpx accepts, without a trailing slash; ValueError otherwise."""
+    import httpx
+
+    url = text.strip().rstrip("/")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:
+        raise ValueError(f"{redact(url)!r} is not a valid URL: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"must be an http(s) URL with a host, got {redact(url)!r}")
+    return url
+
+
+def redact(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("@", 1)[-1] if "@" in url else url
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def ollama_host_url(value: str | None) -> str:
+    """``OLLAMA_HOST`` as Ollama's ``envconfig.Host()`` reads it (envconfig/config.go).
+
+    No scheme means http on port 11434; ``http://HOST`` means port 80 and
+    ``https://HOST`` 443; an empty value is 127.0.0.1:11434; a bad port falls back
+    to the default.
+    """
+    text = (value or "").strip()
+    scheme, sep, hostport = text.partition("://")
+    if not sep:
+        scheme, hostport, default_port = "http", text, _OLLAMA_PORT
+    else:
+        default_port = {"http": "80", "https": "443"}.get(scheme, _OLLAMA_PORT)
+    hostport, _, path = hostport.partition("/")
+    host, port = _split_host_port(hostport)
+    if host is None:
+        host, port = (hostport.strip("[]") or "127.0.0.1"), default_port
+    if not (port or "").isdigit() or int(port or "0") > 65535:
+        port = default_port
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port}" + (f"/{path}" if path else "")
+
+
+def _split_host_port(hostport: str) -> tuple[str | None, str | None]:
+    """Go's net.SplitHostPort: ``host:port`` or ``[v6]:port``; (None, None) when there is no port."""
+    if hostport.startswith("["):
+        host, bracket, rest = hostport[1:].partition("]")
+        return (host, rest[1:]) if bracket and rest.startswith(":") else (None, None)
+    if hostport.count(":") == 1:
+        host, _, port = hostport.partition(":")
+        return host, port
+    return None, None
+
+
+def fetch(method: str, url: str, *, deadline_s: float, json: Any = None) -> httpx.Response:
+    """Send one request and read the whole answer within ``deadline_s``, or raise ServerUnreachable.
+
+    The request runs on a daemon thread with the client's own timeouts as a second
+    guard; at the deadline the client is closed, which ends the thread at its next read.
+    """
+    import httpx
+
+    client = httpx.Client(timeout=httpx.Timeout(deadline_s))
+    outcome: dict[str, Any] = {}
+
+    def send() -> None:
+        try:
+            outcome["response"] = client.request(method, url, json=json)
+        except Exception as exc:  # handed to the caller's thread below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=send, name="vramcap-fetch", daemon=True)
+    worker.start()
+    worker.join(deadline_s)
+    client.close()
+    if worker.is_alive():
+        raise ServerUnreachable(f"{redact(url)}: no complete answer within {deadline_s:g} s")
+    error = outcome.get("error")
+    if isinstance(error, (httpx.HTTPError, httpx.InvalidURL)):
+        raise ServerUnreachable(f"{redact(url)}: {type(error).__name__}: {error}") from None
+    if error is not None:
+        raise error
+    response: httpx.Response = outcome["response"]
+    return response
