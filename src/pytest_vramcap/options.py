@@ -116,6 +116,8 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("server-url", http_url, None, "attach to this server instead of starting one", "URL"),
     Option("report-dir", Path, Path(DEFAULT_REPORT_DIR), "where the JSON run report goes", "DIR"),
     Option("min-speedup", positive_float, None, "override every scenario's minimum parallel speedup", "X"),
+    Option("rounds", positive_int, 3, "interleaved sequential/parallel rounds per scenario; the speedup is their "
+           "median (default 3)", "N"),
     Option("emulate", choice(EMULATE_MODES), "auto", "hold a VRAM ballast so a bigger GPU offers only the profile's "
            "memory (auto: when the GPU is bigger)", "MODE"),
 )

@@ -185,3 +185,19 @@ def test_refused_connection() -> None:
 
     with pytest.raises(RequestRefused):
         asyncio.run(ask())
+
+
+def test_rounds_alternate_their_order(tiny_model: Path, tmp_path: Path) -> None:
+    """Round 1 runs sequential then parallel, round 2 parallel then sequential, round 3 as round 1."""
+    from pytest_vramcap.load.fanout import run_both
+    from pytest_vramcap.load.scenarios import Scenario
+
+    scenario = Scenario.model_validate({"name": "pair", "steps": [{"name": "s", "agents": [
+        {"role": "a", "prompt": "one", "max_tokens": 4}, {"role": "b", "prompt": "two", "max_tokens": 4}]}]})
+    with LlamaServer(ServerConfig(parallel=2, ctx_per_agent=256), tiny_model, options(tmp_path)) as server:
+        run = asyncio.run(run_both(server.url, scenario, rounds=3))
+    starts = {(mode, i): min(r.t_send for r in runs.passes[i].records)
+              for mode, runs in (("seq", run.sequential), ("par", run.parallel)) for i in range(3)}
+    order = sorted(starts, key=starts.__getitem__)
+    assert order == [("seq", 0), ("par", 0), ("par", 1), ("seq", 1), ("seq", 2), ("par", 2)]
+    assert run.rounds == 3 and len(run.round_speedups) == 3 and run.speedup is not None

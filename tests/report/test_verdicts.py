@@ -13,7 +13,7 @@ from pytest_vramcap.engines.base import EngineEvidence
 from pytest_vramcap.engines.logparse import ServerLog, parse_server_log
 from pytest_vramcap.errors import EngineStartError, ServerUnreachable
 from pytest_vramcap.load.client import RequestRecord
-from pytest_vramcap.load.fanout import ModeResult, ScenarioRun
+from pytest_vramcap.load.fanout import ModeResult, ModeRuns, ScenarioRun
 from pytest_vramcap.load.scenarios import Scenario
 from pytest_vramcap.model import spec_from_shape
 from pytest_vramcap.planner import PlanRequest, make_plan, resolve_profile
@@ -24,6 +24,7 @@ from pytest_vramcap.report.verdicts import (
     scenario_verdicts,
     session_verdicts,
     slo_verdicts,
+    slots_verdict,
     speedup_verdict,
     start_failure_verdicts,
 )
@@ -46,8 +47,16 @@ def record(label: str, ttft: float, e2e: float, n_out: int = 11) -> RequestRecor
 def run(seq_s: float, par_s: float, *, errors: tuple[str, ...] = (),
         ttfts: tuple[float, ...] = (0.2, 0.4)) -> ScenarioRun:
     records = [record(f"work.{role}", ttft, ttft + 1.0) for role, ttft in zip("ab", ttfts, strict=True)]
-    return ScenarioRun(SCENARIO, ModeResult("sequential", seq_s, {"work": seq_s}, records),
-                       ModeResult("parallel", par_s, {"work": par_s}, records, list(errors)))
+    return ScenarioRun(SCENARIO, ModeRuns("sequential", [ModeResult("sequential", seq_s, {"work": seq_s}, records)]),
+                       ModeRuns("parallel", [ModeResult("parallel", par_s, {"work": par_s}, records, list(errors))]))
+
+
+def rounds(*walls: tuple[float, float]) -> ScenarioRun:
+    """A run of several rounds, each (sequential wall, parallel wall)."""
+    def passes(mode: str, index: int) -> ModeRuns:
+        return ModeRuns(mode, [ModeResult(mode, pair[index], {"work": pair[index]}, [record("work.a", 0.1, 0.5)])
+                               for pair in walls])  # type: ignore[arg-type]
+    return ScenarioRun(SCENARIO, passes("sequential", 0), passes("parallel", 1))
 
 
 # ----------------------------------------------------------------------- oom
@@ -129,9 +138,20 @@ def test_a_speedup_just_under_its_minimum_does_not_read_as_equal() -> None:
     assert speedup_verdict(run(2.4, 2.0), 1.2).summary == "1.20x, minimum 1.20x"  # exactly met: two decimals
 
 
-def test_fewer_slots_than_agents_is_named() -> None:
-    verdict = speedup_verdict(run(2.0, 2.0), 1.5, slots=1)
-    assert verdict.failed and "the server has 1 slot(s) for 2 concurrent agents: extra agents queue" in verdict.evidence
+def test_fewer_slots_than_agents_fail_whatever_the_clock_says() -> None:
+    verdict = slots_verdict(1, SCENARIO)
+    assert verdict.failed and verdict.summary.startswith("the server has 1 slot(s) for 2 concurrent agents")
+    assert verdict.evidence == ("step work: 2 agents on 1 slot(s)",)
+    assert slots_verdict(2, SCENARIO).outcome == "pass" and slots_verdict(4, SCENARIO).outcome == "pass"
+
+
+def test_the_speedup_is_the_median_of_interleaved_rounds_with_its_spread() -> None:
+    noisy = rounds((3.0, 2.0), (9.0, 2.0), (3.3, 2.0))  # a neighbour slowed one sequential pass threefold
+    assert noisy.speedup == 1.65 and noisy.rounds == 3
+    verdict = speedup_verdict(noisy, 1.4)
+    assert verdict.outcome == "pass" and verdict.summary == "1.65x, minimum 1.40x"
+    assert verdict.evidence[:2] == ("sequential 3.30 s, parallel 2.00 s (medians of 3 interleaved rounds)",
+                                    "speedup per round: 1.50x, 4.50x, 1.65x (spread 1.50x-4.50x)")
 
 
 def test_a_run_with_errors_has_no_speedup() -> None:
@@ -150,8 +170,9 @@ def test_slo_reads_the_parallel_pass() -> None:
 
 
 def test_slo_without_samples_fails() -> None:
-    one_token = ScenarioRun(SCENARIO, ModeResult("sequential", 1.0, {}, []),
-                            ModeResult("parallel", 1.0, {}, [record("work.a", 0.1, 0.2, n_out=1)]))
+    single = [record("work.a", 0.1, 0.2, n_out=1)]
+    one_token = ScenarioRun(SCENARIO, ModeRuns("sequential", [ModeResult("sequential", 1.0, {}, [])]),
+                            ModeRuns("parallel", [ModeResult("parallel", 1.0, {}, single)]))
     assert slo_verdicts(one_token, [("tpot_p50_s", 1.0)])[0].summary == "no tpot samples"
 
 
@@ -161,7 +182,8 @@ def test_slo_without_samples_fails() -> None:
 def test_scenario_verdicts_use_the_plans_slots(h100_logs: Path) -> None:
     verdicts = scenario_verdicts(FITS, evidence(h100_logs, "m00_q14.log"), run(3.0, 2.0), 1.4, [("e2e_p95_s", 5.0)])
     assert [(v.name, v.outcome) for v in verdicts] == [
-        ("oom", "pass"), ("cpu_offload", "pass"), ("parallel_speedup", "pass"), ("slo:e2e_p95_s", "pass")]
+        ("oom", "pass"), ("cpu_offload", "pass"), ("slots", "pass"), ("parallel_speedup", "pass"),
+        ("slo:e2e_p95_s", "pass")]
 
 
 def test_a_server_that_never_started(h100_logs: Path) -> None:

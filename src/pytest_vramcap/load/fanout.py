@@ -6,11 +6,16 @@ all of its agents are done. Parallel mode sends a step's agents at once;
 sequential mode sends them one by one. Same prompts, same fixed output lengths
 (``ignore_eos`` + ``max_tokens``, temperature 0, fixed seed), so the wall-time
 ratio is the parallel speedup.
+
+A run repeats both passes in rounds whose order alternates (sequential first,
+then parallel first, ...), so drift on a busy machine lands on both sides; the
+speedup is the median of the rounds' ratios, reported with their range.
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +26,9 @@ from .client import ChatClient, ChatRequest, RequestRecord
 from .metrics import Summary, summarize
 from .scenarios import Agent, Scenario, render_prompt
 
-__all__ = ["ModeResult", "ScenarioRun", "run_both", "run_scenario"]
+__all__ = ["ModeResult", "ModeRuns", "ScenarioRun", "run_both", "run_scenario"]
+
+_ORDERS: tuple[tuple[RunMode, RunMode], ...] = (("sequential", "parallel"), ("parallel", "sequential"))
 
 
 @dataclass
@@ -43,18 +50,64 @@ class ModeResult:
 
 
 @dataclass
+class ModeRuns:
+    """Every pass of one mode in a run, read like one pass: median walls, all records, all errors."""
+
+    mode: RunMode
+    passes: list[ModeResult]
+
+    @property
+    def wall_s(self) -> float:
+        return statistics.median(p.wall_s for p in self.passes) if self.passes else 0.0
+
+    @property
+    def step_walls_s(self) -> dict[str, float]:
+        names = dict.fromkeys(name for p in self.passes for name in p.step_walls_s)
+        return {name: statistics.median(p.step_walls_s[name] for p in self.passes if name in p.step_walls_s)
+                for name in names}
+
+    @property
+    def records(self) -> list[RequestRecord]:
+        return [record for p in self.passes for record in p.records]
+
+    @property
+    def errors(self) -> list[str]:
+        return [error for p in self.passes for error in p.errors]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.passes) and not self.errors
+
+    def summary(self) -> Summary:
+        """Latency over every pass's requests; tokens/s over their summed wall time."""
+        return summarize(self.records, sum(p.wall_s for p in self.passes))
+
+
+@dataclass
 class ScenarioRun:
-    """The sequential and the parallel pass of one scenario, on the same server."""
+    """Rounds of a sequential and a parallel pass of one scenario, on the same server."""
 
     scenario: Scenario
-    sequential: ModeResult
-    parallel: ModeResult
+    sequential: ModeRuns
+    parallel: ModeRuns
+
+    @property
+    def round_speedups(self) -> list[float]:
+        """Sequential wall over parallel wall, round by round."""
+        return [s.wall_s / p.wall_s for s, p in zip(self.sequential.passes, self.parallel.passes, strict=False)
+                if p.wall_s > 0]
 
     @property
     def speedup(self) -> float | None:
-        if not (self.sequential.ok and self.parallel.ok) or self.parallel.wall_s <= 0:
+        """The median of the rounds' speedups; None when a pass failed."""
+        ratios = self.round_speedups
+        if not (self.sequential.ok and self.parallel.ok) or not ratios:
             return None
-        return self.sequential.wall_s / self.parallel.wall_s
+        return statistics.median(ratios)
+
+    @property
+    def rounds(self) -> int:
+        return min(len(self.sequential.passes), len(self.parallel.passes))
 
 
 def _request(scenario: Scenario, step: str, agent: Agent, state: dict[str, Any], seed: int) -> ChatRequest:
@@ -107,8 +160,15 @@ async def run_scenario(client: ChatClient, scenario: Scenario, mode: RunMode, se
 
 
 async def run_both(url: str, scenario: Scenario, *, model: str | None = None, warmup: bool = True,
-                   read_timeout_s: float = 300.0) -> ScenarioRun:
-    """Sequential first, then parallel, on one client; a short warm-up request first."""
+                   read_timeout_s: float = 300.0, rounds: int = 1) -> ScenarioRun:
+    """``rounds`` of a sequential and a parallel pass on one client, the order alternating; a warm-up first.
+
+    Stops after the first round with a failed request: later rounds would only
+    repeat it.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    passes: dict[RunMode, list[ModeResult]] = {"sequential": [], "parallel": []}
     async with ChatClient(url, model=model, read_timeout_s=read_timeout_s,
                           total_timeout_s=max(600.0, read_timeout_s)) as client:
         if warmup:
@@ -116,6 +176,10 @@ async def run_both(url: str, scenario: Scenario, *, model: str | None = None, wa
                 await client.chat(ChatRequest([{"role": "user", "content": "warm up"}], 4, label="warmup"))
             except RequestError:
                 pass  # the real runs will report it
-        sequential = await run_scenario(client, scenario, "sequential")
-        parallel = await run_scenario(client, scenario, "parallel")
-    return ScenarioRun(scenario, sequential, parallel)
+        for index in range(rounds):
+            results = [await run_scenario(client, scenario, mode) for mode in _ORDERS[index % 2]]
+            for result in results:
+                passes[result.mode].append(result)
+            if not all(result.ok for result in results):
+                break
+    return ScenarioRun(scenario, ModeRuns("sequential", passes["sequential"]), ModeRuns("parallel", passes["parallel"]))

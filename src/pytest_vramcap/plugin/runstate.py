@@ -132,7 +132,7 @@ class RunState:
     def run_scenario(self, scenario: Scenario) -> ScenarioRun:
         server = self.ensure_server()
         model = self.settings.model if self.settings.engine == "ollama" else None
-        return asyncio.run(run_both(server.url, scenario, model=model))
+        return asyncio.run(run_both(server.url, scenario, model=model, rounds=self.settings.rounds))
 
     def min_speedup_for(self, scenario: Scenario, marker_value: float | None = None) -> float | None:
         """The command line wins over a test's marker, which wins over the scenario file."""

@@ -85,6 +85,7 @@ class Settings:
     server_url: str | None
     report_dir: Path
     min_speedup: float | None
+    rounds: int
     startup_timeout: float
     models_dir: Path | None
     fit: bool
@@ -118,6 +119,7 @@ class Settings:
         return cls(engine=engine,
                    plan_values={option.dest: values[option.dest] for option in PLAN_OPTIONS},
                    server_url=server_url, report_dir=values["report_dir"], min_speedup=values["min_speedup"],
+                   rounds=values["rounds"],
                    startup_timeout=values["startup_timeout"], models_dir=values["models_dir"],
                    fit=values["fit"] == "on", emulate=values["emulate"])
 

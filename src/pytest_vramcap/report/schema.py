@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ..load.fanout import ModeResult, ScenarioRun
+from ..load.fanout import ModeRuns, ScenarioRun
 from ..load.metrics import Summary
 from ..types import RunMode
 from .verdicts import Verdict
@@ -24,19 +24,23 @@ SCHEMA_VERSION = 1
 
 
 class ModeReport(BaseModel):
-    """One pass (sequential or parallel) of a scenario."""
+    """Every pass of one mode (sequential or parallel): median walls, each pass's wall, all requests."""
 
     mode: RunMode
     wall_s: float
+    """The median pass's wall time."""
+    walls_s: list[float]
+    """Each pass's wall time, in the order they ran."""
     step_walls_s: dict[str, float]
     errors: list[str]
     summary: Summary
     requests: list[dict[str, Any]]
 
     @classmethod
-    def of(cls, result: ModeResult) -> ModeReport:
-        return cls(mode=result.mode, wall_s=result.wall_s, step_walls_s=result.step_walls_s, errors=result.errors,
-                   summary=result.summary(), requests=[record.to_dict() for record in result.records])
+    def of(cls, runs: ModeRuns) -> ModeReport:
+        return cls(mode=runs.mode, wall_s=runs.wall_s, walls_s=[p.wall_s for p in runs.passes],
+                   step_walls_s=runs.step_walls_s, errors=runs.errors, summary=runs.summary(),
+                   requests=[record.to_dict() for record in runs.records])
 
 
 class ScenarioResult(BaseModel):
@@ -44,6 +48,8 @@ class ScenarioResult(BaseModel):
     nodeid: str
     passed: bool
     speedup: float | None
+    """The median of the rounds' speedups."""
+    round_speedups: list[float] = []
     min_speedup: float | None
     sequential: ModeReport | None
     """None when the scenario never ran (the server did not start)."""
@@ -54,7 +60,8 @@ class ScenarioResult(BaseModel):
     def of(cls, name: str, nodeid: str, run: ScenarioRun | None, min_speedup: float | None,
            verdicts: list[Verdict]) -> ScenarioResult:
         return cls(name=name, nodeid=nodeid, passed=not any(v.failed for v in verdicts),
-                   speedup=run.speedup if run else None, min_speedup=min_speedup,
+                   speedup=run.speedup if run else None, round_speedups=run.round_speedups if run else [],
+                   min_speedup=min_speedup,
                    sequential=ModeReport.of(run.sequential) if run else None,
                    parallel=ModeReport.of(run.parallel) if run else None, verdicts=verdicts)
 

@@ -10,7 +10,7 @@ from .schema import ScenarioResult
 
 __all__ = ["summary_table"]
 
-_HEADERS = ("scenario", "seq s", "par s", "speedup", "min", "oom", "offload", "speedup", "slo", "result")
+_HEADERS = ("scenario", "seq s", "par s", "speedup", "min", "oom", "offload", "slots", "speedup", "slo", "result")
 
 
 def _seconds(value: float | None) -> str:
@@ -22,7 +22,7 @@ def _ratio(value: float | None) -> str:
 
 
 def summary_table(results: Sequence[ScenarioResult]) -> str:
-    """One row per scenario: wall times, speedup and its minimum, each verdict, the result."""
+    """One row per scenario: median wall times, median speedup and its minimum, each verdict, the result."""
     rows = []
     for result in results:
         slos = [v for v in result.verdicts if v.name.startswith("slo:")]
@@ -34,6 +34,7 @@ def summary_table(results: Sequence[ScenarioResult]) -> str:
             _ratio(result.min_speedup),
             result.outcome("oom"),
             result.outcome("cpu_offload"),
+            result.outcome("slots"),
             result.outcome("parallel_speedup"),
             "fail" if any(v.failed for v in slos) else ("pass" if slos else "-"),
             "PASSED" if result.passed else "FAILED",

@@ -1,11 +1,14 @@
-"""The four verdicts, each with the evidence that decided it.
+"""The verdicts, each with the evidence that decided it.
 
 * ``oom``              the server could not allocate, or died: the plan's prediction,
                        load failures, OOM lines in the log, a dead process, OOM errors in answers.
 * ``cpu_offload``      llama.cpp left layers or KV on the CPU ("offloaded N/M" with
                        N < M, CPU KV buffers) on a GPU run.
-* ``parallel_speedup`` sequential wall time / parallel wall time reached the minimum.
-* ``slo:<objective>``  one per latency objective (``slo:ttft_p95_s``...), over the parallel pass.
+* ``slots``            the server has a slot for every agent of the widest step: decided
+                       by the plan, not by a clock.
+* ``parallel_speedup`` the median over interleaved rounds of sequential wall time /
+                       parallel wall time reached the minimum.
+* ``slo:<objective>``  one per latency objective (``slo:ttft_p95_s``...), over the parallel passes.
 
 A verdict is ``pass``, ``fail`` or ``n/a`` (it cannot apply: no GPU to offload
 from, no minimum set); only ``fail`` fails a test. The engine side of every
@@ -23,6 +26,7 @@ from ..engines.base import EngineEvidence
 from ..engines.logparse import mentions_oom
 from ..errors import EngineError, EngineStartError
 from ..load.fanout import ScenarioRun
+from ..load.scenarios import Scenario
 from ..types import Outcome
 
 if TYPE_CHECKING:
@@ -38,6 +42,7 @@ __all__ = [
     "scenario_verdicts",
     "session_verdicts",
     "slo_verdicts",
+    "slots_verdict",
     "speedup_verdict",
     "start_failure_verdicts",
 ]
@@ -114,18 +119,31 @@ def offload_verdict(engine: EngineEvidence) -> Verdict:
                    evidence=tuple(evidence))
 
 
-def speedup_verdict(run: ScenarioRun, minimum: float | None, slots: int | None = None) -> Verdict:
+def slots_verdict(slots: int, scenario: Scenario) -> Verdict:
+    """Whether the planned slots let every agent of each step run at once (no clock involved)."""
+    width = scenario.max_width
+    if slots >= width:
+        return Verdict(name="slots", outcome=PASS, summary=f"{slots} slot(s) for at most {width} concurrent agents")
+    evidence = tuple(f"step {step.name}: {len(step.agents)} agents on {slots} slot(s)"
+                     for step in scenario.steps if len(step.agents) > slots)
+    return Verdict(name="slots", outcome=FAIL, evidence=evidence,
+                   summary=f"the server has {slots} slot(s) for {width} concurrent agents: extra agents queue "
+                           f"instead of running in parallel")
+
+
+def speedup_verdict(run: ScenarioRun, minimum: float | None) -> Verdict:
     seq, par = run.sequential, run.parallel
-    evidence = [f"sequential {seq.wall_s:.2f} s, parallel {par.wall_s:.2f} s"]
+    rounds = f" (medians of {run.rounds} interleaved rounds)" if run.rounds > 1 else ""
+    evidence = [f"sequential {seq.wall_s:.2f} s, parallel {par.wall_s:.2f} s{rounds}"]
+    if run.rounds > 1 and run.round_speedups:
+        evidence.append(f"speedup per round: {', '.join(f'{ratio:.2f}x' for ratio in run.round_speedups)} "
+                        f"(spread {min(run.round_speedups):.2f}x-{max(run.round_speedups):.2f}x)")
     evidence += [f"step {name}: {seq.step_walls_s[name]:.2f} s -> {par.step_walls_s.get(name, float('nan')):.2f} s"
                  for name in seq.step_walls_s]
     speedup = run.speedup
     if speedup is None:
         return Verdict(name="parallel_speedup", outcome=FAIL, summary="the runs did not complete",
                        evidence=tuple(evidence + seq.errors + par.errors))
-    width = run.scenario.max_width
-    if slots is not None and slots < width:
-        evidence.append(f"the server has {slots} slot(s) for {width} concurrent agents: extra agents queue")
     if minimum is None:
         return Verdict(name="parallel_speedup", outcome=NA, summary=f"{speedup:.2f}x (no minimum set)",
                        evidence=tuple(evidence))
@@ -142,7 +160,7 @@ def _distinct(value: float, limit: float) -> str:
 
 
 def slo_verdicts(run: ScenarioRun, slos: Iterable[tuple[str, float]]) -> list[Verdict]:
-    """One verdict per objective, over the parallel run's requests (``ttft_p95_s`` -> TTFT p95)."""
+    """One verdict per objective, over the parallel passes' requests (``ttft_p95_s`` -> TTFT p95)."""
     summary = run.parallel.summary()
     verdicts = []
     for name, limit in slos:
@@ -163,7 +181,7 @@ def scenario_verdicts(plan: Plan, engine: EngineEvidence, run: ScenarioRun, mini
     """Every verdict on one scenario run."""
     errors = run.sequential.errors + run.parallel.errors
     return [oom_verdict(plan, engine, errors), offload_verdict(engine),
-            speedup_verdict(run, minimum, plan.config.parallel), *slo_verdicts(run, slos)]
+            slots_verdict(plan.config.parallel, run.scenario), speedup_verdict(run, minimum), *slo_verdicts(run, slos)]
 
 
 def _error_summary(error: EngineError) -> str:
