@@ -8,8 +8,9 @@
 
 Options come from the table in :mod:`.options`, shared with the pytest plugin.
 Exit codes: 0 ok (plan fits), 1 the plan does not fit (or a served engine died),
-2 bad input, 3 an engine that cannot start or be reached. Errors print
-``vramcap: error: ...`` (an engine error adds the server's log tail), never a traceback.
+2 bad input (a file that cannot be read or written included), 3 an engine that cannot
+start or be reached. Errors print one line, ``vramcap: error: ...`` (a server that
+failed to start adds its log's last error line), never a traceback.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from .defaults import DEFAULT_HOST, DEFAULT_MIX
-from .errors import BadInputError, EngineError
+from .errors import BadInputError, EngineError, EngineStartError
 from .options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options
 from .parsers import argparse_type, host, non_negative_int, port, positive_int
 from .types import WEIGHTS_MODES
@@ -176,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInputError as exc:
         print(f"vramcap: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except EngineStartError as exc:
+        print(f"vramcap: error: {exc.one_line()}", file=sys.stderr)
+        return EXIT_ENGINE
     except EngineError as exc:
         print(f"vramcap: error: {exc}", file=sys.stderr)
         return EXIT_ENGINE

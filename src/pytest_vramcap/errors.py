@@ -14,6 +14,7 @@
     │       ├── RequestRefused      the connection was refused or reset before a response
     │       ├── HTTPStatusError     4xx/5xx, or an error sent inside the stream; carries status and body
     │       ├── StreamCut           the stream ended before its final chunk
+    │       ├── ProtocolError       an answer that is not the OpenAI stream format (bad JSON, bad counts)
     │       └── RequestTimeout      no complete response within the deadline
     └── BallastError                libcuda is missing or refused the VRAM ballast
 
@@ -38,6 +39,7 @@ __all__ = [
     "HTTPStatusError",
     "ModelSourceError",
     "ProfileError",
+    "ProtocolError",
     "RequestError",
     "RequestRefused",
     "RequestTimeout",
@@ -88,6 +90,11 @@ class EngineStartError(EngineError):
         self.summary = message
         self.log_tail = log_tail
 
+    def one_line(self) -> str:
+        """The summary and the log's last error line: the cause, without the whole tail."""
+        errors = [line.split(" E ", 1)[1].strip() for line in self.log_tail.splitlines() if " E " in line[:24]]
+        return f"{self.summary}: {errors[-1]}" if errors else self.summary
+
 
 class ServerUnreachable(EngineError):
     """Nothing answers at the server URL."""
@@ -114,6 +121,10 @@ class HTTPStatusError(RequestError):
 
 class StreamCut(RequestError):
     """The stream ended before its final chunk."""
+
+
+class ProtocolError(RequestError):
+    """An answer that is not the OpenAI stream format: a chunk that is not a JSON object, a bad token count."""
 
 
 class RequestTimeout(RequestError):

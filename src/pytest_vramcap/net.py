@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .defaults import DEFAULT_OLLAMA_URL
 from .errors import ServerUnreachable
+from .parsers import host as valid_host
 
 if TYPE_CHECKING:
     import httpx
@@ -41,6 +42,13 @@ def checked_url(text: str) -> str:
         raise ValueError(f"{redact(url)!r} is not a valid URL: {exc}") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ValueError(f"must be an http(s) URL with a host, got {redact(url)!r}")
+    # httpx takes ports past 65535 and percent-encodes a space in a host; both fail only at connect time.
+    try:
+        valid_host(parsed.host)
+    except ValueError:
+        raise ValueError(f"{redact(url)!r} has no valid host name") from None
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise ValueError(f"{redact(url)!r}: port {parsed.port} is not 1..65535")
     return url
 
 
@@ -69,13 +77,16 @@ def ollama_host_url(value: str | None) -> str:
     else:
         default_port = {"http": "80", "https": "443"}.get(scheme, _OLLAMA_PORT)
     hostport, _, path = hostport.partition("/")
+    # Ollama has no credentials in OLLAMA_HOST; a URL for Ollama behind an auth proxy has them.
+    userinfo, at, hostport = hostport.rpartition("@")
     host, port = _split_host_port(hostport)
     if host is None:
         host, port = (hostport.strip("[]") or "127.0.0.1"), default_port
+    host = host or "127.0.0.1"  # ":11434": Go dials an empty host as the local machine
     if not (port or "").isdigit() or int(port or "0") > 65535:
         port = default_port
     host = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{host}:{port}" + (f"/{path}" if path else "")
+    return f"{scheme}://{userinfo}{at}{host}:{port}" + (f"/{path}" if path else "")
 
 
 def _split_host_port(hostport: str) -> tuple[str | None, str | None]:

@@ -107,8 +107,9 @@ def host(text: str) -> str:
     import re
 
     name = text.strip()
+    bare = name[1:-1] if name.startswith("[") and name.endswith("]") else name
     try:
-        return str(ipaddress.ip_address(name.strip("[]")))
+        return str(ipaddress.ip_address(bare))
     except ValueError:
         pass
     if not re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}"

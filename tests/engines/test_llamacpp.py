@@ -201,3 +201,19 @@ def test_rounds_alternate_their_order(tiny_model: Path, tmp_path: Path) -> None:
     order = sorted(starts, key=starts.__getitem__)
     assert order == [("seq", 0), ("par", 0), ("par", 1), ("seq", 1), ("seq", 2), ("par", 2)]
     assert run.rounds == 3 and len(run.round_speedups) == 3 and run.speedup is not None
+
+
+def test_a_log_directory_of_its_own_is_removed(tiny_model: Path, tmp_path: Path) -> None:
+    """Without a log_dir the server logs to a temporary directory, which goes when it stops or fails to start."""
+    ok = LlamaServer(ServerConfig(parallel=1, ctx_per_agent=256), tiny_model, EngineOptions(startup_timeout_s=120))
+    with ok:
+        assert ok.log_path.is_file()
+    assert not ok.log_path.parent.exists() and ok.evidence().log is not None and not ok.evidence().log.oom
+
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF\x03\x00\x00\x00" + os.urandom(256))
+    failed = LlamaServer(ServerConfig(parallel=1, ctx_per_agent=256), broken, EngineOptions(startup_timeout_s=120))
+    with pytest.raises(EngineStartError) as excinfo:
+        failed.start()
+    assert not failed.log_path.parent.exists() and excinfo.value.log_tail  # the error carries the log
+    assert failed.evidence().died and failed.evidence().log is not None

@@ -32,6 +32,13 @@ def test_out_of_memory_at_load(h100_logs: Path) -> None:
     assert log.kv.by_backend == {}
 
 
+def test_a_cpp_bad_alloc_is_an_out_of_memory() -> None:
+    """Seen on a CPU run under a 4 GB address-space limit, before the KV buffer was reached."""
+    log = parse_server_log(["0.03.283.968 E llama_init_from_model: failed to initialize the context: std::bad_alloc",
+                            "0.03.284.672 E srv  llama_server: exiting due to model loading error"])
+    assert log.oom and log.load_failed and len(log.oom_lines) == 1
+
+
 def test_silent_cpu_offload_under_fit(h100_logs: Path) -> None:
     log = parse(h100_logs, "x_offload_fiton.log")
     assert log.fit_ran

@@ -112,6 +112,8 @@ class LlamaServer:
             self._process.wait_until(lambda: healthy(self.url), self.options.startup_timeout_s, "healthy")
         except EngineStartError:
             self._stopped = self._process.stopped  # a start-up timeout stops it; a crash does not
+            self._log = self._read_log()  # the evidence outlives the log file
+            self._remove_own_log_dir()  # the error carries the log's tail
             raise
         return self
 
@@ -123,6 +125,9 @@ class LlamaServer:
             self._log = self._read_log()
             if died:
                 return
+        self._remove_own_log_dir()
+
+    def _remove_own_log_dir(self) -> None:
         if self._own_log_dir is not None:
             shutil.rmtree(self._own_log_dir, ignore_errors=True)
             self._own_log_dir = None

@@ -28,7 +28,9 @@ _KV_SIZE_RE = re.compile(
     r"llama_kv_cache: size\s*=\s*(?P<mib>[0-9.]+) MiB \(\s*(?P<cells>\d+) cells,\s*(?P<layers>\d+) layers"
 )
 
-# Substrings Ollama itself keys on for out-of-memory (llm/status.go) plus llama.cpp's own.
+# Substrings Ollama itself keys on for out-of-memory (llm/status.go) plus llama.cpp's own;
+# std::bad_alloc is C++'s out-of-memory exception ("failed to initialize the context:
+# std::bad_alloc" when the context's host-side arrays cannot be allocated).
 OOM_MARKERS = (
     "out of memory",
     "cudaMalloc failed",
@@ -36,6 +38,7 @@ OOM_MARKERS = (
     "allocation failed",
     "not enough memory",
     "insufficient memory",
+    "bad_alloc",
 )
 _OOM_MARKERS_LOWER = tuple(marker.lower() for marker in OOM_MARKERS)
 _LOAD_ERROR_MARKERS = ("exiting due to model loading error", "failed to load model", "error loading model",

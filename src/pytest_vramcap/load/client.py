@@ -17,8 +17,9 @@ from typing import Any
 
 import httpx
 
-from ..errors import HTTPStatusError, RequestError, RequestRefused, RequestTimeout, StreamCut
+from ..errors import HTTPStatusError, ProtocolError, RequestError, RequestRefused, RequestTimeout, StreamCut
 from ..net import redact
+from ..parsers import checked_number
 
 __all__ = ["ChatClient", "ChatRequest", "RequestRecord"]
 
@@ -99,8 +100,10 @@ class RequestRecord:
 
 
 def _content(choice: dict[str, Any]) -> str:
-    delta = choice.get("delta") or {}
-    return (delta.get("content") or "") + (delta.get("reasoning_content") or "")
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        return ""
+    return "".join(part for part in (delta.get("content"), delta.get("reasoning_content")) if isinstance(part, str))
 
 
 class ChatClient:
@@ -164,17 +167,31 @@ class ChatClient:
                 if payload == "[DONE]":
                     done = True
                     break
-                chunk = json.loads(payload)
+                chunk = self._chunk(record, payload)
                 if "error" in chunk:  # errors after the stream began arrive in-band
-                    raise self._fail(record, HTTPStatusError(response.status_code, json.dumps(chunk["error"])))
+                    raise self._fail(record, HTTPStatusError(response.status_code, str(chunk["error"])[:500]))
                 self._absorb(record, chunk, now)
             if not done and record.finish_reason is None:
                 raise self._fail(record, StreamCut(f"{request.label or 'request'}: stream ended after "
                                                    f"{record.n_chunks} chunks without a final chunk"))
 
-    @staticmethod
-    def _absorb(record: RequestRecord, chunk: dict[str, Any], now: float) -> None:
-        for choice in chunk.get("choices") or []:
+    def _chunk(self, record: RequestRecord, payload: str) -> dict[str, Any]:
+        """One ``data:`` event as a JSON object, or a ProtocolError naming what came instead."""
+        try:
+            chunk = json.loads(payload)
+        except (ValueError, RecursionError):
+            raise self._fail(record, ProtocolError(f"{record.label or 'request'}: a stream event is not JSON: "
+                                                   f"{payload[:80]!r}")) from None
+        if not isinstance(chunk, dict):
+            raise self._fail(record, ProtocolError(f"{record.label or 'request'}: a stream event is "
+                                                   f"{type(chunk).__name__}, not an object"))
+        return chunk
+
+    def _absorb(self, record: RequestRecord, chunk: dict[str, Any], now: float) -> None:
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list) or not all(isinstance(choice, dict) for choice in choices):
+            raise self._fail(record, ProtocolError(f"{record.label or 'request'}: 'choices' is not a list of objects"))
+        for choice in choices:
             text = _content(choice)
             if text:
                 record.n_chunks += 1
@@ -184,13 +201,20 @@ class ChatClient:
                     record.t_first = now
                 record.t_last = now
             if choice.get("finish_reason"):
-                record.finish_reason = choice["finish_reason"]
+                record.finish_reason = str(choice["finish_reason"])[:40]
         usage = chunk.get("usage")
-        if usage and usage.get("completion_tokens") is not None:
-            record.n_out = int(usage["completion_tokens"])
+        if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
+            record.n_out = self._count(record, usage, "completion_tokens")
             record.n_out_source = "usage"
-            record.prompt_tokens = usage.get("prompt_tokens")
+            if usage.get("prompt_tokens") is not None:
+                record.prompt_tokens = self._count(record, usage, "prompt_tokens")
         elif record.n_out_source == "chunks":
             record.n_out = record.n_chunks
-        if chunk.get("timings"):
+        if isinstance(chunk.get("timings"), dict):
             record.server_timings = chunk["timings"]
+
+    def _count(self, record: RequestRecord, usage: dict[str, Any], key: str) -> int:
+        try:
+            return int(checked_number(usage[key], integer=True, lo=0, hi=2**31 - 1))
+        except ValueError as exc:
+            raise self._fail(record, ProtocolError(f"{record.label or 'request'}: usage.{key} {exc}")) from None

@@ -88,8 +88,13 @@ def _attention_layers(keys: _Keys, arch: str, n_layer: int, n_embd: int,
         if n_head_il % n_kv_il:
             raise keys.fail(f"layer {il}: {n_head_il} attention heads do not divide into {n_kv_il} KV heads")
     n_head = max(heads)
-    key_length = keys.count("attention.key_length", 0, lo=0) or n_embd // n_head
-    value_length = keys.count("attention.value_length", 0, lo=0) or n_embd // n_head
+    explicit_k, explicit_v = keys.count("attention.key_length", 0), keys.count("attention.value_length", 0)
+    if not (explicit_k and explicit_v) and n_embd % n_head:
+        # llama.cpp derives the head size as n_embd / n_head; a remainder means the file's tensors cannot match.
+        raise keys.fail(f"embedding length {n_embd} does not divide into {n_head} heads and no key/value length "
+                        f"is given")
+    key_length = explicit_k or n_embd // n_head
+    value_length = explicit_v or n_embd // n_head
     head_dim = keys.count("attention.key_length_mla", 0, lo=0) or key_length
     if min(key_length, value_length, head_dim) < 1:
         raise keys.fail(f"head size is 0 (embedding length {n_embd} for {n_head} heads, no key_length)")
@@ -133,6 +138,19 @@ def _check_tensors(tensors: Sequence[Tensor], n_layer: int, source: ModelSource)
         raise ModelSourceError(f"{source}: block_count says {n_layer} layers but the tensors are for {max(layers) + 1}")
 
 
+def _check_kv_tensors(tensors: Sequence[Tensor], layers: Sequence[LayerCache], source: ModelSource) -> None:
+    """attn_k / attn_v produce the K / V rows the metadata describes (llama.cpp checks each shape at load)."""
+    for tensor in tensors:
+        layer = tensor.layer
+        kind = tensor.name.rsplit(".", 2)[-2] if layer is not None else ""
+        if kind not in ("attn_k", "attn_v") or layer is None or len(tensor.dims) != 2:
+            continue
+        expected = layers[layer].k_width if kind == "attn_k" else layers[layer].v_width
+        if expected and tensor.dims[1] != expected:
+            raise ModelSourceError(f"{source}: {tensor.name} has {tensor.dims[1]} outputs but the metadata gives "
+                                   f"{expected} (heads x head size)")
+
+
 def spec_from_metadata(kv: Mapping[str, Any], tensors: Sequence[Tensor], *, name: str, source: ModelSource,
                        file_size: int | None) -> ModelSpec:
     """Read the hyper-parameters the memory model needs from ``{arch}.*`` keys, and check them."""
@@ -145,6 +163,10 @@ def spec_from_metadata(kv: Mapping[str, Any], tensors: Sequence[Tensor], *, name
             f"{source}: unknown architecture {arch[:40]!r}: the planner models {', '.join(sorted(SUPPORTED_ARCHS))}"
         )
     keys = _Keys(kv, str(kv["general.architecture"]), source)  # keys keep the file's own spelling
+    file_type = kv.get("general.file_type")
+    if file_type is not None and (isinstance(file_type, bool) or not isinstance(file_type, int)):
+        # llama.cpp's loader type-checks this key (u32) and refuses the file otherwise.
+        raise ModelSourceError(f"{source}: general.file_type must be an integer, got {str(file_type)[:40]!r}")
     n_layer = keys.count("block_count", lo=1, hi=MAX_LAYERS)
     n_embd = keys.count("embedding_length", lo=1)
     _check_tensors(tensors, n_layer, source)
@@ -158,10 +180,15 @@ def spec_from_metadata(kv: Mapping[str, Any], tensors: Sequence[Tensor], *, name
     n_ff_exp = keys.count("expert_feed_forward_length", 0)
     n_ff = n_expert_used * n_ff_exp if n_expert and n_ff_exp else n_ff_dense
 
+    if tensors and token_embd is None:
+        raise ModelSourceError(f"{source}: no token_embd.weight tensor (llama.cpp requires one)")
+    if tensors and n_vocab < 1:
+        raise ModelSourceError(f"{source}: no vocabulary size ({keys.prefix}.vocab_size or token_embd.weight)")
     if arch in _RECURRENT_ARCHS:
         n_head, head_dim, layers = _recurrent_layers(keys, n_layer, n_embd)
     else:
         n_head, head_dim, layers = _attention_layers(keys, arch, n_layer, n_embd, n_swa)
+        _check_kv_tensors(tensors, layers, source)
     return ModelSpec(
         name=name,
         source=source,
@@ -176,7 +203,7 @@ def spec_from_metadata(kv: Mapping[str, Any], tensors: Sequence[Tensor], *, name
         n_swa=n_swa,
         layers=layers,
         tensors=tuple(tensors),
-        file_type=_file_type_name(kv.get("general.file_type")),
+        file_type=_file_type_name(file_type),
         n_expert=n_expert,
         n_expert_used=n_expert_used,
         file_size=file_size,
@@ -184,10 +211,13 @@ def spec_from_metadata(kv: Mapping[str, Any], tensors: Sequence[Tensor], *, name
     )
 
 
-def _file_type_name(value: Any) -> str:
+def _file_type_name(value: int | None) -> str:
+    """llama.cpp's file type by name (``Q4_K_M``); "" when it is missing or not one llama.cpp knows."""
     from gguf import LlamaFileType
 
+    if value is None:
+        return ""
     try:
-        return LlamaFileType(int(value)).name.removeprefix("MOSTLY_")
-    except (TypeError, ValueError, OverflowError):
-        return str(value)[:40] if value else ""
+        return LlamaFileType(value).name.removeprefix("MOSTLY_")
+    except ValueError:
+        return ""

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import ConfigError, ModelSourceError, ServerUnreachable
 from ..net import checked_url, fetch, ollama_host_url, redact
+from ..parsers import checked_number
 from .ggmltypes import type_by_name
 from .metadata import spec_from_metadata
 from .source import OllamaModel, ShowJsonFile
@@ -46,8 +47,10 @@ def fetch_show(model: str, url: str | None = None, timeout_s: float = 10.0) -> d
 
 
 def read_show_file(path: Path) -> dict[str, Any]:
-    """A saved ``/api/show`` answer."""
+    """A saved ``/api/show`` answer (a regular file: a FIFO or a device would block or never end)."""
     try:
+        if not path.is_file():
+            raise ModelSourceError(f"{str(path)[:200]!r} is not a regular file")
         body = json.loads(path.read_text(encoding="utf-8"))
     except RecursionError:
         raise ModelSourceError(f"{str(path)!r}: not a readable /api/show JSON file: nested too deeply") from None
@@ -70,7 +73,8 @@ def spec_from_ollama_show(show: Mapping[str, Any], source: OllamaModel | ShowJso
     if not raw_tensors:
         raise ModelSourceError(f"ollama:{name}: /api/show returned no tensors (ask with \"verbose\": true)")
     try:
-        tensors = [Tensor(str(t["name"]), type_by_name(str(t["type"])), tuple(int(d) for d in t["shape"]))
+        tensors = [Tensor(str(t["name"]), type_by_name(str(t["type"])),
+                          tuple(int(checked_number(d, integer=True, lo=1, hi=2**40)) for d in t["shape"]))
                    for t in raw_tensors]
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise ModelSourceError(f"ollama:{name}: malformed tensor entry in /api/show: {exc}") from None

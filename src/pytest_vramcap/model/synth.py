@@ -207,6 +207,9 @@ def write_gguf(shape_name: str, mix: str, path: str | Path, *, layers: int | Non
                 handle.write(bytes(data_start - header))
                 _write_data(handle, tensors, weights, seed, _stderr_progress(path) if progress else None)
         tmp.replace(path)
+    except OSError as exc:  # disk full, a file system that refuses the name: name the target, not the partial
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engines.attached import AttachedServer
 from ..engines.base import EngineEvidence, Server
-from ..errors import ConfigError, EngineError
+from ..errors import ConfigError, EngineError, EngineStartError
 from ..load.fanout import ScenarioRun, run_both
 from ..load.scenarios import Scenario
 from ..net import redact
@@ -106,8 +106,12 @@ class RunState:
         from ..engines.llamacpp import EngineOptions, LlamaServer
         from ..model.materialize import materialize_model
 
-        with self.console.uncaptured():
-            model_path = materialize_model(self.plan.spec, settings.models_dir, announce=self.console.announce)
+        try:
+            with self.console.uncaptured():
+                model_path = materialize_model(self.plan.spec, settings.models_dir, announce=self.console.announce)
+        except OSError as exc:  # disk full, a models dir that cannot be written: no server to start
+            raise EngineStartError(f"cannot write the model to {settings.models_dir or 'the models cache'}: "
+                                   f"{exc.strerror or exc}") from None
         options = EngineOptions(startup_timeout_s=settings.startup_timeout, log_dir=settings.report_dir / "logs",
                                 fit_margin_mib=self.plan.fit_margin_mib, fit=settings.fit)
         server = LlamaServer(self.plan.config, model_path, options)

@@ -114,7 +114,11 @@ class Settings:
         server_url = values["server_url"]
         if engine == "ollama" and not server_url:
             server_url = values["ollama_url"] or ollama_host_url(os.environ.get("OLLAMA_HOST"))
-        if values["report_dir"].exists() and not values["report_dir"].is_dir():
+        try:
+            not_a_dir = values["report_dir"].exists() and not values["report_dir"].is_dir()
+        except OSError as exc:
+            raise pytest.UsageError(f"--{PREFIX}report-dir: {exc.strerror or exc}") from None
+        if not_a_dir:
             raise pytest.UsageError(f"--{PREFIX}report-dir {values['report_dir']} is not a directory")
         return cls(engine=engine,
                    plan_values={option.dest: values[option.dest] for option in PLAN_OPTIONS},

@@ -1,0 +1,52 @@
+"""The streaming client against answers that break the OpenAI stream format: each is one ProtocolError
+carrying the partial record, never a JSONDecodeError, a RecursionError or a negative token count."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from pytest_vramcap.errors import ProtocolError
+from pytest_vramcap.load.client import ChatClient, ChatRequest, RequestRecord
+from tests.helpers import canned_server
+
+
+def sse(*events: object) -> bytes:
+    return b"".join(f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n".encode() for e in events)
+
+
+def ask(url: str) -> RequestRecord:
+    async def run() -> RequestRecord:
+        async with ChatClient(url, read_timeout_s=5, total_timeout_s=10) as client:
+            return await client.chat(ChatRequest([{"role": "user", "content": "hi"}], 4, label="probe"))
+
+    return asyncio.run(run())
+
+
+TOKEN = {"choices": [{"delta": {"content": "x"}, "finish_reason": None}]}
+DONE = {"choices": [{"delta": {}, "finish_reason": "length"}]}
+
+
+@pytest.mark.parametrize("body, message", [
+    (sse(TOKEN, "{this is not json", "[DONE]"), "a stream event is not JSON"),
+    (sse(TOKEN, "[" * 50000 + "]" * 50000, "[DONE]"), "a stream event is not JSON"),
+    (sse(TOKEN, [1, 2], "[DONE]"), "a stream event is list, not an object"),
+    (sse({"choices": "x"}, "[DONE]"), "'choices' is not a list of objects"),
+    (sse(TOKEN, {**DONE, "usage": {"completion_tokens": "four"}}, "[DONE]"), "usage.completion_tokens must be an"),
+    (sse(TOKEN, {**DONE, "usage": {"completion_tokens": -40}}, "[DONE]"), "usage.completion_tokens must be >= 0"),
+    (sse(TOKEN, {**DONE, "usage": {"completion_tokens": 4, "prompt_tokens": 1e400}}, "[DONE]"),
+     "usage.prompt_tokens must be a finite number"),
+], ids=["garbage", "nested", "list", "choices", "usage-string", "usage-negative", "usage-inf"])
+def test_malformed_streams(body: bytes, message: str) -> None:
+    with canned_server(body) as url, pytest.raises(ProtocolError, match=message) as excinfo:
+        ask(url)
+    assert excinfo.value.record is not None and excinfo.value.record.error
+
+
+def test_a_well_formed_stream_still_counts() -> None:
+    body = sse(TOKEN, TOKEN, {**DONE, "usage": {"completion_tokens": 2, "prompt_tokens": 3}}, "[DONE]")
+    with canned_server(body) as url:
+        record = ask(url)
+    assert (record.n_out, record.n_out_source, record.prompt_tokens, record.text) == (2, "usage", 3, "xx")

@@ -1,0 +1,198 @@
+"""The fault matrix: each fault ends in one clear verdict or error, the report is written where a run
+started, no llama-server of the test's is left behind, and the exit code is the documented one
+(docs/reliability.md). Real llama-server processes throughout; the misbehaving HTTP servers are
+small sockets in this process, standing in for servers that hang or drip.
+
+No outcome here rests on a clock: timeouts are the faults' own, and every wait has a generous bound.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_vramcap.engines.binary import find_llama_server
+from pytest_vramcap.errors import EngineNotFoundError
+from pytest_vramcap.model.synth import write_gguf
+from tests.helpers import misbehaving_server, processes_with
+
+pytest_plugins = ["pytester"]
+
+try:
+    LLAMA_SERVER = find_llama_server()
+except EngineNotFoundError as exc:  # pragma: no cover - CI installs the engine
+    pytestmark = pytest.mark.skip(reason=f"needs llama-server: {exc}")
+
+PAIR = """
+name: pair
+steps:
+  - name: work
+    agents:
+      - {{role: a, prompt: "first angle", max_tokens: {tokens}}}
+      - {{role: b, prompt: "second angle", max_tokens: {tokens}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def shared_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_gguf("tiny", "F16", tmp_path_factory.mktemp("model") / "tiny2.gguf", layers=2)
+
+
+@pytest.fixture
+def model(tmp_path: Path, shared_model: Path) -> Path:
+    """The shared model under a path of this test's own: llama-server's argv names it, so the
+    processes this test started can be told from a neighbour's."""
+    link = tmp_path / "model-under-test.gguf"
+    link.symlink_to(shared_model)
+    return link
+
+
+def project(pytester: pytest.Pytester, tokens: int = 16) -> Path:
+    pytester.mkdir("scenarios")
+    pytester.path.joinpath("scenarios/pair.yaml").write_text(PAIR.format(tokens=tokens))
+    return pytester.path
+
+
+def args(pytester: pytest.Pytester, model: Path, *extra: str) -> list[str]:
+    return ["--vram-profile=16gb", f"--vramcap-model={model}", "--vramcap-ctx=1024", "--vramcap-rounds=1",
+            f"--vramcap-report-dir={pytester.path / 'reports'}", "-p", "no:cacheprovider", *extra, "scenarios"]
+
+
+def the_report(pytester: pytest.Pytester) -> dict:
+    reports = sorted((pytester.path / "reports").glob("vramcap-*.json"))
+    assert len(reports) == 1, reports
+    return json.loads(reports[0].read_text())
+
+
+def wait_for(predicate, what: str, timeout_s: float = 120.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_oom_at_load(pytester: pytest.Pytester, model: Path, tmp_path: Path) -> None:
+    """A real llama-server whose KV cache cannot be allocated: 32 GiB asked, 4 GB of address space."""
+    limited = tmp_path / "llama-server-4gb"
+    limited.write_text(f'#!/bin/sh\nulimit -v 4000000\nexec "{LLAMA_SERVER}" "$@"\n')
+    limited.chmod(0o755)
+    project(pytester)
+    pytester._monkeypatch.setenv("VRAMCAP_LLAMA_SERVER", str(limited))
+    result = pytester.runpytest_subprocess(*args(pytester, model, "--vram-profile=1024gb", "--vramcap-agents=2",
+                                                 "--vramcap-ctx=8388608"), timeout=300)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*[[]FAIL[]] oom: the server could not allocate its memory or died*",
+                                 "*log: * failed to allocate buffer for kv cache*"])
+    data = the_report(pytester)
+    assert data["passed"] is False and data["engine"]["exit_code"] == 1
+    assert processes_with(str(model)) == []
+
+
+@pytest.mark.parametrize("drip_s", [None, 0.5], ids=["never-answers", "drips"])
+def test_attached_server_that_hangs_or_drips(pytester: pytest.Pytester, model: Path, drip_s: float | None) -> None:
+    project(pytester)
+    with misbehaving_server(drip_s) as port:
+        url = f"http://user:secret@127.0.0.1:{port}"
+        result = pytester.runpytest_subprocess(*args(pytester, model, f"--vramcap-server-url={url}",
+                                                     "--vramcap-startup-timeout=3"), timeout=120)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([f"*[[]FAIL[]] engine: no healthy server at http://***@127.0.0.1:{port} "
+                                 f"(GET /health) within 3 s*"])
+    output = result.stdout.str() + result.stderr.str()
+    report_text = next((pytester.path / "reports").glob("vramcap-*.json")).read_text()
+    assert "secret" not in output and "secret" not in report_text  # credentials are sent, never shown
+
+
+def test_sigint_in_the_middle_of_the_parallel_pass(pytester: pytest.Pytester, model: Path) -> None:
+    root = project(pytester, tokens=6000)
+    command = [sys.executable, "-m", "pytest", *args(pytester, model, "--vramcap-ctx=16384")]
+    proc = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def in_parallel_pass() -> bool:
+            # warm-up, two sequential requests, then the parallel pair: the 4th task is parallel
+            logs = list((root / "reports" / "logs").glob("llama-server-*.log"))
+            return bool(logs) and logs[0].read_text(errors="replace").count("processing task") >= 4
+
+        wait_for(in_parallel_pass, "the parallel pass")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
+    assert "KeyboardInterrupt" in out
+    assert the_report(pytester)["engine"]["exit_code"] is not None  # stopped, and the report still written
+    assert processes_with(str(model)) == []
+
+
+def test_an_xdist_worker_killed_mid_run(pytester: pytest.Pytester, model: Path) -> None:
+    root = project(pytester, tokens=3000)
+    for name in ("two", "three", "four"):
+        root.joinpath(f"scenarios/{name}.yaml").write_text(PAIR.format(tokens=3000).replace("name: pair",
+                                                                                           f"name: {name}"))
+    command = [sys.executable, "-m", "pytest", "-n", "2", *args(pytester, model, "--vramcap-ctx=8192")]
+    proc = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def generating() -> bool:
+            logs = list((root / "reports" / "logs").glob("llama-server-*.log"))
+            return bool(logs) and logs[0].read_text(errors="replace").count("processing task") >= 3
+
+        wait_for(generating, "requests from the workers")
+        workers = [pid for pid in processes_with("execnet") if _parent(pid) == proc.pid] or \
+            [pid for pid in processes_with("sys.stdin.readline") if _parent(pid) == proc.pid]
+        assert workers, "no xdist worker found"
+        os.kill(workers[0], signal.SIGKILL)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED, out
+    assert "crashed" in out
+    assert the_report(pytester)["engine"]["exit_code"] is not None  # the controller stopped it
+    assert processes_with(str(model)) == []
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def _small_disk() -> None:
+    """In the child: files may grow to 1 MiB; past that, writes fail with EFBIG instead of a signal."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def test_disk_full_while_synthesizing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "pytest_vramcap.cli", "synth", "tiny", "--quant", "F16",
+                             "--out", str(out / "tiny.gguf")], capture_output=True, text=True, timeout=120,
+                            preexec_fn=_small_disk)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("vramcap: error:") and "File too large" in lines[-1]
+    assert "Traceback" not in result.stderr
+    assert list(out.iterdir()) == []  # neither the model nor a partial file
+
+
+def test_disk_full_while_the_plugin_synthesizes(pytester: pytest.Pytester) -> None:
+    root = project(pytester)
+    models = pytester.path / "models"
+    command = [sys.executable, "-m", "pytest", "--vram-profile=16gb", "--vramcap-model=tiny:F16",
+               f"--vramcap-models-dir={models}", "--vramcap-rounds=1", "-p", "no:cacheprovider", "scenarios"]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300, preexec_fn=_small_disk)
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout + result.stderr
+    assert "cannot write the model to" in result.stdout and "File too large" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert list(models.iterdir()) == []
+    assert processes_with(str(models)) == []
