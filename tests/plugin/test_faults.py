@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -111,22 +113,32 @@ def test_attached_server_that_hangs_or_drips(pytester: pytest.Pytester, model: P
     assert "secret" not in output and "secret" not in report_text  # credentials are sent, never shown
 
 
-def test_sigint_in_the_middle_of_the_parallel_pass(pytester: pytest.Pytester, model: Path) -> None:
-    root = project(pytester, tokens=6000)
-    command = [sys.executable, "-m", "pytest", *args(pytester, model, "--vramcap-ctx=16384")]
-    proc = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        def in_parallel_pass() -> bool:
-            # warm-up, two sequential requests, then the parallel pair: the 4th task is parallel
-            logs = list((root / "reports" / "logs").glob("llama-server-*.log"))
-            return bool(logs) and logs[0].read_text(errors="replace").count("processing task") >= 4
+def tasks_started(root: Path) -> int:
+    """Requests the run's llama-server has begun: its log has one "processing task" line per request."""
+    logs = list((root / "reports" / "logs").glob("llama-server-*.log"))
+    return logs[0].read_text(errors="replace").count("processing task") if logs else 0
 
-        wait_for(in_parallel_pass, "the parallel pass")
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
+
+@contextmanager
+def pytest_process(root: Path, *argv: str) -> Iterator[subprocess.Popen[str]]:
+    """pytest in a subprocess of ours, killed if the test ends before it does."""
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", *argv], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()
+
+
+def test_sigint_in_the_middle_of_the_parallel_pass(pytester: pytest.Pytester, model: Path) -> None:
+    root = project(pytester, tokens=6000)
+    with pytest_process(root, *args(pytester, model, "--vramcap-ctx=16384")) as proc:
+        # the warm-up, two sequential requests, then the parallel pair: the 4th request is parallel
+        wait_for(lambda: tasks_started(root) >= 4, "the parallel pass")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
     assert "KeyboardInterrupt" in out
     assert the_report(pytester)["engine"]["exit_code"] is not None  # stopped, and the report still written
@@ -138,22 +150,13 @@ def test_an_xdist_worker_killed_mid_run(pytester: pytest.Pytester, model: Path) 
     for name in ("two", "three", "four"):
         root.joinpath(f"scenarios/{name}.yaml").write_text(PAIR.format(tokens=3000).replace("name: pair",
                                                                                            f"name: {name}"))
-    command = [sys.executable, "-m", "pytest", "-n", "2", *args(pytester, model, "--vramcap-ctx=8192")]
-    proc = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        def generating() -> bool:
-            logs = list((root / "reports" / "logs").glob("llama-server-*.log"))
-            return bool(logs) and logs[0].read_text(errors="replace").count("processing task") >= 3
-
-        wait_for(generating, "requests from the workers")
+    with pytest_process(root, "-n", "2", *args(pytester, model, "--vramcap-ctx=8192")) as proc:
+        wait_for(lambda: tasks_started(root) >= 3, "requests from the workers")
         workers = [pid for pid in processes_with("execnet") if _parent(pid) == proc.pid] or \
             [pid for pid in processes_with("sys.stdin.readline") if _parent(pid) == proc.pid]
         assert workers, "no xdist worker found"
         os.kill(workers[0], signal.SIGKILL)
         out, _ = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == pytest.ExitCode.TESTS_FAILED, out
     assert "crashed" in out
     assert the_report(pytester)["engine"]["exit_code"] is not None  # the controller stopped it
