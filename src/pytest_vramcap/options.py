@@ -93,6 +93,8 @@ PLAN_OPTIONS: tuple[Option, ...] = (
     Option("flash-attn", choice(ON_OFF), "on", "flash attention (a quantized KV cache needs it on)", "on|off"),
     Option("ubatch", positive_int, DEFAULT_UBATCH, f"llama.cpp -ub (default {DEFAULT_UBATCH})", "U"),
     Option("gpu-layers", gpu_layers, None, "layers on the GPU incl. the output layer (-ngl); default all", "N"),
+    Option("n-cpu-moe", non_negative_int, 0, "keep the expert weights of the first N layers on the CPU "
+           "(llama-server --n-cpu-moe; MoE models)", "N"),
     Option("fit-margin", non_negative_int, DEFAULT_FIT_MARGIN_MIB,
            f"free memory llama.cpp --fit keeps per GPU (default {DEFAULT_FIT_MARGIN_MIB})", "MIB"),
     Option("kv-unified", boolean, False, "one shared KV pool (llama-server -kvu)", flag=True),

@@ -15,6 +15,7 @@ known error is kept in :data:`COMPUTE_MODEL_NOTE`. Overhead is a profile value.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..defaults import DEFAULT_BATCH, DEFAULT_UBATCH, MIB
@@ -26,6 +27,7 @@ from .profiles import Profile
 
 __all__ = [
     "COMPUTE_MODEL_NOTE",
+    "EXPERT_TENSOR_RE",
     "KV_PAD",
     "ContextSizing",
     "DeviceMemory",
@@ -33,7 +35,9 @@ __all__ = [
     "ServerConfig",
     "context_sizing",
     "estimate_memory",
+    "is_expert_tensor",
     "kv_cache_bytes",
+    "weight_placement",
 ]
 
 KV_PAD = 256
@@ -63,6 +67,8 @@ class ServerConfig:
     n_batch: int = DEFAULT_BATCH
     gpu_layers: int | None = None
     """``-ngl``: None offloads every layer (the output layer counts as one)."""
+    n_cpu_moe: int = 0
+    """``--n-cpu-moe``: the expert weights of the first N layers stay on the CPU."""
     kv_unified: bool = False
     """One shared KV pool (llama-server's default without -np; Ollama never)."""
     swa_full: bool = False
@@ -78,6 +84,8 @@ class ServerConfig:
             raise ConfigError("batch sizes must be positive")
         if self.gpu_layers is not None and self.gpu_layers < 0:
             raise ConfigError(f"--gpu-layers must be >= 0, got {self.gpu_layers}")
+        if self.n_cpu_moe < 0:
+            raise ConfigError(f"--n-cpu-moe must be >= 0, got {self.n_cpu_moe}")
         for name in (self.cache_type_k, self.cache_type_v):
             type_by_name(name)
         # The one check of this rule: llama_context throws "V cache quantization requires flash_attn".
@@ -187,29 +195,46 @@ def _gpu_layer_range(spec: ModelSpec, config: ServerConfig) -> tuple[int, int]:
     return total - ngl, ngl
 
 
-def _weights(spec: ModelSpec, first_gpu_layer: int, ngl: int) -> tuple[int, int, list[Tensor]]:
-    """(GPU bytes, CPU bytes, CPU-resident layer tensors)."""
-    gpu = cpu = 0
-    cpu_layer_tensors: list[Tensor] = []
+# common.h LLM_FFN_EXPS_REGEX, the tensors --n-cpu-moe (and --fit's MoE overflow) keep on the CPU.
+EXPERT_TENSOR_RE = re.compile(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps")
+
+
+def weight_placement(spec: ModelSpec, config: ServerConfig) -> list[tuple[Tensor, bool]]:
+    """Every weight with whether llama.cpp puts it on the GPU (``-ngl``, ``--n-cpu-moe``)."""
+    first_gpu_layer, ngl = _gpu_layer_range(spec, config)
     output_on_gpu = ngl >= 1
     any_layer_on_gpu = first_gpu_layer < spec.n_layer
+    placed = []
     for tensor in spec.tensors:
         layer = tensor.layer
         if tensor.name == "token_embd.weight":
             on_gpu = False  # llama.cpp keeps the input layer on the CPU
         elif layer is not None:
-            on_gpu = layer >= first_gpu_layer
+            on_gpu = layer >= first_gpu_layer and not (layer < config.n_cpu_moe and is_expert_tensor(tensor))
         elif tensor.name.startswith("rope_freqs"):
             on_gpu = any_layer_on_gpu
         else:
             on_gpu = output_on_gpu  # output, output_norm
+        placed.append((tensor, on_gpu))
+    return placed
+
+
+def is_expert_tensor(tensor: Tensor) -> bool:
+    return EXPERT_TENSOR_RE.search(tensor.name) is not None
+
+
+def _weights(spec: ModelSpec, config: ServerConfig) -> tuple[int, int, list[Tensor]]:
+    """(GPU bytes, CPU bytes, CPU-resident layer tensors)."""
+    gpu = cpu = 0
+    cpu_layer_tensors: list[Tensor] = []
+    for tensor, on_gpu in weight_placement(spec, config):
         if on_gpu:
             gpu += tensor.cuda_nbytes
         else:
             cpu += tensor.nbytes
-            if layer is not None:
+            if tensor.layer is not None:
                 cpu_layer_tensors.append(tensor)
-    if spec.tied_embeddings and output_on_gpu:
+    if spec.tied_embeddings and _gpu_layer_range(spec, config)[1] >= 1:
         embd = spec.tensor("token_embd.weight")
         if embd is not None:  # TENSOR_DUPLICATED: the output reuses a GPU copy
             gpu += embd.cuda_nbytes
@@ -265,7 +290,7 @@ def estimate_memory(spec: ModelSpec, config: ServerConfig, profile: Profile) -> 
     """Per-device memory of ``spec`` served with ``config`` on ``profile``'s GPU."""
     sizing = context_sizing(spec, config)
     first_gpu_layer, ngl = _gpu_layer_range(spec, config)
-    weights_gpu, weights_cpu, cpu_tensors = _weights(spec, first_gpu_layer, ngl)
+    weights_gpu, weights_cpu, cpu_tensors = _weights(spec, config)
     kv = kv_layer_bytes(spec, config, sizing)
     kv_gpu = sum(size for il, size in enumerate(kv) if il >= first_gpu_layer)
     cpu_kv_layers = [size for il, size in enumerate(kv) if il < first_gpu_layer and size]

@@ -39,6 +39,7 @@ def plan_json(plan: Plan, model_path: str | None = None) -> dict[str, Any]:
             "ubatch": memory.sizing.n_ubatch,
             "gpu_layers": memory.gpu_layers,
             "total_layers": memory.total_layers,
+            "n_cpu_moe": config.n_cpu_moe,
             "kv_unified": config.kv_unified,
             "cells_per_agent": memory.sizing.cells_per_stream,
         },

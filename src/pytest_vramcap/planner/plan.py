@@ -28,6 +28,7 @@ class PlanRequest:
     flash_attn: bool = True
     ubatch: int = DEFAULT_UBATCH
     gpu_layers: int | None = None
+    n_cpu_moe: int = 0
     fit_margin_mib: int = DEFAULT_FIT_MARGIN_MIB
     kv_unified: bool = False
 
@@ -41,6 +42,8 @@ class PlanRequest:
             raise ConfigError(f"--kv-cache must be one of {', '.join(KV_CACHE_TYPES)}, got {self.kv_cache!r}")
         if self.ubatch < 1:
             raise ConfigError(f"--ubatch must be positive, got {self.ubatch}")
+        if self.n_cpu_moe < 0:
+            raise ConfigError(f"--n-cpu-moe must be >= 0, got {self.n_cpu_moe}")
         if self.fit_margin_mib < 0:
             raise ConfigError(f"--fit-margin must be >= 0, got {self.fit_margin_mib}")
 
@@ -58,6 +61,7 @@ class PlanRequest:
             flash_attn=values["flash_attn"] == "on",
             ubatch=values["ubatch"],
             gpu_layers=values["gpu_layers"],
+            n_cpu_moe=values["n_cpu_moe"],
             fit_margin_mib=values["fit_margin"],
             kv_unified=bool(values["kv_unified"]),
         )
@@ -85,6 +89,7 @@ class Alternative:
             "ctx_per_agent": self.config.ctx_per_agent,
             "kv_cache": self.config.cache_type_k,
             "gpu_layers": self.config.gpu_layers,
+            "n_cpu_moe": self.config.n_cpu_moe,
             "total_mib": self.total_mib,
             "fits": self.fits,
             "aggregate_tps": round(self.decode.aggregate_tps, 1),

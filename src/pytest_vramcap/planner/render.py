@@ -40,6 +40,8 @@ def llama_server_args(config: ServerConfig, model_path: str, *, fit_margin_mib: 
         # The plan already placed the layers: let --fit neither shrink the
         # context nor move layers behind our back.
         args += ["-ngl", "all" if config.gpu_layers is None else str(config.gpu_layers), "--fit", "off"]
+    if config.n_cpu_moe:
+        args += ["--n-cpu-moe", str(config.n_cpu_moe)]
     if config.kv_unified:
         args.append("--kv-unified")
     if config.swa_full:

@@ -35,6 +35,7 @@ def _config(request: PlanRequest, agents: int, ctx: int, **changes: Any) -> Serv
         flash_attn=request.flash_attn,
         n_ubatch=request.ubatch,
         gpu_layers=request.gpu_layers,
+        n_cpu_moe=request.n_cpu_moe,
         kv_unified=request.kv_unified,
     )
     return replace(config, **changes) if changes else config
@@ -50,6 +51,19 @@ def _largest(lo: int, hi: int, fits: Callable[[int], bool]) -> int | None:
             lo = mid
         else:
             hi = mid - 1
+    return lo
+
+
+def _smallest(lo: int, hi: int, fits: Callable[[int], bool]) -> int | None:
+    """Smallest value in [lo, hi] for which the monotone ``fits`` holds (true from some value on)."""
+    if hi < lo or not fits(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            hi = mid
+        else:
+            lo = mid + 1
     return lo
 
 
@@ -75,9 +89,13 @@ class _Solver:
         return _largest(0, self.spec.n_layer + 1,
                         lambda n: self.fits(_config(self.request, agents, ctx, gpu_layers=n)))
 
+    def min_n_cpu_moe(self, agents: int, ctx: int) -> int | None:
+        """Fewest layers whose expert weights must go to the CPU (``--n-cpu-moe``) for the config to fit."""
+        return _smallest(1, self.spec.n_layer, lambda n: self.fits(_config(self.request, agents, ctx, n_cpu_moe=n)))
+
     def decode(self, config: ServerConfig, memory: MemoryBreakdown) -> DecodeEstimate:
         # An agent's context fills as its conversation runs: price reads at half a slot.
-        return estimate_decode(self.spec, memory, self.profile, config.parallel, config.ctx_per_agent // 2)
+        return estimate_decode(self.spec, config, memory, self.profile, config.ctx_per_agent // 2)
 
     def alternative(self, label: str, config: ServerConfig) -> Alternative:
         memory = self.memory(config)
@@ -104,6 +122,11 @@ class _Solver:
             found.append(self.alternative(
                 f"partial offload: {layers}/{self.spec.n_layer + 1} layers on the GPU",
                 replace(config, gpu_layers=layers)))
+        if self.spec.n_expert and config.n_cpu_moe < self.spec.n_layer:
+            moe = self.min_n_cpu_moe(agents, ctx)
+            if moe is not None and moe > config.n_cpu_moe:
+                found.append(self.alternative(f"expert weights of the first {moe} layers on the CPU (--n-cpu-moe {moe})",
+                                              replace(config, n_cpu_moe=moe)))
         return found
 
     def breaking_term(self, memory: MemoryBreakdown) -> str:
@@ -145,5 +168,8 @@ def make_plan(spec: ModelSpec, profile: Profile, request: PlanRequest) -> Plan:
     alternatives = () if fits else tuple(solver.alternatives(config))
     if not memory.full_offload:
         notes.append(f"partial offload: {memory.gpu_layers}/{memory.total_layers} layers on the GPU")
+    if request.n_cpu_moe:
+        notes.append(f"--n-cpu-moe {request.n_cpu_moe}: expert weights of the first {request.n_cpu_moe} layers on the CPU"
+                     if spec.n_expert else f"--n-cpu-moe {request.n_cpu_moe} has no effect: the model has no experts")
     return Plan(spec, profile, config, memory, request.fit_margin_mib, solver.decode(config, memory),
                 solved_for, breaking, alternatives, tuple(notes))

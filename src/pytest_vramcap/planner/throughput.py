@@ -9,6 +9,10 @@ With N agents decoding together one step serves N tokens and reads the weights
 once; the batched kernels cost a little more per step (BATCH_STEP_COST per
 extra sequence, fitted to 3.03x for 4 agents on the H100). Layers left on the
 CPU are read at HOST_BANDWIDTH_GBPS.
+
+An MoE layer reads only the experts its tokens are routed to: one token reads
+``n_expert_used / n_expert`` of the expert weights, and N tokens routed
+independently read ``1 - (1 - used/n_expert)^N`` of them.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..model.spec import ModelSpec
-from .memory import MemoryBreakdown
+from .memory import MemoryBreakdown, ServerConfig, is_expert_tensor, weight_placement
 from .profiles import Profile
 
 __all__ = ["BATCH_STEP_COST", "HOST_BANDWIDTH_GBPS", "DecodeEstimate", "estimate_decode"]
@@ -41,21 +45,38 @@ class DecodeEstimate:
         return self.aggregate_tps / self.single_stream_tps if self.single_stream_tps else 0.0
 
 
+def _weight_bytes_read(spec: ModelSpec, config: ServerConfig, tokens: int) -> tuple[float, float]:
+    """(GPU, CPU) weight bytes one decode step of ``tokens`` sequences streams."""
+    touched = 1 - (1 - spec.n_expert_used / spec.n_expert) ** tokens if spec.n_expert else 1.0
+    gpu = cpu = 0.0
+    output_on_gpu = config.gpu_layers is None or config.gpu_layers >= 1
+    for tensor, on_gpu in weight_placement(spec, config):
+        if tensor.name == "token_embd.weight":
+            if not spec.tied_embeddings:
+                continue  # its rows are gathered, not streamed
+            on_gpu = output_on_gpu  # tied: it is also the output projection, read every step
+        size = tensor.nbytes * (touched if is_expert_tensor(tensor) else 1.0)
+        if on_gpu:
+            gpu += size
+        else:
+            cpu += size
+    return gpu, cpu
+
+
 def estimate_decode(
-    spec: ModelSpec, memory: MemoryBreakdown, profile: Profile, agents: int, context_tokens: int
+    spec: ModelSpec, config: ServerConfig, memory: MemoryBreakdown, profile: Profile, context_tokens: int
 ) -> DecodeEstimate:
-    """Tokens/s at ``context_tokens`` of context per agent."""
+    """Tokens/s at ``context_tokens`` of context per agent, for ``config.parallel`` agents."""
+    agents = config.parallel
     kv_per_token = (memory.gpu.context + memory.cpu.context) / max(1, memory.sizing.n_ctx)
     gpu_share = memory.gpu.context / max(1, memory.gpu.context + memory.cpu.context)
     gpu_bw = profile.bandwidth_gbps * 1e9 * profile.decode_efficiency
     cpu_bw = HOST_BANDWIDTH_GBPS * 1e9 * profile.decode_efficiency
-    # token_embd rows are gathered, not streamed: leave the input layer out.
-    embd = spec.tensor("token_embd.weight")
-    cpu_weights = memory.cpu.model - (embd.nbytes if embd else 0)
 
     def step_seconds(n: int) -> float:
         kv = n * context_tokens * kv_per_token
-        gpu_bytes = memory.gpu.model + kv * gpu_share
+        gpu_weights, cpu_weights = _weight_bytes_read(spec, config, n)
+        gpu_bytes = gpu_weights + kv * gpu_share
         cpu_bytes = cpu_weights + kv * (1 - gpu_share)
         return (gpu_bytes / gpu_bw + cpu_bytes / cpu_bw) * (1 + BATCH_STEP_COST * (n - 1))
 
