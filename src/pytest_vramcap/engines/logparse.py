@@ -11,7 +11,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["OOM_MARKERS", "BreakdownRow", "BufferSizes", "ServerLog", "mentions_oom", "parse_server_log"]
+__all__ = ["OOM_MARKERS", "BreakdownRow", "BufferSizes", "FitDevice", "ServerLog", "TensorOverride", "mentions_oom",
+           "parse_server_log"]
 
 _BUFFER_RE = re.compile(
     r"(?P<backend>[A-Za-z0-9_]+)\s+(?P<kind>model|KV|compute|output|RS)\s+buffer size\s*=\s*(?P<mib>[0-9.]+) MiB"
@@ -23,6 +24,16 @@ _BREAKDOWN_RE = re.compile(
 )
 _HOST_BREAKDOWN_RE = re.compile(
     r"\|\s+-\s+Host\s+\|\s+(?P<self>\d+)\s+=\s+(?P<model>\d+)\s+\+\s+(?P<context>\d+)\s+\+\s+(?P<compute>\d+)\s+\|"
+)
+# common/fit.cpp: the per-device decision ("49 layers (34 overflowing)" once MoE tensors overflow).
+_FIT_DEVICE_RE = re.compile(
+    r"common_params_fit_impl:\s+-\s+(?P<device>.+?):\s+(?P<layers>\d+) layers(?: \(\s*(?P<over>\d+) overflowing\))?,"
+    r"\s+(?P<used>-?\d+) MiB used,\s+(?P<free>-?\d+) MiB free"
+)
+_FIT_NO_CHANGE = "no changes needed"
+_FIT_REDUCE_RE = re.compile(r"need to reduce device memory by (?P<mib>\d+) MiB")
+_OVERRIDE_RE = re.compile(
+    r"tensor (?P<name>\S+) \((?P<mib>\d+) MiB (?P<type>\S+)\) buffer type overridden to (?P<buft>\S+)"
 )
 _KV_SIZE_RE = re.compile(
     r"llama_kv_cache: size\s*=\s*(?P<mib>[0-9.]+) MiB \(\s*(?P<cells>\d+) cells,\s*(?P<layers>\d+) layers"
@@ -81,6 +92,27 @@ class BreakdownRow:
     unaccounted: int
 
 
+@dataclass(frozen=True)
+class FitDevice:
+    """``--fit``'s decision for one device: layers kept, how many of them overflow (MoE), MiB used/free."""
+
+    device: str
+    layers: int
+    overflowing: int
+    used_mib: int
+    free_mib: int
+    line: str
+
+
+@dataclass(frozen=True)
+class TensorOverride:
+    """A weight llama.cpp placed by an override (``-ot``, ``--n-cpu-moe``, ``--fit``), logged at debug level."""
+
+    name: str
+    mib: int
+    buffer: str
+
+
 @dataclass
 class ServerLog:
     model: BufferSizes = field(default_factory=BufferSizes)
@@ -92,6 +124,15 @@ class ServerLog:
     host_breakdowns: list[tuple[int, int, int, int]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     fit_ran: bool = False
+    fit_devices: list[FitDevice] = field(default_factory=list)
+    """``--fit``'s final decision, one row per device (empty when it changed nothing or did not run)."""
+    fit_unchanged: bool = False
+    """``--fit`` found that everything fits as asked."""
+    fit_reduce_mib: int | None = None
+    """How much device memory ``--fit`` said it had to free."""
+    overrides: list[TensorOverride] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list, repr=False)
+    """The memory-relevant lines as logged (buffers, offload, fit's decisions), the evidence to quote."""
 
     @property
     def oom(self) -> bool:
@@ -129,16 +170,39 @@ class ServerLog:
         return self.breakdowns[-1] if self.breakdowns else None
 
 
+def _strip_prefix(line: str) -> str:
+    """The message without llama.cpp's ``0.01.234.567 I`` timestamp and level."""
+    return re.sub(r"^\s*\d+\.\d+\.\d+\.\d+ [A-Z] ", "", line.rstrip("\n"))
+
+
 def parse_server_log(lines: Iterable[str]) -> ServerLog:
     log = ServerLog()
     kinds = {"model": log.model, "KV": log.kv, "compute": log.compute}
+    fit_block_open = False  # fit prints one device row per device, after its trial rows
     for line in lines:
         if match := _BUFFER_RE.search(line):
             target = kinds.get(match["kind"])
             if target is not None:
                 target.by_backend[match["backend"]] = float(match["mib"])
+                log.lines.append(_strip_prefix(line))
         elif match := _OFFLOADED_RE.search(line):
             log.offloaded_layers = (int(match["n"]), int(match["m"]))
+            log.lines.append(_strip_prefix(line))
+        elif match := _FIT_DEVICE_RE.search(line):
+            if not fit_block_open:
+                log.fit_devices = []
+            fit_block_open = True
+            log.fit_devices.append(FitDevice(match["device"].strip(), int(match["layers"]), int(match["over"] or 0),
+                                             int(match["used"]), int(match["free"]), _strip_prefix(line)))
+            continue
+        elif match := _OVERRIDE_RE.search(line):
+            log.overrides.append(TensorOverride(match["name"], int(match["mib"]), match["buft"]))
+        elif match := _FIT_REDUCE_RE.search(line):
+            log.fit_reduce_mib = int(match["mib"])
+            log.lines.append(_strip_prefix(line))
+        elif "common_params_fit_impl" in line and _FIT_NO_CHANGE in line:
+            log.fit_unchanged = True
+            log.lines.append(_strip_prefix(line))
         elif match := _BREAKDOWN_RE.search(line):
             log.breakdowns.append(BreakdownRow(
                 match["device"].strip(), *(int(match[k]) for k in
@@ -148,6 +212,7 @@ def parse_server_log(lines: Iterable[str]) -> ServerLog:
                                         int(match["compute"])))
         elif match := _KV_SIZE_RE.search(line):
             log.kv_cells = int(match["cells"])
+        fit_block_open = False
         if "common_params_fit_impl" in line:
             log.fit_ran = True
         if " E " in line[:20] or mentions_oom(line) or any(marker in line for marker in _LOAD_ERROR_MARKERS):

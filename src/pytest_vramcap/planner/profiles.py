@@ -67,6 +67,16 @@ class Profile:
     def overhead_for(self, flash_attn: bool) -> int:
         return self.overhead_mib + (0 if flash_attn else self.no_flash_attn_extra_mib)
 
+    def with_overhead_of(self, running: Profile) -> Profile:
+        """This card's budget with the per-process overhead of ``running``, the GPU that really runs.
+
+        When a big GPU emulates this card (the ballast), the server's CUDA context,
+        cuBLAS and pool are the big GPU's, not the emulated card's.
+        """
+        return replace(self, overhead_mib=running.overhead_mib, no_flash_attn_extra_mib=running.no_flash_attn_extra_mib,
+                       overhead_source=f"{running.overhead_source}, of the GPU that runs ({running.name}) while it "
+                                       f"emulates {self.name}")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -125,8 +125,8 @@ class _Solver:
         if self.spec.n_expert and config.n_cpu_moe < self.spec.n_layer:
             moe = self.min_n_cpu_moe(agents, ctx)
             if moe is not None and moe > config.n_cpu_moe:
-                found.append(self.alternative(f"expert weights of the first {moe} layers on the CPU (--n-cpu-moe {moe})",
-                                              replace(config, n_cpu_moe=moe)))
+                label = f"expert weights of the first {moe} layers on the CPU (--n-cpu-moe {moe})"
+                found.append(self.alternative(label, replace(config, n_cpu_moe=moe)))
         return found
 
     def breaking_term(self, memory: MemoryBreakdown) -> str:
@@ -169,7 +169,8 @@ def make_plan(spec: ModelSpec, profile: Profile, request: PlanRequest) -> Plan:
     if not memory.full_offload:
         notes.append(f"partial offload: {memory.gpu_layers}/{memory.total_layers} layers on the GPU")
     if request.n_cpu_moe:
-        notes.append(f"--n-cpu-moe {request.n_cpu_moe}: expert weights of the first {request.n_cpu_moe} layers on the CPU"
-                     if spec.n_expert else f"--n-cpu-moe {request.n_cpu_moe} has no effect: the model has no experts")
+        n = request.n_cpu_moe
+        notes.append(f"--n-cpu-moe {n}: expert weights of the first {n} layers on the CPU" if spec.n_expert
+                     else f"--n-cpu-moe {n} has no effect: the model has no experts")
     return Plan(spec, profile, config, memory, request.fit_margin_mib, solver.decode(config, memory),
                 solved_for, breaking, alternatives, tuple(notes))
