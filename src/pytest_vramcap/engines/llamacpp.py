@@ -4,7 +4,7 @@ A context manager, usable outside pytest::
 
     with LlamaServer(plan.config, "model.gguf") as server:
         ...  # talk to server.url
-    evidence = server.evidence()   # evidence.log.oom, evidence.log.cpu_offload, evidence.died
+    evidence = server.evidence()   # evidence.log.oom, judge_spill(evidence.log), evidence.died
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ _FIT_REDUCE_RE = re.compile(r"need to reduce device memory by (?P<mib>\d+) MiB")
 _OVERRIDE_RE = re.compile(
     r"tensor (?P<name>\S+) \((?P<mib>\d+) MiB (?P<type>\S+)\) buffer type overridden to (?P<buft>\S+)"
 )
+_INFO_RE = re.compile(r"print_info: (?P<key>n_vocab|n_embd_inp|n_embd|n_layer)\s+=\s+(?P<value>\d+)\s*$")
+_TYPE_COUNT_RE = re.compile(r"llama_model_loader: - type\s+(?P<type>\w+):\s+(?P<count>\d+) tensors")
 _KV_SIZE_RE = re.compile(
     r"llama_kv_cache: size\s*=\s*(?P<mib>[0-9.]+) MiB \(\s*(?P<cells>\d+) cells,\s*(?P<layers>\d+) layers"
 )
@@ -131,6 +133,12 @@ class ServerLog:
     fit_reduce_mib: int | None = None
     """How much device memory ``--fit`` said it had to free."""
     overrides: list[TensorOverride] = field(default_factory=list)
+    model_info: dict[str, int] = field(default_factory=dict)
+    """``print_info`` values: n_vocab, n_embd, n_embd_inp, n_layer."""
+    tensor_types: dict[str, int] = field(default_factory=dict)
+    """Tensor count per ggml type in the file (``llama_model_loader: - type q4_K: 289 tensors``)."""
+    recognised: int = 0
+    """Lines that only llama.cpp writes: zero means this is not a llama.cpp log."""
     lines: list[str] = field(default_factory=list, repr=False)
     """The memory-relevant lines as logged (buffers, offload, fit's decisions), the evidence to quote."""
 
@@ -160,14 +168,14 @@ class ServerLog:
         return max(0, m - n)
 
     @property
-    def cpu_offload(self) -> bool:
-        """On a GPU run, layers or KV left in host memory: the silent spill to catch."""
-        return self.gpu_present and (self.layers_on_cpu > 0 or self.kv.host() > 0)
-
-    @property
     def final_breakdown(self) -> BreakdownRow | None:
         """The breakdown printed at shutdown (the last one), not --fit's trial rows."""
         return self.breakdowns[-1] if self.breakdowns else None
+
+
+# Function names llama.cpp prefixes its log lines with (llama-server, and Ollama's runner, which relays them).
+_LLAMA_MARKERS = ("llama_model_loader", "load_tensors:", "llama_context:", "llama_kv_cache", "print_info:",
+                  "sched_reserve:", "common_", "ggml_cuda_init", "llama_model_load", "main: ", "srv ", "load_backend")
 
 
 def _strip_prefix(line: str) -> str:
@@ -180,10 +188,15 @@ def parse_server_log(lines: Iterable[str]) -> ServerLog:
     kinds = {"model": log.model, "KV": log.kv, "compute": log.compute}
     fit_block_open = False  # fit prints one device row per device, after its trial rows
     for line in lines:
+        if "constructing llama_context" in line:
+            log.kv.by_backend.clear()  # a new context: its caches replace the last one's
         if match := _BUFFER_RE.search(line):
             target = kinds.get(match["kind"])
             if target is not None:
-                target.by_backend[match["backend"]] = float(match["mib"])
+                backend, mib = match["backend"], float(match["mib"])
+                # A sliding-window model has two caches (llama-kv-cache-iswa.cpp), each logging its
+                # buffer: they add up. Model and compute buffers are logged once per backend.
+                target.by_backend[backend] = target.by_backend.get(backend, 0.0) + mib if target is log.kv else mib
                 log.lines.append(_strip_prefix(line))
         elif match := _OFFLOADED_RE.search(line):
             log.offloaded_layers = (int(match["n"]), int(match["m"]))
@@ -212,7 +225,13 @@ def parse_server_log(lines: Iterable[str]) -> ServerLog:
                                         int(match["compute"])))
         elif match := _KV_SIZE_RE.search(line):
             log.kv_cells = int(match["cells"])
+        elif match := _INFO_RE.search(line):
+            log.model_info[match["key"]] = int(match["value"])
+        elif match := _TYPE_COUNT_RE.search(line):
+            log.tensor_types[match["type"]] = int(match["count"])
         fit_block_open = False
+        if any(marker in line for marker in _LLAMA_MARKERS):
+            log.recognised += 1
         if "common_params_fit_impl" in line:
             log.fit_ran = True
         if " E " in line[:20] or mentions_oom(line) or any(marker in line for marker in _LOAD_ERROR_MARKERS):

@@ -44,7 +44,8 @@ KV_PAD = 256
 
 COMPUTE_MODEL_NOTE = (
     "compute buffer: closed form fitted to llama.cpp's CUDA buffers on an H100 "
-    "(exact for 4 fixtures, +4.5% with -ngl 30; dense llama/qwen2 layouts; MoE, MLA and SWA are extrapolated)"
+    "(38 configs, docs/validation.md: within 1% for dense and MoE layers on the GPU; up to 5% without "
+    "flash attention on sliding-window models, +5-25% with -ngl, -4% to +11% with --n-cpu-moe; MLA extrapolated)"
 )
 
 
@@ -273,6 +274,10 @@ def _compute_bytes(
         if config.cache_type_v != "f16" and v_width:
             attention += 2 * kv_cells * v_width
     ffn = act * (3 * spec.n_ff + 4 * e)
+    if spec.n_expert:
+        # MoE: each token's n_expert_used expert outputs ([n_embd, k, ub] f32) live until they
+        # are summed; fitted to qwen3-30b-a3b on an H100 (docs/validation.md).
+        ffn = max(ffn, act * (2 * e * spec.n_expert_used + spec.n_ff + 2 * e))
     n_outputs = min(ub, config.parallel)  # the server reserves one output row per slot
     output = 4 * spec.n_vocab * n_outputs + act * e
     if cpu_kv_layers:

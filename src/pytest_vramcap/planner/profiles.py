@@ -30,7 +30,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-__all__ = ["PROFILE_FILE_ENV", "Profile", "load_user_profiles", "named_profiles", "resolve_profile"]
+__all__ = ["PROFILE_FILE_ENV", "Profile", "load_user_profiles", "named_profiles", "profile_of_gpu",
+           "resolve_profile"]
 
 PROFILE_FILE_ENV = "VRAMCAP_PROFILES"
 
@@ -287,6 +288,18 @@ def load_user_profiles(path: Path | None = None) -> dict[str, Profile]:
         if profiles or explicit:
             return profiles
     return {}
+
+
+def profile_of_gpu(name: str, total_mib: int) -> Profile | None:
+    """The built-in profile of the GPU NVML names (``NVIDIA H100 80GB HBM3`` -> h100-80gb), if any.
+
+    Keys are matched without dashes inside the squashed name, longest first (``rtx4080super``
+    before ``rtx4080``); cards sold in several sizes (A100 40/80 GB) by the closest total.
+    """
+    squashed = re.sub(r"[^a-z0-9]", "", name.lower())
+    found = [(len(stem), -abs(profile.total_mib - total_mib), profile) for key, profile in _NAMED.items()
+             if (stem := re.sub(r"-?\d+gb$", "", key).replace("-", "")) in squashed]
+    return max(found, key=lambda item: item[:2])[2] if found else None
 
 
 def resolve_profile(text: str, user_profiles: Mapping[str, Profile] | None = None) -> Profile:

@@ -51,6 +51,9 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         plan = plan_from_options(settings.plan_values, settings.model_source())
         state = RunState(settings, plan, PytestConsole(config), worker_url=worker_server_url(config))
+        running = state.running_profile()
+        if running is not None:  # workers decide the same way, so every process holds the same plan
+            state.plan = plan_from_options(settings.plan_values, settings.model_source(), running=running)
         if not is_worker(config):
             state.emulate_profile()
     except VramcapError as exc:

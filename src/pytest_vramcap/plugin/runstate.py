@@ -18,6 +18,7 @@ from ..load.fanout import ScenarioRun, run_both
 from ..load.scenarios import Scenario
 from ..net import redact
 from ..planner.plan import Plan
+from ..planner.profiles import Profile, profile_of_gpu
 from .console import Console
 from .settings import Settings
 
@@ -46,27 +47,41 @@ class RunState:
 
     # ------------------------------------------------------------------ GPU
 
-    def emulate_profile(self) -> None:
-        """Make a bigger GPU offer only the profile's memory, for the whole run (controller only).
+    def emulates(self) -> bool:
+        """Whether this run makes a bigger GPU offer only the profile's memory.
 
-        Raises ConfigError or BallastError with one line when that cannot be done.
+        Raises ConfigError with one line when emulation is asked for and cannot be done.
         """
         mode, usable = self.settings.emulate, self.plan.profile.usable_mib
         if mode == "off" or self.settings.engine != "llamacpp":
-            return
+            return False
         if self.gpu is None:
             if mode == "on":
                 raise ConfigError(f"--vramcap-emulate=on needs an NVIDIA GPU: {self.gpu_reason}")
-            return
+            return False
         if self.gpu.total_mib < usable:
             raise ConfigError(f"the GPU ({self.gpu.name}, {self.gpu.total_mib} MiB) is smaller than profile "
                               f"{self.plan.profile.name} ({usable} MiB usable): test on the real card or a "
                               f"smaller profile")
-        if mode == "auto" and self.gpu.total_mib - usable < 1024:
-            return  # the GPU is the profile's size already
+        return not (mode == "auto" and self.gpu.total_mib - usable < 1024)  # else it is the profile's size already
+
+    def running_profile(self) -> Profile | None:
+        """The profile of the GPU that really runs, when it emulates a smaller card and we know it.
+
+        Its CUDA context, cuBLAS and pool are what the server pays (the H100's ~600 MiB, not a
+        consumer card's ~470), so the plan uses its overhead.
+        """
+        if self.gpu is None or not self.emulates():
+            return None
+        return profile_of_gpu(self.gpu.name, self.gpu.total_mib)
+
+    def emulate_profile(self) -> None:
+        """Hold the ballast for the whole run when :meth:`emulates` (controller only)."""
+        if not self.emulates():
+            return
         from ..gpu.ballast import Ballast
 
-        self.ballast = Ballast(target_free_mib=usable).hold()
+        self.ballast = Ballast(target_free_mib=self.plan.profile.usable_mib).hold()
 
     def _start_sampler(self, server: Server) -> None:
         if self.gpu is None or server.pid is None:

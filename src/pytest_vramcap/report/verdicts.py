@@ -2,8 +2,9 @@
 
 * ``oom``              the server could not allocate, or died: the plan's prediction,
                        load failures, OOM lines in the log, a dead process, OOM errors in answers.
-* ``cpu_offload``      llama.cpp left layers or KV on the CPU ("offloaded N/M" with
-                       N < M, CPU KV buffers) on a GPU run.
+* ``cpu_offload``      weights or KV left the GPU on a GPU run: layers ("offloaded N/M"),
+                       CPU KV buffers, ``--fit`` overflow (MoE experts), weights the plan
+                       put on the GPU found in host memory (engines/judge.py).
 * ``slots``            the server has a slot for every agent of the widest step: decided
                        by the plan, not by a clock.
 * ``parallel_speedup`` the median over interleaved rounds of sequential wall time /
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Final
 from pydantic import BaseModel, ConfigDict
 
 from ..engines.base import EngineEvidence
+from ..engines.judge import Placement, judge_spill
 from ..engines.logparse import mentions_oom
 from ..errors import EngineError, EngineStartError
 from ..load.fanout import ScenarioRun
@@ -94,29 +96,29 @@ def oom_verdict(plan: Plan | None, engine: EngineEvidence, errors: Iterable[str]
     return Verdict(name="oom", outcome=PASS, summary=source)
 
 
-def offload_verdict(engine: EngineEvidence) -> Verdict:
+def offload_verdict(engine: EngineEvidence, placement: Placement | None = None) -> Verdict:
+    """Weights or KV cache that left the GPU, judged by :func:`~pytest_vramcap.engines.judge.judge_spill`.
+
+    ``placement`` is where the plan puts them; without one, llama.cpp's own defaults.
+    """
     log = engine.log
     if log is None:
         return Verdict(name="cpu_offload", outcome=NA, summary="no engine log to read (attached server)")
     if not log.gpu_present:
         return Verdict(name="cpu_offload", outcome=NA, summary="CPU-only engine: nothing is offloaded to a GPU")
-    if log.load_failed and not log.cpu_offload:
+    judgement = judge_spill(log, placement)
+    if log.load_failed and not judgement.cpu_offload:
         # Its KV cache or compute buffer was never allocated: "all on the GPU" would be a guess.
         return Verdict(name="cpu_offload", outcome=NA, summary="the model did not finish loading: nothing to judge")
-    n, m = log.offloaded_layers or (0, 0)
-    if not log.cpu_offload:
-        return Verdict(name="cpu_offload", outcome=PASS, summary=f"all {m} layers and the KV cache on the GPU")
-    evidence = []
-    if log.layers_on_cpu:
-        evidence.append(f"log: offloaded {n}/{m} layers to GPU ({log.layers_on_cpu} left on the CPU)")
-        if log.model.host():
-            evidence.append(f"log: CPU model buffers {log.model.host():.2f} MiB")
-    if log.kv.host() > 0:
-        evidence.append(f"log: CPU KV buffer {log.kv.host():.2f} MiB")
-    if log.fit_ran:
-        evidence.append("log: llama.cpp --fit moved them to fit free memory")
-    return Verdict(name="cpu_offload", outcome=FAIL, summary="layers or KV cache spilled to the CPU",
-                   evidence=tuple(evidence))
+    m = log.offloaded_layers[1] if log.offloaded_layers else 0
+    if not judgement.cpu_offload:
+        where = "where the plan put them" if placement and placement.gpu_layers < placement.total_layers else \
+            "on the GPU"
+        return Verdict(name="cpu_offload", outcome=PASS, summary=f"all {m} layers' weights and the KV cache {where}")
+    moved = f": {'at most ' if judgement.moved_is_bound else ''}{judgement.moved_mib:.0f} MiB of weights moved" \
+        if judgement.moved_mib else ""
+    return Verdict(name="cpu_offload", outcome=FAIL, summary=f"weights or KV cache spilled to the CPU{moved}",
+                   evidence=tuple(f"log: {line}" for line in judgement.evidence))
 
 
 def slots_verdict(slots: int, scenario: Scenario) -> Verdict:
@@ -180,7 +182,7 @@ def scenario_verdicts(plan: Plan, engine: EngineEvidence, run: ScenarioRun, mini
                       slos: Iterable[tuple[str, float]]) -> list[Verdict]:
     """Every verdict on one scenario run."""
     errors = run.sequential.errors + run.parallel.errors
-    return [oom_verdict(plan, engine, errors), offload_verdict(engine),
+    return [oom_verdict(plan, engine, errors), offload_verdict(engine, Placement.planned(plan.memory)),
             slots_verdict(plan.config.parallel, run.scenario), speedup_verdict(run, minimum), *slo_verdicts(run, slos)]
 
 
@@ -194,7 +196,7 @@ def start_failure_verdicts(plan: Plan, engine: EngineEvidence, error: EngineErro
     if not oom.failed:
         oom = Verdict(name="oom", outcome=FAIL, summary="the server did not start",
                       evidence=(f"server: {_error_summary(error)}",))
-    return [oom, offload_verdict(engine)]
+    return [oom, offload_verdict(engine, Placement.planned(plan.memory))]
 
 
 def session_verdicts(engine: EngineEvidence | None, error: EngineError | None) -> list[Verdict]:
