@@ -113,7 +113,9 @@ def fit_overflow_layers(log: ServerLog) -> tuple[int, ...]:
 
 
 def judge_spill(log: ServerLog, expected: Placement | None = None) -> SpillJudgement:
-    """Whether weights or KV left the GPU, with the log lines that show it."""
+    """Whether weights or KV left the GPU, with the log lines that show it (never, on a CPU-only run)."""
+    if not log.gpu_present:
+        return SpillJudgement(False, (), 0.0, False, ())
     evidence: list[str] = []
     layers: list[int] = []
     moved: float | None = None
