@@ -17,6 +17,7 @@ the GPU that really runs (what the plugin does when it emulates a profile).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -34,7 +35,7 @@ from pytest_vramcap.model.synth import write_gguf
 from pytest_vramcap.planner.memory import KV_PAD, ServerConfig
 from pytest_vramcap.planner.plan import PlanRequest
 from pytest_vramcap.planner.profiles import Profile, resolve_profile
-from pytest_vramcap.planner.solver import make_plan
+from pytest_vramcap.planner.solver import largest_satisfying, make_plan
 
 # shape, mix, agents, profile
 CASES = [
@@ -92,9 +93,10 @@ def full_load(path: Path, agents: int, ctx: int, logs: Path) -> dict[str, Any]:
 
 
 def search(path: Path, agents: int, start: int, logs: Path) -> tuple[int, list[dict[str, Any]]]:
-    """Largest ctx (multiple of 256) that fit keeps on the GPU, found from ``start`` outwards."""
+    """Largest ctx (multiple of 256) that fit keeps on the GPU, found from ``start`` outwards (0: not even 256)."""
     probes: list[dict[str, Any]] = []
 
+    @functools.cache  # each context is probed once: the bisection re-asks about its lower bound
     def fits(k: int) -> bool:
         ok, log = fit_probe(path, agents, k * KV_PAD, logs)
         probes.append({"ctx": k * KV_PAD, "fits": ok, "reduce_mib": log.fit_reduce_mib})
@@ -112,13 +114,7 @@ def search(path: Path, agents: int, start: int, logs: Path) -> tuple[int, list[d
         while k - step >= 1 and not fits(k - step):
             hi, step = k - step - 1, step * 2
         lo = max(1, k - step)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if fits(mid):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo * KV_PAD, probes
+    return (largest_satisfying(lo, hi, fits) or 0) * KV_PAD, probes
 
 
 def main() -> None:

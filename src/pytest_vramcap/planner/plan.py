@@ -100,14 +100,19 @@ class Alternative:
 class Plan:
     spec: ModelSpec
     profile: Profile
+    request: PlanRequest
+    """What was asked: planning it again on another profile gives the same kind of plan."""
     config: ServerConfig
     memory: MemoryBreakdown
-    fit_margin_mib: int
     decode: DecodeEstimate
     solved_for: str | None = None
     breaking_term: str | None = None
     alternatives: tuple[Alternative, ...] = ()
     notes: tuple[str, ...] = field(default=())
+
+    @property
+    def fit_margin_mib(self) -> int:
+        return self.request.fit_margin_mib
 
     @property
     def total_mib(self) -> float:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..model.source import ModelSource, load_model, parse_model_source
 from .plan import Plan, PlanRequest
-from .profiles import Profile, load_user_profiles, resolve_profile
+from .profiles import load_user_profiles, resolve_profile
 from .solver import make_plan
 
 __all__ = ["model_source_from_options", "plan_from_options"]
@@ -18,18 +18,12 @@ def model_source_from_options(values: Mapping[str, Any]) -> ModelSource:
     return parse_model_source(values["model"], quant=values["quant"], ollama_url=values["ollama_url"])
 
 
-def plan_from_options(values: Mapping[str, Any], source: ModelSource | None = None,
-                      running: Profile | None = None) -> Plan:
+def plan_from_options(values: Mapping[str, Any], source: ModelSource | None = None) -> Plan:
     """Plan from the option table's values (keyed by ``dest``); ``source`` overrides ``--model``.
-
-    ``running``: the GPU that really runs when a bigger one emulates the profile; its
-    per-process overhead replaces the profile's.
 
     Raises the BadInputError kinds (profile, model, config) with one-line messages.
     """
     profile = resolve_profile(values["profile"], load_user_profiles(values["profiles_file"]))
-    if running is not None:
-        profile = profile.with_overhead_of(running)
     request = PlanRequest.from_options(values)
     spec = load_model(source if source is not None else model_source_from_options(values))
     return make_plan(spec, profile, request)

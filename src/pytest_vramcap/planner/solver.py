@@ -23,7 +23,7 @@ from .plan import Alternative, Plan, PlanRequest, fits_budget
 from .profiles import Profile
 from .throughput import DecodeEstimate, estimate_decode
 
-__all__ = ["make_plan"]
+__all__ = ["largest_satisfying", "make_plan"]
 
 
 def _config(request: PlanRequest, agents: int, ctx: int, **changes: Any) -> ServerConfig:
@@ -41,7 +41,7 @@ def _config(request: PlanRequest, agents: int, ctx: int, **changes: Any) -> Serv
     return replace(config, **changes) if changes else config
 
 
-def _largest(lo: int, hi: int, fits: Callable[[int], bool]) -> int | None:
+def largest_satisfying(lo: int, hi: int, fits: Callable[[int], bool]) -> int | None:
     """Largest value in [lo, hi] for which the monotone ``fits`` holds."""
     if hi < lo or not fits(lo):
         return None
@@ -78,15 +78,15 @@ class _Solver:
         return fits_budget(self.memory(config), self.profile, self.request.fit_margin_mib)
 
     def max_ctx(self, agents: int, **changes: Any) -> int | None:
-        steps = _largest(1, max(1, self.spec.n_ctx_train // KV_PAD),
+        steps = largest_satisfying(1, max(1, self.spec.n_ctx_train // KV_PAD),
                          lambda k: self.fits(_config(self.request, agents, k * KV_PAD, **changes)))
         return None if steps is None else steps * KV_PAD
 
     def max_agents(self, ctx: int, **changes: Any) -> int | None:
-        return _largest(1, MAX_AGENTS, lambda n: self.fits(_config(self.request, n, ctx, **changes)))
+        return largest_satisfying(1, MAX_AGENTS, lambda n: self.fits(_config(self.request, n, ctx, **changes)))
 
     def max_gpu_layers(self, agents: int, ctx: int) -> int | None:
-        return _largest(0, self.spec.n_layer + 1,
+        return largest_satisfying(0, self.spec.n_layer + 1,
                         lambda n: self.fits(_config(self.request, agents, ctx, gpu_layers=n)))
 
     def min_n_cpu_moe(self, agents: int, ctx: int) -> int | None:
@@ -172,5 +172,5 @@ def make_plan(spec: ModelSpec, profile: Profile, request: PlanRequest) -> Plan:
         n = request.n_cpu_moe
         notes.append(f"--n-cpu-moe {n}: expert weights of the first {n} layers on the CPU" if spec.n_expert
                      else f"--n-cpu-moe {n} has no effect: the model has no experts")
-    return Plan(spec, profile, config, memory, request.fit_margin_mib, solver.decode(config, memory),
+    return Plan(spec, profile, request, config, memory, solver.decode(config, memory),
                 solved_for, breaking, alternatives, tuple(notes))

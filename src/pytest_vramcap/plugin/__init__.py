@@ -44,6 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     from ..errors import VramcapError
     from ..planner.resolve import plan_from_options
+    from ..planner.solver import make_plan
     from .reporter import Reporter
     from .runstate import RunState
     from .xdist import XdistBridge, is_xdist_controller, worker_server_url
@@ -53,7 +54,7 @@ def pytest_configure(config: pytest.Config) -> None:
         state = RunState(settings, plan, PytestConsole(config), worker_url=worker_server_url(config))
         running = state.running_profile()
         if running is not None:  # workers decide the same way, so every process holds the same plan
-            state.plan = plan_from_options(settings.plan_values, settings.model_source(), running=running)
+            state.plan = make_plan(plan.spec, plan.profile.with_overhead_of(running), plan.request)
         if not is_worker(config):
             state.emulate_profile()
     except VramcapError as exc:
