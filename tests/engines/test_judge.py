@@ -78,6 +78,12 @@ def test_weights_missing_on_both_sides_are_not_a_spill() -> None:
                             "load_tensors:   CPU_Mapped model buffer size =   100.00 MiB",
                             "load_tensors:        CUDA0 model buffer size =  1000.00 MiB"])
     assert not judge_spill(log, Placement(1200.0, 100.0, 0.0, 5, 5)).cpu_offload
+    # A KV spill beside it is a spill, but the missing tensor is not counted as moved weights.
+    with_kv = parse_server_log([*(f"load_tensors: {text}" for text in (
+        "offloaded 5/5 layers to GPU", "  CPU_Mapped model buffer size =   100.00 MiB",
+        "       CUDA0 model buffer size =  1000.00 MiB")), "llama_kv_cache:        CPU KV buffer size =    64.00 MiB"])
+    kv_spill = judge_spill(with_kv, Placement(1200.0, 100.0, 0.0, 5, 5))
+    assert kv_spill.cpu_offload and kv_spill.moved_mib == 0.0
     moved = parse_server_log(["load_tensors: offloaded 5/5 layers to GPU",
                               "load_tensors:   CPU_Mapped model buffer size =   300.00 MiB",
                               "load_tensors:        CUDA0 model buffer size =  1000.00 MiB"])

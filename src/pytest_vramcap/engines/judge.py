@@ -17,6 +17,7 @@ from the first to the last host tensor, GPU tensors in between included).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..defaults import MIB
@@ -28,7 +29,8 @@ from .logparse import ServerLog
 __all__ = ["Placement", "SpillJudgement", "embedding_bound_mib", "fit_overflow_layers", "judge_spill",
            "layer_ranges"]
 
-_TOLERANCE_MIB = 1.0  # buffer sizes are logged with two decimals; a real spill moves whole tensors
+_TOLERANCE_MIB = 1.0
+_LAYER_RE = re.compile(r"blk\.(\d+)\.")  # buffer sizes are logged with two decimals; a real spill moves whole tensors
 
 
 @dataclass(frozen=True)
@@ -131,17 +133,19 @@ def judge_spill(log: ServerLog, expected: Placement | None = None) -> SpillJudge
         evidence.append(f"CPU KV buffer {host_kv:.2f} MiB" + (f" (the plan: {expected.host_kv_mib:.2f} MiB)"
                                                                 if expected and expected.host_kv_mib else ""))
     fit_layers = fit_overflow_layers(log)
-    for device in log.fit_devices:
-        if device.overflowing or (m and sum(d.layers for d in log.fit_devices) < m):
-            evidence.append(f"--fit: {device.line.split(':', 1)[-1].strip()}")
+    fit_kept_fewer = bool(m) and sum(device.layers for device in log.fit_devices) < m
+    evidence += [f"--fit: {device.line.split(':', 1)[-1].strip()}" for device in log.fit_devices
+                 if device.overflowing or fit_kept_fewer]
     layers += fit_layers
-    layers += [int(o.name.split(".")[1]) for o in log.overrides
-               if o.buffer.startswith("CPU") and o.name.startswith("blk.") and o.name.split(".")[1].isdigit()]
+    layers += [int(match[1]) for o in log.overrides
+               if o.buffer.startswith("CPU") and (match := _LAYER_RE.match(o.name))]
     host_model, gpu_model = log.model.host(), log.model.device()
     if expected is not None and gpu_model > 0:
-        moved = max(0.0, expected.gpu_model_mib - gpu_model)
+        short = expected.gpu_model_mib - gpu_model
         # What left the GPU must show up on the host (a tensor llama.cpp skips shows up on neither).
-        if moved > _TOLERANCE_MIB and host_model - expected.host_model_mib >= moved - _TOLERANCE_MIB:
+        moved = short if short > _TOLERANCE_MIB and host_model - expected.host_model_mib >= short - _TOLERANCE_MIB \
+            else 0.0
+        if moved:
             evidence.append(f"{moved:.2f} MiB of weights that belong on the GPU are in host memory "
                             f"(GPU model buffers {gpu_model:.2f} MiB, expected {expected.gpu_model_mib:.2f} MiB)")
     elif gpu_model > 0:

@@ -186,7 +186,7 @@ def _strip_prefix(line: str) -> str:
 def parse_server_log(lines: Iterable[str]) -> ServerLog:
     log = ServerLog()
     kinds = {"model": log.model, "KV": log.kv, "compute": log.compute}
-    fit_block_open = False  # fit prints one device row per device, after its trial rows
+    after_fit_row = False  # fit prints one row per device; a new block of rows replaces the last
     for line in lines:
         if "constructing llama_context" in line:
             log.kv.by_backend.clear()  # a new context: its caches replace the last one's
@@ -202,12 +202,10 @@ def parse_server_log(lines: Iterable[str]) -> ServerLog:
             log.offloaded_layers = (int(match["n"]), int(match["m"]))
             log.lines.append(_strip_prefix(line))
         elif match := _FIT_DEVICE_RE.search(line):
-            if not fit_block_open:
+            if not after_fit_row:
                 log.fit_devices = []
-            fit_block_open = True
             log.fit_devices.append(FitDevice(match["device"].strip(), int(match["layers"]), int(match["over"] or 0),
                                              int(match["used"]), int(match["free"]), _strip_prefix(line)))
-            continue
         elif match := _OVERRIDE_RE.search(line):
             log.overrides.append(TensorOverride(match["name"], int(match["mib"]), match["buft"]))
         elif match := _FIT_REDUCE_RE.search(line):
@@ -229,7 +227,7 @@ def parse_server_log(lines: Iterable[str]) -> ServerLog:
             log.model_info[match["key"]] = int(match["value"])
         elif match := _TYPE_COUNT_RE.search(line):
             log.tensor_types[match["type"]] = int(match["count"])
-        fit_block_open = False
+        after_fit_row = match is not None and match.re is _FIT_DEVICE_RE
         if any(marker in line for marker in _LLAMA_MARKERS):
             log.recognised += 1
         if "common_params_fit_impl" in line:
