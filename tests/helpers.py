@@ -9,6 +9,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
+from pytest_vramcap.engines.binary import find_llama_server
+from pytest_vramcap.errors import EngineNotFoundError
+
+
+def _engine() -> tuple[Path | None, str]:
+    try:
+        return find_llama_server(), ""
+    except EngineNotFoundError as exc:  # pragma: no cover - CI installs the engine
+        return None, f"needs llama-server: {exc}"
+
+
+LLAMA_SERVER, _NO_ENGINE = _engine()
+needs_llama_server = pytest.mark.skipif(LLAMA_SERVER is None, reason=_NO_ENGINE)
+"""``pytestmark`` of the modules that drive a real llama-server."""
+
 
 def processes_with(marker: str) -> list[int]:
     """Live (non-zombie) processes whose command line contains ``marker``, a path unique to one test."""

@@ -13,13 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pytest_vramcap.engines import find_llama_server
-from pytest_vramcap.errors import EngineNotFoundError
+from tests.helpers import needs_llama_server
 
-try:
-    find_llama_server()
-except EngineNotFoundError as exc:  # pragma: no cover - CI installs the engine
-    pytestmark = pytest.mark.skip(reason=f"needs llama-server: {exc}")
+pytestmark = needs_llama_server
 
 
 def _stat(pid: int) -> list[str]:

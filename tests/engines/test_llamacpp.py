@@ -25,11 +25,9 @@ from pytest_vramcap.load.metrics import summarize
 from pytest_vramcap.model import spec_from_gguf
 from pytest_vramcap.model.synth import write_gguf
 from pytest_vramcap.planner.memory import ServerConfig, kv_cache_bytes
+from tests.helpers import needs_llama_server
 
-try:
-    BINARY = find_llama_server()
-except EngineNotFoundError as exc:  # pragma: no cover - CI installs the engine
-    pytestmark = pytest.mark.skip(reason=f"needs llama-server: {exc}")
+pytestmark = needs_llama_server
 
 MAX_TOKENS = 32
 MIB = 1024 * 1024

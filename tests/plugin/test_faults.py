@@ -22,17 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vramcap.engines.binary import find_llama_server
-from pytest_vramcap.errors import EngineNotFoundError
 from pytest_vramcap.model.synth import write_gguf
-from tests.helpers import misbehaving_server, processes_with
+from tests.helpers import LLAMA_SERVER, misbehaving_server, needs_llama_server, processes_with
 
 pytest_plugins = ["pytester"]
 
-try:
-    LLAMA_SERVER = find_llama_server()
-except EngineNotFoundError as exc:  # pragma: no cover - CI installs the engine
-    pytestmark = pytest.mark.skip(reason=f"needs llama-server: {exc}")
+pytestmark = needs_llama_server
 
 PAIR = """
 name: pair

@@ -14,16 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vramcap.engines import find_llama_server
-from pytest_vramcap.errors import EngineNotFoundError
 from pytest_vramcap.model.synth import write_gguf
+from tests.helpers import LLAMA_SERVER, needs_llama_server
 
 pytest_plugins = ["pytester"]
 
-try:
-    LLAMA_SERVER = find_llama_server()
-except EngineNotFoundError as exc:  # pragma: no cover - CI installs the engine
-    pytestmark = pytest.mark.skip(reason=f"needs llama-server: {exc}")
+pytestmark = needs_llama_server
 
 FANOUT = """
 name: {name}
