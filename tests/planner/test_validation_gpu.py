@@ -14,7 +14,7 @@ import pytest
 
 from pytest_vramcap.defaults import MIB
 from pytest_vramcap.model import spec_from_shape
-from pytest_vramcap.planner.memory import ServerConfig, estimate_memory
+from pytest_vramcap.planner.memory import DeviceMemory, ServerConfig, estimate_memory
 from pytest_vramcap.planner.profiles import resolve_profile
 
 ROWS = json.loads((Path(__file__).parents[2] / "docs" / "validation.json").read_text())
@@ -34,36 +34,53 @@ def _id(row: dict) -> str:
             f"fa{int(row['flash_attn'])}-ub{row.get('ubatch', 512)}{offload}")
 
 
-# Compute buffers the closed form misses by more than 1% (docs/validation.md), each held to
-# its measured error so that a change that makes one worse still fails. Partial offload
-# is over-estimated (the safe side); the two under-estimates are a few MiB in the total.
-KNOWN_COMPUTE_GAPS = {
-    "qwen3-30b-a3b-Q4_K_M-4x4096-q8_0-fa1-ub512": (-0.09, 0.0),
-    "gemma3-12b-Q4_K_M-2x16384-q8_0-fa1-ub512": (-0.03, 0.0),
-    "gemma2-9b-Q4_K_M-4x8192-f16-fa0-ub512": (-0.05, 0.0),
-    "gemma3-12b-Q4_K_M-2x8192-f16-fa0-ub512": (-0.05, 0.0),
-    "qwen2.5-14b-Q4_K_M-4x8192-f16-fa1-ub512-ngl30": (0.0, 0.05),
-    "llama3.1-8b-Q4_K_M-2x8192-f16-fa1-ub512-ngl20": (0.0, 0.25),
-    "qwen3-30b-a3b-Q4_K_M-2x8192-f16-fa1-ub512-ncmoe24": (0.0, 0.11),
-    "gpt-oss-20b-MXFP4_MOE-4x8192-f16-fa1-ub512-ncmoe12": (0.0, 0.11),
-    "qwen3-30b-a3b-Q4_K_M-4x4096-f16-fa1-ub512-ncmoe40": (0.0, 0.11),
-}
-
-
-@pytest.mark.parametrize("row", ROWS, ids=[_id(r) for r in ROWS])
-def test_prediction_matches_the_gpu(row: dict) -> None:
+def _planned_gpu(row: dict) -> DeviceMemory:
     ub = row.get("ubatch", 512)
     config = ServerConfig(parallel=row["agents"], ctx_per_agent=row["ctx_per_agent"], cache_type_k=row["kv_cache"],
                           cache_type_v=row["kv_cache"], flash_attn=row["flash_attn"], n_ubatch=ub,
                           n_batch=ub if ub > 512 else 2048, gpu_layers=row.get("gpu_layers"),
                           n_cpu_moe=row.get("n_cpu_moe", 0))
-    gpu = estimate_memory(spec_from_shape(row["shape"], row["mix"]), config, resolve_profile("h100-80gb", {})).gpu
+    return estimate_memory(spec_from_shape(row["shape"], row["mix"]), config, resolve_profile("h100-80gb", {})).gpu
+
+
+# Compute buffers the closed form misses by more than 1% (docs/validation.md), each held to
+# its measured error so that a change that makes one worse still fails. -ngl is an upper
+# bound (llama.cpp's reserve is lower, and grows at run time); MoE with a quantized KV cache
+# under flash attention is under by 6-32 MiB (allocator fragmentation around the f16 copies
+# of K and V), which the totals still cover.
+KNOWN_COMPUTE_GAPS = {
+    "qwen2.5-14b-Q4_K_M-4x8192-f16-fa1-ub512-ngl30": (0.0, 0.05),
+    "qwen2.5-14b-Q4_K_M-4x8192-f16-fa1-ub512-ngl40": (0.0, 0.05),
+    "llama3.1-8b-Q4_K_M-2x8192-f16-fa1-ub512-ngl10": (0.0, 0.25),
+    "llama3.1-8b-Q4_K_M-2x8192-f16-fa1-ub512-ngl20": (0.0, 0.25),
+    "llama3.1-8b-Q4_K_M-2x8192-f16-fa1-ub512-ngl30": (0.0, 0.25),
+    "llama3.1-8b-Q4_K_M-2x8192-f16-fa1-ub1024-ngl20": (0.0, 0.02),
+    "qwen3-30b-a3b-Q4_K_M-4x4096-q8_0-fa1-ub512": (-0.09, 0.0),
+    "qwen3-30b-a3b-Q4_K_M-2x8192-q8_0-fa1-ub512": (-0.09, 0.0),
+    "qwen3-30b-a3b-Q4_K_M-4x4096-q4_0-fa1-ub512": (-0.09, 0.0),
+    "qwen3-30b-a3b-Q4_K_M-2x16384-q8_0-fa1-ub512": (-0.23, 0.0),
+    "gpt-oss-20b-MXFP4_MOE-4x8192-q8_0-fa1-ub512": (-0.06, 0.0),
+}
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[_id(r) for r in ROWS])
+def test_prediction_matches_the_gpu(row: dict) -> None:
+    gpu = _planned_gpu(row)
     assert gpu.model / MIB == pytest.approx(row["measured_model_mib"], abs=0.01)
     assert gpu.context / MIB == pytest.approx(row["measured_context_mib"], abs=0.01)
     low, high = KNOWN_COMPUTE_GAPS.get(_id(row), (-0.01, 0.01))
     error = (gpu.compute / MIB - row["measured_compute_mib"]) / row["measured_compute_mib"]
     assert low <= error <= high
     assert gpu.total / MIB == pytest.approx(row["measured_total_mib"], rel=0.025)
+
+
+def test_totals_are_within_one_percent_except_the_smallest_model() -> None:
+    """The plan total against NVML's peak; the 0.5B model's 1.5 GiB total is 2.3% over (overhead dominates)."""
+    for row in ROWS:
+        if "error" in row or row["shape"] == "qwen2.5-0.5b":
+            continue
+        gpu = _planned_gpu(row)
+        assert gpu.total / MIB == pytest.approx(row["measured_total_mib"], rel=0.01), _id(row)
 
 
 def test_the_matrix_covers_moe_sliding_window_batches_and_partial_offload() -> None:

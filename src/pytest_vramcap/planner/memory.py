@@ -29,6 +29,7 @@ __all__ = [
     "COMPUTE_MODEL_NOTE",
     "EXPERT_TENSOR_RE",
     "KV_PAD",
+    "MOE_POOL_MIB",
     "ContextSizing",
     "DeviceMemory",
     "MemoryBreakdown",
@@ -42,10 +43,20 @@ __all__ = [
 
 KV_PAD = 256
 
+# The CUDA pool that the expert matmuls (mul_mat_id) draw from while a batch is processed:
+# the unaccounted memory at peak of MoE models, above the dense models' (H100, 16 MoE configs,
+# qwen3-30b-a3b and gpt-oss-20b: 698-715 MiB against 600-632; docs/validation.md).
+MOE_POOL_MIB = 96
+
+# Architectures whose graph scales the query with its own ggml_scale node instead of
+# passing the scale to the attention op (llama.cpp src/models/*.cpp: "Qcur = ggml_scale").
+SCALES_QUERY_ARCHS = frozenset({"gemma", "gemma2", "gemma3", "gemma-embedding", "phi2", "phi3"})
+
 COMPUTE_MODEL_NOTE = (
     "compute buffer: closed form fitted to llama.cpp's CUDA buffers on an H100 "
-    "(38 configs, docs/validation.md: within 1% for dense and MoE layers on the GPU; up to 5% without "
-    "flash attention on sliding-window models, +5-25% with -ngl, -4% to +11% with --n-cpu-moe; MLA extrapolated)"
+    "(52 configs, docs/validation.md: within 1% with every layer on the GPU and with --n-cpu-moe; "
+    "an upper bound with -ngl (+2% to +25%); MoE with a quantized KV cache under flash attention "
+    "5-23% under (6-32 MiB); MLA extrapolated)"
 )
 
 
@@ -107,6 +118,8 @@ class DeviceMemory:
     context: int
     compute: int
     overhead: int = 0
+    runtime_pool: int = 0
+    """The part of ``overhead`` the CUDA pool takes while batches run, after --fit has measured."""
 
     @property
     def total(self) -> int:
@@ -265,6 +278,10 @@ def _compute_bytes(
     k_width = max((layer.k_width for layer in spec.layers), default=0)
     v_width = max((layer.v_width for layer in spec.layers), default=0)
     attention = act * (3 * e + 2 * q_width)
+    if spec.arch in SCALES_QUERY_ARCHS:
+        # The scaled query is one more query-width tensor; without flash attention one
+        # residual-width tensor more is live at the scores (gemma2/gemma3 on an H100).
+        attention += act * q_width if config.flash_attn else act * (e + q_width)
     if not config.flash_attn:
         attention += 4 * n_kv * ub * spec.n_head + act * (k_width + v_width)
     else:
@@ -284,9 +301,18 @@ def _compute_bytes(
         # Partial offload: big-batch ops of CPU layers run on the GPU, so one
         # layer's K/V and its largest weight are copied into the compute buffer.
         attention += max(cpu_kv_layers)
-    if cpu_tensors:
+    offloaded = 0
+    if cpu_tensors and all(is_expert_tensor(tensor) for tensor in cpu_tensors):
+        # --n-cpu-moe: op offload copies one expert tensor into the buffer for its matmul, beside
+        # the expert outputs, the FFN input and four residual-width tensors. Independent of how
+        # many layers keep their experts on the CPU (qwen3-30b-a3b, gpt-oss-20b on an H100).
+        widest = max(tensor.cuda_nbytes for tensor in cpu_tensors)
+        offloaded = widest + act * (e * spec.n_expert_used + spec.n_ff + 4 * e)
+    elif cpu_tensors:
+        # -ngl: an upper bound (the largest weight copy on top of the FFN working set); llama.cpp
+        # reserves 5-25% less (docs/validation.md).
         ffn += max(tensor.cuda_nbytes for tensor in cpu_tensors)
-    gpu = mask + max(attention, ffn, output)
+    gpu = mask + max(attention, ffn, output, offloaded)
     host = mask + 4 * act * e  # pinned staging of inputs and the mask
     return gpu, host
 
@@ -300,9 +326,10 @@ def estimate_memory(spec: ModelSpec, config: ServerConfig, profile: Profile) -> 
     kv_gpu = sum(size for il, size in enumerate(kv) if il >= first_gpu_layer)
     cpu_kv_layers = [size for il, size in enumerate(kv) if il < first_gpu_layer and size]
     compute_gpu, compute_host = _compute_bytes(spec, config, sizing, cpu_kv_layers, cpu_tensors)
-    overhead = profile.overhead_for(config.flash_attn) * MIB
+    pool = MOE_POOL_MIB * MIB if spec.n_expert else 0
+    overhead = profile.overhead_for(config.flash_attn) * MIB + pool
     return MemoryBreakdown(
-        gpu=DeviceMemory(weights_gpu, kv_gpu, compute_gpu, overhead),
+        gpu=DeviceMemory(weights_gpu, kv_gpu, compute_gpu, overhead, runtime_pool=pool),
         cpu=DeviceMemory(weights_cpu, sum(cpu_kv_layers), compute_host),
         sizing=sizing,
         gpu_layers=ngl,

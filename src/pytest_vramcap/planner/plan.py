@@ -15,7 +15,7 @@ from .output import plan_json
 from .profiles import Profile
 from .throughput import DecodeEstimate
 
-__all__ = ["Alternative", "Plan", "PlanRequest", "fits_budget"]
+__all__ = ["Alternative", "Plan", "PlanRequest", "budget_overrun_mib", "fits_budget"]
 
 
 @dataclass(frozen=True)
@@ -67,9 +67,20 @@ class PlanRequest:
         )
 
 
+def budget_overrun_mib(memory: MemoryBreakdown, profile: Profile, margin_mib: int) -> float:
+    """How far the plan is over what the card offers (<= 0: it fits), unrounded.
+
+    Two limits: llama.cpp's --fit keeps ``margin_mib`` free beside what it measures at load,
+    and the peak must fit the card. The pool that MoE matmuls grow while batches run comes
+    after fit's decision, so it is taken out of the margin rather than added to it.
+    """
+    gpu = memory.gpu
+    at_fit = (gpu.total - gpu.runtime_pool) / MIB + margin_mib
+    return max(at_fit, gpu.total / MIB) - profile.usable_mib
+
+
 def fits_budget(memory: MemoryBreakdown, profile: Profile, margin_mib: int) -> bool:
-    """Peak GPU memory leaves at least the fit margin of what the profile offers (unrounded)."""
-    return profile.usable_mib - memory.gpu.total / MIB >= margin_mib
+    return budget_overrun_mib(memory, profile, margin_mib) <= 0
 
 
 @dataclass(frozen=True)

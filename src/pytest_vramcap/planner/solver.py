@@ -19,7 +19,7 @@ from ..defaults import DEFAULT_CTX_PER_AGENT, MAX_AGENTS, MIB
 from ..errors import ConfigError
 from ..model.spec import ModelSpec
 from .memory import COMPUTE_MODEL_NOTE, KV_PAD, MemoryBreakdown, ServerConfig, estimate_memory
-from .plan import Alternative, Plan, PlanRequest, fits_budget
+from .plan import Alternative, Plan, PlanRequest, budget_overrun_mib, fits_budget
 from .profiles import Profile
 from .throughput import DecodeEstimate, estimate_decode
 
@@ -130,9 +130,9 @@ class _Solver:
         return found
 
     def breaking_term(self, memory: MemoryBreakdown) -> str:
-        over = memory.gpu.total / MIB + self.request.fit_margin_mib - self.profile.usable_mib
+        over = budget_overrun_mib(memory, self.profile, self.request.fit_margin_mib)
         gpu = memory.gpu
-        fixed = (gpu.model + gpu.overhead) / MIB + self.request.fit_margin_mib
+        fixed = (gpu.model + gpu.overhead - gpu.runtime_pool) / MIB + self.request.fit_margin_mib
         if fixed > self.profile.usable_mib:
             return (f"model weights: {gpu.model / MIB:.0f} MiB plus {gpu.overhead / MIB:.0f} MiB CUDA overhead and the "
                     f"{self.request.fit_margin_mib} MiB margin exceed {self.profile.usable_mib} MiB before any context")
