@@ -105,10 +105,10 @@ MATRIX = [
     Case("gpt-oss-20b", "MXFP4_MOE", 4, 16384, ubatch=2048, role=H),
     # Sliding window: gemma3 (5 local : 1 global), gemma2 (1 : 1).
     Case("gemma3-12b", "Q4_K_M", 3, 8192),
-    Case("gemma3-12b", "Q4_K_M", 2, 16384, "q8_0", role=H),
+    Case("gemma3-12b", "Q4_K_M", 2, 16384, "q8_0"),  # held out in round 1; the query-scale term fits it
     Case("gemma3-12b", "Q4_K_M", 3, 8192, ubatch=2048),
     Case("gemma2-9b", "Q4_K_M", 2, 4096),
-    Case("gemma2-9b", "Q4_K_M", 4, 8192, fa=False, role=H),
+    Case("gemma2-9b", "Q4_K_M", 4, 8192, fa=False),  # likewise
     # Ollama's batch sizes on big cards: -b N -ub N.
     Case("qwen2.5-14b", "Q4_K_M", 4, 8192, ubatch=1024),
     Case("qwen2.5-14b", "Q4_K_M", 4, 8192, ubatch=2048, role=H),
@@ -124,6 +124,23 @@ MATRIX = [
     Case("qwen3-30b-a3b", "Q4_K_M", 2, 8192, n_cpu_moe=24),
     Case("gpt-oss-20b", "MXFP4_MOE", 4, 8192, n_cpu_moe=12, role=H),
     Case("qwen3-30b-a3b", "Q4_K_M", 4, 4096, n_cpu_moe=40, role=H),
+    # Held out for the query-scale term (gemma's explicit ggml_scale of Q), added 2026-11-24 (second run).
+    Case("gemma2-9b", "Q4_K_M", 2, 8192, "q8_0", role=H),
+    Case("gemma3-12b", "Q4_K_M", 3, 4096, fa=False, ubatch=1024, role=H),
+    Case("gemma2-9b", "Q4_K_M", 2, 4096, fa=False, role=H),
+    # A partial-offload sweep (how the weight copies of op offload grow the GPU compute buffer).
+    Case("llama3.1-8b", "Q4_K_M", 2, 8192, gpu_layers=10),
+    Case("llama3.1-8b", "Q4_K_M", 2, 8192, gpu_layers=30),
+    Case("llama3.1-8b", "Q4_K_M", 2, 8192, ubatch=1024, gpu_layers=20),
+    Case("qwen2.5-14b", "Q4_K_M", 4, 8192, gpu_layers=40),
+    Case("qwen3-30b-a3b", "Q4_K_M", 2, 8192, n_cpu_moe=8),
+    Case("qwen3-30b-a3b", "Q4_K_M", 2, 8192, n_cpu_moe=48),
+    Case("gpt-oss-20b", "MXFP4_MOE", 4, 8192, n_cpu_moe=24),
+    # MoE with a quantized KV cache under flash attention (the f16 copies of K and V).
+    Case("qwen3-30b-a3b", "Q4_K_M", 2, 8192, "q8_0"),
+    Case("qwen3-30b-a3b", "Q4_K_M", 4, 4096, "q4_0"),
+    Case("qwen3-30b-a3b", "Q4_K_M", 2, 16384, "q8_0"),
+    Case("gpt-oss-20b", "MXFP4_MOE", 4, 8192, "q8_0"),
 ]
 
 
