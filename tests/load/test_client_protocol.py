@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from pytest_vramcap.errors import ProtocolError
+from pytest_vramcap.errors import ProtocolError, StreamCut
 from pytest_vramcap.load.client import ChatClient, ChatRequest, RequestRecord
 from tests.helpers import canned_server
 
@@ -50,3 +50,21 @@ def test_a_well_formed_stream_still_counts() -> None:
     with canned_server(body) as url:
         record = ask(url)
     assert (record.n_out, record.n_out_source, record.prompt_tokens, record.text) == (2, "usage", 3, "xx")
+
+
+def test_a_stream_without_done_is_cut_even_after_a_finish_reason() -> None:
+    """llama-server and Ollama's /v1 end every complete stream with [DONE]; without it the answer may be partial."""
+    with canned_server(sse(TOKEN, DONE)) as url, pytest.raises(StreamCut, match="without \\[DONE\\]") as excinfo:
+        ask(url)
+    assert excinfo.value.record is not None and excinfo.value.record.n_chunks == 1
+
+
+@pytest.mark.parametrize("field", ["reasoning", "reasoning_content"])
+def test_reasoning_tokens_are_the_first_token(field: str) -> None:
+    """A thinking model streams its reasoning first: Ollama as delta.reasoning, llama-server as reasoning_content."""
+    thought = {"choices": [{"delta": {field: "hmm"}, "finish_reason": None}]}
+    with canned_server(sse(thought, TOKEN, DONE, "[DONE]")) as url:
+        record = ask(url)
+    assert record.text == "hmmx"
+    assert record.n_chunks == 2
+    assert record.t_first is not None and record.t_first == record.chunk_times[0]

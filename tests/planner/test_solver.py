@@ -104,6 +104,7 @@ def test_rendered_configs_agree_with_the_plan() -> None:
     assert env["OLLAMA_NUM_PARALLEL"] == "4" and env["OLLAMA_CONTEXT_LENGTH"] == "8192"
     assert env["OLLAMA_KV_CACHE_TYPE"] == "q8_0" and env["OLLAMA_FLASH_ATTENTION"] == "1"
     assert "PARAMETER num_ctx 8192" in data["ollama"]["modelfile"]
-    assert data["ollama"]["create_request"]["parameters"] == {"num_ctx": 8192}
+    assert data["ollama"]["create_request"]["parameters"] == {"num_ctx": 8192, "num_batch": 512}
+    assert data["ollama"]["refused"] is None and data["ollama"]["model"].endswith("-vramcap")
     assert data["memory"]["gpu"]["total_mib"] == round(plan(agents=4, ctx_per_agent=8192,
                                                             kv_cache="q8_0").memory.gpu.total / MIB, 2)

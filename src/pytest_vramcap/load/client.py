@@ -99,11 +99,17 @@ class RequestRecord:
         }
 
 
+# Where a streamed token can arrive: the answer, and a thinking model's reasoning, which
+# llama-server streams as ``reasoning_content`` and Ollama's /v1 as ``reasoning``
+# (openai/openai.go). Either is the first token for TTFT.
+_DELTA_TEXT_KEYS = ("content", "reasoning_content", "reasoning")
+
+
 def _content(choice: dict[str, Any]) -> str:
     delta = choice.get("delta")
     if not isinstance(delta, dict):
         return ""
-    return "".join(part for part in (delta.get("content"), delta.get("reasoning_content")) if isinstance(part, str))
+    return "".join(part for part in (delta.get(key) for key in _DELTA_TEXT_KEYS) if isinstance(part, str))
 
 
 class ChatClient:
@@ -171,9 +177,9 @@ class ChatClient:
                 if "error" in chunk:  # errors after the stream began arrive in-band
                     raise self._fail(record, HTTPStatusError(response.status_code, str(chunk["error"])[:500]))
                 self._absorb(record, chunk, now)
-            if not done and record.finish_reason is None:
+            if not done:  # llama-server and Ollama's /v1 both end every complete stream with [DONE]
                 raise self._fail(record, StreamCut(f"{request.label or 'request'}: stream ended after "
-                                                   f"{record.n_chunks} chunks without a final chunk"))
+                                                   f"{record.n_chunks} chunks without [DONE]"))
 
     def _chunk(self, record: RequestRecord, payload: str) -> dict[str, Any]:
         """One ``data:`` event as a JSON object, or a ProtocolError naming what came instead."""

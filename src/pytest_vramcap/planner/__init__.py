@@ -16,7 +16,14 @@ from .memory import MemoryBreakdown, ServerConfig, estimate_memory, kv_cache_byt
 from .output import format_plan, plan_json
 from .plan import Alternative, Plan, PlanRequest
 from .profiles import Profile, load_user_profiles, named_profiles, resolve_profile
-from .render import llama_server_args, ollama_create_request, ollama_env, ollama_modelfile
+from .render import (
+    llama_server_args,
+    ollama_create_request,
+    ollama_env,
+    ollama_modelfile,
+    ollama_refusal,
+    ollama_rendering,
+)
 from .resolve import model_source_from_options, plan_from_options
 from .solver import make_plan
 
@@ -38,6 +45,8 @@ __all__ = [
     "ollama_create_request",
     "ollama_env",
     "ollama_modelfile",
+    "ollama_refusal",
+    "ollama_rendering",
     "plan_from_options",
     "plan_json",
     "resolve_profile",

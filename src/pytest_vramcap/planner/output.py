@@ -6,7 +6,7 @@ import shlex
 from typing import TYPE_CHECKING, Any
 
 from ..defaults import MIB
-from .render import llama_server_args, ollama_create_request, ollama_env, ollama_modelfile
+from .render import llama_server_args, ollama_rendering
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -60,11 +60,7 @@ def plan_json(plan: Plan, model_path: str | None = None) -> dict[str, Any]:
             "per_agent_tps": round(plan.decode.per_agent_tps, 1),
             "parallel_speedup": round(plan.decode.parallel_speedup, 2),
         },
-        "ollama": {
-            "env": ollama_env(config, fit_margin_mib=plan.fit_margin_mib),
-            "modelfile": ollama_modelfile(config, model_ref),
-            "create_request": ollama_create_request(config, f"{spec.name.split(':')[0]}-vramcap", model_ref),
-        },
+        "ollama": ollama_rendering(config, spec, model_ref, fit_margin_mib=plan.fit_margin_mib),
         "llama_server": {"args": llama_server_args(config, model_ref, fit_margin_mib=plan.fit_margin_mib)},
         "notes": list(plan.notes),
     }
@@ -115,11 +111,16 @@ def format_plan(plan: Plan) -> str:
              for a in plan.alternatives],
             headers=("alternative", "GPU MiB", "fits", "agg tok/s"),
         )]
-    env = data["ollama"]["env"]
+    ollama = data["ollama"]
+    if ollama["refused"]:
+        lines += ["", f"ollama: cannot run this plan: {ollama['refused']}"]
+    else:
+        lines += [
+            "",
+            f"ollama serve environment (then create {ollama['model']} from the Modelfile and run that model):",
+            *(f"  {key}={value}" for key, value in ollama["env"].items()),
+        ]
     lines += [
-        "",
-        "ollama serve environment:",
-        *(f"  {key}={value}" for key, value in env.items()),
         "llama-server:",
         "  llama-server " + " ".join(shlex.quote(arg) for arg in data["llama_server"]["args"]),
     ]

@@ -1,19 +1,30 @@
 """Render one plan for the engines: llama-server flags and Ollama configuration.
 
 Ollama >= 0.30 starts llama-server as ``-c num_ctx*np -np np --cache-type-k/v X
---flash-attn on|off`` with ``--fit`` on, so the two renderings describe the same
-memory. The Ollama side pins every knob that would otherwise reload the model
-or let the scheduler pick a different context.
+--flash-attn on|off -b N -ub N`` with ``--fit`` on (llm/llama_server.go), so the
+two renderings describe the same memory. The Ollama side pins every knob that
+would otherwise reload the model or let the scheduler pick a different context or
+batch, and refuses plans Ollama has no setting for.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..defaults import DEFAULT_BATCH, DEFAULT_UBATCH
+from ..errors import ConfigError
+from ..model.spec import ModelSpec
 from .memory import ServerConfig
 
-__all__ = ["llama_server_args", "ollama_create_request", "ollama_env", "ollama_modelfile"]
+__all__ = [
+    "OLLAMA_SINGLE_SLOT_ARCHS",
+    "llama_server_args",
+    "ollama_create_request",
+    "ollama_env",
+    "ollama_model_name",
+    "ollama_modelfile",
+    "ollama_refusal",
+    "ollama_rendering",
+]
 
 
 def llama_server_args(config: ServerConfig, model_path: str, *, fit_margin_mib: int, fit: bool = False) -> list[str]:
@@ -49,6 +60,40 @@ def llama_server_args(config: ServerConfig, model_path: str, *, fit_margin_mib: 
     return args
 
 
+# Ollama runs these architectures with one slot whatever OLLAMA_NUM_PARALLEL says
+# (server/sched.go, Scheduler.load: "model architecture does not currently support parallel requests").
+OLLAMA_SINGLE_SLOT_ARCHS = frozenset({
+    "mllama", "qwen3vl", "qwen3vlmoe", "qwen35", "qwen35moe", "qwen3next", "lfm2", "lfm2moe",
+    "nemotron_h", "nemotron_h_moe", "nemotron_h_omni",
+})
+
+
+def ollama_model_name(spec: ModelSpec) -> str:
+    """The model vramcap creates: its own num_ctx wins over a base Modelfile's (which beats OLLAMA_CONTEXT_LENGTH)."""
+    return f"{spec.name.split(':')[0]}-vramcap"
+
+
+def ollama_refusal(config: ServerConfig, spec: ModelSpec) -> str | None:
+    """Why Ollama (>= 0.30) cannot run ``config`` as planned, or None when it can."""
+    if config.cache_type_k != config.cache_type_v:
+        return (f"Ollama sets one type for K and V (OLLAMA_KV_CACHE_TYPE -> --cache-type-k/-v X); "
+                f"the plan has K {config.cache_type_k} and V {config.cache_type_v}")
+    if config.kv_unified:
+        return "Ollama always passes -np, so its KV cache is never unified (llm/llama_server.go); plan without it"
+    if config.swa_full:
+        return "Ollama has no setting for --swa-full; plan without it"
+    if config.n_cpu_moe:
+        return (f"Ollama has no --n-cpu-moe (its one placement knob is num_gpu, -ngl); "
+                f"run --n-cpu-moe {config.n_cpu_moe} on llama-server, or plan fewer agents or less context")
+    if config.parallel > 1 and spec.arch in OLLAMA_SINGLE_SLOT_ARCHS:
+        return (f"Ollama runs {spec.arch} with one slot whatever OLLAMA_NUM_PARALLEL says (server/sched.go): "
+                f"{config.parallel - 1} of {config.parallel} agents would wait; plan 1 agent or use llama-server")
+    if config.ctx_per_agent > spec.n_ctx_train:
+        return (f"Ollama clamps num_ctx to the model's training context {spec.n_ctx_train} (llm/server.go), "
+                f"below the planned {config.ctx_per_agent}")
+    return None
+
+
 def ollama_env(config: ServerConfig, *, fit_margin_mib: int) -> dict[str, str]:
     """Environment for ``ollama serve``."""
     env = {
@@ -67,11 +112,13 @@ def ollama_env(config: ServerConfig, *, fit_margin_mib: int) -> dict[str, str]:
 
 
 def _parameters(config: ServerConfig) -> dict[str, Any]:
-    parameters: dict[str, Any] = {"num_ctx": config.ctx_per_agent}
+    # num_batch is always set: Ollama starts llama-server with -b N -ub N, and without it
+    # picks N itself (512 to 2048 by context and free memory, server/sched.go
+    # automaticGenerationBatch), a compute buffer up to 4x the plan's. The plan's memory
+    # depends on the micro-batch only, so N = the plan's ubatch.
+    parameters: dict[str, Any] = {"num_ctx": config.ctx_per_agent, "num_batch": config.n_ubatch}
     if config.gpu_layers is not None:
         parameters["num_gpu"] = config.gpu_layers
-    if config.n_batch != DEFAULT_BATCH or config.n_ubatch != DEFAULT_UBATCH:
-        parameters["num_batch"] = config.n_ubatch
     return parameters
 
 
@@ -79,7 +126,12 @@ def ollama_modelfile(config: ServerConfig, base_model: str, system: str | None =
     lines = [f"FROM {base_model}"]
     lines += [f"PARAMETER {key} {value}" for key, value in _parameters(config).items()]
     if system:
-        lines.append('SYSTEM """' + system.replace('"""', '\\"\\"\\"') + '"""')
+        # Ollama's Modelfile parser has no escapes: a triple-quoted value ends at the first
+        # '"""' followed by white space (parser/parser.go, unquote).
+        if '"""' in system:
+            raise ConfigError('a system prompt containing """ cannot be written in a Modelfile (Ollama\'s parser '
+                              'has no escapes); use the /api/create request, whose "system" field takes any text')
+        lines.append('SYSTEM """' + system + '"""')
     return "\n".join(lines) + "\n"
 
 
@@ -90,3 +142,14 @@ def ollama_create_request(config: ServerConfig, name: str, base_model: str,
     if system:
         body["system"] = system
     return body
+
+
+def ollama_rendering(config: ServerConfig, spec: ModelSpec, base_model: str, *, fit_margin_mib: int) -> dict[str, Any]:
+    """Everything Ollama needs for the plan, or the reason it cannot run it (then env/modelfile/request are None)."""
+    name = ollama_model_name(spec)
+    refused = ollama_refusal(config, spec)
+    if refused:
+        return {"model": name, "refused": refused, "env": None, "modelfile": None, "create_request": None}
+    return {"model": name, "refused": None, "env": ollama_env(config, fit_margin_mib=fit_margin_mib),
+            "modelfile": ollama_modelfile(config, base_model),
+            "create_request": ollama_create_request(config, name, base_model)}
