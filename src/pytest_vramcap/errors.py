@@ -18,6 +18,8 @@
     │       └── RequestTimeout      no complete response within the deadline
     └── BallastError                libcuda is missing or refused the VRAM ballast
 
+    VramcapWarning (a UserWarning)  something worth saying that is not an error (an old Ollama)
+
 The CLI prints ``vramcap: error: <message>`` for ``BadInputError`` (exit 2) and
 ``EngineError`` (exit 3); anything else is a bug and keeps its traceback.
 """
@@ -47,6 +49,7 @@ __all__ = [
     "ServerUnreachable",
     "StreamCut",
     "VramcapError",
+    "VramcapWarning",
 ]
 
 
@@ -133,3 +136,7 @@ class RequestTimeout(RequestError):
 
 class BallastError(VramcapError):
     """libcuda is missing or refused the allocation that emulates a smaller GPU."""
+
+
+class VramcapWarning(UserWarning):
+    """A condition that does not stop the run but changes what its numbers mean."""

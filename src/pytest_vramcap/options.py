@@ -114,7 +114,8 @@ ENGINE_OPTIONS: tuple[Option, ...] = (
 
 RUN_OPTIONS: tuple[Option, ...] = (
     Option("engine", choice(ENGINE_CHOICES), "auto", "auto (a URL if given, else the embedded llama-server), "
-           "llamacpp, ollama (attach to Ollama's OpenAI API), or url", "KIND"),
+           "llamacpp, ollama (start `ollama serve` from $VRAMCAP_OLLAMA or PATH, else attach to "
+           "--vramcap-ollama-url / $OLLAMA_HOST), or url", "KIND"),
     Option("server-url", http_url, None, "attach to this server instead of starting one", "URL"),
     Option("report-dir", Path, Path(DEFAULT_REPORT_DIR), "where the JSON run report goes", "DIR"),
     Option("min-speedup", positive_float, None, "override every scenario's minimum parallel speedup", "X"),

@@ -10,3 +10,23 @@ What it simplifies (and says so): models are GGUF files in ``$OLLAMA_MODELS`` na
 keep-alive expiry other than ``keep_alive: 0``; the CUDA-only batch rules of
 server/sched.go apply only when ``VRAMCAP_OLLAMA_DOUBLE_CUDA=1``.
 """
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).parents[2]
+
+
+def launcher(directory: Path) -> Path:
+    """An executable ``directory/ollama`` that runs the double as the binary it stands in for.
+
+    ``--tag`` puts ``directory`` on the double's command line, so a test can find (and
+    check it stopped) the processes it started itself.
+    """
+    path = directory / "ollama"
+    path.write_text(f"#!/bin/sh\nexec env PYTHONPATH={REPO} {sys.executable} -m tests.ollama_double \"$@\" "
+                    f"--tag={directory}\n")
+    path.chmod(0o755)
+    return path

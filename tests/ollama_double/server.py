@@ -106,6 +106,13 @@ class Scheduler:
         files = [Model(full_name(path.stem), path) for path in sorted(self.models_dir.glob("*.gguf"))]
         return files + list(self.created.values())
 
+    def blob_path(self, digest: str) -> Path | None:
+        """manifest.BlobsPath: ``sha256:<64 hex>`` -> $OLLAMA_MODELS/blobs/sha256-<hex>; None for a bad digest."""
+        algo, _, hexdigest = digest.partition(":")
+        if algo != "sha256" or len(hexdigest) != 64 or any(c not in "0123456789abcdef" for c in hexdigest):
+            return None
+        return self.models_dir / "blobs" / f"sha256-{hexdigest}"
+
     def create(self, name: str, base: Model, parameters: dict[str, Any], system: str | None) -> Model:
         model = Model(full_name(name), base.path, {**base.parameters, **parameters}, system or base.system, base.name)
         with self.lock:
@@ -253,7 +260,11 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- routes ----------------------------------------------------------------------------
     def do_HEAD(self) -> None:
-        self.send_response(200)
+        status = 200
+        if self.path.startswith("/api/blobs/"):  # routes.go HeadBlobHandler
+            path = self.server.scheduler.blob_path(self.path.removeprefix("/api/blobs/"))
+            status = 200 if path is not None and path.is_file() else 404
+        self.send_response(status)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -276,6 +287,9 @@ class Handler(BaseHTTPRequestHandler):
             self._error(404, "404 page not found")
 
     def do_POST(self) -> None:
+        if self.path.startswith("/api/blobs/"):
+            self.create_blob(self.path.removeprefix("/api/blobs/"))
+            return
         routes = {"/api/show": self.show, "/api/create": self.create, "/api/pull": self.pull,
                   "/api/generate": self.generate, "/api/chat": self.chat, "/v1/chat/completions": self.openai_chat}
         route = routes.get(self.path)
@@ -288,6 +302,38 @@ class Handler(BaseHTTPRequestHandler):
             self._error(400, str(exc))
             return
         route(body)
+
+    def create_blob(self, digest: str) -> None:
+        """routes.go CreateBlobHandler: 200 if present, 201 once stored, 400 on a digest mismatch."""
+        import hashlib
+
+        path = self.server.scheduler.blob_path(digest)
+        length = int(self.headers.get("Content-Length") or 0)
+        if path is None:
+            self.rfile.read(length)
+            self._error(400, f"invalid digest format {digest!r}")
+            return
+        if path.is_file():
+            self.rfile.read(length)
+            self._json(200, {})
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial, hasher, left = path.with_suffix(".partial"), hashlib.sha256(), length
+        with partial.open("wb") as out:
+            while left > 0:
+                data = self.rfile.read(min(left, 1 << 20))
+                if not data:
+                    break
+                hasher.update(data)
+                out.write(data)
+                left -= len(data)
+        got = f"sha256:{hasher.hexdigest()}"
+        if got != digest:
+            partial.unlink()
+            self._error(400, f"digest mismatch, expected {digest!r}, got {got!r}")
+            return
+        partial.rename(path)
+        self._json(201, {})
 
     def _listing(self, model: Model) -> dict[str, Any]:
         stat = model.path.stat()
@@ -324,7 +370,22 @@ class Handler(BaseHTTPRequestHandler):
         if not base_name and not body.get("files"):
             self._error(400, "neither 'from' or 'files' was specified")
             return
-        base = self.server.scheduler.find(str(base_name))
+        files = body.get("files") or {}
+        if files:  # server/create.go: a model from uploaded blobs (how `ollama create` sends a local GGUF)
+            ggufs = [digest for file, digest in files.items() if str(file).endswith(".gguf")] \
+                if isinstance(files, dict) else []
+            blob = self.server.scheduler.blob_path(str(ggufs[0])) if ggufs else None
+            if blob is None or not blob.is_file():
+                self._error(400, "no GGUF blob among 'files' (upload it to /api/blobs first)")
+                return
+            base: Model | None = Model(full_name(str(name)), blob)
+            try:  # server/create.go decodes the GGUF (fs/ggml/ggml.go Decode) before it writes a manifest
+                base.info()
+            except Exception as exc:
+                self._error(400, f"invalid model file: {exc}")
+                return
+        else:
+            base = self.server.scheduler.find(str(base_name))
         if base is None:
             self._error(404, f"model '{base_name}' not found")
             return

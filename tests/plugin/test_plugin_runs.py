@@ -8,76 +8,17 @@ slowed a 50 ms sequential pass tenfold and the "impossible" speedup passed.
 
 from __future__ import annotations
 
-import json
 import stat
 from pathlib import Path
 
 import pytest
 
-from pytest_vramcap.model.synth import write_gguf
 from tests.helpers import LLAMA_SERVER, needs_llama_server
+from tests.plugin.project import report, scenario_yaml, server_logs, write_scenarios
 
 pytest_plugins = ["pytester"]
 
 pytestmark = needs_llama_server
-
-FANOUT = """
-name: {name}
-inputs: {{topic: capacity planning}}
-max_ref_chars: 100
-expect: {expect}
-steps:
-  - name: work
-    agents:
-{agents}
-  - name: reduce
-    agents:
-      - {{role: merge, prompt: "merge {refs}", max_tokens: 8}}
-"""
-
-
-def scenario_yaml(name: str, agents: int = 2, max_tokens: int = 24, expect: str = "{}") -> str:
-    lines = "\n".join(f"      - {{role: a{i}, prompt: 'angle {i} on {{topic}}', max_tokens: {max_tokens}}}"
-                      for i in range(agents))
-    refs = " ".join(f"{{work.a{i}}}" for i in range(agents))
-    return FANOUT.format(name=name, expect=expect, agents=lines, refs=refs)
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_gguf("tiny", "F16", tmp_path_factory.mktemp("model") / "tiny2.gguf", layers=2)
-
-
-@pytest.fixture
-def run(pytester: pytest.Pytester, small_model: Path):  # type: ignore[no-untyped-def]
-    def run_pytest(*args: str, env: dict[str, str] | None = None) -> pytest.RunResult:
-        if env:
-            for key, value in env.items():
-                pytester._monkeypatch.setenv(key, value)
-        # One round each: these tests check verdicts and plumbing, not timing (rounds have their own test).
-        return pytester.runpytest_subprocess(
-            f"--vramcap-model={small_model}", "--vramcap-ctx=1024", f"--vramcap-report-dir={pytester.path / 'reports'}",
-            "--vramcap-rounds=1", "-p", "no:cacheprovider", *args, timeout=600)
-
-    return run_pytest
-
-
-def write_scenarios(pytester: pytest.Pytester, **files: str) -> None:
-    """Scenario YAML files, by stem, in a scenarios/ directory of the test project."""
-    pytester.mkdir("scenarios")
-    for stem, text in files.items():
-        pytester.path.joinpath(f"scenarios/{stem}.yaml").write_text(text)
-
-
-def report(pytester: pytest.Pytester) -> dict:
-    reports = sorted((pytester.path / "reports").glob("vramcap-*.json"))
-    assert len(reports) == 1
-    return json.loads(reports[0].read_text())
-
-
-def server_logs(pytester: pytest.Pytester) -> list[Path]:
-    return sorted((pytester.path / "reports" / "logs").glob("llama-server-*.log"))
-
 
 def test_passing_run_writes_the_report(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
     write_scenarios(pytester, pair=scenario_yaml("pair"))
@@ -89,7 +30,7 @@ def test_passing_run_writes_the_report(pytester: pytest.Pytester, run) -> None: 
     scenario = data["scenarios"][0]
     assert scenario["name"] == "pair" and scenario["speedup"] > 0
     assert {v["name"]: v["outcome"] for v in scenario["verdicts"]} == {
-        "oom": "pass", "cpu_offload": "n/a", "slots": "pass", "parallel_speedup": "n/a"}
+        "oom": "pass", "cpu_offload": "n/a", "served_as_planned": "n/a", "slots": "pass", "parallel_speedup": "n/a"}
     assert len(scenario["parallel"]["requests"]) == 3
     assert all(r["n_out"] in (24, 8) for r in scenario["parallel"]["requests"])
     assert data["engine"]["exit_code"] is not None  # stopped at the end of the run

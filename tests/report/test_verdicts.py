@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vramcap.engines.base import EngineEvidence
+from pytest_vramcap.engines.base import EngineEvidence, ServedModel
 from pytest_vramcap.engines.judge import Placement
 from pytest_vramcap.engines.logparse import ServerLog, parse_server_log
 from pytest_vramcap.errors import EngineStartError, ServerUnreachable
@@ -24,6 +24,7 @@ from pytest_vramcap.report.verdicts import (
     offload_verdict,
     oom_verdict,
     scenario_verdicts,
+    served_verdict,
     session_verdicts,
     slo_verdicts,
     slots_verdict,
@@ -196,8 +197,37 @@ def test_slo_without_samples_fails() -> None:
 def test_scenario_verdicts_use_the_plans_slots(h100_logs: Path) -> None:
     verdicts = scenario_verdicts(FITS, evidence(h100_logs, "m00_q14.log"), run(3.0, 2.0), 1.4, [("e2e_p95_s", 5.0)])
     assert [(v.name, v.outcome) for v in verdicts] == [
-        ("oom", "pass"), ("cpu_offload", "pass"), ("slots", "pass"), ("parallel_speedup", "pass"),
-        ("slo:e2e_p95_s", "pass")]
+        ("oom", "pass"), ("cpu_offload", "pass"), ("served_as_planned", "n/a"), ("slots", "pass"),
+        ("parallel_speedup", "pass"), ("slo:e2e_p95_s", "pass")]
+
+
+# ----------------------------------------------------------- what Ollama reports (/api/ps)
+
+def served(size: float, vram: float, context: int | None = 8192) -> ServedModel:
+    return ServedModel("qwen2.5-vramcap:latest", size, vram, context)
+
+
+def test_ollama_serving_part_of_the_model_from_the_cpu_is_an_offload() -> None:
+    verdict = offload_verdict(EngineEvidence(log=None, served=served(10000, 7500)))
+    assert verdict.outcome == "fail" and verdict.summary == "Ollama serves 25% of the model from the CPU"
+    assert verdict.evidence == ("/api/ps: size 10000 MiB, size_vram 7500 MiB (25% CPU), context_length 8192",)
+
+
+def test_attached_ollama_without_a_log_is_judged_by_its_split() -> None:
+    assert offload_verdict(EngineEvidence(log=None, served=served(10000, 10000))).outcome == "pass"
+    assert offload_verdict(EngineEvidence(log=None, served=served(10000, 0))).outcome == "n/a"
+
+
+def test_served_as_planned_checks_the_context_and_reloads() -> None:
+    planned = FITS.config.ctx_per_agent
+    assert served_verdict(FITS, EngineEvidence(log=None)).outcome == "n/a"
+    assert served_verdict(FITS, EngineEvidence(log=None, served=served(100, 100, planned))).outcome == "pass"
+    clamped = served_verdict(FITS, EngineEvidence(log=None, served=served(100, 100, 4096)))
+    assert clamped.outcome == "fail"
+    assert clamped.evidence[0] == f"/api/ps: context_length 4096, planned {planned} per agent"
+    reloaded = served_verdict(FITS, EngineEvidence(log=None, served=served(100, 100, planned),
+                                                   reloads=("Ollama reloaded m: ...",)))
+    assert reloaded.outcome == "fail" and reloaded.evidence == ("Ollama reloaded m: ...",)
 
 
 def test_a_server_that_never_started(h100_logs: Path) -> None:

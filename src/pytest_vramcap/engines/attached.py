@@ -32,6 +32,10 @@ class AttachedServer:
     def pid(self) -> int | None:
         return None
 
+    @property
+    def request_model(self) -> str | None:
+        return None
+
     def start(self) -> AttachedServer:
         """Wait until the server answers its health check."""
         deadline = time.monotonic() + self.startup_timeout_s

@@ -12,14 +12,49 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from ..defaults import DEFAULT_HOST
+from ..defaults import DEFAULT_HOST, MIB
 from ..errors import ServerUnreachable
 from ..net import fetch
 from .logparse import ServerLog
 
-__all__ = ["EngineEvidence", "Server", "free_port", "healthy", "http_url", "port_in_use"]
+__all__ = ["EngineEvidence", "ServedModel", "Server", "free_port", "healthy", "http_url", "port_in_use"]
 
 S = TypeVar("S", bound="Server")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What an engine itself reports about the loaded model (Ollama's ``/api/ps`` entry)."""
+
+    name: str
+    size_mib: float
+    vram_mib: float
+    """The part of ``size`` in GPU memory; Ollama computes both from llama-server's buffer lines."""
+    context_length: int | None
+    """Context per slot after Ollama's clamping (api/types.go ProcessModelResponse)."""
+
+    @classmethod
+    def from_ollama_ps(cls, entry: dict[str, Any]) -> ServedModel:
+        def mib(key: str) -> float:
+            value = entry.get(key)
+            return round(float(value) / MIB, 2) if isinstance(value, (int, float)) else 0.0
+
+        context = entry.get("context_length")
+        return cls(name=str(entry.get("name", "")), size_mib=mib("size"), vram_mib=mib("size_vram"),
+                   context_length=context if isinstance(context, int) else None)
+
+    @property
+    def cpu_percent(self) -> int:
+        """``ollama ps``'s CPU share (cmd/cmd.go): round((size - size_vram) / size * 100)."""
+        return round((self.size_mib - self.vram_mib) / self.size_mib * 100) if self.size_mib > 0 else 0
+
+    def describe(self) -> str:
+        return (f"size {self.size_mib:.0f} MiB, size_vram {self.vram_mib:.0f} MiB ({self.cpu_percent}% CPU), "
+                f"context_length {self.context_length}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "size_mib": self.size_mib, "vram_mib": self.vram_mib,
+                "context_length": self.context_length, "cpu_percent": self.cpu_percent}
 
 
 @dataclass(frozen=True)
@@ -32,6 +67,10 @@ class EngineEvidence:
     """The process we started exited without being asked to (at start-up or during the run)."""
     exit_code: int | None = None
     """Its exit code once it has exited."""
+    served: ServedModel | None = None
+    """What the engine says it serves (Ollama's /api/ps); None when it says nothing (llama-server)."""
+    reloads: tuple[str, ...] = ()
+    """Each time the engine reloaded or dropped the model during the run, in words."""
 
 
 @runtime_checkable
@@ -46,6 +85,11 @@ class Server(Protocol):
     @property
     def pid(self) -> int | None:
         """The process whose GPU memory to watch; None when the server is not ours."""
+        ...
+
+    @property
+    def request_model(self) -> str | None:
+        """The ``model`` every request must name; None when the server serves one model whatever is named."""
         ...
 
     def start(self: S) -> S:

@@ -86,6 +86,10 @@ class LlamaServer:
         return process.pid if process else None
 
     @property
+    def request_model(self) -> str | None:
+        return None
+
+    @property
     def pgid(self) -> int | None:
         return self._process.pgid if self._process else None
 

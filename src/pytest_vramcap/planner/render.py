@@ -136,9 +136,14 @@ def ollama_modelfile(config: ServerConfig, base_model: str, system: str | None =
 
 
 def ollama_create_request(config: ServerConfig, name: str, base_model: str,
-                          system: str | None = None) -> dict[str, Any]:
-    """Body of ``POST /api/create`` (JSON form, Ollama >= 0.5.5)."""
-    body: dict[str, Any] = {"model": name, "from": base_model, "parameters": _parameters(config), "stream": False}
+                          system: str | None = None, files: dict[str, str] | None = None) -> dict[str, Any]:
+    """Body of ``POST /api/create`` (JSON form, Ollama >= 0.5.5).
+
+    ``files`` (file name -> ``sha256:`` digest of a blob uploaded to ``/api/blobs``) replaces
+    ``from``: that is how ``ollama create`` sends a local GGUF.
+    """
+    source: dict[str, Any] = {"files": files} if files else {"from": base_model}
+    body: dict[str, Any] = {"model": name, **source, "parameters": _parameters(config), "stream": False}
     if system:
         body["system"] = system
     return body

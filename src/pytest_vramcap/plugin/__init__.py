@@ -55,6 +55,7 @@ def pytest_configure(config: pytest.Config) -> None:
         running = state.running_profile()
         if running is not None:  # workers decide the same way, so every process holds the same plan
             state.plan = make_plan(plan.spec, plan.profile.with_overhead_of(running), plan.request)
+        state.check_engine_can_run_plan()
         if not is_worker(config):
             state.emulate_profile()
     except VramcapError as exc:

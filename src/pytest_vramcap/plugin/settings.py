@@ -128,13 +128,21 @@ class Settings:
                    fit=values["fit"] == "on", emulate=values["emulate"])
 
     def model_source(self) -> ModelSource:
-        """The model to plan: with Ollama, ``--vramcap-model`` names one of Ollama's own models."""
+        """The model to plan. With Ollama, ``--vramcap-model`` is a GGUF or a shape (sent to Ollama as a
+        blob), or else one of Ollama's own models (``ollama:NAME`` or a plain name)."""
         from ..errors import ModelSourceError
         from ..model.source import OllamaModel
         from ..planner.resolve import model_source_from_options
 
         if self.engine == "ollama":
-            return OllamaModel(self.model, self.server_url)
+            name = self.model.removeprefix("ollama:")
+            if self.model.startswith("ollama:"):
+                return OllamaModel(name, self.server_url)
+            try:
+                local = model_source_from_options(self.plan_values)
+            except ModelSourceError:
+                return OllamaModel(name, self.server_url)
+            return OllamaModel(name, self.server_url) if isinstance(local, OllamaModel) else local
         source = model_source_from_options(self.plan_values)
         if self.engine == "llamacpp" and isinstance(source, OllamaModel):
             raise ModelSourceError(f"--{PREFIX}model {source}: an Ollama model needs --{PREFIX}engine=ollama")

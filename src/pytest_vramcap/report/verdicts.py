@@ -5,6 +5,8 @@
 * ``cpu_offload``      weights or KV left the GPU on a GPU run: layers ("offloaded N/M"),
                        CPU KV buffers, ``--fit`` overflow (MoE experts), weights the plan
                        put on the GPU found in host memory (engines/judge.py).
+* ``served_as_planned`` the engine reports the planned context per slot and no reload
+                       mid-run (Ollama's /api/ps); n/a for llama-server, which runs the plan's flags.
 * ``slots``            the server has a slot for every agent of the widest step: decided
                        by the plan, not by a clock.
 * ``parallel_speedup`` the median over interleaved rounds of sequential wall time /
@@ -42,6 +44,7 @@ __all__ = [
     "offload_verdict",
     "oom_verdict",
     "scenario_verdicts",
+    "served_verdict",
     "session_verdicts",
     "slo_verdicts",
     "slots_verdict",
@@ -101,8 +104,21 @@ def offload_verdict(engine: EngineEvidence, placement: Placement | None = None) 
 
     ``placement`` is where the plan puts them; without one, llama.cpp's own defaults.
     """
-    log = engine.log
+    log, served = engine.log, engine.served
+    if served is not None and 0 < served.vram_mib < served.size_mib:
+        # Ollama's own split (the "48%/52% CPU/GPU" of `ollama ps`), with the log's detail when we have it.
+        detail = judge_spill(log, placement).evidence if log is not None else ()
+        return Verdict(name="cpu_offload", outcome=FAIL,
+                       summary=f"Ollama serves {served.cpu_percent}% of the model from the CPU",
+                       evidence=(f"/api/ps: {served.describe()}", *(f"log: {line}" for line in detail)))
     if log is None:
+        if served is not None and served.vram_mib == served.size_mib > 0:
+            return Verdict(name="cpu_offload", outcome=PASS, summary="Ollama reports the model 100% on the GPU",
+                           evidence=(f"/api/ps: {served.describe()}",))
+        if served is not None:
+            return Verdict(name="cpu_offload", outcome=NA, summary="Ollama reports the model 100% on the CPU "
+                           "(no GPU in use, and no log to tell whether there is one)",
+                           evidence=(f"/api/ps: {served.describe()}",))
         return Verdict(name="cpu_offload", outcome=NA, summary="no engine log to read (attached server)")
     if not log.gpu_present:
         return Verdict(name="cpu_offload", outcome=NA, summary="CPU-only engine: nothing is offloaded to a GPU")
@@ -119,6 +135,25 @@ def offload_verdict(engine: EngineEvidence, placement: Placement | None = None) 
         if judgement.moved_mib else ""
     return Verdict(name="cpu_offload", outcome=FAIL, summary=f"weights or KV cache spilled to the CPU{moved}",
                    evidence=tuple(f"log: {line}" for line in judgement.evidence))
+
+
+def served_verdict(plan: Plan, engine: EngineEvidence) -> Verdict:
+    """Whether the engine serves what was planned: the context per slot it reports, and no reload mid-run."""
+    served = engine.served
+    if served is None and not engine.reloads:
+        return Verdict(name="served_as_planned", outcome=NA,
+                       summary="the engine reports nothing to compare (llama-server runs the plan's own flags)")
+    evidence = list(engine.reloads)
+    planned = plan.config.ctx_per_agent
+    if served is not None and served.context_length is not None and served.context_length != planned:
+        evidence.insert(0, f"/api/ps: context_length {served.context_length}, planned {planned} per agent")
+    if evidence:
+        return Verdict(name="served_as_planned", outcome=FAIL, summary="the engine does not serve the plan as made",
+                       evidence=tuple(evidence))
+    assert served is not None
+    return Verdict(name="served_as_planned", outcome=PASS,
+                   summary=f"{served.name} with {served.context_length} context per agent, as planned, no reload",
+                   evidence=(f"/api/ps: {served.describe()}",))
 
 
 def slots_verdict(slots: int, scenario: Scenario) -> Verdict:
@@ -183,7 +218,8 @@ def scenario_verdicts(plan: Plan, engine: EngineEvidence, run: ScenarioRun, mini
     """Every verdict on one scenario run."""
     errors = run.sequential.errors + run.parallel.errors
     return [oom_verdict(plan, engine, errors), offload_verdict(engine, Placement.planned(plan.memory)),
-            slots_verdict(plan.config.parallel, run.scenario), speedup_verdict(run, minimum), *slo_verdicts(run, slos)]
+            served_verdict(plan, engine), slots_verdict(plan.config.parallel, run.scenario),
+            speedup_verdict(run, minimum), *slo_verdicts(run, slos)]
 
 
 def _error_summary(error: EngineError) -> str:

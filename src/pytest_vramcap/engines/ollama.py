@@ -1,0 +1,315 @@
+"""Ollama as an engine: ``ollama serve`` started from the plan (or one attached by URL), the
+plan's model created and preloaded, and what Ollama serves read back from ``/api/ps``.
+
+Ollama >= 0.30 runs upstream llama-server underneath (llm/llama_server.go), so its log,
+which carries llama-server's, is judged like the embedded engine's. What Ollama itself
+reports comes on top: ``/api/ps`` ``size_vram < size`` is a CPU share, ``context_length``
+the context per slot it really gave, and a changed entry a reload.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ..defaults import DEFAULT_HOST, DEFAULT_STARTUP_TIMEOUT_S
+from ..errors import EngineNotFoundError, EngineStartError, ServerUnreachable, VramcapWarning
+from ..net import fetch, redact
+from ..parsers import base_url
+from ..planner.memory import ServerConfig
+from ..planner.render import ollama_create_request, ollama_env
+from .base import EngineEvidence, ServedModel, free_port, healthy, http_url
+from .logparse import ServerLog, parse_server_log
+from .process import ManagedProcess, tail
+
+__all__ = ["OllamaServer", "find_ollama", "parse_version"]
+
+# The first release that runs every GGUF in upstream llama-server (#16031); before it Ollama
+# had its own memory estimate and runner, which the plan does not model.
+LLAMA_SERVER_SINCE = (0, 30)
+_API_TIMEOUT_S = 30.0
+
+
+def find_ollama() -> Path | None:
+    """``$VRAMCAP_OLLAMA``, then ``ollama`` on PATH; None when there is neither."""
+    configured = os.environ.get("VRAMCAP_OLLAMA")
+    if configured:
+        path = Path(configured)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise EngineNotFoundError(f"VRAMCAP_OLLAMA={configured}: not an executable file")
+        return path
+    found = shutil.which("ollama")
+    return Path(found) if found else None
+
+
+def parse_version(text: str) -> tuple[int, int] | None:
+    """``0.33.0-rc2`` -> (0, 33); None for anything else."""
+    parts = text.strip().lstrip("v").split(".")
+    try:
+        return int(parts[0]), int(parts[1].split("-")[0])
+    except (IndexError, ValueError):
+        return None
+
+
+class OllamaServer:
+    """Implements :class:`~pytest_vramcap.engines.base.Server` for Ollama.
+
+    With ``binary`` it starts ``ollama serve`` in its own process group on a free port of
+    127.0.0.1 with the plan's environment and captures its log; without, it attaches to
+    ``url`` and leaves that server running. Either way :meth:`start` creates
+    ``model_name`` from ``base_model`` (an Ollama model name, or a GGUF file it sends
+    as a blob) with the plan's parameters and preloads it.
+    """
+
+    def __init__(self, config: ServerConfig, base_model: str | Path, model_name: str, *, fit_margin_mib: int,
+                 binary: Path | None = None, url: str | None = None, log_dir: Path | None = None,
+                 startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S, env: dict[str, str] | None = None) -> None:
+        if binary is None and url is None:
+            raise EngineNotFoundError("no ollama binary ($VRAMCAP_OLLAMA, PATH) and no Ollama URL to attach to")
+        self.config = config
+        self.base_model = base_model
+        self.model_name = model_name
+        self.fit_margin_mib = fit_margin_mib
+        self.binary = binary
+        self.startup_timeout_s = startup_timeout_s
+        self.extra_env = env or {}
+        self.port = free_port(DEFAULT_HOST) if binary else None
+        self._url = http_url(DEFAULT_HOST, self.port) if self.port else base_url(url or "")
+        self._own_log_dir = None if log_dir or not binary else Path(tempfile.mkdtemp(prefix="vramcap-ollama-"))
+        self.log_path = Path(log_dir or self._own_log_dir or ".") / f"ollama-{self.port}.log" if binary else None
+        self._process: ManagedProcess | None = None
+        self.version: str | None = None
+        self.loaded: ServedModel | None = None
+        """The /api/ps entry right after the preload: what later entries are compared with."""
+        self._last: ServedModel | None = None
+        self._reloads: list[str] = []
+        self._starts_at_load = 0
+
+    # ------------------------------------------------------------------ Server protocol
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def pid(self) -> int | None:
+        """The llama-server runner when we can see it (it holds the GPU memory), else ``ollama serve``."""
+        process = self._process.process if self._process else None
+        if process is None:
+            return None
+        return _runner_child(process.pid) or process.pid
+
+    @property
+    def request_model(self) -> str:
+        return self.model_name
+
+    def start(self) -> OllamaServer:
+        if self.binary is not None:
+            self._serve()
+        else:
+            self._wait_healthy()
+        self._check_version()
+        self._create()
+        self._preload()
+        self.loaded = self._last = self._ps_entry()
+        self._starts_at_load = self._runner_starts()
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None and not self._process.stopped:
+            self._last = self._ps_entry_or_none() or self._last
+            self._process.stop()
+
+    def evidence(self) -> EngineEvidence:
+        """The captured log (when we started Ollama) and a fresh look at /api/ps."""
+        log = self._read_log()
+        if self._process is None or self._process.running:
+            current = self._ps_entry_or_none()
+            if self.loaded is not None:
+                self._note_changes(current)
+            if current is not None:
+                self._last = current
+        died = self._process is not None and not self._process.running and not self._process.stopped
+        code = self._process.process.poll() if self._process and self._process.process else None
+        return EngineEvidence(log=log, died=died, exit_code=code, served=self._last, reloads=tuple(self._reloads))
+
+    def describe(self) -> dict[str, Any]:
+        return {"ollama_version": self.version, "model": self.model_name, "base_model": str(self.base_model),
+                "started_by_us": self.binary is not None, "binary": str(self.binary) if self.binary else None,
+                "log": str(self.log_path) if self.log_path else None,
+                "served": self._last.to_dict() if self._last else None, "reloads": list(self._reloads)}
+
+    def __enter__(self) -> OllamaServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ start-up steps
+    def _serve(self) -> None:
+        assert self.binary is not None and self.log_path is not None
+        env = {**os.environ, **ollama_env(self.config, fit_margin_mib=self.fit_margin_mib), **self.extra_env,
+               "OLLAMA_HOST": f"{DEFAULT_HOST}:{self.port}"}
+        self._process = ManagedProcess([str(self.binary), "serve"], self.log_path, env=env, name="ollama serve")
+        self._process.start()
+        self._process.wait_until(lambda: healthy(self.url, "/"), self.startup_timeout_s, "ready")
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while not healthy(self.url, "/api/version"):
+            if time.monotonic() > deadline:
+                raise ServerUnreachable(f"no Ollama at {redact(self.url)} (GET /api/version) within "
+                                        f"{self.startup_timeout_s:.0f} s")
+            time.sleep(0.25)
+
+    def _check_version(self) -> None:
+        self.version = str(self._call("GET", "/api/version").get("version", ""))
+        parsed = parse_version(self.version)
+        if parsed is None or parsed < LLAMA_SERVER_SINCE:
+            warnings.warn(VramcapWarning(
+                f"Ollama {self.version or '(unknown version)'} is older than 0.30: it does not run llama-server, "
+                f"so its memory use differs from the plan's model (llama.cpp's)"), stacklevel=2)
+
+    def _create(self) -> None:
+        files = None
+        if isinstance(self.base_model, Path):
+            files = {_gguf_name(self.base_model): self._upload(self.base_model)}
+        body = ollama_create_request(self.config, self.model_name, str(self.base_model), files=files)
+        self._call("POST", "/api/create", body, what=f"create {self.model_name} from {self.base_model}")
+
+    def _upload(self, path: Path) -> str:
+        """Send a local GGUF to ``/api/blobs/<digest>`` unless Ollama has it (routes.go CreateBlobHandler)."""
+        import hashlib
+
+        import httpx
+
+        hasher = hashlib.sha256()
+        try:
+            with path.open("rb") as handle:
+                while chunk := handle.read(1 << 22):
+                    hasher.update(chunk)
+        except OSError as exc:
+            raise EngineStartError(f"cannot read {path} to send it to Ollama: {exc.strerror or exc}") from None
+        digest = f"sha256:{hasher.hexdigest()}"
+        url = f"{self.url}/api/blobs/{digest}"
+        try:
+            with httpx.Client(timeout=httpx.Timeout(_API_TIMEOUT_S, write=None, read=None)) as client:
+                if client.head(url).status_code == 200:
+                    return digest
+                with path.open("rb") as handle:
+                    response = client.post(url, content=iter(lambda: handle.read(1 << 22), b""),
+                                           headers={"Content-Length": str(path.stat().st_size)})
+        except httpx.HTTPError as exc:
+            raise EngineStartError(f"cannot send {path.name} to Ollama at {redact(self.url)}: {exc}",
+                                   self._tail()) from None
+        if response.status_code not in (200, 201):
+            raise EngineStartError(f"Ollama refused the model file {path.name}: HTTP {response.status_code}: "
+                                   f"{response.text[:300]}", self._tail())
+        return digest
+
+    def _preload(self) -> None:
+        """``/api/generate`` without a prompt loads the model; Ollama's 500 is the load failure (OOM, usually)."""
+        self._call("POST", "/api/generate", {"model": self.model_name, "keep_alive": -1},
+                   what=f"load {self.model_name}", deadline_s=self.startup_timeout_s)
+
+    def _call(self, method: str, path: str, body: Any = None, *, what: str = "",
+              deadline_s: float = _API_TIMEOUT_S) -> dict[str, Any]:
+        response = fetch(method, f"{self.url}{path}", deadline_s=deadline_s, json=body)
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = {}
+        if response.status_code >= 400:
+            message = payload.get("error") if isinstance(payload, dict) else None
+            raise EngineStartError(f"Ollama could not {what or path}: HTTP {response.status_code}: "
+                                   f"{message or response.text[:300]}", self._tail())
+        return payload if isinstance(payload, dict) else {}
+
+    def _tail(self) -> str:
+        return tail(self.log_path) if self.log_path else ""
+
+    # ------------------------------------------------------------------ what Ollama serves
+    def _ps_entry(self) -> ServedModel | None:
+        models = self._call("GET", "/api/ps").get("models") or []
+        for entry in models if isinstance(models, list) else []:
+            if isinstance(entry, dict) and _same_model(entry.get("name"), self.model_name):
+                return ServedModel.from_ollama_ps(entry)
+        return None
+
+    def _ps_entry_or_none(self) -> ServedModel | None:
+        try:
+            return self._ps_entry()
+        except (ServerUnreachable, EngineStartError):
+            return None
+
+    def _note_changes(self, current: ServedModel | None) -> None:
+        loaded = self.loaded
+        assert loaded is not None
+        if current is None:
+            change = f"Ollama no longer lists {self.model_name} in /api/ps (unloaded or reloading)"
+        elif (current.size_mib, current.vram_mib, current.context_length) != \
+                (loaded.size_mib, loaded.vram_mib, loaded.context_length):
+            change = f"Ollama reloaded {self.model_name}: /api/ps was {loaded.describe()}, now {current.describe()}"
+        elif self._runner_starts() > self._starts_at_load:
+            change = f"Ollama restarted llama-server for {self.model_name} during the run (server log)"
+        else:
+            return
+        if change not in self._reloads:
+            self._reloads.append(change)
+
+    def _runner_starts(self) -> int:
+        if self.log_path is None:
+            return 0
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return 0
+        return text.count("starting llama-server")
+
+    def _read_log(self) -> ServerLog | None:
+        if self.log_path is None:
+            return None
+        try:
+            return parse_server_log(self.log_path.read_text(errors="replace").splitlines())
+        except OSError:
+            return None
+
+
+def _gguf_name(path: Path) -> str:
+    return path.name if path.name.endswith(".gguf") else f"{path.name}.gguf"
+
+
+def _same_model(listed: object, name: str) -> bool:
+    full = name if ":" in name else f"{name}:latest"
+    return isinstance(listed, str) and listed in (name, full)
+
+
+def _runner_child(pid: int) -> int | None:
+    """The first descendant of ``pid`` whose command is llama-server (Linux /proc), if any."""
+    try:
+        entries = [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:
+        return None
+    children: dict[int, list[int]] = {}
+    for entry in entries:
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    queue = list(children.get(pid, []))
+    while queue:
+        child = queue.pop(0)
+        try:
+            if "llama-server" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace"):
+                return child
+        except OSError:
+            pass
+        queue += children.get(child, [])
+    return None
+
