@@ -20,6 +20,7 @@ import httpx
 from ..errors import HTTPStatusError, ProtocolError, RequestError, RequestRefused, RequestTimeout, StreamCut
 from ..net import redact
 from ..parsers import checked_number
+from .failures import failure_kind
 
 __all__ = ["ChatClient", "ChatRequest", "RequestRecord"]
 
@@ -70,6 +71,8 @@ class RequestRecord:
     finish_reason: str | None = None
     server_timings: dict[str, Any] | None = None
     error: str | None = None
+    error_kind: str | None = None
+    """One of :data:`~pytest_vramcap.load.failures.FAILURE_KINDS` when the request failed."""
 
     @property
     def ttft(self) -> float | None:
@@ -94,7 +97,7 @@ class RequestRecord:
         return {
             "label": self.label, "ttft_s": self.ttft, "e2e_s": self.e2e, "tpot_s": self.tpot, "n_out": self.n_out,
             "n_out_source": self.n_out_source, "prompt_tokens": self.prompt_tokens,
-            "finish_reason": self.finish_reason, "error": self.error,
+            "finish_reason": self.finish_reason, "error": self.error, "error_kind": self.error_kind,
             "server_timings": self.server_timings,
         }
 
@@ -156,6 +159,7 @@ class ChatClient:
     @staticmethod
     def _fail(record: RequestRecord, error: RequestError) -> RequestError:
         record.error = str(error)
+        record.error_kind = failure_kind(error)
         error.record = record
         return error
 

@@ -10,6 +10,7 @@ reported with their n; p99 is only meaningful from n >= 100 (``p99_reliable``).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, computed_field
@@ -67,6 +68,8 @@ class Summary(BaseModel):
 
     requests: int
     errors: int
+    failures: dict[str, int]
+    """Failed requests by kind (load/failures.py): queue_full, context_overflow, oom, timeout..."""
     output_tokens: int
     token_count_source: list[str]
     """``usage`` (the server's count) and/or ``chunks`` (one token per content chunk)."""
@@ -80,12 +83,14 @@ class Summary(BaseModel):
 def summarize(records: Sequence[RequestRecord], wall_s: float | None = None) -> Summary:
     """Summarize ``records``; without ``wall_s`` the window runs from the first send to the last token."""
     ok = [record for record in records if record.ok and record.e2e is not None]
+    ok_ids = {id(record) for record in ok}
     if wall_s is None and ok:
         wall_s = max(r.t_last for r in ok if r.t_last is not None) - min(r.t_send for r in ok)
     tokens = sum(record.n_out for record in ok)
     return Summary(
         requests=len(records),
         errors=len(records) - len(ok),
+        failures=dict(Counter(record.error_kind or "no_output" for record in records if id(record) not in ok_ids)),
         output_tokens=tokens,
         token_count_source=sorted({record.n_out_source for record in ok}),
         wall_s=wall_s,
