@@ -143,7 +143,7 @@ def test_attached_ollama_is_used_and_left_running(tiny_model: Path, tmp_path: Pa
 
 def test_vramcap_ollama_must_name_an_executable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VRAMCAP_OLLAMA", str(tmp_path / "missing"))
-    with pytest.raises(EngineNotFoundError, match="not an executable file"):
+    with pytest.raises(EngineNotFoundError, match="is not an executable file"):
         find_ollama()
     monkeypatch.setenv("VRAMCAP_OLLAMA", str(launcher(tmp_path)))
     assert find_ollama() == tmp_path / "ollama"

