@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,10 @@ from ..net import fetch, redact
 from ..parsers import base_url
 from ..planner.memory import ServerConfig
 from ..planner.render import ollama_create_request, ollama_env
+from .attached import AttachedServer
 from .base import EngineEvidence, ServedModel, free_port, healthy, http_url
 from .binary import find_executable
-from .logparse import ServerLog, parse_server_log
+from .logparse import parse_server_log
 from .process import ManagedProcess, tail
 
 __all__ = ["OllamaServer", "find_ollama", "parse_version"]
@@ -104,13 +104,13 @@ class OllamaServer:
     def start(self) -> OllamaServer:
         if self.binary is not None:
             self._serve()
-        else:
-            self._wait_healthy()
+        else:  # someone else's Ollama: wait for it the way any attached server is waited for
+            AttachedServer(self.url, self.startup_timeout_s, health_path="/api/version").start()
         self._check_version()
         self._create()
         self._preload()
         self.loaded = self._last = self._ps_entry()
-        self._starts_at_load = self._runner_starts()
+        self._starts_at_load = _runner_starts(self._log_text())
         return self
 
     def stop(self) -> None:
@@ -123,11 +123,12 @@ class OllamaServer:
 
     def evidence(self) -> EngineEvidence:
         """The captured log (when we started Ollama) and a fresh look at /api/ps."""
-        log = self._read_log()
+        text = self._log_text()
+        log = parse_server_log(text.splitlines()) if text is not None else None
         if self._process is None or self._process.running:
             current = self._ps_entry_or_none()
             if self.loaded is not None:
-                self._note_changes(current)
+                self._note_changes(current, _runner_starts(text))
             if current is not None:
                 self._last = current
         died = self._process is not None and not self._process.running and not self._process.stopped
@@ -154,14 +155,6 @@ class OllamaServer:
         self._process = ManagedProcess([str(self.binary), "serve"], self.log_path, env=env, name="ollama serve")
         self._process.start()
         self._process.wait_until(lambda: healthy(self.url, "/"), self.startup_timeout_s, "ready")
-
-    def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        while not healthy(self.url, "/api/version"):
-            if time.monotonic() > deadline:
-                raise ServerUnreachable(f"no Ollama at {redact(self.url)} (GET /api/version) within "
-                                        f"{self.startup_timeout_s:.0f} s")
-            time.sleep(0.25)
 
     def _check_version(self) -> None:
         self.version = str(self._call("GET", "/api/version").get("version", ""))
@@ -243,7 +236,7 @@ class OllamaServer:
         except (ServerUnreachable, EngineStartError):
             return None
 
-    def _note_changes(self, current: ServedModel | None) -> None:
+    def _note_changes(self, current: ServedModel | None, runner_starts: int) -> None:
         loaded = self.loaded
         assert loaded is not None
         if current is None:
@@ -251,29 +244,26 @@ class OllamaServer:
         elif (current.size_mib, current.vram_mib, current.context_length) != \
                 (loaded.size_mib, loaded.vram_mib, loaded.context_length):
             change = f"Ollama reloaded {self.model_name}: /api/ps was {loaded.describe()}, now {current.describe()}"
-        elif self._runner_starts() > self._starts_at_load:
+        elif runner_starts > self._starts_at_load:
             change = f"Ollama restarted llama-server for {self.model_name} during the run (server log)"
         else:
             return
         if change not in self._reloads:
             self._reloads.append(change)
 
-    def _runner_starts(self) -> int:
+    def _log_text(self) -> str | None:
+        """The captured ``ollama serve`` log (llama-server's lines inside); None when there is none to read."""
         if self.log_path is None:
-            return 0
+            return None
         try:
-            text = self.log_path.read_text(errors="replace")
+            return self.log_path.read_text(errors="replace")
         except OSError:
-            return 0
-        return text.count("starting llama-server")
+            return None
 
-    def _read_log(self) -> ServerLog | None:
-        if self.log_path is None:
-            return None
-        try:
-            return parse_server_log(self.log_path.read_text(errors="replace").splitlines())
-        except OSError:
-            return None
+
+def _runner_starts(log_text: str | None) -> int:
+    """How many llama-server runners Ollama has started (its "starting llama-server" line each time)."""
+    return log_text.count("starting llama-server") if log_text else 0
 
 
 def _gguf_name(path: Path) -> str:

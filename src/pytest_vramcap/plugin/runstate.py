@@ -21,7 +21,7 @@ from ..net import redact
 from ..planner.plan import Plan
 from ..planner.profiles import Profile, profile_of_gpu
 from .console import Console
-from .settings import Settings
+from .settings import PREFIX, Settings
 
 if TYPE_CHECKING:
     from ..gpu.ballast import Ballast
@@ -136,7 +136,7 @@ class RunState:
 
             refused = ollama_refusal(self.plan.config, self.plan.spec)
             if refused:
-                raise ConfigError(f"--vramcap-engine=ollama: {refused}")
+                raise ConfigError(f"--{PREFIX}engine=ollama: {refused}")
 
     def _model_file(self) -> Path:
         from ..model.materialize import materialize_model

@@ -135,14 +135,14 @@ class Settings:
         from ..planner.resolve import model_source_from_options
 
         if self.engine == "ollama":
-            name = self.model.removeprefix("ollama:")
-            if self.model.startswith("ollama:"):
-                return OllamaModel(name, self.server_url)
-            try:
-                local = model_source_from_options(self.plan_values)
-            except ModelSourceError:
-                return OllamaModel(name, self.server_url)
-            return OllamaModel(name, self.server_url) if isinstance(local, OllamaModel) else local
+            if not self.model.startswith("ollama:"):
+                try:
+                    local = model_source_from_options(self.plan_values)
+                except ModelSourceError:  # not a file or a shape: a name Ollama knows
+                    local = None
+                if local is not None and not isinstance(local, OllamaModel):
+                    return local
+            return OllamaModel(self.model.removeprefix("ollama:"), self.server_url)
         source = model_source_from_options(self.plan_values)
         if self.engine == "llamacpp" and isinstance(source, OllamaModel):
             raise ModelSourceError(f"--{PREFIX}model {source}: an Ollama model needs --{PREFIX}engine=ollama")
