@@ -58,6 +58,11 @@ class Model:
     def info(self) -> dict[str, Any]:
         return dict(gguf_info(str(self.path), self.path.stat().st_mtime_ns))
 
+    def messages(self, body: dict[str, Any]) -> list[Any]:
+        """The request's messages after the model's SYSTEM (routes.go: a created model's system prompt leads)."""
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        return system + list(body.get("messages") or [])
+
     def details(self, info: dict[str, Any]) -> dict[str, Any]:
         arch = str(info.get("general.architecture", ""))
         file_type = info.get("general.file_type")
@@ -378,12 +383,13 @@ class Handler(BaseHTTPRequestHandler):
             if blob is None or not blob.is_file():
                 self._error(400, "no GGUF blob among 'files' (upload it to /api/blobs first)")
                 return
-            base: Model | None = Model(full_name(str(name)), blob)
+            uploaded = Model(full_name(str(name)), blob)
             try:  # server/create.go decodes the GGUF (fs/ggml/ggml.go Decode) before it writes a manifest
-                base.info()
+                uploaded.info()
             except Exception as exc:
                 self._error(400, f"invalid model file: {exc}")
                 return
+            base: Model | None = uploaded
         else:
             base = self.server.scheduler.find(str(base_name))
         if base is None:
@@ -459,8 +465,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         runner, load_s = acquired
         started = time.monotonic()
-        request = {"messages": ([{"role": "system", "content": model.system}] if model.system else [])
-                   + list(body.get("messages") or []), "stream": True, "stream_options": {"include_usage": True},
+        request = {"messages": model.messages(body), "stream": True, "stream_options": {"include_usage": True},
                    "max_tokens": options.get("num_predict", -1), "temperature": options.get("temperature", 0.8),
                    "seed": options.get("seed", -1)}
         stream = body.get("stream", True)
@@ -518,8 +523,7 @@ class Handler(BaseHTTPRequestHandler):
         if acquired is None:
             return
         runner, _ = acquired
-        request = {"messages": ([{"role": "system", "content": model.system}] if model.system else [])
-                   + list(body.get("messages") or []), "stream": True, "stream_options": {"include_usage": True},
+        request = {"messages": model.messages(body), "stream": True, "stream_options": {"include_usage": True},
                    "temperature": body.get("temperature", 1.0), "top_p": body.get("top_p", 1.0)}
         for key in ("max_tokens", "seed", "stop"):
             if key in body:
