@@ -4,6 +4,7 @@
     ├── BadInputError               the user's input is wrong: the CLI exits 2, pytest reports a usage error
     │   ├── ProfileError            an unknown or malformed VRAM profile
     │   ├── ModelSourceError        a model that cannot be found, read or understood
+    │   │   └── OllamaUnreachable   ollama:NAME, and no Ollama answers to say what NAME is
     │   ├── ConfigError             contradictory or out-of-range plan options
     │   ├── ScenarioError           a scenario file that is missing, not YAML, or invalid
     │   └── EngineNotFoundError     no llama-server binary (also an EngineError)
@@ -40,6 +41,7 @@ __all__ = [
     "EngineStartError",
     "HTTPStatusError",
     "ModelSourceError",
+    "OllamaUnreachable",
     "ProfileError",
     "ProtocolError",
     "RequestError",
@@ -67,6 +69,10 @@ class ProfileError(BadInputError):
 
 class ModelSourceError(BadInputError):
     """A model source (GGUF path, shape name, ollama:NAME) could not be used."""
+
+
+class OllamaUnreachable(ModelSourceError):
+    """``ollama:NAME`` was asked of an Ollama that does not answer (the local store may still have it)."""
 
 
 class ConfigError(BadInputError):

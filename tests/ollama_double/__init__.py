@@ -5,14 +5,19 @@
 REAL llama-server exactly as llm/llama_server.go does, and answers Ollama's API with its
 response shapes and status codes. Each behaviour names the Ollama file it copies.
 
-What it simplifies (and says so): models are GGUF files in ``$OLLAMA_MODELS`` named
-``<name>.gguf`` (no registry, no blobs); ``/api/pull`` only finds them; there is no
+What it simplifies (and says so): pulled models are read from ``$OLLAMA_MODELS`` in Ollama's own
+layout (manifests and blobs: :func:`pull` puts one there), but there is no registry, so
+``/api/pull`` only finds them; created models live in memory, not as manifests; there is no
 keep-alive expiry other than ``keep_alive: 0``; the CUDA-only batch rules of
 server/sched.go apply only when ``VRAMCAP_OLLAMA_DOUBLE_CUDA=1``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -30,3 +35,26 @@ def launcher(directory: Path) -> Path:
                     f"--tag={directory}\n")
     path.chmod(0o755)
     return path
+
+
+def pull(store: Path, name: str, gguf: Path) -> Path:
+    """Put ``gguf`` in an Ollama model store as ``ollama pull name`` leaves it: a blob named by its
+    sha256 and a manifest under manifests/registry.ollama.ai/library (manifest/manifest.go
+    WriteManifest). Returns the blob."""
+    digest = hashlib.sha256(gguf.read_bytes()).hexdigest()
+    blob = store / "blobs" / f"sha256-{digest}"
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(gguf, blob)
+    except OSError:
+        shutil.copyfile(gguf, blob)
+    model, _, tag = name.partition(":")
+    manifest = store / "manifests" / "registry.ollama.ai" / "library" / model / (tag or "latest")
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    layer = {"mediaType": "application/vnd.ollama.image.model", "digest": f"sha256:{digest}",
+             "size": gguf.stat().st_size}
+    config = {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": f"sha256:{'0' * 64}",
+              "size": 2}
+    manifest.write_text(json.dumps({"schemaVersion": 2, "config": config, "layers": [layer],
+                                    "mediaType": "application/vnd.docker.distribution.manifest.v2+json"}))
+    return blob

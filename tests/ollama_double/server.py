@@ -31,6 +31,7 @@ BUSY = "server busy, please try again.  maximum pending requests exceeded"
 # server/sched.go Scheduler.load: architectures forced to one slot
 SINGLE_SLOT = {"mllama", "qwen3vl", "qwen3vlmoe", "qwen35", "qwen35moe", "qwen3next", "lfm2", "lfm2moe",
                "nemotron_h", "nemotron_h_moe", "nemotron_h_omni"}
+MODEL_LAYER = "application/vnd.ollama.image.model"
 FOREVER = "2318-11-24T00:00:00Z"  # what a keep_alive of -1 shows as expires_at
 
 
@@ -103,13 +104,37 @@ class Scheduler:
         name = full_name(name)
         if name in self.created:
             return self.created[name]
-        base, tag = name.split(":", 1)
-        path = self.models_dir / (f"{base}.gguf" if tag == "latest" else f"{base}-{tag}.gguf")
-        return Model(name, path) if path.is_file() else None
+        path = self._pulled(name)
+        return Model(name, path) if path is not None else None
+
+    def _pulled(self, name: str) -> Path | None:
+        """A pulled model's GGUF: its manifest (manifest/paths.go, types/model/name.go Filepath) names the
+        layer of media type application/vnd.ollama.image.model, stored as a blob."""
+        base, tag = name.rsplit(":", 1)
+        parts = base.split("/")
+        if len(parts) > 3:
+            return None
+        manifest = self.models_dir.joinpath("manifests", *(["registry.ollama.ai", "library"][: 3 - len(parts)]),
+                                            *parts, tag)
+        try:
+            layers = json.loads(manifest.read_text())["layers"]
+        except (OSError, ValueError, KeyError):
+            return None
+        digests = [layer["digest"] for layer in layers if layer.get("mediaType") == MODEL_LAYER]
+        blob = self.blob_path(digests[0]) if digests else None
+        return blob if blob is not None and blob.is_file() else None
 
     def library(self) -> list[Model]:
-        files = [Model(full_name(path.stem), path) for path in sorted(self.models_dir.glob("*.gguf"))]
-        return files + list(self.created.values())
+        """Every pulled model (server/routes.go ListHandler walks the manifests), then the created ones."""
+        root = self.models_dir / "manifests"
+        pulled = []
+        for manifest in sorted(root.glob("*/*/*/*")) if root.is_dir() else []:
+            host, namespace, model, tag = manifest.relative_to(root).parts
+            short = model if (host, namespace) == ("registry.ollama.ai", "library") else \
+                f"{namespace}/{model}" if host == "registry.ollama.ai" else f"{host}/{namespace}/{model}"
+            found = self.find(f"{short}:{tag}")
+            pulled += [found] if found is not None else []
+        return pulled + list(self.created.values())
 
     def blob_path(self, digest: str) -> Path | None:
         """manifest.BlobsPath: ``sha256:<64 hex>`` -> $OLLAMA_MODELS/blobs/sha256-<hex>; None for a bad digest."""

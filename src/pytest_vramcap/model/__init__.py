@@ -8,6 +8,7 @@
     quantmix.py     llama-quantize's per-tensor types for Q4_K_M, Q8_0...
     from_shape.py   a shape + mix -> GGUF metadata and typed tensors
     ollama_show.py  Ollama's /api/show, live or saved
+    ollama_store.py Ollama's local model store: the GGUF blob behind a pulled model's name
     ggmltypes.py    ggml byte sizes
     synth.py        synthetic GGUF files llama-server can load
     materialize.py  the GGUF file an engine serves for a spec

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ModelSourceError, ServerUnreachable
+from ..errors import ConfigError, ModelSourceError, OllamaUnreachable, ServerUnreachable
 from ..net import checked_url, fetch, ollama_host_url, redact
 from ..parsers import checked_number
 from .ggmltypes import type_by_name
@@ -32,7 +32,7 @@ def fetch_show(model: str, url: str | None = None, timeout_s: float = 10.0) -> d
     try:
         response = fetch("POST", f"{base}/api/show", json={"model": model, "verbose": True}, deadline_s=timeout_s)
     except ServerUnreachable as exc:
-        raise ModelSourceError(f"ollama:{model}: cannot reach Ollama: {exc}") from None
+        raise OllamaUnreachable(f"ollama:{model}: cannot reach Ollama: {exc}") from None
     if response.status_code == 404:
         raise ModelSourceError(f"ollama:{model}: model not found on {redact(base)} (ollama pull {model})")
     if response.status_code != 200:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 from ..defaults import DEFAULT_MIX
-from ..errors import ModelSourceError
+from ..errors import ModelSourceError, OllamaUnreachable
 
 if TYPE_CHECKING:
     from .spec import ModelSpec
@@ -133,8 +133,27 @@ def load_model(source: ModelSource | str, *, quant: str | None = None, ollama_ur
         from .from_shape import spec_from_shape
 
         return spec_from_shape(source.shape, source.mix)
-    from .ollama_show import fetch_show, read_show_file, spec_from_ollama_show
+    from .ollama_show import read_show_file, spec_from_ollama_show
 
     if isinstance(source, ShowJsonFile):
         return spec_from_ollama_show(read_show_file(source.path), source=source)
-    return spec_from_ollama_show(fetch_show(source.name, source.url), source=source)
+    return _ollama_spec(source)
+
+
+def _ollama_spec(source: OllamaModel) -> ModelSpec:
+    """From a running Ollama's ``/api/show``; when no Ollama answers, from the GGUF in its local store
+    (a pulled model can be planned, and served by an ``ollama serve`` we start, with none running)."""
+    from dataclasses import replace
+
+    from .gguf_header import spec_from_gguf
+    from .ollama_show import fetch_show, spec_from_ollama_show
+    from .ollama_store import local_model_blob, ollama_models_dir
+
+    try:
+        return spec_from_ollama_show(fetch_show(source.name, source.url), source=source)
+    except OllamaUnreachable as exc:
+        blob = local_model_blob(source.name)
+        if blob is None:
+            raise ModelSourceError(f"{exc}; nor is it in the local store {ollama_models_dir()} "
+                                   f"($OLLAMA_MODELS)") from None
+    return replace(spec_from_gguf(blob), name=source.ref, source=source)
