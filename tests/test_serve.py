@@ -13,7 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import needs_llama_server
+from pytest_vramcap.engines import free_port
+from pytest_vramcap.model.synth import write_gguf
+from tests.helpers import needs_llama_server, processes_with
+from tests.ollama_double import launcher, pull
 
 pytestmark = needs_llama_server
 
@@ -46,39 +49,73 @@ def still_running(pid: int, started: str) -> bool:
     return fields[19] == started and fields[0] != "Z"
 
 
-def test_serve_until_ctrl_c(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest_vramcap.cli", "serve", "--model", "tiny:Q8_0", "--profile", "16gb",
-         "--agents", "2", "--ctx-per-agent", "512", "--models-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+def start_serve(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str, str]:
+    """``vramcap serve ARGS`` in the background, once it says where it serves: (process, URL, what it printed)."""
+    proc = subprocess.Popen([sys.executable, "-m", "pytest_vramcap.cli", "serve", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    deadline = time.monotonic() + 180
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line:
+            break
+        lines.append(line)
+        match = re.search(r"serving .* at (http://127\.0\.0\.1:\d+)", line)
+        if match:
+            return proc, match.group(1), "".join(lines)
+    proc.kill()
+    raise AssertionError("".join(lines) + (proc.stderr.read() if proc.stderr else ""))
+
+
+def stop_serve(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    proc.send_signal(signal.SIGINT)
     try:
-        url = None
-        deadline = time.monotonic() + 180
-        lines = []
-        while time.monotonic() < deadline and url is None:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            match = re.search(r"serving .* at (http://127\.0\.0\.1:\d+)", line)
-            url = match.group(1) if match else None
-        assert url, "".join(lines) + proc.stderr.read()
-        assert "FITS" in "".join(lines) and "OLLAMA_NUM_PARALLEL=2" in "".join(lines)
-        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
-        assert (tmp_path / "tiny-Q8_0.gguf").is_file()
-        servers = llama_server_children(proc.pid)
-        assert len(servers) == 1
-        proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
+    return out, err
+
+
+def test_serve_until_ctrl_c(tmp_path: Path) -> None:
+    proc, url, printed = start_serve("--model", "tiny:Q8_0", "--profile", "16gb", "--agents", "2",
+                                     "--ctx-per-agent", "512", "--models-dir", str(tmp_path))
+    try:
+        assert "FITS" in printed and "OLLAMA_NUM_PARALLEL=2" in printed
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+        assert (tmp_path / "tiny-Q8_0.gguf").is_file()
+        servers = llama_server_children(proc.pid)
+        assert len(servers) == 1
+    finally:
+        out, _ = stop_serve(proc)
     assert "server stopped" in out
     assert not any(still_running(pid, started) for pid, started in servers)
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{url}/health", timeout=2)
+
+
+def test_serve_with_ollama_plans_a_pulled_model_from_the_store_and_serves_it(tmp_path: Path) -> None:
+    """``--engine ollama --model ollama:NAME`` with no Ollama running: the plan reads the GGUF from the store
+    (as ``ollama pull`` left it), ``ollama serve`` (the double: tests/ollama_double) starts with the plan's
+    environment, and NAME-vramcap is created FROM NAME and preloaded."""
+    store = tmp_path / "store"
+    pull(store, "tiny", write_gguf("tiny", "Q8_0", tmp_path / "tiny.gguf"))
+    env = {"VRAMCAP_OLLAMA": str(launcher(tmp_path)), "OLLAMA_MODELS": str(store), "LLAMA_ARG_REPACK": "0",
+           "OLLAMA_HOST": f"127.0.0.1:{free_port()}"}  # nothing answers there: the store has to do
+    proc, url, printed = start_serve("--engine", "ollama", "--model", "ollama:tiny", "--profile", "16gb",
+                                     "--agents", "2", "--ctx-per-agent", "512", env=env)
+    try:
+        assert "serving tiny-vramcap at" in printed and "OLLAMA_NUM_PARALLEL=2" in printed
+        ps = httpx.get(f"{url}/api/ps", timeout=5).json()["models"]
+        assert [(m["name"], m["context_length"]) for m in ps] == [("tiny-vramcap:latest", 512)]
+        show = httpx.post(f"{url}/api/show", json={"model": "tiny-vramcap"}, timeout=5).json()
+        assert show["details"]["parent_model"] == "tiny:latest"  # created FROM the pulled model, not a new blob
+    finally:
+        out, err = stop_serve(proc)
+    assert "server stopped" in out and "warning" not in err
+    assert processes_with(str(tmp_path)) == []
 
 
 def test_serve_without_an_engine_is_one_clear_line(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
     vramcap plan --model SRC [--profile P] [--agents N] [--ctx-per-agent C] ...
     vramcap synth SHAPE [--quant Q4_K_M] --out PATH [--layers N] [--weights random|zeros|sparse]
-    vramcap serve --model SRC [--profile P] [plan options] [--port N]
+    vramcap serve --model SRC [--profile P] [plan options] [--engine llamacpp|ollama] [--port N]
     vramcap diagnose LOG [--json] [--model SRC]
     vramcap profiles
     vramcap shapes
@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, NoReturn
 from .defaults import DEFAULT_HOST, DEFAULT_MIX
 from .errors import BadInputError, EngineError, EngineStartError
 from .options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options
-from .parsers import argparse_type, host, non_negative_int, port, positive_int
-from .types import WEIGHTS_MODES
+from .parsers import argparse_type, choice, host, non_negative_int, port, positive_int
+from .types import SERVED_ENGINES, WEIGHTS_MODES
 
 if TYPE_CHECKING:
+    from .engines.base import Server
     from .planner.plan import Plan
 
 __all__ = ["main"]
@@ -65,9 +66,14 @@ def _build_parser() -> argparse.ArgumentParser:
     add_options(plan.add_argument, PLAN_OPTIONS, required={"model"})
     plan.add_argument("--json", action="store_true", help="print one JSON object")
     _add_synth_options(commands.add_parser("synth", help="write a synthetic GGUF shaped like a real model"))
-    serve = commands.add_parser("serve", help="plan, start llama-server, and keep it up until Ctrl-C")
+    serve = commands.add_parser("serve", help="plan, start llama-server (or ollama serve), and keep it up until "
+                                              "Ctrl-C")
     add_options(serve.add_argument, PLAN_OPTIONS, required={"model"})
     add_options(serve.add_argument, ENGINE_OPTIONS)
+    serve.add_argument("--engine", type=argparse_type(choice(SERVED_ENGINES)), default="llamacpp",
+                       help="llamacpp (default: the embedded llama-server) or ollama (`ollama serve` from "
+                            "$VRAMCAP_OLLAMA or PATH with the plan's environment, the model created and preloaded; "
+                            "without a binary, the Ollama at --ollama-url / $OLLAMA_HOST is provisioned)")
     serve.add_argument("--port", type=argparse_type(port), default=None, help="port (default: a free one)")
     serve.add_argument("--host", type=argparse_type(host), default=DEFAULT_HOST,
                        help=f"bind address (default {DEFAULT_HOST})")
@@ -112,24 +118,33 @@ def _run_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from .engines.binary import find_llama_server
-    from .engines.llamacpp import EngineOptions, LlamaServer
-    from .model.materialize import materialize_model
+    from .engines.provision import EngineSetup, check_plan_runs_on, model_source_for, new_server, resolve_engine
     from .planner.output import format_plan
+    from .planner.resolve import plan_from_options
+    from .report.verdicts import served_verdict
 
-    plan = _plan(args)
-    binary = find_llama_server()  # before writing gigabytes of model for nothing
-    model_path = materialize_model(plan.spec, args.models_dir)
+    values = vars(args)
+    engine, server_url = resolve_engine(args.engine, None, args.ollama_url)
+    plan = plan_from_options(values, model_source_for(engine, values, server_url))
+    check_plan_runs_on(engine, plan)
     print(format_plan(plan))
     if not plan.fits:
         print("\nwarning: the plan does not fit this profile; starting anyway", file=sys.stderr)
-    options = EngineOptions(host=args.host, port=args.port, startup_timeout_s=args.startup_timeout,
-                            fit_margin_mib=plan.fit_margin_mib, fit=args.fit == "on")
-    server = LlamaServer(plan.config, model_path, options, binary=binary)
+    setup = EngineSetup(engine=engine, server_url=server_url, models_dir=args.models_dir,
+                        startup_timeout_s=args.startup_timeout, fit=args.fit == "on", host=args.host, port=args.port)
+    server = new_server(plan, setup, announce=lambda line: print(line, file=sys.stderr))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with server:
-        print(f"\nserving {model_path} at {server.url}  (OpenAI API: {server.url}/v1; log {server.log_path})")
+    server.start()
+    try:
+        served = server.request_model or plan.spec.model_ref
+        print(f"\nserving {served} at {server.url}  (OpenAI API: {server.url}/v1; {_log_of(server)})")
+        verdict = served_verdict(plan, server.evidence())
+        if verdict.outcome == "fail":  # an attached Ollama runs with its own environment, not the plan's
+            print(f"warning: {verdict.summary}: {'; '.join(verdict.evidence)}", file=sys.stderr)
+        if server.pid is None:  # an Ollama someone else runs: provisioned, and it keeps serving without us
+            print("the model is loaded and stays loaded (keep_alive -1)")
+            return EXIT_OK
         print("Ctrl-C stops the server.", flush=True)
         try:
             while server.running and not stop.wait(0.5):
@@ -137,11 +152,18 @@ def _run_serve(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             pass
         died = not server.running
+    finally:
+        server.stop()
     if died:
-        print(f"vramcap: error: llama-server exited unexpectedly; log {server.log_path}", file=sys.stderr)
+        print(f"vramcap: error: the server exited unexpectedly; {_log_of(server)}", file=sys.stderr)
         return EXIT_DOES_NOT_FIT
     print("server stopped")
     return EXIT_OK
+
+
+def _log_of(server: Server) -> str:
+    log = server.describe().get("log")
+    return f"log {log}" if log else "no log"
 
 
 def _run_profiles() -> int:

@@ -13,6 +13,7 @@ __all__ = [
     "KV_CACHE_TYPES",
     "ON_OFF",
     "RUN_MODES",
+    "SERVED_ENGINES",
     "UNQUANTIZED_KV_TYPES",
     "WEIGHTS_MODES",
     "EmulateMode",
@@ -35,6 +36,8 @@ EngineKind = Literal["llamacpp", "ollama", "url"]
 EngineChoice = Literal["auto", "llamacpp", "ollama", "url"]
 """``--vramcap-engine``: ``auto`` resolves to ``url`` when a server URL is given, else ``llamacpp``."""
 ENGINE_CHOICES: tuple[EngineChoice, ...] = get_args(EngineChoice)
+SERVED_ENGINES: tuple[EngineKind, ...] = ("llamacpp", "ollama")
+"""The engines vramcap starts itself (``vramcap serve --engine``)."""
 
 EmulateMode = Literal["auto", "on", "off"]
 """Whether a bigger GPU is made to look like the profile's card with a VRAM ballast."""

@@ -6,6 +6,7 @@
     llamacpp.py  LlamaServer: llama-server started from a plan (the embedded default)
     attached.py  AttachedServer: any server by URL, never stopped by us
     ollama.py    OllamaServer: `ollama serve` started from the plan (or attached), model created, /api/ps read
+    provision.py from a plan to a server: the engine, the model source it takes, the one place it is built
     logparse.py  what llama-server logs about memory, OOM and offload (shared with the verdicts)
 """
 

@@ -36,6 +36,10 @@ class AttachedServer:
     def request_model(self) -> str | None:
         return None
 
+    @property
+    def running(self) -> bool:
+        return True  # not ours to watch: a request that finds it gone says so
+
     def start(self) -> AttachedServer:
         """Wait until the server answers its health check."""
         deadline = time.monotonic() + self.startup_timeout_s

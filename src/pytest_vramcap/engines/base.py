@@ -92,6 +92,11 @@ class Server(Protocol):
         """The ``model`` every request must name; None when the server serves one model whatever is named."""
         ...
 
+    @property
+    def running(self) -> bool:
+        """Whether the server is up: the process we started has not exited (a server we did not start: True)."""
+        ...
+
     def start(self: S) -> S:
         """Start (or check) the server and return once it answers; raises an EngineError kind."""
         ...

@@ -62,7 +62,8 @@ class OllamaServer:
 
     def __init__(self, config: ServerConfig, base_model: str | Path, model_name: str, *, fit_margin_mib: int,
                  binary: Path | None = None, url: str | None = None, log_dir: Path | None = None,
-                 startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S, env: dict[str, str] | None = None) -> None:
+                 startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S, env: dict[str, str] | None = None,
+                 host: str = DEFAULT_HOST, port: int | None = None) -> None:
         if binary is None and url is None:
             raise EngineNotFoundError("no ollama binary ($VRAMCAP_OLLAMA, PATH) and no Ollama URL to attach to")
         self.config = config
@@ -72,8 +73,9 @@ class OllamaServer:
         self.binary = binary
         self.startup_timeout_s = startup_timeout_s
         self.extra_env = env or {}
-        self.port = free_port(DEFAULT_HOST) if binary else None
-        self._url = http_url(DEFAULT_HOST, self.port) if self.port else base_url(url or "")
+        self.host = host
+        self.port = (port or free_port(host)) if binary else None
+        self._url = http_url(host, self.port) if self.port else base_url(url or "")
         self._own_log_dir = None if log_dir or not binary else Path(tempfile.mkdtemp(prefix="vramcap-ollama-"))
         self.log_path = Path(log_dir or self._own_log_dir or ".") / f"ollama-{self.port}.log" if binary else None
         self._process: ManagedProcess | None = None
@@ -100,6 +102,10 @@ class OllamaServer:
     @property
     def request_model(self) -> str:
         return self.model_name
+
+    @property
+    def running(self) -> bool:
+        return self._process.running if self._process is not None else True
 
     def start(self) -> OllamaServer:
         if self.binary is not None:
@@ -151,7 +157,7 @@ class OllamaServer:
     def _serve(self) -> None:
         assert self.binary is not None and self.log_path is not None
         env = {**os.environ, **ollama_env(self.config, fit_margin_mib=self.fit_margin_mib), **self.extra_env,
-               "OLLAMA_HOST": f"{DEFAULT_HOST}:{self.port}"}
+               "OLLAMA_HOST": http_url(self.host, self.port or 0)}  # envconfig.Host takes a scheme and [v6]
         self._process = ManagedProcess([str(self.binary), "serve"], self.log_path, env=env, name="ollama serve")
         self._process.start()
         self._process.wait_until(lambda: healthy(self.url, "/"), self.startup_timeout_s, "ready")

@@ -9,12 +9,12 @@ it. Hooks live on the :class:`~.reporter.Reporter` and the :class:`~.xdist.Xdist
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..engines.attached import AttachedServer
 from ..engines.base import EngineEvidence, Server
-from ..errors import ConfigError, EngineError, EngineStartError
+from ..engines.provision import check_plan_runs_on, new_server
+from ..errors import ConfigError, EngineError
 from ..load.fanout import ScenarioRun, run_both
 from ..load.scenarios import Scenario
 from ..net import redact
@@ -115,58 +115,12 @@ class RunState:
         settings = self.settings
         if self.worker_url:
             return AttachedServer(self.worker_url, startup_timeout_s=settings.startup_timeout)
-        if settings.engine == "ollama":
-            return self._new_ollama()
-        if settings.engine != "llamacpp":
-            assert settings.server_url is not None
-            return AttachedServer(settings.server_url, startup_timeout_s=settings.startup_timeout)
-        from ..engines.llamacpp import EngineOptions, LlamaServer
-
-        model_path = self._model_file()
-        options = EngineOptions(startup_timeout_s=settings.startup_timeout, log_dir=settings.report_dir / "logs",
-                                fit_margin_mib=self.plan.fit_margin_mib, fit=settings.fit)
-        server = LlamaServer(self.plan.config, model_path, options)
-        self.console.announce(f"vramcap: starting llama-server on {server.url} (log {server.log_path})")
-        return server
+        return new_server(self.plan, settings.engine_setup(), announce=self.console.announce,
+                          uncaptured=self.console.uncaptured)
 
     def check_engine_can_run_plan(self) -> None:
         """Raise ConfigError (one line) when the chosen engine has no setting for the plan."""
-        if self.settings.engine == "ollama":
-            from ..planner.render import ollama_refusal
-
-            refused = ollama_refusal(self.plan.config, self.plan.spec)
-            if refused:
-                raise ConfigError(f"--{PREFIX}engine=ollama: {refused}")
-
-    def _model_file(self) -> Path:
-        from ..model.materialize import materialize_model
-
-        settings = self.settings
-        try:
-            with self.console.uncaptured():
-                return materialize_model(self.plan.spec, settings.models_dir, announce=self.console.announce)
-        except OSError as exc:  # disk full, a models dir that cannot be written: no server to start
-            raise EngineStartError(f"cannot write the model to {settings.models_dir or 'the models cache'}: "
-                                   f"{exc.strerror or exc}") from None
-
-    def _new_ollama(self) -> Server:
-        """``ollama serve`` of our own when there is a binary, else the Ollama at the URL; the model created
-        from the plan either way (an Ollama model by name, or our GGUF sent as a blob)."""
-        from ..engines.ollama import OllamaServer, find_ollama
-        from ..model.source import OllamaModel
-        from ..planner.render import ollama_model_name
-
-        plan, settings = self.plan, self.settings
-        source = plan.spec.source
-        base: str | Path = source.name if isinstance(source, OllamaModel) else self._model_file()
-        binary = find_ollama()
-        server = OllamaServer(plan.config, base, ollama_model_name(plan.spec), fit_margin_mib=plan.fit_margin_mib,
-                              binary=binary, url=None if binary else settings.server_url,
-                              log_dir=settings.report_dir / "logs", startup_timeout_s=settings.startup_timeout)
-        where = f"starting {binary} serve on {server.url} (log {server.log_path})" if binary else \
-            f"attaching to Ollama at {redact(server.url)}"
-        self.console.announce(f"vramcap: {where}; model {server.model_name}")
-        return server
+        check_plan_runs_on(self.settings.engine, self.plan, prefix=PREFIX)
 
     def evidence(self) -> EngineEvidence:
         """What the server reported so far; nothing when there is no server."""

@@ -9,7 +9,6 @@ so a bad one is a usage error before anything starts.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..net import ollama_host_url
+from ..errors import ConfigError
 from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, RUN_OPTIONS, Option, add_options
 from ..parsers import argparse_type, non_empty
 from ..types import EmulateMode, EngineKind
 
 if TYPE_CHECKING:
+    from ..engines.provision import EngineSetup
     from ..model.source import ModelSource
 
 __all__ = ["PROFILE_OPTION", "Settings", "add_pytest_options"]
@@ -107,13 +107,13 @@ class Settings:
             return None
         values = {option.dest: _resolve(config, option) for option in _TABLE_OPTIONS}
         values["profile"] = str(profile).strip()
-        choice = values["engine"]
-        engine: EngineKind = ("url" if values["server_url"] else "llamacpp") if choice == "auto" else choice
-        if engine == "url" and not values["server_url"]:
-            raise pytest.UsageError(f"--{PREFIX}engine=url needs --{PREFIX}server-url")
-        server_url = values["server_url"]
-        if engine == "ollama" and not server_url:
-            server_url = values["ollama_url"] or ollama_host_url(os.environ.get("OLLAMA_HOST"))
+        from ..engines.provision import resolve_engine
+
+        try:
+            engine, server_url = resolve_engine(values["engine"], values["server_url"], values["ollama_url"],
+                                                prefix=PREFIX)
+        except ConfigError as exc:
+            raise pytest.UsageError(str(exc)) from None
         try:
             not_a_dir = values["report_dir"].exists() and not values["report_dir"].is_dir()
         except OSError as exc:
@@ -128,22 +128,13 @@ class Settings:
                    fit=values["fit"] == "on", emulate=values["emulate"])
 
     def model_source(self) -> ModelSource:
-        """The model to plan. With Ollama, ``--vramcap-model`` is a GGUF or a shape (sent to Ollama as a
-        blob), or else one of Ollama's own models (``ollama:NAME`` or a plain name)."""
-        from ..errors import ModelSourceError
-        from ..model.source import OllamaModel
-        from ..planner.resolve import model_source_from_options
+        """The model to plan, as the engine takes it (:func:`~pytest_vramcap.engines.provision.model_source_for`)."""
+        from ..engines.provision import model_source_for
 
-        if self.engine == "ollama":
-            if not self.model.startswith("ollama:"):
-                try:
-                    local = model_source_from_options(self.plan_values)
-                except ModelSourceError:  # not a file or a shape: a name Ollama knows
-                    local = None
-                if local is not None and not isinstance(local, OllamaModel):
-                    return local
-            return OllamaModel(self.model.removeprefix("ollama:"), self.server_url)
-        source = model_source_from_options(self.plan_values)
-        if self.engine == "llamacpp" and isinstance(source, OllamaModel):
-            raise ModelSourceError(f"--{PREFIX}model {source}: an Ollama model needs --{PREFIX}engine=ollama")
-        return source
+        return model_source_for(self.engine, self.plan_values, self.server_url, prefix=PREFIX)
+
+    def engine_setup(self) -> EngineSetup:
+        from ..engines.provision import EngineSetup
+
+        return EngineSetup(engine=self.engine, server_url=self.server_url, models_dir=self.models_dir,
+                           log_dir=self.report_dir / "logs", startup_timeout_s=self.startup_timeout, fit=self.fit)

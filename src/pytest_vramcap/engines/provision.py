@@ -1,0 +1,146 @@
+"""From a plan to a server: which engine, which model source, and the one place that builds it.
+
+The pytest plugin, ``vramcap serve`` and the Locust file all start servers; they name the
+engine the same way (``llamacpp``, ``ollama``, ``url``) and get it built here, so a
+behaviour (Ollama's refusals, a synthesized model, attaching when there is no binary) is
+written once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..defaults import DEFAULT_HOST, DEFAULT_STARTUP_TIMEOUT_S
+from ..errors import ConfigError, EngineStartError, ModelSourceError
+from ..net import ollama_host_url, redact
+from ..types import EngineChoice, EngineKind
+from .attached import AttachedServer
+from .base import Server
+
+if TYPE_CHECKING:
+    from ..model.source import ModelSource
+    from ..planner.plan import Plan
+
+__all__ = ["EngineSetup", "check_plan_runs_on", "model_source_for", "new_server", "resolve_engine"]
+
+
+@dataclass(frozen=True)
+class EngineSetup:
+    """How to start (or reach) the server of a plan."""
+
+    engine: EngineKind
+    server_url: str | None = None
+    """The server to attach to (``url``), or the Ollama to attach to when there is no ``ollama`` binary."""
+    models_dir: Path | None = None
+    """Where a shape is synthesized (None: the models cache)."""
+    log_dir: Path | None = None
+    startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S
+    fit: bool = False
+    host: str = DEFAULT_HOST
+    port: int | None = None
+    """None picks a free port."""
+
+
+def resolve_engine(choice: EngineChoice, server_url: str | None, ollama_url: str | None = None, *,
+                   prefix: str = "") -> tuple[EngineKind, str | None]:
+    """``auto`` becomes ``url`` with a server URL, else ``llamacpp``; Ollama without a URL attaches (when it has no
+    binary) to ``ollama_url``, then ``$OLLAMA_HOST``. Raises ConfigError naming the options with ``prefix``."""
+    engine: EngineKind = ("url" if server_url else "llamacpp") if choice == "auto" else choice
+    if engine == "url" and not server_url:
+        raise ConfigError(f"--{prefix}engine=url needs --{prefix}server-url")
+    if engine == "ollama" and not server_url:
+        server_url = ollama_url or ollama_host_url(os.environ.get("OLLAMA_HOST"))
+    return engine, server_url
+
+
+def model_source_for(engine: EngineKind, plan_values: Mapping[str, Any], server_url: str | None = None, *,
+                     prefix: str = "") -> ModelSource:
+    """The model to plan. With Ollama, the model option is a GGUF or a shape (sent to Ollama as a blob), or else
+    one of Ollama's own models (``ollama:NAME`` or a plain name)."""
+    from ..model.source import OllamaModel
+    from ..planner.resolve import model_source_from_options
+
+    model = str(plan_values["model"])
+    if engine == "ollama":
+        if not model.startswith("ollama:"):
+            try:
+                local = model_source_from_options(plan_values)
+            except ModelSourceError:  # not a file or a shape: a name Ollama knows
+                local = None
+            if local is not None and not isinstance(local, OllamaModel):
+                return local
+        return OllamaModel(model.removeprefix("ollama:"), server_url)
+    source = model_source_from_options(plan_values)
+    if engine == "llamacpp" and isinstance(source, OllamaModel):
+        raise ModelSourceError(f"--{prefix}model {source}: an Ollama model needs --{prefix}engine=ollama")
+    return source
+
+
+def check_plan_runs_on(engine: EngineKind, plan: Plan, *, prefix: str = "") -> None:
+    """Raise ConfigError (one line) when the engine has no setting for the plan."""
+    if engine == "ollama":
+        from ..planner.render import ollama_refusal
+
+        refused = ollama_refusal(plan.config, plan.spec)
+        if refused:
+            raise ConfigError(f"--{prefix}engine=ollama: {refused}")
+
+
+def new_server(plan: Plan, setup: EngineSetup, *, announce: Callable[[str], None] = print,
+               uncaptured: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext) -> Server:
+    """The plan's server, not started. ``announce`` gets one line saying what will start; ``uncaptured`` wraps
+    a model synthesis (its progress bar must reach the terminal)."""
+    if setup.engine == "url":
+        assert setup.server_url is not None
+        return AttachedServer(setup.server_url, startup_timeout_s=setup.startup_timeout_s)
+    if setup.engine == "ollama":
+        return _new_ollama(plan, setup, announce, uncaptured)
+    from .binary import find_llama_server
+    from .llamacpp import EngineOptions, LlamaServer
+
+    binary = find_llama_server()  # before writing gigabytes of model for nothing
+    model_path = _model_file(plan, setup, announce, uncaptured)
+    options = EngineOptions(host=setup.host, port=setup.port, startup_timeout_s=setup.startup_timeout_s,
+                            log_dir=setup.log_dir, fit_margin_mib=plan.fit_margin_mib, fit=setup.fit)
+    server = LlamaServer(plan.config, model_path, options, binary=binary)
+    announce(f"vramcap: starting llama-server on {server.url} (log {server.log_path})")
+    return server
+
+
+def _new_ollama(plan: Plan, setup: EngineSetup, announce: Callable[[str], None],
+                uncaptured: Callable[[], AbstractContextManager[Any]]) -> Server:
+    """``ollama serve`` of our own when there is a binary, else the Ollama at the URL; the model created from the
+    plan either way (an Ollama model by name, or our GGUF sent as a blob)."""
+    from ..model.source import OllamaModel
+    from ..planner.render import ollama_model_name
+    from .ollama import OllamaServer, find_ollama
+
+    binary = find_ollama()
+    source = plan.spec.source
+    base: str | Path = source.name if isinstance(source, OllamaModel) else \
+        _model_file(plan, setup, announce, uncaptured)
+    server = OllamaServer(plan.config, base, ollama_model_name(plan.spec), fit_margin_mib=plan.fit_margin_mib,
+                          binary=binary, url=None if binary else setup.server_url, log_dir=setup.log_dir,
+                          startup_timeout_s=setup.startup_timeout_s, host=setup.host, port=setup.port)
+    where = f"starting {binary} serve on {server.url} (log {server.log_path})" if binary else \
+        f"attaching to Ollama at {redact(server.url)}"
+    announce(f"vramcap: {where}; model {server.model_name}")
+    return server
+
+
+def _model_file(plan: Plan, setup: EngineSetup, announce: Callable[[str], None],
+                uncaptured: Callable[[], AbstractContextManager[Any]]) -> Path:
+    from ..model.materialize import materialize_model
+
+    try:
+        with uncaptured():
+            return materialize_model(plan.spec, setup.models_dir, announce=announce)
+    except OSError as exc:  # disk full, a models dir that cannot be written: no server to start
+        raise EngineStartError(f"cannot write the model to {setup.models_dir or 'the models cache'}: "
+                               f"{exc.strerror or exc}") from None
