@@ -1,0 +1,164 @@
+"""One streamed chat completion, read without I/O: SSE lines in, a :class:`RequestRecord` out.
+
+The asyncio client (:mod:`.client`) and the Locust users (gevent) read streams with
+different HTTP libraries; both feed the lines here, so TTFT, token counts and what
+counts as a broken stream are decided once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import HTTPStatusError, ProtocolError, RequestError, StreamCut
+from ..parsers import checked_number
+from .failures import failure_kind
+
+__all__ = ["ChatStream", "RequestRecord", "fail"]
+
+
+@dataclass
+class RequestRecord:
+    """Timestamps (``time.monotonic``) and counts of one streamed request."""
+
+    label: str
+    t_send: float
+    t_first: float | None = None
+    t_last: float | None = None
+    chunk_times: list[float] = field(default_factory=list)
+    text: str = ""
+    n_chunks: int = 0
+    n_out: int = 0
+    n_out_source: str = "chunks"
+    """``usage`` when the server reported completion_tokens, else one token per content chunk."""
+    prompt_tokens: int | None = None
+    finish_reason: str | None = None
+    server_timings: dict[str, Any] | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    """One of :data:`~pytest_vramcap.load.failures.FAILURE_KINDS` when the request failed."""
+
+    @property
+    def ttft(self) -> float | None:
+        return None if self.t_first is None else self.t_first - self.t_send
+
+    @property
+    def e2e(self) -> float | None:
+        return None if self.t_last is None else self.t_last - self.t_send
+
+    @property
+    def tpot(self) -> float | None:
+        """(E2E - TTFT) / (N_out - 1), defined for N_out >= 2."""
+        if self.ttft is None or self.e2e is None or self.n_out < 2:
+            return None
+        return (self.e2e - self.ttft) / (self.n_out - 1)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label, "ttft_s": self.ttft, "e2e_s": self.e2e, "tpot_s": self.tpot, "n_out": self.n_out,
+            "n_out_source": self.n_out_source, "prompt_tokens": self.prompt_tokens,
+            "finish_reason": self.finish_reason, "error": self.error, "error_kind": self.error_kind,
+            "server_timings": self.server_timings,
+        }
+
+
+# Where a streamed token can arrive: the answer, and a thinking model's reasoning, which
+# llama-server streams as ``reasoning_content`` and Ollama's /v1 as ``reasoning``
+# (openai/openai.go). Either is the first token for TTFT.
+_DELTA_TEXT_KEYS = ("content", "reasoning_content", "reasoning")
+
+
+def _content(choice: dict[str, Any]) -> str:
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        return ""
+    return "".join(part for part in (delta.get(key) for key in _DELTA_TEXT_KEYS) if isinstance(part, str))
+
+
+
+def fail(record: RequestRecord, error: RequestError) -> RequestError:
+    """``error`` with ``record`` attached, and the record marked failed with its kind."""
+    record.error = str(error)
+    record.error_kind = failure_kind(error)
+    error.record = record
+    return error
+
+
+class ChatStream:
+    """The SSE lines of one ``/v1/chat/completions`` stream, fed as they arrive."""
+
+    def __init__(self, record: RequestRecord, status: int = 200) -> None:
+        self.record = record
+        self.status = status
+        self.done = False
+
+    def feed(self, line: str, now: float) -> bool:
+        """Take one line received at ``now`` (monotonic); True once ``[DONE]`` arrived. Raises a RequestError kind."""
+        if not line.startswith("data:"):
+            return self.done  # SSE comments (":" keep-alives) and blank separators
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            self.done = True
+            return True
+        chunk = self._chunk(payload)
+        if "error" in chunk:  # errors after the stream began arrive in-band
+            raise fail(self.record, HTTPStatusError(self.status, str(chunk["error"])[:500]))
+        self._absorb(chunk, now)
+        return False
+
+    def finish(self) -> None:
+        """The stream ended: a StreamCut unless it was complete."""
+        if not self.done:  # llama-server and Ollama's /v1 both end every complete stream with [DONE]
+            raise fail(self.record, StreamCut(f"{self.record.label or 'request'}: stream ended after "
+                                              f"{self.record.n_chunks} chunks without [DONE]"))
+
+    def _chunk(self, payload: str) -> dict[str, Any]:
+        """One ``data:`` event as a JSON object, or a ProtocolError naming what came instead."""
+        record = self.record
+        try:
+            chunk = json.loads(payload)
+        except (ValueError, RecursionError):
+            raise fail(record, ProtocolError(f"{record.label or 'request'}: a stream event is not JSON: "
+                                             f"{payload[:80]!r}")) from None
+        if not isinstance(chunk, dict):
+            raise fail(record, ProtocolError(f"{record.label or 'request'}: a stream event is "
+                                             f"{type(chunk).__name__}, not an object"))
+        return chunk
+
+    def _absorb(self, chunk: dict[str, Any], now: float) -> None:
+        record = self.record
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list) or not all(isinstance(choice, dict) for choice in choices):
+            raise fail(record, ProtocolError(f"{record.label or 'request'}: 'choices' is not a list of objects"))
+        for choice in choices:
+            text = _content(choice)
+            if text:
+                record.n_chunks += 1
+                record.chunk_times.append(now)
+                record.text += text
+                if record.t_first is None:
+                    record.t_first = now
+                record.t_last = now
+            if choice.get("finish_reason"):
+                record.finish_reason = str(choice["finish_reason"])[:40]
+        usage = chunk.get("usage")
+        if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
+            record.n_out = self._count(usage, "completion_tokens")
+            record.n_out_source = "usage"
+            if usage.get("prompt_tokens") is not None:
+                record.prompt_tokens = self._count(usage, "prompt_tokens")
+        elif record.n_out_source == "chunks":
+            record.n_out = record.n_chunks
+        if isinstance(chunk.get("timings"), dict):
+            record.server_timings = chunk["timings"]
+
+    def _count(self, usage: dict[str, Any], key: str) -> int:
+        try:
+            return int(checked_number(usage[key], integer=True, lo=0, hi=2**31 - 1))
+        except ValueError as exc:
+            raise fail(self.record, ProtocolError(f"{self.record.label or 'request'}: usage.{key} {exc}")) from None
