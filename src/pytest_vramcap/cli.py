@@ -3,13 +3,14 @@
     vramcap plan --model SRC [--profile P] [--agents N] [--ctx-per-agent C] ...
     vramcap synth SHAPE [--quant Q4_K_M] --out PATH [--layers N] [--weights random|zeros|sparse]
     vramcap serve --model SRC [--profile P] [plan options] [--engine llamacpp|ollama] [--port N]
+    vramcap load [--server-url URL | plan options] [--scenario YAML] [--users N] [--run-time S] [--slo K=V]...
     vramcap diagnose LOG [--json] [--model SRC]
     vramcap profiles
     vramcap shapes
 
 Options come from the table in :mod:`.options`, shared with the pytest plugin.
 Exit codes: 0 ok (plan fits, a log without OOM or offload), 1 the plan does not fit (or a
-served engine died, or a diagnosed log shows an OOM or a CPU offload),
+served engine died, or a diagnosed log shows an OOM or a CPU offload, or a load missed an SLO),
 2 bad input (a file that cannot be read or written included), 3 an engine that cannot
 start or be reached. Errors print one line, ``vramcap: error: ...`` (a server that
 failed to start adds its log's last error line), never a traceback.
@@ -21,12 +22,23 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from .defaults import DEFAULT_HOST, DEFAULT_MIX
 from .errors import BadInputError, EngineError, EngineStartError
 from .options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options
-from .parsers import argparse_type, choice, host, non_negative_int, port, positive_int
+from .parsers import (
+    argparse_type,
+    choice,
+    host,
+    http_url,
+    load_slo,
+    non_negative_int,
+    port,
+    positive_float,
+    positive_int,
+)
 from .types import SERVED_ENGINES, WEIGHTS_MODES
 
 if TYPE_CHECKING:
@@ -59,6 +71,29 @@ def _add_synth_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=_non_negative_int, default=0)
 
 
+def _add_load_options(load: argparse.ArgumentParser) -> None:
+    add_options(load.add_argument, PLAN_OPTIONS, with_defaults=False)
+    add_options(load.add_argument, ENGINE_OPTIONS)
+    load.add_argument("--engine", type=argparse_type(choice(SERVED_ENGINES)), default="llamacpp",
+                      help="the server to plan and start: llamacpp (default) or ollama")
+    load.add_argument("--server-url", type=argparse_type(http_url), default=None, metavar="URL",
+                      help="load this OpenAI-compatible server instead of starting one")
+    load.add_argument("--request-model", default=None, metavar="NAME", help="with --server-url: the model to name")
+    load.add_argument("--scenario", default="scenarios/research-fanout.yaml", metavar="YAML",
+                      help="the agent graph every user runs (default scenarios/research-fanout.yaml)")
+    load.add_argument("--users", type=_positive_int, default=4, metavar="N", help="concurrent users (default 4)")
+    load.add_argument("--spawn-rate", type=argparse_type(positive_float), default=None, metavar="R",
+                      help="users started per second (default: all at once)")
+    load.add_argument("--run-time", type=argparse_type(positive_float), default=60.0, metavar="S",
+                      help="seconds of load (default 60)")
+    load.add_argument("--slo", type=argparse_type(load_slo), action="append", default=[], metavar="NAME=VALUE",
+                      help="fail (exit 1) unless met: ttft_p95_s=2.5, tpot_p50_s=0.1, failure_ratio=0.01, "
+                           "output_tps=30 (a floor), graph_p95_s=20...; repeatable")
+    load.add_argument("--csv", default=None, metavar="PREFIX", help="Locust's CSV files (PREFIX_stats.csv...)")
+    load.add_argument("--html", type=Path, default=None, metavar="FILE", help="Locust's HTML report")
+    load.add_argument("--json", type=Path, default=None, metavar="FILE", help="the summary and verdicts as JSON")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vramcap", description="VRAM capacity planning for multi-agent llama.cpp / Ollama serving")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -77,6 +112,7 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=argparse_type(port), default=None, help="port (default: a free one)")
     serve.add_argument("--host", type=argparse_type(host), default=DEFAULT_HOST,
                        help=f"bind address (default {DEFAULT_HOST})")
+    _add_load_options(commands.add_parser("load", help="a headless Locust load of agent graphs, gated on SLOs"))
     diagnose = commands.add_parser("diagnose", help="the OOM and CPU-offload verdicts of a llama-server or Ollama log")
     diagnose.add_argument("log", help="a llama-server log (-lv 4 shows the buffer sizes) or an Ollama server log")
     diagnose.add_argument("--json", action="store_true", help="print one JSON object")
@@ -166,6 +202,41 @@ def _log_of(server: Server) -> str:
     return f"log {log}" if log else "no log"
 
 
+def _run_load(args: argparse.Namespace) -> int:
+    import locust  # noqa: F401  first: gevent monkey-patches the process before anything opens a socket
+
+    from .load.locust_run import run_load
+    from .load.locust_setup import server_from_options
+    from .load.scenarios import load_scenario
+    from .report.load_output import format_load, load_json
+    from .report.verdicts import load_verdicts
+
+    values = vars(args)
+    if args.server_url and args.model:
+        raise BadInputError("--server-url and --model both given: load a running server, or plan and start one")
+    scenario = load_scenario(args.scenario)
+    for option in PLAN_OPTIONS:
+        if values[option.dest] is None:
+            values[option.dest] = option.default_for_pytest()
+    server = None if args.server_url else server_from_options(values, args.engine)
+    try:
+        if server is not None:
+            server.start()
+        url = args.server_url or server.url  # type: ignore[union-attr]
+        model = args.request_model if args.server_url else server.request_model  # type: ignore[union-attr]
+        result = run_load(scenario, url, users=args.users, spawn_rate=args.spawn_rate or args.users,
+                          duration_s=args.run_time, model=model, csv_prefix=args.csv, html_path=args.html,
+                          server=server)
+    finally:
+        if server is not None:
+            server.stop()
+    verdicts = load_verdicts(result, args.slo)
+    print(format_load(result, verdicts))
+    if args.json is not None:
+        args.json.write_text(json.dumps(load_json(result, verdicts), indent=2) + "\n", encoding="utf-8")
+    return EXIT_DOES_NOT_FIT if any(verdict.failed for verdict in verdicts) else EXIT_OK
+
+
 def _run_profiles() -> int:
     from tabulate import tabulate
 
@@ -223,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_synth(args)
         if args.command == "serve":
             return _run_serve(args)
+        if args.command == "load":
+            return _run_load(args)
         if args.command == "diagnose":
             return _run_diagnose(args)
         if args.command == "profiles":

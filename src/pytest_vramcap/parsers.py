@@ -20,6 +20,7 @@ __all__ = [
     "gpu_layers",
     "host",
     "http_url",
+    "load_slo",
     "non_empty",
     "non_negative_int",
     "ollama_url",
@@ -94,6 +95,22 @@ def positive_float(text: str) -> float:
     if value <= 0:
         raise ValueError(f"must be positive, got {text[:40]}")
     return checked_number(value, integer=False, lo=0, hi=1e9, strict_lo=True)
+
+
+# What a load run can be held to: a ceiling for latencies and the failure ratio, a floor for throughput.
+LOAD_SLO_CEILINGS = ("failure_ratio", "ttft_p50_s", "ttft_p95_s", "tpot_p50_s", "tpot_p95_s", "e2e_p95_s",
+                     "graph_p95_s")
+LOAD_SLO_FLOORS = ("output_tps",)
+
+
+def load_slo(text: str) -> tuple[str, float]:
+    """``ttft_p95_s=2.5`` -> ("ttft_p95_s", 2.5); names from LOAD_SLO_CEILINGS and LOAD_SLO_FLOORS."""
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or name not in (*LOAD_SLO_CEILINGS, *LOAD_SLO_FLOORS):
+        raise ValueError(f"{text[:60]!r}: use NAME=VALUE with NAME one of "
+                         f"{', '.join((*LOAD_SLO_CEILINGS, *LOAD_SLO_FLOORS))}")
+    return name, positive_float(value.strip())
 
 
 def gpu_layers(text: str) -> int | None:

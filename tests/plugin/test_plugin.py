@@ -29,5 +29,6 @@ def test_plugin_loads_without_heavy_imports(pytester: pytest.Pytester) -> None:
         "def test_light():\n"
         "    assert 'pytest_vramcap.plugin' in sys.modules\n"
         "    assert 'gguf' not in sys.modules and 'pynvml' not in sys.modules\n"
+        "    assert 'locust' not in sys.modules and 'gevent' not in sys.modules  # Locust monkey-patches at import\n"
     )
     pytester.runpytest_subprocess().assert_outcomes(passed=1)  # loaded through the pytest11 entry point

@@ -26,7 +26,7 @@ from .client import ChatClient, ChatRequest, RequestRecord
 from .metrics import Summary, summarize
 from .scenarios import Agent, Scenario, render_prompt
 
-__all__ = ["ModeResult", "ModeRuns", "ScenarioRun", "run_both", "run_scenario"]
+__all__ = ["ModeResult", "ModeRuns", "ScenarioRun", "run_both", "run_scenario", "scenario_request"]
 
 _ORDERS: tuple[tuple[RunMode, RunMode], ...] = (("sequential", "parallel"), ("parallel", "sequential"))
 
@@ -110,7 +110,8 @@ class ScenarioRun:
         return min(len(self.sequential.passes), len(self.parallel.passes))
 
 
-def _request(scenario: Scenario, step: str, agent: Agent, state: dict[str, Any], seed: int) -> ChatRequest:
+def scenario_request(scenario: Scenario, step: str, agent: Agent, state: dict[str, Any], seed: int) -> ChatRequest:
+    """The request ``agent`` of ``step`` sends given the state so far (shared by every runner of scenarios)."""
     system = "\n".join(part for part in (scenario.shared_prefix, agent.system or "") if part)
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": render_prompt(agent.prompt, state, scenario.max_ref_chars)})
@@ -129,7 +130,7 @@ async def run_scenario(client: ChatClient, scenario: Scenario, mode: RunMode, se
     step_walls: dict[str, float] = {}
     start = time.monotonic()
     for step in scenario.steps:
-        requests = [_request(scenario, step.name, agent, state, seed) for agent in step.agents]
+        requests = [scenario_request(scenario, step.name, agent, state, seed) for agent in step.agents]
         step_start = time.monotonic()
         if mode == "parallel":
             outcomes = await asyncio.gather(*(client.chat(r) for r in requests), return_exceptions=True)

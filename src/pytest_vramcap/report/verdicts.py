@@ -31,9 +31,11 @@ from ..engines.logparse import mentions_oom
 from ..errors import EngineError, EngineStartError
 from ..load.fanout import ScenarioRun
 from ..load.scenarios import Scenario
+from ..parsers import LOAD_SLO_FLOORS
 from ..types import Outcome
 
 if TYPE_CHECKING:
+    from ..load.results import LoadResult
     from ..planner.plan import Plan
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "NA",
     "PASS",
     "Verdict",
+    "load_verdicts",
     "offload_verdict",
     "oom_verdict",
     "scenario_verdicts",
@@ -247,4 +250,31 @@ def session_verdicts(engine: EngineEvidence | None, error: EngineError | None) -
             verdicts.append(oom)
     if error is not None:
         verdicts.append(Verdict(name="engine", outcome=FAIL, summary=_error_summary(error)))
+    return verdicts
+
+
+def load_verdicts(result: LoadResult, slos: Iterable[tuple[str, float]]) -> list[Verdict]:
+    """One verdict per load objective (``vramcap load --slo``): a ceiling, or a floor for ``output_tps``."""
+    summary = result.summary
+    verdicts = []
+    for name, limit in slos:
+        value: float | None
+        n = summary.requests
+        if name == "failure_ratio":
+            value = result.failure_ratio
+        elif name == "output_tps":
+            value = summary.output_tps
+        else:
+            metric, stat, _unit = name.split("_")  # "ttft_p95_s" -> ttft, p95, s
+            dist = result.graph_s if metric == "graph" else getattr(summary, f"{metric}_s")
+            value, n = (float(getattr(dist, stat)), dist.n) if dist is not None else (None, 0)
+        if value is None:
+            verdicts.append(Verdict(name=f"slo:{name}", outcome=FAIL, summary="no samples: nothing finished"))
+            continue
+        floor = name in LOAD_SLO_FLOORS
+        met = value >= limit if floor else value <= limit
+        verdicts.append(Verdict(name=f"slo:{name}", outcome=PASS if met else FAIL,
+                                summary=f"{value:.3f}, {'at least' if floor else 'at most'} {limit:g}",
+                                evidence=(f"{name} = {value:.4f} over n = {n} ({result.users} users, "
+                                          f"{result.duration_s:.0f} s)",)))
     return verdicts

@@ -1,0 +1,18 @@
+"""LLM agents as Locust users: each user runs a whole scenario graph (scenarios/*.yaml), streaming.
+
+    locust -f locustfiles/agents.py --host http://127.0.0.1:8080           # any OpenAI-compatible server
+    locust -f locustfiles/agents.py --vram-profile 16gb --vramcap-model tiny:Q8_0   # plan and start one
+
+Locust's tables show TTFT, TPOT and E2E per agent and GRAPH per scenario (see
+pytest_vramcap.load.locust_users); ``locust -f locustfiles/agents.py --help`` lists the vramcap options.
+"""
+
+from pathlib import Path
+
+from locust import events
+
+from pytest_vramcap.load.locust_setup import AgentUser, install
+
+install(events, default_scenario=Path(__file__).resolve().parents[1] / "scenarios" / "research-fanout.yaml")
+
+__all__ = ["AgentUser"]

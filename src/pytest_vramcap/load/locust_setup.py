@@ -1,0 +1,159 @@
+"""The vramcap side of a Locust run: its options, the server it plans and starts, and the end of it.
+
+``install(events)`` registers the listeners a locustfile needs (locustfiles/agents.py):
+
+* ``init_command_line_parser``: ``--vram-profile`` and the plugin's plan and engine options
+  under the same names (``--vramcap-model``, ``--vramcap-agents``...), plus
+  ``--vramcap-scenario`` and ``--vramcap-request-model``;
+* ``init``: the scenario is loaded (every process); on the master or a local runner, with
+  ``--vram-profile``, the plan is made and its server started (``environment.host`` is then
+  its URL), or else ``--host`` is checked; a bad input is one ``vramcap: error:`` line and
+  exit code 2, with no server left;
+* ``quitting``: the server is stopped (Ctrl-C, ``-t``, SIGTERM and the web UI's stop all end here;
+  the process group's atexit backstop covers the rest).
+
+Workers start nothing: the master sends them its host.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ..engines.base import Server
+from ..errors import ServerUnreachable, VramcapError
+from ..net import fetch, redact
+from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options
+from ..parsers import argparse_type, choice, non_empty
+from ..types import SERVED_ENGINES, EngineChoice
+from .locust_users import AgentGraphUser
+from .metrics import summarize
+from .scenarios import load_scenario
+
+__all__ = ["AgentUser", "install", "server_from_options"]
+
+DEFAULT_SCENARIO = "scenarios/research-fanout.yaml"
+_PREFIX, _DEST = "vramcap-", "vramcap_"
+_TABLE = tuple(option for option in (*PLAN_OPTIONS, *ENGINE_OPTIONS) if option.name != "profile")
+
+
+class AgentUser(AgentGraphUser):
+    """The agent graph of ``--vramcap-scenario``, as one Locust user."""
+
+
+class _RunState:
+    server: Server | None = None
+    default_scenario: Path = Path(DEFAULT_SCENARIO)
+
+
+_state = _RunState()
+
+
+def add_arguments(parser: Any) -> None:
+    """Our options on Locust's parser, kept out of the web UI's form (the server is planned before it opens)."""
+    group = parser.add_argument_group("vramcap", "plan and start the server (--vram-profile), or use --host")
+
+    def add(*flags: str, **kwargs: Any) -> None:
+        group.add_argument(*flags, **kwargs).include_in_web_ui = False  # what LocustArgumentParser sets
+
+    add("--vram-profile", dest="vram_profile", default=None, type=argparse_type(non_empty), metavar="PROFILE",
+        help="plan for this VRAM budget and start the server (embedded llama-server by default); not with --host")
+    add_options(add, _TABLE, prefix=_PREFIX, dest_prefix=_DEST, with_defaults=False)
+    add("--vramcap-engine", dest="vramcap_engine", default="llamacpp", type=argparse_type(choice(SERVED_ENGINES)),
+        help="with --vram-profile: llamacpp (default) or ollama")
+    add("--vramcap-scenario", dest="vramcap_scenario", default=None, metavar="YAML",
+        help=f"the agent graph each user runs (default {_state.default_scenario})")
+    add("--vramcap-request-model", dest="vramcap_request_model", default=None, metavar="NAME",
+        help="with --host: the model every request names (Ollama, vLLM)")
+
+
+def plan_values(parsed: Any) -> dict[str, Any]:
+    """The plan options by ``dest`` from Locust's parsed options, with the plugin's defaults."""
+    values = {option.dest: getattr(parsed, _DEST + option.dest, None) for option in _TABLE}
+    for option in _TABLE:
+        if values[option.dest] is None:
+            values[option.dest] = option.default_for_pytest()
+    values["profile"] = parsed.vram_profile
+    return values
+
+
+def server_from_options(values: Mapping[str, Any], engine: EngineChoice, *, prefix: str = "") -> Server:
+    """Plan from option values and build the plan's server (not started): the CLI and the locustfile share it."""
+    from ..engines.provision import EngineSetup, check_plan_runs_on, model_source_for, new_server, resolve_engine
+    from ..planner.output import format_plan
+    from ..planner.resolve import plan_from_options
+
+    kind, url = resolve_engine(engine, None, values.get("ollama_url"), prefix=prefix)
+    plan = plan_from_options(values, model_source_for(kind, values, url, prefix=prefix))
+    check_plan_runs_on(kind, plan, prefix=prefix)
+    print(format_plan(plan), file=sys.stderr)
+    setup = EngineSetup(engine=kind, server_url=url, models_dir=values.get("models_dir"),
+                        startup_timeout_s=values["startup_timeout"], fit=values["fit"] == "on")
+    return new_server(plan, setup, announce=lambda line: print(line, file=sys.stderr))
+
+
+def check_reachable(url: str) -> None:
+    """Any HTTP answer from ``url``/v1/models (llama-server, Ollama, vLLM all have it); ServerUnreachable if none."""
+    try:
+        fetch("GET", f"{url.rstrip('/')}/v1/models", deadline_s=10.0)
+    except ServerUnreachable as exc:
+        raise ServerUnreachable(f"cannot reach --host {redact(url)}: {exc}") from None
+
+
+def _exit(message: str) -> NoReturn:
+    stop_server()
+    print(f"vramcap: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def on_init(environment: Any, **_: Any) -> None:
+    from locust.runners import WorkerRunner
+
+    parsed = environment.parsed_options
+    if parsed.vram_profile and parsed.host:
+        _exit("--host and --vram-profile both given: attach to a server, or plan and start one, not both")
+    try:
+        AgentUser.scenario = load_scenario(Path(parsed.vramcap_scenario or _state.default_scenario))
+        if isinstance(environment.runner, WorkerRunner):
+            return  # the master plans, starts and names the host
+        if parsed.vram_profile:
+            server = _state.server = server_from_options(plan_values(parsed), parsed.vramcap_engine,
+                                                         prefix=_PREFIX)
+            server.start()
+            environment.host = server.url
+            AgentUser.model = server.request_model
+            print(f"vramcap: serving at {server.url}", file=sys.stderr, flush=True)
+        elif parsed.host:
+            check_reachable(parsed.host)
+            AgentUser.model = parsed.vramcap_request_model
+    except VramcapError as exc:
+        one_line = getattr(exc, "one_line", None)
+        _exit(one_line() if callable(one_line) else str(exc))
+    except OSError as exc:
+        _exit(f"{exc.strerror or exc}")
+
+
+def stop_server() -> None:
+    server, _state.server = _state.server, None
+    if server is not None:
+        server.stop()
+
+
+def on_quitting(environment: Any, **_: Any) -> None:
+    stop_server()
+    summary = summarize(AgentUser.records)
+    if summary.output_tps is not None:
+        print(f"vramcap: {summary.output_tokens} output tokens in {summary.wall_s:.1f} s: "
+              f"{summary.output_tps:.1f} tokens/s (this process)", file=sys.stderr)
+
+
+def install(events: Any, default_scenario: Path | None = None) -> None:
+    """Register the listeners on Locust's ``events`` (a locustfile calls this once); ``default_scenario`` is the
+    graph users run without ``--vramcap-scenario`` (else scenarios/research-fanout.yaml of the current directory)."""
+    if default_scenario is not None:
+        _state.default_scenario = default_scenario
+    events.init_command_line_parser.add_listener(add_arguments)
+    events.init.add_listener(on_init)
+    events.quitting.add_listener(on_quitting)

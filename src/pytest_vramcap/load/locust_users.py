@@ -1,0 +1,185 @@
+"""Locust users that behave like agents: each task runs a whole scenario graph, streaming every request.
+
+A user walks the scenario's super-steps; the agents of one step run as greenlets at
+once (the step ends when all of them have), and their outputs feed the next step's
+prompts, exactly as :mod:`.fanout`'s parallel pass does. Every request is reported to
+Locust as separate entries, so Locust's tables, charts, CSV and HTML show them:
+
+    request_type  name            response_time             response_length
+    TTFT          <step>.<role>   time to first token, ms   output tokens
+    TPOT          <step>.<role>   time per output token, ms output tokens
+    E2E           <step>.<role>   whole request, ms         output tokens (failures land here)
+    GRAPH         <scenario>      whole graph, ms           output tokens of the graph
+
+A failure is reported on E2E as ``<kind>: <message>`` (:mod:`.failures`), so Locust's
+failure table groups them by kind. The HTTP client is geventhttpclient (what Locust's
+FastHttpUser runs on), read line by line so each SSE event is timed when it arrives.
+
+Importing this module imports Locust, which monkey-patches the process for gevent:
+only locustfiles and ``vramcap load`` import it, never the pytest plugin.
+"""
+
+from __future__ import annotations
+
+import time
+from http.client import HTTPException  # geventhttpclient's parse and closed-connection errors
+from typing import Any, ClassVar
+
+import gevent
+from gevent import GreenletExit
+from geventhttpclient import URL, HTTPClient
+from locust import User, constant, task
+
+from ..errors import HTTPStatusError, RequestError, RequestRefused, RequestTimeout, StreamCut
+from .client import ChatRequest
+from .fanout import scenario_request
+from .scenarios import Scenario
+from .stream import ChatStream, RequestRecord, fail
+
+__all__ = ["AgentGraphUser", "GeventChatClient", "LoadFailure"]
+
+_CHAT_PATH = "/v1/chat/completions"
+
+
+class LoadFailure(Exception):
+    """A failed request as Locust's failure table shows it: its kind, then the first line of the error."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message.splitlines()[0][:200] if message else kind}")
+        self.kind = kind
+
+
+class GeventChatClient:
+    """One user's connections to an OpenAI-compatible server, for greenlets."""
+
+    def __init__(self, base_url: str, *, model: str | None = None, concurrency: int = 8,
+                 connect_timeout_s: float = 10.0, read_timeout_s: float = 300.0,
+                 total_timeout_s: float = 600.0) -> None:
+        self.model = model
+        self.total_timeout_s = total_timeout_s
+        url = URL(base_url.rstrip("/") + "/")
+        self._prefix = url.path.rstrip("/")  # a base URL with a path (a proxy's /ollama) keeps it
+        self._http = HTTPClient.from_url(url, concurrency=concurrency, connection_timeout=connect_timeout_s,
+                                         network_timeout=read_timeout_s)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def chat(self, request: ChatRequest) -> RequestRecord:
+        """Stream one chat completion; raises a RequestError kind (with ``.record``) on failure."""
+        record = RequestRecord(label=request.label, t_send=time.monotonic())
+        try:
+            with gevent.Timeout(self.total_timeout_s, RequestTimeout(f"{request.label or 'request'}: no complete "
+                                                                     f"response within {self.total_timeout_s:.0f} s")):
+                self._stream(request, record)
+        except RequestError as exc:
+            raise (exc if exc.record is not None else fail(record, exc)) from None
+        except (OSError, HTTPException) as exc:  # refused, reset, closed, a network timeout, a garbled answer
+            kind = RequestTimeout if isinstance(exc, TimeoutError) else \
+                StreamCut if record.n_chunks or isinstance(exc, HTTPException) else RequestRefused
+            raise fail(record, kind(f"{request.label or 'request'}: {type(exc).__name__}: {exc}")) from None
+        return record
+
+    def _stream(self, request: ChatRequest, record: RequestRecord) -> None:
+        import json
+
+        body = json.dumps(request.body(self.model)).encode()
+        response = self._http.request("POST", self._prefix + _CHAT_PATH, body=body,
+                                      headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+        try:
+            if response.status_code >= 400:
+                raise fail(record, HTTPStatusError(response.status_code,
+                                                   response.read().decode("utf-8", errors="replace")))
+            stream = ChatStream(record, response.status_code)
+            while True:
+                line = response.readline(b"\n")
+                if not line:
+                    break
+                if stream.feed(line.decode("utf-8", errors="replace").rstrip("\r\n"), time.monotonic()):
+                    break
+            stream.finish()
+        finally:
+            response.release()
+
+
+class AgentGraphUser(User):
+    """Runs :attr:`scenario` again and again, each time as one graph; set it (and :attr:`model`) before the run."""
+
+    abstract = True
+    wait_time = constant(0)
+    scenario: ClassVar[Scenario | None] = None
+    model: ClassVar[str | None] = None
+    """The ``model`` every request names (Ollama's created model); None for a server with one model."""
+    records: ClassVar[list[RequestRecord]] = []
+    """Every finished request of this process, for summaries by the project's formulas (load/metrics.py)."""
+    graph_walls: ClassVar[list[tuple[float, bool]]] = []
+    """(seconds, succeeded) of every graph this process finished."""
+
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        if not self.host:
+            raise ValueError("no host: pass --host URL, or --vram-profile to start a server")
+        width = self.scenario.max_width if self.scenario else 1
+        self.chat_client = GeventChatClient(self.host, model=self.model, concurrency=width)
+
+    def on_stop(self) -> None:
+        self.chat_client.close()
+
+    @task
+    def graph(self) -> None:
+        scenario = self.scenario
+        if scenario is None:
+            raise ValueError("AgentGraphUser.scenario is not set")
+        state: dict[str, Any] = dict(scenario.inputs)
+        start, tokens = time.monotonic(), 0
+        failure: LoadFailure | None = None
+        for step in scenario.steps:
+            requests = [scenario_request(scenario, step.name, agent, state, seed=42) for agent in step.agents]
+            jobs = [gevent.spawn(self._ask, request) for request in requests]
+            try:
+                gevent.joinall(jobs)
+            except GreenletExit:  # the runner stops this user: its agents stop with it, not after on_stop
+                gevent.killall(jobs)
+                raise
+            outputs = {}
+            for agent, request, job in zip(step.agents, requests, jobs, strict=True):
+                record = job.value if job.successful() and job.value is not None else RequestRecord(
+                    label=request.label, t_send=start, error=f"{type(job.exception).__name__}: {job.exception}",
+                    error_kind="protocol")  # a bug of ours, not the server's: gevent has printed its traceback
+                outputs[agent.role] = record.text if record.ok else ""
+                tokens += record.n_out
+                if not record.ok and failure is None:
+                    failure = LoadFailure(record.error_kind or "server_error", record.error or "")
+            state[step.name] = outputs
+            if failure is not None:
+                break  # later steps would read missing outputs
+        wall = time.monotonic() - start
+        self.graph_walls.append((wall, failure is None))
+        self._fire("GRAPH", scenario.name, wall * 1000, tokens, failure)
+
+    def _ask(self, request: ChatRequest) -> RequestRecord:
+        try:
+            record = self.chat_client.chat(request)
+        except RequestError as exc:
+            record = exc.record or RequestRecord(label=request.label, t_send=time.monotonic(), error=str(exc),
+                                                 error_kind="server_error")
+            self.records.append(record)
+            elapsed = (record.e2e if record.e2e is not None else time.monotonic() - record.t_send) * 1000
+            self._fire("E2E", request.label, elapsed, record.n_out,
+                       LoadFailure(record.error_kind or "server_error", record.error or str(exc)))
+            return record
+        if record.n_out == 0:  # an answer with no token is no answer for an agent
+            record.error, record.error_kind = "the answer streamed no token", "no_output"
+        self.records.append(record)
+        ttft, tpot, e2e = record.ttft, record.tpot, record.e2e
+        if ttft is not None:
+            self._fire("TTFT", request.label, ttft * 1000, record.n_out)
+        if tpot is not None:
+            self._fire("TPOT", request.label, tpot * 1000, record.n_out)
+        failure = None if record.ok else LoadFailure(record.error_kind or "no_output", record.error or "")
+        self._fire("E2E", request.label, (e2e if e2e is not None else 0.0) * 1000, record.n_out, failure)
+        return record
+
+    def _fire(self, metric: str, name: str, ms: float, tokens: int, failure: Exception | None = None) -> None:
+        self.environment.events.request.fire(request_type=metric, name=name, response_time=ms,
+                                             response_length=tokens, exception=failure, context={})

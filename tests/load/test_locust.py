@@ -1,0 +1,109 @@
+"""Locust with agent users, run as users run it: ``locust -f locustfiles/agents.py`` and ``vramcap load``.
+
+Each test runs Locust in a child process (importing Locust monkey-patches a process for gevent),
+against a real llama-server it plans and starts itself, with a small graph so every run
+finishes graphs on a busy 2-core machine; they check what Locust reports and that no
+process of theirs is left.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_vramcap.engines import free_port
+from tests.helpers import needs_llama_server, processes_with
+
+pytestmark = needs_llama_server
+
+REPO = Path(__file__).parents[2]
+LOCUSTFILE = REPO / "locustfiles" / "agents.py"
+SMALL_GRAPH = """\
+name: pair-then-judge
+inputs: {topic: tests}
+steps:
+  - name: draft
+    agents:
+      - {role: coder, prompt: "Code about {topic}", max_tokens: 6}
+      - {role: writer, prompt: "Docs about {topic}", max_tokens: 6}
+  - name: review
+    agents:
+      - {role: critic, prompt: "Judge {draft.coder} and {draft.writer}", max_tokens: 4}
+"""
+
+
+def locust(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "LLAMA_ARG_REPACK": "0", "PYTHONPATH": str(REPO)})
+
+
+def embedded(tmp_path: Path) -> list[str]:
+    """The plan options that start a small embedded server whose command line names ``tmp_path``."""
+    return ["--vram-profile", "16gb", "--vramcap-model", "tiny:Q8_0", "--vramcap-agents", "2",
+            "--vramcap-ctx", "512", "--vramcap-models-dir", str(tmp_path / "models")]
+
+
+@pytest.fixture
+def graph(tmp_path: Path) -> Path:
+    path = tmp_path / "pair.yaml"
+    path.write_text(SMALL_GRAPH)
+    return path
+
+
+def test_the_locustfile_starts_the_plan_reports_agent_metrics_and_stops(tmp_path: Path, graph: Path) -> None:
+    result = locust("-u", "2", "-r", "2", "-t", "12s", *embedded(tmp_path), "--vramcap-scenario", str(graph),
+                    "--csv", str(tmp_path / "run"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "vramcap: serving at http://127.0.0.1:" in result.stderr
+    rows = {(row["Type"], row["Name"]): row for row in csv.DictReader((tmp_path / "run_stats.csv").open())}
+    graphs = rows[("GRAPH", "pair-then-judge")]
+    assert int(graphs["Request Count"]) >= 1 and graphs["Failure Count"] == "0"
+    for metric in ("TTFT", "TPOT", "E2E"):
+        for agent in ("draft.coder", "draft.writer", "review.critic"):
+            assert int(rows[(metric, agent)]["Request Count"]) >= 1, (metric, agent)
+    # response_length is output tokens: ignore_eos fixes them to max_tokens
+    assert float(rows[("E2E", "draft.coder")]["Average Content Size"]) == 6
+    assert processes_with(str(tmp_path)) == []  # llama-server (its model is under tmp_path) is gone
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--host", "http://127.0.0.1:{port}", "--vram-profile", "16gb"], "--host and --vram-profile both given"),
+    (["--host", "http://127.0.0.1:{port}"], "cannot reach --host http://127.0.0.1:"),
+    (["--vram-profile", "16gb", "--vramcap-scenario", "missing.yaml"], "scenario file 'missing.yaml' does not exist"),
+    (["--vram-profile", "99zz"], "unknown VRAM profile '99zz'"),
+])
+def test_bad_input_is_one_line_and_a_nonzero_exit(args: list[str], message: str, tmp_path: Path) -> None:
+    port = free_port()
+    result = locust("-u", "1", "-t", "5s", *(arg.format(port=port) for arg in args),
+                    "--vramcap-models-dir", str(tmp_path), cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("vramcap: error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert processes_with(str(tmp_path)) == []
+
+
+def test_vramcap_load_gates_on_slos_and_keeps_locusts_reports(tmp_path: Path, graph: Path) -> None:
+    report = tmp_path / "load.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest_vramcap.cli", "load", "--model", "tiny:Q8_0", "--agents", "2", "--ctx", "512",
+         "--models-dir", str(tmp_path / "models"), "--scenario", str(graph), "--users", "2", "--run-time", "10",
+         "--slo", "failure_ratio=0.5", "--slo", "output_tps=1e9", "--csv", str(tmp_path / "l"),
+         "--html", str(tmp_path / "l.html"), "--json", str(report)],
+        capture_output=True, text=True, timeout=240, cwd=tmp_path, env={**os.environ, "LLAMA_ARG_REPACK": "0"})
+    assert result.returncode == 1, result.stderr[-3000:]  # no server reaches a billion tokens/s
+    data = json.loads(report.read_text())
+    outcomes = {v["name"]: v["outcome"] for v in data["verdicts"]}
+    assert outcomes == {"slo:failure_ratio": "pass", "slo:output_tps": "fail"}
+    assert data["graphs"] >= 1 and data["summary"]["errors"] == 0 and data["summary"]["output_tokens"] > 0
+    assert data["summary"]["token_count_source"] == ["usage"]
+    assert "[FAIL] slo:output_tps" in result.stdout
+    assert (tmp_path / "l_stats.csv").is_file() and "<html" in (tmp_path / "l.html").read_text()[:500].lower()
+    assert processes_with(str(tmp_path)) == []
