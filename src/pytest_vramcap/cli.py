@@ -86,6 +86,8 @@ def _add_load_options(load: argparse.ArgumentParser) -> None:
                       help="users started per second (default: all at once)")
     load.add_argument("--run-time", type=argparse_type(positive_float), default=60.0, metavar="S",
                       help="seconds of load (default 60)")
+    load.add_argument("--graphs", type=_positive_int, default=None, metavar="N",
+                      help="stop once N graphs have finished (or at --run-time, whichever comes first)")
     load.add_argument("--slo", type=argparse_type(load_slo), action="append", default=[], metavar="NAME=VALUE",
                       help="fail (exit 1) unless met: ttft_p95_s=2.5, tpot_p50_s=0.1, failure_ratio=0.01, "
                            "output_tps=30 (a floor), graph_p95_s=20...; repeatable")
@@ -226,7 +228,7 @@ def _run_load(args: argparse.Namespace) -> int:
         model = args.request_model if args.server_url else server.request_model  # type: ignore[union-attr]
         result = run_load(scenario, url, users=args.users, spawn_rate=args.spawn_rate or args.users,
                           duration_s=args.run_time, model=model, csv_prefix=args.csv, html_path=args.html,
-                          server=server)
+                          server=server, max_graphs=args.graphs)
     finally:
         if server is not None:
             server.stop()

@@ -29,9 +29,9 @@ __all__ = ["run_load"]
 
 def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, duration_s: float,
              model: str | None = None, csv_prefix: str | None = None, html_path: Path | None = None,
-             server: Server | None = None) -> LoadResult:
-    """Run ``users`` agent graphs against ``url`` for ``duration_s`` seconds (the server, when given, is ours:
-    the caller stops it)."""
+             server: Server | None = None, max_graphs: int | None = None) -> LoadResult:
+    """Run ``users`` agent graphs against ``url`` for ``duration_s`` seconds, or until ``max_graphs`` graphs have
+    finished (the server, when given, is ours: the caller stops it)."""
     from locust.html import get_html_report
     from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 
@@ -47,6 +47,8 @@ def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, dur
     start = time.monotonic()
     runner.start(users, spawn_rate=spawn_rate)
     gevent.spawn_later(duration_s, runner.quit)
+    if max_graphs is not None:
+        gevent.spawn(_quit_after_graphs, runner, max_graphs)
     runner.greenlet.join()
     elapsed = time.monotonic() - start
     if writer is not None:
@@ -60,3 +62,9 @@ def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, dur
                       graph_s=Distribution.of(wall for wall, ok in AgentUser.graph_walls if ok),
                       graphs=len(AgentUser.graph_walls),
                       failed_graphs=sum(not ok for _, ok in AgentUser.graph_walls), locust_failures=failures)
+
+
+def _quit_after_graphs(runner: object, count: int) -> None:
+    while len(AgentUser.graph_walls) < count:
+        gevent.sleep(0.05)
+    runner.quit()  # type: ignore[attr-defined]
