@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from .defaults import DEFAULT_HOST, DEFAULT_MIX
 from .errors import BadInputError, EngineError, EngineStartError
-from .options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options
+from .options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options, with_run_defaults
 from .parsers import (
     argparse_type,
     choice,
@@ -155,22 +155,18 @@ def _run_synth(args: argparse.Namespace) -> int:
 def _run_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
+    from dataclasses import replace
 
-    from .engines.provision import EngineSetup, check_plan_runs_on, model_source_for, new_server, resolve_engine
+    from .engines.provision import new_server, plan_for_engine
     from .planner.output import format_plan
-    from .planner.resolve import plan_from_options
     from .report.verdicts import served_verdict
 
-    values = vars(args)
-    engine, server_url = resolve_engine(args.engine, None, args.ollama_url)
-    plan = plan_from_options(values, model_source_for(engine, values, server_url))
-    check_plan_runs_on(engine, plan)
+    plan, setup = plan_for_engine(vars(args), args.engine)
     print(format_plan(plan))
     if not plan.fits:
         print("\nwarning: the plan does not fit this profile; starting anyway", file=sys.stderr)
-    setup = EngineSetup(engine=engine, server_url=server_url, models_dir=args.models_dir,
-                        startup_timeout_s=args.startup_timeout, fit=args.fit == "on", host=args.host, port=args.port)
-    server = new_server(plan, setup, announce=lambda line: print(line, file=sys.stderr))
+    server = new_server(plan, replace(setup, host=args.host, port=args.port),
+                        announce=lambda line: print(line, file=sys.stderr))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server.start()
@@ -208,27 +204,25 @@ def _run_load(args: argparse.Namespace) -> int:
     import locust  # noqa: F401  first: gevent monkey-patches the process before anything opens a socket
 
     from .load.locust_run import run_load
-    from .load.locust_setup import server_from_options
+    from .load.locust_setup import check_reachable, server_from_options
     from .load.scenarios import load_scenario
     from .report.load_output import format_load, load_json
     from .report.verdicts import load_verdicts
 
-    values = vars(args)
     if args.server_url and args.model:
         raise BadInputError("--server-url and --model both given: load a running server, or plan and start one")
     scenario = load_scenario(args.scenario)
-    for option in PLAN_OPTIONS:
-        if values[option.dest] is None:
-            values[option.dest] = option.default_for_pytest()
-    server = None if args.server_url else server_from_options(values, args.engine)
+    server = None if args.server_url else \
+        server_from_options(with_run_defaults(vars(args), PLAN_OPTIONS), args.engine)
     try:
-        if server is not None:
-            server.start()
-        url = args.server_url or server.url  # type: ignore[union-attr]
-        model = args.request_model if args.server_url else server.request_model  # type: ignore[union-attr]
+        if server is None:
+            url, model = args.server_url, args.request_model
+            check_reachable(url, "--server-url")
+        else:
+            url, model = server.start().url, server.request_model
         result = run_load(scenario, url, users=args.users, spawn_rate=args.spawn_rate or args.users,
                           duration_s=args.run_time, model=model, csv_prefix=args.csv, html_path=args.html,
-                          server=server, max_graphs=args.graphs)
+                          max_graphs=args.graphs)
     finally:
         if server is not None:
             server.stop()

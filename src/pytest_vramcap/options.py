@@ -43,7 +43,7 @@ from .parsers import (
 )
 from .types import EMULATE_MODES, ENGINE_CHOICES, KV_CACHE_TYPES, ON_OFF
 
-__all__ = ["ENGINE_OPTIONS", "PLAN_OPTIONS", "RUN_OPTIONS", "Option", "add_options"]
+__all__ = ["ENGINE_OPTIONS", "PLAN_OPTIONS", "RUN_OPTIONS", "Option", "add_options", "with_run_defaults"]
 
 _SAME = object()
 
@@ -146,3 +146,12 @@ def add_options(addoption: Callable[..., Any], options: Iterable[Option], *, pre
         else:
             kwargs.update(type=argparse_type(option.parse), metavar=option.metavar)
         addoption(*option.flags(prefix), **kwargs)
+
+
+def with_run_defaults(values: dict[str, Any], options: Iterable[Option]) -> dict[str, Any]:
+    """``values`` (by ``dest``) with every option left out given the default of a run (a concrete model and
+    slots, as the plugin's): ``vramcap load`` and the locustfile plan like the plugin does."""
+    for option in options:
+        if values.get(option.dest) is None:
+            values[option.dest] = option.default_for_pytest()
+    return values

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ..model.source import ModelSource
     from ..planner.plan import Plan
 
-__all__ = ["EngineSetup", "check_plan_runs_on", "model_source_for", "new_server", "resolve_engine"]
+__all__ = ["EngineSetup", "check_plan_runs_on", "model_source_for", "new_server", "plan_for_engine", "resolve_engine"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,19 @@ def check_plan_runs_on(engine: EngineKind, plan: Plan, *, prefix: str = "") -> N
         refused = ollama_refusal(plan.config, plan.spec)
         if refused:
             raise ConfigError(f"--{prefix}engine=ollama: {refused}")
+
+
+def plan_for_engine(values: Mapping[str, Any], choice: EngineChoice, *,
+                    prefix: str = "") -> tuple[Plan, EngineSetup]:
+    """The plan of the option table's ``values`` (plan and engine options, by ``dest``) as ``choice`` will serve
+    it, and how to start that engine; ConfigError / ModelSourceError when it cannot."""
+    from ..planner.resolve import plan_from_options
+
+    engine, url = resolve_engine(choice, None, values.get("ollama_url"), prefix=prefix)
+    plan = plan_from_options(values, model_source_for(engine, values, url, prefix=prefix))
+    check_plan_runs_on(engine, plan, prefix=prefix)
+    return plan, EngineSetup(engine=engine, server_url=url, models_dir=values.get("models_dir"),
+                             startup_timeout_s=values["startup_timeout"], fit=values["fit"] == "on")
 
 
 def new_server(plan: Plan, setup: EngineSetup, *, announce: Callable[[str], None] = print,

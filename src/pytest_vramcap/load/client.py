@@ -81,15 +81,15 @@ class ChatClient:
             await asyncio.wait_for(self._stream(request, record), timeout=self.total_timeout_s)
         except asyncio.TimeoutError:
             raise fail(record, RequestTimeout(f"{request.label or 'request'}: no complete response within "
-                                                    f"{self.total_timeout_s:.0f} s")) from None
+                                              f"{self.total_timeout_s:.0f} s")) from None
         except httpx.ConnectError as exc:
             raise fail(record, RequestRefused(f"cannot connect to {redact(self.base_url)}: {exc}")) from None
         except httpx.TimeoutException as exc:
             raise fail(record, RequestTimeout(f"{request.label or 'request'} timed out: "
-                                                    f"{type(exc).__name__}")) from None
+                                              f"{type(exc).__name__}")) from None
         except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
             raise fail(record, StreamCut(f"{request.label or 'request'}: stream cut after {record.n_chunks} "
-                                               f"chunks: {exc}")) from None
+                                         f"chunks: {exc}")) from None
         return record
 
     async def _stream(self, request: ChatRequest, record: RequestRecord) -> None:

@@ -18,8 +18,7 @@ import gevent
 from locust import events
 from locust.env import Environment
 
-from ..engines.base import Server
-from .locust_setup import AgentUser, check_reachable
+from .locust_setup import AgentUser
 from .metrics import Distribution, summarize
 from .results import LoadResult
 from .scenarios import Scenario
@@ -29,14 +28,12 @@ __all__ = ["run_load"]
 
 def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, duration_s: float,
              model: str | None = None, csv_prefix: str | None = None, html_path: Path | None = None,
-             server: Server | None = None, max_graphs: int | None = None) -> LoadResult:
+             max_graphs: int | None = None) -> LoadResult:
     """Run ``users`` agent graphs against ``url`` for ``duration_s`` seconds, or until ``max_graphs`` graphs have
-    finished (the server, when given, is ours: the caller stops it)."""
+    finished."""
     from locust.html import get_html_report
     from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 
-    if server is None:
-        check_reachable(url)
     AgentUser.scenario, AgentUser.model, AgentUser.records, AgentUser.graph_walls = scenario, model, [], []
     environment = Environment(user_classes=[AgentUser], events=events, host=url)
     runner = environment.create_local_runner()

@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 from ..engines.base import Server
 from ..errors import ServerUnreachable, VramcapError
 from ..net import fetch, redact
-from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options
+from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options, with_run_defaults
 from ..parsers import argparse_type, choice, non_empty
 from ..types import SERVED_ENGINES, EngineChoice
 from .locust_users import AgentGraphUser
@@ -71,35 +71,29 @@ def add_arguments(parser: Any) -> None:
 
 def plan_values(parsed: Any) -> dict[str, Any]:
     """The plan options by ``dest`` from Locust's parsed options, with the plugin's defaults."""
-    values = {option.dest: getattr(parsed, _DEST + option.dest, None) for option in _TABLE}
-    for option in _TABLE:
-        if values[option.dest] is None:
-            values[option.dest] = option.default_for_pytest()
+    values = with_run_defaults({option.dest: getattr(parsed, _DEST + option.dest, None) for option in _TABLE},
+                               _TABLE)
     values["profile"] = parsed.vram_profile
     return values
 
 
 def server_from_options(values: Mapping[str, Any], engine: EngineChoice, *, prefix: str = "") -> Server:
-    """Plan from option values and build the plan's server (not started): the CLI and the locustfile share it."""
-    from ..engines.provision import EngineSetup, check_plan_runs_on, model_source_for, new_server, resolve_engine
+    """Plan from option values, print the plan to stderr and build its server (not started)."""
+    from ..engines.provision import new_server, plan_for_engine
     from ..planner.output import format_plan
-    from ..planner.resolve import plan_from_options
 
-    kind, url = resolve_engine(engine, None, values.get("ollama_url"), prefix=prefix)
-    plan = plan_from_options(values, model_source_for(kind, values, url, prefix=prefix))
-    check_plan_runs_on(kind, plan, prefix=prefix)
+    plan, setup = plan_for_engine(values, engine, prefix=prefix)
     print(format_plan(plan), file=sys.stderr)
-    setup = EngineSetup(engine=kind, server_url=url, models_dir=values.get("models_dir"),
-                        startup_timeout_s=values["startup_timeout"], fit=values["fit"] == "on")
     return new_server(plan, setup, announce=lambda line: print(line, file=sys.stderr))
 
 
-def check_reachable(url: str) -> None:
-    """Any HTTP answer from ``url``/v1/models (llama-server, Ollama, vLLM all have it); ServerUnreachable if none."""
+def check_reachable(url: str, option: str = "--host") -> None:
+    """Any HTTP answer from ``url``/v1/models (llama-server, Ollama, vLLM all have it); ServerUnreachable naming
+    ``option`` if none."""
     try:
         fetch("GET", f"{url.rstrip('/')}/v1/models", deadline_s=10.0)
     except ServerUnreachable as exc:
-        raise ServerUnreachable(f"cannot reach --host {redact(url)}: {exc}") from None
+        raise ServerUnreachable(f"cannot reach {option} {redact(url)}: {exc}") from None
 
 
 def _exit(message: str) -> NoReturn:

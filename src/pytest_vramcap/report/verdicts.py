@@ -35,6 +35,7 @@ from ..parsers import LOAD_SLO_FLOORS
 from ..types import Outcome
 
 if TYPE_CHECKING:
+    from ..load.metrics import Distribution, Summary
     from ..load.results import LoadResult
     from ..planner.plan import Plan
 
@@ -204,16 +205,23 @@ def slo_verdicts(run: ScenarioRun, slos: Iterable[tuple[str, float]]) -> list[Ve
     summary = run.parallel.summary()
     verdicts = []
     for name, limit in slos:
-        metric, stat, _unit = name.split("_")  # "ttft_p95_s" -> ttft, p95, s (the SLO schema fixes the names)
-        dist = getattr(summary, f"{metric}_s")
-        if dist is None:
+        metric, stat, _unit = name.split("_")
+        measured = _statistic(summary, name)
+        if measured is None:
             verdicts.append(Verdict(name=f"slo:{name}", outcome=FAIL, summary=f"no {metric} samples"))
             continue
-        value = float(getattr(dist, stat))
+        value, n = measured
         verdicts.append(Verdict(name=f"slo:{name}", outcome=PASS if value <= limit else FAIL,
                                 summary=f"{value:.3f} s, limit {limit:.3f} s",
-                                evidence=(f"{metric} {stat} = {value:.3f} s over n = {dist.n} requests",)))
+                                evidence=(f"{metric} {stat} = {value:.3f} s over n = {n} requests",)))
     return verdicts
+
+
+def _statistic(summary: Summary, name: str, graph: Distribution | None = None) -> tuple[float, int] | None:
+    """``ttft_p95_s`` -> (TTFT p95, n) of ``summary`` (``graph_*`` of ``graph``); None without samples."""
+    metric, stat, _unit = name.split("_")  # the SLO names fix the shape: metric, statistic, unit
+    dist = graph if metric == "graph" else getattr(summary, f"{metric}_s")
+    return (float(getattr(dist, stat)), dist.n) if dist is not None else None
 
 
 def scenario_verdicts(plan: Plan, engine: EngineEvidence, run: ScenarioRun, minimum: float | None,
@@ -265,9 +273,7 @@ def load_verdicts(result: LoadResult, slos: Iterable[tuple[str, float]]) -> list
         elif name == "output_tps":
             value = summary.output_tps
         else:
-            metric, stat, _unit = name.split("_")  # "ttft_p95_s" -> ttft, p95, s
-            dist = result.graph_s if metric == "graph" else getattr(summary, f"{metric}_s")
-            value, n = (float(getattr(dist, stat)), dist.n) if dist is not None else (None, 0)
+            value, n = _statistic(summary, name, result.graph_s) or (None, 0)
         if value is None:
             verdicts.append(Verdict(name=f"slo:{name}", outcome=FAIL, summary="no samples: nothing finished"))
             continue
