@@ -17,6 +17,7 @@ Workers start nothing: the master sends them its host.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -148,6 +149,8 @@ def install(events: Any, default_scenario: Path | None = None) -> None:
     graph users run without ``--vramcap-scenario`` (else scenarios/research-fanout.yaml of the current directory)."""
     if default_scenario is not None:
         _state.default_scenario = default_scenario
+    # Locust logs at INFO; httpx would add a line per health poll of the server we start.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     events.init_command_line_parser.add_listener(add_arguments)
     events.init.add_listener(on_init)
     events.quitting.add_listener(on_quitting)
