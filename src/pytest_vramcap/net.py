@@ -121,9 +121,10 @@ def fetch(method: str, url: str, *, deadline_s: float, json: Any = None) -> http
     worker.start()
     worker.join(deadline_s)
     client.close()
-    if worker.is_alive():
-        raise ServerUnreachable(f"{redact(url)}: no complete answer within {deadline_s:g} s")
     error = outcome.get("error")
+    # The client's own timeout is the same deadline: whichever guard fires first, it is one expiry.
+    if worker.is_alive() or isinstance(error, httpx.TimeoutException):
+        raise ServerUnreachable(f"{redact(url)}: no complete answer within {deadline_s:g} s")
     if isinstance(error, (httpx.HTTPError, httpx.InvalidURL)):
         raise ServerUnreachable(f"{redact(url)}: {type(error).__name__}: {error}") from None
     if error is not None:
