@@ -18,7 +18,7 @@ import gevent
 from locust import events
 from locust.env import Environment
 
-from .locust_setup import AgentUser
+from .locust_setup import AgentUser, quit_after_graphs
 from .metrics import Distribution, summarize
 from .results import LoadResult
 from .scenarios import Scenario
@@ -45,7 +45,7 @@ def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, dur
     runner.start(users, spawn_rate=spawn_rate)
     gevent.spawn_later(duration_s, runner.quit)
     if max_graphs is not None:
-        gevent.spawn(_quit_after_graphs, runner, max_graphs)
+        quit_after_graphs(runner, max_graphs)
     runner.greenlet.join()
     elapsed = time.monotonic() - start
     if writer is not None:
@@ -60,8 +60,3 @@ def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, dur
                       graphs=len(AgentUser.graph_walls),
                       failed_graphs=sum(not ok for _, ok in AgentUser.graph_walls), locust_failures=failures)
 
-
-def _quit_after_graphs(runner: object, count: int) -> None:
-    while len(AgentUser.graph_walls) < count:
-        gevent.sleep(0.05)
-    runner.quit()  # type: ignore[attr-defined]

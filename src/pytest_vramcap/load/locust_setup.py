@@ -27,7 +27,7 @@ from ..engines.base import Server
 from ..errors import ServerUnreachable, VramcapError
 from ..net import fetch, redact
 from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options, with_run_defaults
-from ..parsers import argparse_type, choice, non_empty
+from ..parsers import argparse_type, choice, non_empty, positive_int
 from ..types import SERVED_ENGINES, EngineChoice
 from .locust_users import AgentGraphUser
 from .metrics import summarize
@@ -68,6 +68,8 @@ def add_arguments(parser: Any) -> None:
         help=f"the agent graph each user runs (default {_state.default_scenario})")
     add("--vramcap-request-model", dest="vramcap_request_model", default=None, metavar="NAME",
         help="with --host: the model every request names (Ollama, vLLM)")
+    add("--vramcap-graphs", dest="vramcap_graphs", default=None, type=argparse_type(positive_int), metavar="N",
+        help="quit once N graphs have finished (a local run; -t still applies)")
 
 
 def plan_values(parsed: Any) -> dict[str, Any]:
@@ -136,6 +138,23 @@ def stop_server() -> None:
         server.stop()
 
 
+def quit_after_graphs(runner: Any, count: int) -> None:
+    """Spawn a watcher that quits ``runner`` once this process has finished ``count`` graphs."""
+    import gevent
+
+    def watch() -> None:
+        while len(AgentUser.graph_walls) < count:
+            gevent.sleep(0.05)
+        runner.quit()
+
+    gevent.spawn(watch)
+
+
+def on_test_start(environment: Any, **_: Any) -> None:
+    if getattr(environment.parsed_options, "vramcap_graphs", None):
+        quit_after_graphs(environment.runner, environment.parsed_options.vramcap_graphs)
+
+
 def on_quitting(environment: Any, **_: Any) -> None:
     stop_server()
     summary = summarize(AgentUser.records)
@@ -153,4 +172,5 @@ def install(events: Any, default_scenario: Path | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     events.init_command_line_parser.add_listener(add_arguments)
     events.init.add_listener(on_init)
+    events.test_start.add_listener(on_test_start)
     events.quitting.add_listener(on_quitting)
