@@ -74,6 +74,34 @@ def test_the_locustfile_starts_the_plan_reports_agent_metrics_and_stops(tmp_path
     assert processes_with(str(tmp_path)) == []  # llama-server (its model is under tmp_path) is gone
 
 
+def test_a_master_and_two_workers_share_one_server_and_count_the_whole_run(tmp_path: Path, graph: Path) -> None:
+    port = str(free_port())
+    env = {**os.environ, "LLAMA_ARG_REPACK": "0", "PYTHONPATH": str(REPO)}
+    logs = [tmp_path / f"worker{i}.log" for i in range(2)]
+    workers = [subprocess.Popen([sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-port",
+                                 port, "--vramcap-scenario", str(graph)], cwd=tmp_path, env=env,
+                                stdout=subprocess.DEVNULL, stderr=log.open("w")) for log in logs]
+    try:
+        master = locust("--master", "--master-bind-port", port, "--expect-workers", "2", "-u", "2", "-r", "2",
+                        "-t", "180s", "--vramcap-graphs", "3", *embedded(tmp_path), "--vramcap-scenario", str(graph),
+                        "--csv", str(tmp_path / "run"), cwd=tmp_path)
+        for worker in workers:
+            worker.wait(timeout=60)
+    finally:
+        for worker in workers:
+            worker.kill()
+    assert master.returncode == 0, master.stderr[-3000:]
+    assert [worker.returncode for worker in workers] == [0, 0], [log.read_text()[-2000:] for log in logs]
+    # Each worker ran one user against the master's server; Locust's table and our counts are the whole run's.
+    rows = {(row["Type"], row["Name"]): row for row in csv.DictReader((tmp_path / "run_stats.csv").open())}
+    assert int(rows.get(("GRAPH", "pair-then-judge"), {}).get("Request Count", 0)) >= 3, master.stderr[-3000:]
+    summary = [line for line in master.stderr.splitlines() if "output tokens:" in line]
+    assert summary and "(whole run, 2 workers)" in summary[0], master.stderr[-2000:]
+    graphs, tokens = int(summary[0].split()[1]), int(summary[0].split("failed), ")[1].split()[0])
+    assert graphs >= 3 and tokens >= 3 * (6 + 6 + 4), summary  # ignore_eos: a graph streams 16 tokens
+    assert processes_with(str(tmp_path)) == []
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--host", "http://127.0.0.1:{port}", "--vram-profile", "16gb"], "--host and --vram-profile both given"),
     (["--host", "http://127.0.0.1:{port}"], "cannot reach --host http://127.0.0.1:"),

@@ -22,6 +22,7 @@ from .locust_setup import AgentUser, quit_after_graphs
 from .metrics import Distribution, summarize
 from .results import LoadResult
 from .scenarios import Scenario
+from .tally import LoadTally
 
 __all__ = ["run_load"]
 
@@ -34,7 +35,8 @@ def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, dur
     from locust.html import get_html_report
     from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 
-    AgentUser.scenario, AgentUser.model, AgentUser.records, AgentUser.graph_walls = scenario, model, [], []
+    AgentUser.scenario, AgentUser.model, AgentUser.records = scenario, model, []
+    AgentUser.tally = tally = LoadTally(started_at=time.monotonic())
     environment = Environment(user_classes=[AgentUser], events=events, host=url)
     runner = environment.create_local_runner()
     writer = None
@@ -56,7 +58,6 @@ def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, dur
                              encoding="utf-8")
     failures = {str(error.error): error.occurrences for error in environment.stats.errors.values()}
     return LoadResult(scenario=scenario.name, users=users, duration_s=elapsed, summary=summarize(AgentUser.records),
-                      graph_s=Distribution.of(wall for wall, ok in AgentUser.graph_walls if ok),
-                      graphs=len(AgentUser.graph_walls),
-                      failed_graphs=sum(not ok for _, ok in AgentUser.graph_walls), locust_failures=failures)
+                      graph_s=Distribution.of(wall for wall, ok in tally.graph_walls if ok), graphs=tally.graphs,
+                      failed_graphs=sum(not ok for _, ok in tally.graph_walls), locust_failures=failures)
 

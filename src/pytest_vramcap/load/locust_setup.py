@@ -9,16 +9,22 @@
   ``--vram-profile``, the plan is made and its server started (``environment.host`` is then
   its URL), or else ``--host`` is checked; a bad input is one ``vramcap: error:`` line and
   exit code 2, with no server left;
+* ``test_start`` / ``test_stop``: the run's :class:`~.tally.LoadTally` starts and stops counting;
+* ``report_to_master`` / ``worker_report``: a worker's output tokens and finished graphs travel to
+  the master with Locust's own stats, so the master's counts (``--vramcap-graphs``, tokens/s) are
+  the whole run's;
 * ``quitting``: the server is stopped (Ctrl-C, ``-t``, SIGTERM and the web UI's stop all end here;
   the process group's atexit backstop covers the rest).
 
-Workers start nothing: the master sends them its host.
+Workers start nothing: the master sends them its host and the model requests name; each worker
+runs the scenario of its own ``--vramcap-scenario`` (give them the master's).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
@@ -30,8 +36,8 @@ from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options, with_run_defaul
 from ..parsers import argparse_type, choice, non_empty, positive_int
 from ..types import SERVED_ENGINES, EngineChoice
 from .locust_users import AgentGraphUser
-from .metrics import summarize
 from .scenarios import load_scenario
+from .tally import LoadTally
 
 __all__ = ["AgentUser", "install", "server_from_options"]
 
@@ -120,16 +126,26 @@ def on_init(environment: Any, **_: Any) -> None:
                                                          prefix=_PREFIX)
             server.start()
             environment.host = server.url
-            AgentUser.model = server.request_model
+            # Locust forwards custom options to workers with each spawn: they name the same model.
+            parsed.vramcap_request_model = AgentUser.model = server.request_model
             print(f"vramcap: serving at {server.url}", file=sys.stderr, flush=True)
         elif parsed.host:
             check_reachable(parsed.host)
             AgentUser.model = parsed.vramcap_request_model
+        _make_forwardable(parsed)
     except VramcapError as exc:
         one_line = getattr(exc, "one_line", None)
         _exit(one_line() if callable(one_line) else str(exc))
     except OSError as exc:
         _exit(f"{exc.strerror or exc}")
+
+
+def _make_forwardable(parsed: Any) -> None:
+    """A master sends its custom options to workers with each spawn, through msgpack, which takes plain values
+    only: our options are used by now, so a parsed ``Path`` travels as its text."""
+    for name, value in vars(parsed).items():
+        if name.startswith(_DEST) and not isinstance(value, str | int | float | bool | type(None)):
+            setattr(parsed, name, str(value))
 
 
 def stop_server() -> None:
@@ -139,11 +155,12 @@ def stop_server() -> None:
 
 
 def quit_after_graphs(runner: Any, count: int) -> None:
-    """Spawn a watcher that quits ``runner`` once this process has finished ``count`` graphs."""
+    """Spawn a watcher that quits ``runner`` once the run has finished ``count`` graphs (a master counts its
+    workers' graphs as they report)."""
     import gevent
 
     def watch() -> None:
-        while len(AgentUser.graph_walls) < count:
+        while AgentUser.tally.graphs < count:
             gevent.sleep(0.05)
         runner.quit()
 
@@ -151,16 +168,39 @@ def quit_after_graphs(runner: Any, count: int) -> None:
 
 
 def on_test_start(environment: Any, **_: Any) -> None:
-    if getattr(environment.parsed_options, "vramcap_graphs", None):
-        quit_after_graphs(environment.runner, environment.parsed_options.vramcap_graphs)
+    from locust.runners import WorkerRunner
+
+    AgentUser.records, AgentUser.tally = [], LoadTally(started_at=time.monotonic())
+    parsed = environment.parsed_options
+    if isinstance(environment.runner, WorkerRunner):
+        AgentUser.model = getattr(parsed, "vramcap_request_model", None)
+    elif getattr(parsed, "vramcap_graphs", None):
+        quit_after_graphs(environment.runner, parsed.vramcap_graphs)
+
+
+def on_test_stop(**_: Any) -> None:
+    AgentUser.tally.stopped_at = time.monotonic()
+
+
+def on_report_to_master(data: dict[str, Any], **_: Any) -> None:
+    data["vramcap"] = AgentUser.tally.take_report()
+
+
+def on_worker_report(client_id: str, data: dict[str, Any], **_: Any) -> None:
+    if isinstance(data.get("vramcap"), dict):
+        AgentUser.tally.merge(data["vramcap"], worker=client_id)
 
 
 def on_quitting(environment: Any, **_: Any) -> None:
+    from locust.runners import MasterRunner, WorkerRunner
+
     stop_server()
-    summary = summarize(AgentUser.records)
-    if summary.output_tps is not None:
-        print(f"vramcap: {summary.output_tokens} output tokens in {summary.wall_s:.1f} s: "
-              f"{summary.output_tps:.1f} tokens/s (this process)", file=sys.stderr)
+    tally, runner = AgentUser.tally, environment.runner
+    rate = tally.overall_rate()
+    if rate is not None and not isinstance(runner, WorkerRunner):
+        whole = f"whole run, {len(tally.workers)} workers" if isinstance(runner, MasterRunner) else "whole run"
+        print(f"vramcap: {tally.graphs} graphs, {tally.requests} requests ({tally.failed_requests} failed), "
+              f"{tally.output_tokens} output tokens: {rate:.1f} tokens/s ({whole})", file=sys.stderr)
 
 
 def install(events: Any, default_scenario: Path | None = None) -> None:
@@ -173,4 +213,7 @@ def install(events: Any, default_scenario: Path | None = None) -> None:
     events.init_command_line_parser.add_listener(add_arguments)
     events.init.add_listener(on_init)
     events.test_start.add_listener(on_test_start)
+    events.test_stop.add_listener(on_test_stop)
+    events.report_to_master.add_listener(on_report_to_master)
+    events.worker_report.add_listener(on_worker_report)
     events.quitting.add_listener(on_quitting)

@@ -35,6 +35,7 @@ from .client import ChatRequest
 from .fanout import scenario_request
 from .scenarios import Scenario
 from .stream import ChatStream, RequestRecord, fail
+from .tally import LoadTally
 
 __all__ = ["AgentGraphUser", "GeventChatClient", "LoadFailure"]
 
@@ -112,8 +113,8 @@ class AgentGraphUser(User):
     """The ``model`` every request names (Ollama's created model); None for a server with one model."""
     records: ClassVar[list[RequestRecord]] = []
     """Every finished request of this process, for summaries by the project's formulas (load/metrics.py)."""
-    graph_walls: ClassVar[list[tuple[float, bool]]] = []
-    """(seconds, succeeded) of every graph this process finished."""
+    tally: ClassVar[LoadTally] = LoadTally()
+    """Output tokens and finished graphs; a master's also holds what its workers reported (load/tally.py)."""
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
@@ -154,7 +155,7 @@ class AgentGraphUser(User):
             if failure is not None:
                 break  # later steps would read missing outputs
         wall = time.monotonic() - start
-        self.graph_walls.append((wall, failure is None))
+        self.tally.add_graph(wall, failure is None)
         self._fire("GRAPH", scenario.name, wall * 1000, tokens, failure)
 
     def _ask(self, request: ChatRequest) -> RequestRecord:
@@ -163,14 +164,14 @@ class AgentGraphUser(User):
         except RequestError as exc:
             record = exc.record or RequestRecord(label=request.label, t_send=time.monotonic(), error=str(exc),
                                                  error_kind="server_error")
-            self.records.append(record)
+            self._keep(record)
             elapsed = (record.e2e if record.e2e is not None else time.monotonic() - record.t_send) * 1000
             self._fire("E2E", request.label, elapsed, record.n_out,
                        LoadFailure(record.error_kind or "server_error", record.error or str(exc)))
             return record
         if record.n_out == 0:  # an answer with no token is no answer for an agent
             record.error, record.error_kind = "the answer streamed no token", "no_output"
-        self.records.append(record)
+        self._keep(record)
         ttft, tpot, e2e = record.ttft, record.tpot, record.e2e
         if ttft is not None:
             self._fire("TTFT", request.label, ttft * 1000, record.n_out)
@@ -179,6 +180,10 @@ class AgentGraphUser(User):
         failure = None if record.ok else LoadFailure(record.error_kind or "no_output", record.error or "")
         self._fire("E2E", request.label, (e2e if e2e is not None else 0.0) * 1000, record.n_out, failure)
         return record
+
+    def _keep(self, record: RequestRecord) -> None:
+        self.records.append(record)
+        self.tally.add_request(record.n_out, record.ok)
 
     def _fire(self, metric: str, name: str, ms: float, tokens: int, failure: Exception | None = None) -> None:
         self.environment.events.request.fire(request_type=metric, name=name, response_time=ms,

@@ -1,0 +1,104 @@
+"""Output tokens and finished graphs of a whole Locust run, across its processes.
+
+Locust aggregates its own request entries from workers; our counts (output tokens, graphs)
+travel the same way, in the data of each worker report (``report_to_master`` /
+``worker_report`` events). A worker's :class:`LoadTally` hands over what it counted since its
+last report (:meth:`LoadTally.take_report`); the master merges every report into its own
+(:meth:`LoadTally.merge`). A local runner just counts. So "N graphs finished" and "output
+tokens per second" mean the whole run on any runner.
+
+Free of Locust: the web UI's VRAM tab and the tests read it without gevent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["LoadTally"]
+
+RATE_WINDOW_S = 10.0
+"""Locust's own "current RPS" looks back 10 s too (stats.CURRENT_RESPONSE_TIME_PERCENTILE_WINDOW)."""
+
+
+@dataclass
+class LoadTally:
+    output_tokens: int = 0
+    requests: int = 0
+    failed_requests: int = 0
+    graph_walls: list[tuple[float, bool]] = field(default_factory=list)
+    """(seconds, succeeded) of every finished graph."""
+    started_at: float | None = None
+    """``time.monotonic()`` at test start, for the whole run's tokens/s."""
+    stopped_at: float | None = None
+    """``time.monotonic()`` at test stop: the whole run's tokens/s ends there."""
+    workers: set[str] = field(default_factory=set)
+    """The workers whose reports were merged."""
+    _recent: deque[tuple[float, int]] = field(default_factory=deque)
+    """(when counted, output tokens) of the last :data:`RATE_WINDOW_S` seconds."""
+    _unreported: dict[str, Any] = field(default_factory=lambda: _empty_report())
+
+    def add_request(self, output_tokens: int, ok: bool, now: float | None = None) -> None:
+        self._count(output_tokens, 1, 0 if ok else 1, [], now)
+
+    def add_graph(self, wall_s: float, ok: bool) -> None:
+        self._count(0, 0, 0, [(wall_s, ok)], None)
+
+    def take_report(self) -> dict[str, Any]:
+        """What was counted since the last call, for a worker's report to the master (JSON-able)."""
+        report, self._unreported = self._unreported, _empty_report()
+        return report
+
+    def merge(self, report: dict[str, Any], *, worker: str, now: float | None = None) -> None:
+        """Add a worker's :meth:`take_report`."""
+        self.workers.add(worker)
+        graphs = [(float(wall), bool(ok)) for wall, ok in report.get("graph_walls", [])]
+        self._count(int(report.get("output_tokens", 0)), int(report.get("requests", 0)),
+                    int(report.get("failed_requests", 0)), graphs, now, forward=False)
+
+    @property
+    def graphs(self) -> int:
+        return len(self.graph_walls)
+
+    def rate(self, now: float | None = None) -> float:
+        """Output tokens per second over the last :data:`RATE_WINDOW_S` seconds (counted as requests end)."""
+        now = time.monotonic() if now is None else now
+        self._forget_before(now - RATE_WINDOW_S)
+        if self.started_at is None:
+            return 0.0
+        window = min(RATE_WINDOW_S, now - self.started_at)
+        return sum(tokens for _, tokens in self._recent) / window if window > 0 else 0.0
+
+    def overall_rate(self, now: float | None = None) -> float | None:
+        """Output tokens per second from test start to test stop (or now, while it runs)."""
+        if self.started_at is None:
+            return None
+        end = self.stopped_at if self.stopped_at is not None else time.monotonic() if now is None else now
+        elapsed = end - self.started_at
+        return self.output_tokens / elapsed if elapsed > 0 else None
+
+    def _count(self, tokens: int, requests: int, failed: int, graphs: list[tuple[float, bool]],
+               now: float | None, *, forward: bool = True) -> None:
+        now = time.monotonic() if now is None else now
+        self.output_tokens += tokens
+        self.requests += requests
+        self.failed_requests += failed
+        self.graph_walls.extend(graphs)
+        if tokens:
+            self._recent.append((now, tokens))
+        if forward:  # what a worker still owes its master; a master's merged counts are already there
+            pending = self._unreported
+            pending["output_tokens"] += tokens
+            pending["requests"] += requests
+            pending["failed_requests"] += failed
+            pending["graph_walls"].extend(graphs)
+
+    def _forget_before(self, cutoff: float) -> None:
+        while self._recent and self._recent[0][0] < cutoff:
+            self._recent.popleft()
+
+
+def _empty_report() -> dict[str, Any]:
+    return {"output_tokens": 0, "requests": 0, "failed_requests": 0, "graph_walls": []}
