@@ -213,7 +213,7 @@ def _run_load(args: argparse.Namespace) -> int:
         raise BadInputError("--server-url and --model both given: load a running server, or plan and start one")
     scenario = load_scenario(args.scenario)
     server = None if args.server_url else \
-        server_from_options(with_run_defaults(vars(args), PLAN_OPTIONS), args.engine)
+        server_from_options(with_run_defaults(vars(args), PLAN_OPTIONS), args.engine)[1]
     try:
         if server is None:
             url, model = args.server_url, args.request_model

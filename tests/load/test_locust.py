@@ -13,8 +13,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pytest_vramcap.engines import free_port
@@ -72,6 +74,47 @@ def test_the_locustfile_starts_the_plan_reports_agent_metrics_and_stops(tmp_path
     # response_length is output tokens: ignore_eos fixes them to max_tokens
     assert float(rows[("E2E", "draft.coder")]["Average Content Size"]) == 6
     assert processes_with(str(tmp_path)) == []  # llama-server (its model is under tmp_path) is gone
+
+
+def test_the_web_ui_has_a_vram_tab_and_page_with_the_plan_and_live_counters(tmp_path: Path, graph: Path) -> None:
+    port = free_port()
+    ui = f"http://127.0.0.1:{port}"
+    log = tmp_path / "locust.log"
+    locust_ui = subprocess.Popen(
+        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--web-host", "127.0.0.1", "--web-port", str(port),
+         "--autostart", "-u", "1", "-r", "1", "-t", "300s", *embedded(tmp_path), "--vramcap-scenario", str(graph)],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log.open("w"),
+        env={**os.environ, "LLAMA_ARG_REPACK": "0", "PYTHONPATH": str(REPO)})
+    try:
+        data = wait_for_requests(f"{ui}/vramcap/data", locust_ui, log)
+        assert data["plan"]["config"]["parallel"] == 2 and data["plan"]["profile"]["name"] == "16gb"
+        assert data["server"]["tokens_predicted_total"] >= 0 and "requests_processing" in data["server"]
+        stats = httpx.get(f"{ui}/stats/requests", timeout=30).json()
+        tab = next(table for table in stats["extended_stats"] if table["key"] == "vramcap")
+        items = {(row["section"], row["item"]) for row in tab["data"]}
+        assert {("plan", "slots x context"), ("server", "requests deferred (queued)"),
+                ("load", "output tokens/s (last 10 s)")} <= items
+        assert '"key": "vramcap"' in httpx.get(ui, timeout=30).text  # the tab is in the UI's template args
+        page = httpx.get(f"{ui}/vramcap", timeout=30)
+        assert page.status_code == 200 and "vramcap/data" in page.text
+    finally:
+        locust_ui.terminate()
+        locust_ui.wait(timeout=60)
+    assert processes_with(str(tmp_path)) == []
+
+
+def wait_for_requests(url: str, process: subprocess.Popen[bytes], log: Path) -> dict[str, object]:
+    """The page's data once the run has finished a request (the server's first start takes a while here)."""
+    for _ in range(600):
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            data = httpx.get(url, timeout=30).json()
+            if data["load"]["requests"] >= 1:
+                return data  # type: ignore[no-any-return]
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"no request finished: {log.read_text()[-3000:]}")
 
 
 def test_a_master_and_two_workers_share_one_server_and_count_the_whole_run(tmp_path: Path, graph: Path) -> None:

@@ -34,8 +34,10 @@ from ..errors import ServerUnreachable, VramcapError
 from ..net import fetch, redact
 from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options, with_run_defaults
 from ..parsers import argparse_type, choice, non_empty, positive_int
+from ..planner.plan import Plan
 from ..types import SERVED_ENGINES, EngineChoice
 from .locust_users import AgentGraphUser
+from .locust_web import install_vram_tab
 from .scenarios import load_scenario
 from .tally import LoadTally
 
@@ -52,6 +54,8 @@ class AgentUser(AgentGraphUser):
 
 class _RunState:
     server: Server | None = None
+    plan: dict[str, Any] | None = None
+    """The started server's plan (``Plan.to_dict()``), for the web UI's VRAM tab."""
     default_scenario: Path = Path(DEFAULT_SCENARIO)
 
 
@@ -86,14 +90,14 @@ def plan_values(parsed: Any) -> dict[str, Any]:
     return values
 
 
-def server_from_options(values: Mapping[str, Any], engine: EngineChoice, *, prefix: str = "") -> Server:
+def server_from_options(values: Mapping[str, Any], engine: EngineChoice, *, prefix: str = "") -> tuple[Plan, Server]:
     """Plan from option values, print the plan to stderr and build its server (not started)."""
     from ..engines.provision import new_server, plan_for_engine
     from ..planner.output import format_plan
 
     plan, setup = plan_for_engine(values, engine, prefix=prefix)
     print(format_plan(plan), file=sys.stderr)
-    return new_server(plan, setup, announce=lambda line: print(line, file=sys.stderr))
+    return plan, new_server(plan, setup, announce=lambda line: print(line, file=sys.stderr))
 
 
 def check_reachable(url: str, option: str = "--host") -> None:
@@ -122,8 +126,8 @@ def on_init(environment: Any, **_: Any) -> None:
         if isinstance(environment.runner, WorkerRunner):
             return  # the master plans, starts and names the host
         if parsed.vram_profile:
-            server = _state.server = server_from_options(plan_values(parsed), parsed.vramcap_engine,
-                                                         prefix=_PREFIX)
+            plan, server = server_from_options(plan_values(parsed), parsed.vramcap_engine, prefix=_PREFIX)
+            _state.plan, _state.server = plan.to_dict(), server
             server.start()
             environment.host = server.url
             # Locust forwards custom options to workers with each spawn: they name the same model.
@@ -133,6 +137,9 @@ def on_init(environment: Any, **_: Any) -> None:
             check_reachable(parsed.host)
             AgentUser.model = parsed.vramcap_request_model
         _make_forwardable(parsed)
+        if environment.web_ui is not None:
+            install_vram_tab(environment.web_ui, plan=lambda: _state.plan, server_url=lambda: environment.host,
+                             tally=lambda: AgentUser.tally)
     except VramcapError as exc:
         one_line = getattr(exc, "one_line", None)
         _exit(one_line() if callable(one_line) else str(exc))

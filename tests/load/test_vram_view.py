@@ -1,0 +1,56 @@
+"""What the VRAM tab shows (load/vram_view.py), from a plan and llama-server's /metrics text, without Locust."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_vramcap.load.tally import LoadTally
+from pytest_vramcap.load.vram_view import page_html, parse_llamacpp_metrics, table_rows, vram_snapshot
+from pytest_vramcap.model.source import load_model
+from pytest_vramcap.planner import PlanRequest, make_plan, resolve_profile
+
+# The exposition llama-server --metrics serves (abridged from a real one: HELP/TYPE lines, no labels).
+METRICS = """\
+# HELP llamacpp:tokens_predicted_total Number of generation tokens processed
+# TYPE llamacpp:tokens_predicted_total counter
+llamacpp:tokens_predicted_total 11648
+# HELP llamacpp:requests_processing Number of requests processing
+# TYPE llamacpp:requests_processing gauge
+llamacpp:requests_processing 4
+llamacpp:requests_deferred 1
+llamacpp:n_tokens_max 566
+some_other_exporter_metric{label="x"} 3
+"""
+
+
+def test_llamacpp_counters_are_read_from_the_exposition() -> None:
+    assert parse_llamacpp_metrics(METRICS) == {"tokens_predicted_total": 11648.0, "requests_processing": 4.0,
+                                              "requests_deferred": 1.0, "n_tokens_max": 566.0}
+
+
+def test_the_rows_show_the_plan_the_server_and_the_load() -> None:
+    request = PlanRequest(agents=4, ctx_per_agent=1024)
+    plan = make_plan(load_model("tiny:Q8_0"), resolve_profile("16gb"), request).to_dict()
+    tally = LoadTally(started_at=0.0)
+    tally.add_request(320, ok=True, now=1.0)
+    snapshot = {**vram_snapshot(plan, None, tally), "server": parse_llamacpp_metrics(METRICS), "server_note": ""}
+    rows = {(row["section"], row["item"]): row for row in table_rows(snapshot)}
+    assert rows[("plan", "slots x context")]["value"] == "4 x 1,024 (KV f16)"
+    assert rows[("plan", "context (KV cache)")]["value"] == f"{plan['memory']['gpu']['context_mib']:,.0f} MiB"
+    busy = rows[("server", "requests processing")]
+    assert busy["value"] == "4 of 4 slots" and busy["bar"].endswith("100%")
+    assert rows[("server", "longest sequence in a slot (KV high-water mark)")]["value"] == "566 tokens of 1,024"
+    assert rows[("load", "output tokens / requests / graphs")]["value"] == "320 / 1 (0 failed) / 0"
+
+
+def test_without_a_plan_or_a_server_the_rows_say_why() -> None:
+    snapshot = vram_snapshot(None, None, LoadTally())
+    rows = {(row["section"], row["item"]): row["value"] for row in table_rows(snapshot)}
+    assert "not planned" in rows[("plan", "none")]
+    assert rows[("server", "counters")] == "no server yet"
+
+
+@pytest.mark.parametrize("needle", ["vramcap/data", "<script>", "setInterval"])
+def test_the_page_is_one_self_contained_file(needle: str) -> None:
+    html = page_html()
+    assert needle in html and "http" not in html.split("<script>")[0].replace("http-equiv", "")
