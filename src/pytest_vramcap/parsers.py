@@ -88,13 +88,25 @@ def port(text: str) -> int:
 
 def positive_float(text: str) -> float:
     """A finite number > 0 (NaN and infinity would make timeouts and minimums meaningless)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number") from None
+    value = _float(text)
     if value <= 0:
         raise ValueError(f"must be positive, got {text[:40]}")
     return checked_number(value, integer=False, lo=0, hi=1e9, strict_lo=True)
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    value = _float(text)
+    if value < 0:
+        raise ValueError(f"must be >= 0, got {text[:40]}")
+    return checked_number(value, integer=False, lo=0, hi=1e9)
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
 
 
 # What a load run can be held to: a ceiling for latencies and the failure ratio, a floor for throughput.
@@ -110,7 +122,8 @@ def load_slo(text: str) -> tuple[str, float]:
     if not sep or name not in (*LOAD_SLO_CEILINGS, *LOAD_SLO_FLOORS):
         raise ValueError(f"{text[:60]!r}: use NAME=VALUE with NAME one of "
                          f"{', '.join((*LOAD_SLO_CEILINGS, *LOAD_SLO_FLOORS))}")
-    return name, positive_float(value.strip())
+    # No failure at all is a fair objective; a latency or throughput bound of 0 is not.
+    return name, (non_negative_float if name == "failure_ratio" else positive_float)(value.strip())
 
 
 def gpu_layers(text: str) -> int | None:

@@ -156,3 +156,30 @@ def test_python_tests_use_the_fixtures_marker_and_helpers(pytester: pytest.Pytes
     result = run("--vram-profile=16gb", "test_agents.py")
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*unknown arguments [[]'min_sped'[]]*"])
+
+
+def test_the_load_gate_runs_locust_on_the_runs_server_and_fails_on_a_missed_slo(  # type: ignore[no-untyped-def]
+        pytester: pytest.Pytester, run) -> None:
+    pytester.path.joinpath("pair.yaml").write_text(scenario_yaml("pair"))
+    pytester.makepyfile(test_load="""
+        import sys
+        import pytest
+
+        @pytest.mark.vramcap(load_slo={"failure_ratio": 0})
+        def test_holds(vramcap_load):
+            outcome = vramcap_load.run("pair.yaml", users=2, graphs=2, run_time_s=300)
+            vramcap_load.check(outcome)
+            assert outcome.data["graphs"] >= 2 and outcome.data["summary"]["output_tokens"] > 0
+            assert outcome.files["html"].is_file() and "locust" not in sys.modules  # Locust ran in a child
+
+        @pytest.mark.vramcap(load_slo={"failure_ratio": 0})
+        def test_misses(vramcap_load):
+            outcome = vramcap_load.run("pair.yaml", users=1, graphs=1, run_time_s=300, slo={"output_tps": 1e9})
+            vramcap_load.check(outcome)
+    """)
+    result = run("--vram-profile=16gb", "test_load.py")
+    result.assert_outcomes(passed=1, failed=1)
+    # The failure shows the load's numbers and each verdict with its evidence, the marker's SLO included.
+    result.stdout.fnmatch_lines(["*AssertionError: pair: 1 users for * s, * graphs (0 failed), * requests*",
+                                 "*PASS? slo:failure_ratio*", "*FAIL? slo:output_tps*at least 1e+09*"])
+    assert len(server_logs(pytester)) == 1  # the session's server, started once

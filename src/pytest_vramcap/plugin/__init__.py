@@ -5,7 +5,8 @@
     reporter.py    header, results, session verdicts, JSON report, summary (controller only)
     xdist.py       the controller starts the server; workers attach through workerinput
     collect.py     scenario YAML files as tests
-    fixtures.py    vramcap_plan, vramcap_server, vramcap_gpu, vramcap_fanout, the marker
+    fixtures.py    vramcap_plan, vramcap_server, vramcap_gpu, vramcap_fanout, vramcap_load, the marker
+    load_gate.py   vramcap_load: Locust load on the run's server in a child process, gated on SLOs
     assertions.py  assert_no_oom, assert_no_cpu_offload, assert_parallel_speedup, assert_slo
     console.py     progress lines past output capture
     stash.py       config.stash keys
@@ -21,11 +22,12 @@ from pathlib import Path
 import pytest
 
 from .console import PytestConsole, is_worker
-from .fixtures import check_marker, vramcap_fanout, vramcap_gpu, vramcap_plan, vramcap_server
+from .fixtures import check_marker, vramcap_fanout, vramcap_gpu, vramcap_load, vramcap_plan, vramcap_server
 from .settings import Settings, add_pytest_options
 from .stash import REPORTER_KEY, RUN_STATE_KEY
 
-__all__ = ["vramcap_fanout", "vramcap_gpu", "vramcap_plan", "vramcap_server"]  # fixtures pytest finds here
+# fixtures pytest finds here
+__all__ = ["vramcap_fanout", "vramcap_gpu", "vramcap_load", "vramcap_plan", "vramcap_server"]
 
 _SCENARIO_SUFFIXES = (".yaml", ".yml")
 
@@ -38,7 +40,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "vramcap(min_speedup=None, slo=None): per-test expectations for vramcap_fanout runs")
+        "markers", "vramcap(min_speedup=None, slo=None, load_slo=None): per-test expectations for vramcap_fanout "
+                   "runs (min_speedup, slo) and vramcap_load runs (load_slo)")
     settings = Settings.from_config(config)
     if settings is None:
         return

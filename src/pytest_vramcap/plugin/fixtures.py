@@ -16,11 +16,13 @@ if TYPE_CHECKING:
     from ..load.scenarios import Scenario
     from ..planner.plan import Plan
     from ..report.verdicts import Verdict
+    from .load_gate import LoadRunner
     from .runstate import RunState
 
-__all__ = ["MARKER_KWARGS", "FanoutRunner", "vramcap_fanout", "vramcap_gpu", "vramcap_plan", "vramcap_server"]
+__all__ = ["MARKER_KWARGS", "FanoutRunner", "vramcap_fanout", "vramcap_gpu", "vramcap_load", "vramcap_plan",
+           "vramcap_server"]
 
-MARKER_KWARGS = frozenset({"min_speedup", "slo"})
+MARKER_KWARGS = frozenset({"min_speedup", "slo", "load_slo"})
 
 
 def _state(request: pytest.FixtureRequest) -> RunState:
@@ -80,13 +82,27 @@ class FanoutRunner:
             raise AssertionError("\n".join(v.describe() for v in verdicts))
 
 
-@pytest.fixture
-def vramcap_fanout(request: pytest.FixtureRequest) -> FanoutRunner:
-    """``vramcap_fanout.run(path_or_scenario)`` -> ScenarioRun; ``.check(run)`` applies the verdicts."""
+def _marker_kwargs(request: pytest.FixtureRequest) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for marker in reversed(list(request.node.iter_markers("vramcap"))):
         kwargs.update(marker.kwargs)  # the closest marker wins
-    return FanoutRunner(_state(request), kwargs)
+    return kwargs
+
+
+@pytest.fixture
+def vramcap_fanout(request: pytest.FixtureRequest) -> FanoutRunner:
+    """``vramcap_fanout.run(path_or_scenario)`` -> ScenarioRun; ``.check(run)`` applies the verdicts."""
+    return FanoutRunner(_state(request), _marker_kwargs(request))
+
+
+@pytest.fixture
+def vramcap_load(request: pytest.FixtureRequest, tmp_path: Path) -> LoadRunner:
+    """``vramcap_load.run(scenario, users=4, run_time_s=60, graphs=None, slo=None)`` -> LoadOutcome, a Locust load
+    on the run's server; ``.check(outcome)`` fails on missed SLOs (``load_slo`` of the ``vramcap`` marker, and
+    ``slo``): failure_ratio, ttft/tpot p50/p95, e2e_p95_s, graph_p95_s ceilings; output_tps floor."""
+    from .load_gate import LoadRunner
+
+    return LoadRunner(_state(request).ensure_server(), tmp_path, _marker_kwargs(request).get("load_slo"))
 
 
 def check_marker(item: pytest.Item) -> None:
