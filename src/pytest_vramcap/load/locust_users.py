@@ -28,18 +28,20 @@ from typing import Any, ClassVar
 import gevent
 from gevent import GreenletExit
 from geventhttpclient import URL, HTTPClient
+from geventhttpclient.response import HTTPConnectionClosed
 from locust import User, constant, task
 
 from ..errors import HTTPStatusError, RequestError, RequestRefused, RequestTimeout, StreamCut
 from .client import ChatRequest
 from .fanout import scenario_request
 from .scenarios import Scenario
-from .stream import ChatStream, RequestRecord, fail
+from .stream import STALE_CONNECTION_RETRIES, ChatStream, RequestRecord, fail
 from .tally import LoadTally
 
 __all__ = ["AgentGraphUser", "GeventChatClient", "LoadFailure"]
 
 _CHAT_PATH = "/v1/chat/completions"
+_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
 
 
 class LoadFailure(Exception):
@@ -55,8 +57,10 @@ class GeventChatClient:
 
     def __init__(self, base_url: str, *, model: str | None = None, concurrency: int = 8,
                  connect_timeout_s: float = 10.0, read_timeout_s: float = 300.0,
-                 total_timeout_s: float = 600.0) -> None:
+                 total_timeout_s: float = 600.0, open_requests: dict[int, RequestRecord] | None = None) -> None:
         self.model = model
+        self.open_requests = {} if open_requests is None else open_requests
+        """Requests sent and not yet ended, by ``id``: the capacity search counts how long they wait."""
         self.total_timeout_s = total_timeout_s
         url = URL(base_url.rstrip("/") + "/")
         self._prefix = url.path.rstrip("/")  # a base URL with a path (a proxy's /ollama) keeps it
@@ -69,6 +73,7 @@ class GeventChatClient:
     def chat(self, request: ChatRequest) -> RequestRecord:
         """Stream one chat completion; raises a RequestError kind (with ``.record``) on failure."""
         record = RequestRecord(label=request.label, t_send=time.monotonic())
+        self.open_requests[id(record)] = record
         try:
             with gevent.Timeout(self.total_timeout_s, RequestTimeout(f"{request.label or 'request'}: no complete "
                                                                      f"response within {self.total_timeout_s:.0f} s")):
@@ -79,14 +84,22 @@ class GeventChatClient:
             kind = RequestTimeout if isinstance(exc, TimeoutError) else \
                 StreamCut if record.n_chunks or isinstance(exc, HTTPException) else RequestRefused
             raise fail(record, kind(f"{request.label or 'request'}: {type(exc).__name__}: {exc}")) from None
+        finally:
+            self.open_requests.pop(id(record), None)
         return record
 
     def _stream(self, request: ChatRequest, record: RequestRecord) -> None:
         import json
 
         body = json.dumps(request.body(self.model)).encode()
-        response = self._http.request("POST", self._prefix + _CHAT_PATH, body=body,
-                                      headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+        for attempt in range(1 + STALE_CONNECTION_RETRIES):
+            try:
+                response = self._http.request("POST", self._prefix + _CHAT_PATH, body=body, headers=_HEADERS)
+                break
+            except HTTPConnectionClosed:  # before the status line: a stale pooled connection (stream.py)
+                if attempt == STALE_CONNECTION_RETRIES:
+                    raise
+        record.status = response.status_code
         try:
             if response.status_code >= 400:
                 raise fail(record, HTTPStatusError(response.status_code,
@@ -113,6 +126,8 @@ class AgentGraphUser(User):
     """The ``model`` every request names (Ollama's created model); None for a server with one model."""
     records: ClassVar[list[RequestRecord]] = []
     """Every finished request of this process, for summaries by the project's formulas (load/metrics.py)."""
+    open_requests: ClassVar[dict[int, RequestRecord]] = {}
+    """This process's requests in flight (by ``id``), shared by its users' clients."""
     tally: ClassVar[LoadTally] = LoadTally()
     """Output tokens and finished graphs; a master's also holds what its workers reported (load/tally.py)."""
 
@@ -121,7 +136,8 @@ class AgentGraphUser(User):
         if not self.host:
             raise ValueError("no host: pass --host URL, or --vram-profile to start a server")
         width = self.scenario.max_width if self.scenario else 1
-        self.chat_client = GeventChatClient(self.host, model=self.model, concurrency=width)
+        self.chat_client = GeventChatClient(self.host, model=self.model, concurrency=width,
+                                            open_requests=self.open_requests)
 
     def on_stop(self) -> None:
         self.chat_client.close()
