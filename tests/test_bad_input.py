@@ -240,3 +240,23 @@ def test_a_scenario_nested_50000_deep_is_a_collection_error(pytester: pytest.Pyt
     result = pytester.runpytest_subprocess("--vram-profile=16gb", "--collect-only", "scenarios")
     result.stdout.fnmatch_lines(["*deep.yaml: not a scenario: nested too deeply*"])
     assert "RecursionError" not in result.stdout.str() + result.stderr.str()
+
+
+@pytest.mark.parametrize(("args", "message", "code"), [
+    (["load", "--slo", "ttft_p95_s=0"], "argument --slo: must be positive, got 0", 2),
+    (["load", "--slo", "speed=3"], "use NAME=VALUE with NAME one of", 2),
+    (["load", "--server-url", "http://127.0.0.1:{port}", "--model", "tiny"], "--server-url and --model both given",
+     2),
+    (["load", "--server-url", "http://127.0.0.1:{port}"], "cannot reach --server-url http://127.0.0.1:", 3),
+    (["capacity", "--ttft-p95", "-1"], "argument --ttft-p95: must be positive", 2),
+    (["capacity", "--start-users", "5", "--max-users", "2"], "--start-users 5 is above --max-users 2", 2),
+    (["capacity", "--server-url", "http://127.0.0.1:{port}"], "cannot reach --server-url http://127.0.0.1:", 3),
+    (["capacity", "--scenario", "missing.yaml", "--server-url", "http://127.0.0.1:{port}"],
+     "scenario file 'missing.yaml' does not exist", 2),
+])
+def test_load_and_capacity_refuse_bad_input_before_any_load(args: list[str], message: str, code: int) -> None:
+    from pytest_vramcap.engines import free_port
+
+    port = free_port()  # nothing listens there
+    result = vramcap(*(arg.format(port=port) for arg in args), cwd=Path(__file__).parents[1], timeout=120)
+    assert_one_line(result, message, code)

@@ -4,13 +4,15 @@
     vramcap synth SHAPE [--quant Q4_K_M] --out PATH [--layers N] [--weights random|zeros|sparse]
     vramcap serve --model SRC [--profile P] [plan options] [--engine llamacpp|ollama] [--port N]
     vramcap load [--server-url URL | plan options] [--scenario YAML] [--users N] [--run-time S] [--slo K=V]...
+    vramcap capacity [--server-url URL | plan options] [--ttft-p95 S] [--max-users N] [--step-time S]
     vramcap diagnose LOG [--json] [--model SRC]
     vramcap profiles
     vramcap shapes
 
 Options come from the table in :mod:`.options`, shared with the pytest plugin.
 Exit codes: 0 ok (plan fits, a log without OOM or offload), 1 the plan does not fit (or a
-served engine died, or a diagnosed log shows an OOM or a CPU offload, or a load missed an SLO),
+served engine died, or a diagnosed log shows an OOM or a CPU offload, or a load missed an SLO, or
+no step of a capacity search met its objective),
 2 bad input (a file that cannot be read or written included), 3 an engine that cannot
 start or be reached. Errors print one line, ``vramcap: error: ...`` (a server that
 failed to start adds its log's last error line), never a traceback.
@@ -21,7 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -71,14 +74,19 @@ def _add_synth_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=_non_negative_int, default=0)
 
 
+def _add_target_options(parser: argparse.ArgumentParser) -> None:
+    """The server a load runs against: planned and started (plan options, --engine), or --server-url."""
+    add_options(parser.add_argument, PLAN_OPTIONS, with_defaults=False)
+    add_options(parser.add_argument, ENGINE_OPTIONS)
+    parser.add_argument("--engine", type=argparse_type(choice(SERVED_ENGINES)), default="llamacpp",
+                        help="the server to plan and start: llamacpp (default) or ollama")
+    parser.add_argument("--server-url", type=argparse_type(http_url), default=None, metavar="URL",
+                        help="load this OpenAI-compatible server instead of starting one")
+    parser.add_argument("--request-model", default=None, metavar="NAME", help="with --server-url: the model to name")
+
+
 def _add_load_options(load: argparse.ArgumentParser) -> None:
-    add_options(load.add_argument, PLAN_OPTIONS, with_defaults=False)
-    add_options(load.add_argument, ENGINE_OPTIONS)
-    load.add_argument("--engine", type=argparse_type(choice(SERVED_ENGINES)), default="llamacpp",
-                      help="the server to plan and start: llamacpp (default) or ollama")
-    load.add_argument("--server-url", type=argparse_type(http_url), default=None, metavar="URL",
-                      help="load this OpenAI-compatible server instead of starting one")
-    load.add_argument("--request-model", default=None, metavar="NAME", help="with --server-url: the model to name")
+    _add_target_options(load)
     load.add_argument("--scenario", default="scenarios/research-fanout.yaml", metavar="YAML",
                       help="the agent graph every user runs (default scenarios/research-fanout.yaml)")
     load.add_argument("--users", type=_positive_int, default=4, metavar="N", help="concurrent users (default 4)")
@@ -94,6 +102,22 @@ def _add_load_options(load: argparse.ArgumentParser) -> None:
     load.add_argument("--csv", default=None, metavar="PREFIX", help="Locust's CSV files (PREFIX_stats.csv...)")
     load.add_argument("--html", type=Path, default=None, metavar="FILE", help="Locust's HTML report")
     load.add_argument("--json", type=Path, default=None, metavar="FILE", help="the summary and verdicts as JSON")
+
+
+def _add_capacity_options(capacity: argparse.ArgumentParser) -> None:
+    _add_target_options(capacity)
+    capacity.add_argument("--ttft-p95", type=argparse_type(positive_float), default=2.0, metavar="S",
+                          help="the objective: TTFT p95 at most S seconds (default 2)")
+    capacity.add_argument("--scenario", default=None, metavar="YAML",
+                          help="what each user runs (default: one agent asking one request after another, so "
+                               "users = concurrent agents)")
+    capacity.add_argument("--start-users", type=_positive_int, default=1, metavar="N", help="the first step (1)")
+    capacity.add_argument("--step-users", type=_positive_int, default=1, metavar="N", help="agents added per step (1)")
+    capacity.add_argument("--max-users", type=_positive_int, default=None, metavar="N",
+                          help="stop the ramp here (default: twice the plan's slots, at least 8; 16 with --server-url)")
+    capacity.add_argument("--step-time", type=argparse_type(positive_float), default=15.0, metavar="S",
+                          help="seconds per step (default 15)")
+    capacity.add_argument("--json", type=Path, default=None, metavar="FILE", help="the steps and the knee as JSON")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -115,6 +139,8 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", type=argparse_type(host), default=DEFAULT_HOST,
                        help=f"bind address (default {DEFAULT_HOST})")
     _add_load_options(commands.add_parser("load", help="a headless Locust load of agent graphs, gated on SLOs"))
+    _add_capacity_options(commands.add_parser("capacity", help="step up concurrent agents until TTFT p95 breaks: "
+                                                               "the knee, next to the plan's slots"))
     diagnose = commands.add_parser("diagnose", help="the OOM and CPU-offload verdicts of a llama-server or Ollama log")
     diagnose.add_argument("log", help="a llama-server log (-lv 4 shows the buffer sizes) or an Ollama server log")
     diagnose.add_argument("--json", action="store_true", help="print one JSON object")
@@ -200,37 +226,65 @@ def _log_of(server: Server) -> str:
     return f"log {log}" if log else "no log"
 
 
+@contextmanager
+def _load_target(args: argparse.Namespace) -> Iterator[tuple[str, str | None, Plan | None]]:
+    """The server a load runs against, as (url, model requests name, plan): --server-url checked, or the plan
+    started here and stopped after."""
+    from .load.locust_setup import check_reachable, server_from_options
+
+    if args.server_url and args.model:
+        raise BadInputError("--server-url and --model both given: load a running server, or plan and start one")
+    if args.server_url:
+        check_reachable(args.server_url, "--server-url")
+        yield args.server_url, args.request_model, None
+        return
+    plan, server = server_from_options(with_run_defaults(vars(args), PLAN_OPTIONS), args.engine)
+    try:
+        yield server.start().url, server.request_model, plan
+    finally:
+        server.stop()
+
+
 def _run_load(args: argparse.Namespace) -> int:
     import locust  # noqa: F401  first: gevent monkey-patches the process before anything opens a socket
 
     from .load.locust_run import run_load
-    from .load.locust_setup import check_reachable, server_from_options
     from .load.scenarios import load_scenario
     from .report.load_output import format_load, load_json
     from .report.verdicts import load_verdicts
 
-    if args.server_url and args.model:
-        raise BadInputError("--server-url and --model both given: load a running server, or plan and start one")
     scenario = load_scenario(args.scenario)
-    server = None if args.server_url else \
-        server_from_options(with_run_defaults(vars(args), PLAN_OPTIONS), args.engine)[1]
-    try:
-        if server is None:
-            url, model = args.server_url, args.request_model
-            check_reachable(url, "--server-url")
-        else:
-            url, model = server.start().url, server.request_model
+    with _load_target(args) as (url, model, _):
         result = run_load(scenario, url, users=args.users, spawn_rate=args.spawn_rate or args.users,
                           duration_s=args.run_time, model=model, csv_prefix=args.csv, html_path=args.html,
                           max_graphs=args.graphs)
-    finally:
-        if server is not None:
-            server.stop()
     verdicts = load_verdicts(result, args.slo)
     print(format_load(result, verdicts))
     if args.json is not None:
         args.json.write_text(json.dumps(load_json(result, verdicts), indent=2) + "\n", encoding="utf-8")
     return EXIT_DOES_NOT_FIT if any(verdict.failed for verdict in verdicts) else EXIT_OK
+
+
+def _run_capacity(args: argparse.Namespace) -> int:
+    import locust  # noqa: F401  first: gevent monkey-patches the process before anything opens a socket
+
+    from .load.capacity import CAPACITY_SCENARIO, capacity_json, format_capacity
+    from .load.locust_run import run_capacity
+    from .load.scenarios import load_scenario
+
+    scenario = load_scenario(args.scenario) if args.scenario else CAPACITY_SCENARIO
+    if args.max_users is not None and args.start_users > args.max_users:  # before a server starts
+        raise BadInputError(f"--start-users {args.start_users} is above --max-users {args.max_users}")
+    with _load_target(args) as (url, model, plan):
+        slots = plan.config.parallel if plan is not None else None
+        max_users = max(args.max_users or (max(8, 2 * slots) if slots else 16), args.start_users)
+        result = run_capacity(scenario, url, model=model, start=args.start_users, step=args.step_users,
+                              max_users=max_users, step_s=args.step_time, ttft_p95_s=args.ttft_p95)
+    result.planned_slots, result.profile = slots, plan.profile.name if plan is not None else None
+    print(format_capacity(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(capacity_json(result), indent=2) + "\n", encoding="utf-8")
+    return EXIT_OK if result.knee is not None else EXIT_DOES_NOT_FIT
 
 
 def _run_profiles() -> int:
@@ -292,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_serve(args)
         if args.command == "load":
             return _run_load(args)
+        if args.command == "capacity":
+            return _run_capacity(args)
         if args.command == "diagnose":
             return _run_diagnose(args)
         if args.command == "profiles":

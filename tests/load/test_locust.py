@@ -181,3 +181,26 @@ def test_vramcap_load_gates_on_slos_and_keeps_locusts_reports(tmp_path: Path, gr
     assert "[FAIL] slo:output_tps" in result.stdout
     assert (tmp_path / "l_stats.csv").is_file() and "<html" in (tmp_path / "l.html").read_text()[:500].lower()
     assert processes_with(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize(("ttft_p95", "code", "knee", "verdict"), [
+    ("600", 0, 2, "knee: at least 2 concurrent agents meet TTFT p95 <= 600 s on 16gb (the ramp stopped at "
+                  "--max-users 2); the plan has 2 slots"),
+    ("0.0001", 1, None, "knee: none: even 1 agent(s) miss TTFT p95 <= 0.0001 s on 16gb; the plan has 2 slots"),
+])
+def test_vramcap_capacity_steps_agents_up_to_the_knee(tmp_path: Path, ttft_p95: str, code: int, knee: int | None,
+                                                      verdict: str) -> None:
+    """No outcome here rests on a clock: no HTTP answer comes within 0.1 ms, and every one within 600 s."""
+    report = tmp_path / "capacity.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest_vramcap.cli", "capacity", "--model", "tiny:Q8_0", "--agents", "2", "--ctx",
+         "512", "--models-dir", str(tmp_path / "models"), "--ttft-p95", ttft_p95, "--max-users", "2",
+         "--step-time", "3", "--json", str(report)],
+        capture_output=True, text=True, timeout=400, cwd=tmp_path, env={**os.environ, "LLAMA_ARG_REPACK": "0"})
+    assert result.returncode == code, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == verdict
+    data = json.loads(report.read_text())
+    assert data["knee"] == knee and data["planned_slots"] == 2
+    assert [step["users"] for step in data["steps"]] == ([1, 2] if knee else [1])
+    assert all(step["requests"] >= 1 and step["failed"] == 0 for step in data["steps"])
+    assert processes_with(str(tmp_path)) == []

@@ -1,9 +1,11 @@
-"""A headless Locust run through Locust's library API: ``vramcap load`` and the pytest gate run this.
+"""Headless Locust runs through Locust's library API: ``vramcap load`` (and the pytest gate) and ``vramcap capacity``.
 
-One local runner (``Environment.create_local_runner``) with :class:`~.locust_setup.AgentUser`,
-a user count, a spawn rate and a duration; Locust's own CSV and HTML reports when asked
-for; and a :class:`LoadResult` summarised by the project's metric formulas
-(load/metrics.py) from every request the users finished.
+One local runner (``Environment.create_local_runner``) with :class:`~.locust_setup.AgentUser`.
+:func:`run_load`: a user count, a spawn rate and a duration; Locust's own CSV and HTML
+reports when asked for; and a :class:`LoadResult` summarised by the project's metric
+formulas (load/metrics.py) from every request the users finished. :func:`run_capacity`: a
+:class:`StepShape` (Locust's LoadTestShape) adds agents step by step until TTFT p95 breaks
+its limit (load/capacity.py judges each step).
 
 Importing this module imports Locust, which monkey-patches the process for gevent: call it
 from a process of its own (the ``vramcap`` command), never from the pytest process.
@@ -15,16 +17,23 @@ import time
 from pathlib import Path
 
 import gevent
-from locust import events
+from locust import LoadTestShape, events
 from locust.env import Environment
 
+from .capacity import CapacityResult, StepResult, judge_step
 from .locust_setup import AgentUser, quit_after_graphs
 from .metrics import Distribution, summarize
 from .results import LoadResult
 from .scenarios import Scenario
 from .tally import LoadTally
 
-__all__ = ["run_load"]
+__all__ = ["StepShape", "run_capacity", "run_load"]
+
+
+def _environment(scenario: Scenario, url: str, model: str | None, shape: LoadTestShape | None = None) -> Environment:
+    AgentUser.scenario, AgentUser.model, AgentUser.records, AgentUser.open_requests = scenario, model, [], {}
+    AgentUser.tally = LoadTally(started_at=time.monotonic())
+    return Environment(user_classes=[AgentUser], events=events, host=url, shape_class=shape)
 
 
 def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, duration_s: float,
@@ -35,10 +44,8 @@ def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, dur
     from locust.html import get_html_report
     from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 
-    AgentUser.scenario, AgentUser.model, AgentUser.records = scenario, model, []
-    AgentUser.tally = tally = LoadTally(started_at=time.monotonic())
-    environment = Environment(user_classes=[AgentUser], events=events, host=url)
-    runner = environment.create_local_runner()
+    environment = _environment(scenario, url, model)
+    runner, tally = environment.create_local_runner(), AgentUser.tally
     writer = None
     if csv_prefix:
         writer = StatsCSVFileWriter(environment, PERCENTILES_TO_REPORT, csv_prefix, full_history=False)
@@ -61,3 +68,47 @@ def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, dur
                       graph_s=Distribution.of(wall for wall, ok in tally.graph_walls if ok), graphs=tally.graphs,
                       failed_graphs=sum(not ok for _, ok in tally.graph_walls), locust_failures=failures)
 
+
+
+class StepShape(LoadTestShape):
+    """``start``, ``start + step``, ... concurrent agents, ``step_s`` seconds each, until a step misses TTFT p95 <=
+    ``ttft_p95_s`` or ``max_users`` have had their step; every step's result is in :attr:`steps`."""
+
+    abstract = True  # built by run_capacity with its numbers, never picked up from a locustfile
+
+    def __init__(self, *, start: int, step: int, max_users: int, step_s: float, ttft_p95_s: float) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.start, self.step, self.max_users, self.step_s, self.ttft_p95_s = start, step, max_users, step_s, ttft_p95_s
+        self.steps: list[StepResult] = []
+        self._step_started: float | None = None
+
+    def users_at(self, index: int) -> int:
+        return min(self.start + index * self.step, self.max_users)
+
+    def tick(self) -> tuple[int, float] | None:
+        now = time.monotonic()
+        if self._step_started is None:
+            self._step_started = now
+        elif now - self._step_started >= self.step_s:
+            users = self.users_at(len(self.steps))
+            result = judge_step(users, AgentUser.records, list(AgentUser.open_requests.values()), self._step_started,
+                                now, self.ttft_p95_s)
+            self.steps.append(result)
+            if not result.met or users >= self.max_users:
+                return None
+            self._step_started = now
+        users = self.users_at(len(self.steps))
+        return users, float(users)  # the whole step's agents at once: a step is one level of concurrency
+
+
+def run_capacity(scenario: Scenario, url: str, *, model: str | None, start: int, step: int, max_users: int,
+                 step_s: float, ttft_p95_s: float) -> CapacityResult:
+    """Ramp concurrent agents against ``url`` until TTFT p95 breaks ``ttft_p95_s``; the steps and the knee."""
+    shape = StepShape(start=start, step=step, max_users=max_users, step_s=step_s, ttft_p95_s=ttft_p95_s)
+    environment = _environment(scenario, url, model, shape)
+    runner = environment.create_local_runner()
+    runner.start_shape()
+    if runner.shape_greenlet is not None:
+        runner.shape_greenlet.join()  # tick() returned None: the ramp is over
+    runner.quit()
+    return CapacityResult(scenario=scenario.name, ttft_p95_s=ttft_p95_s, max_users=max_users, steps=shape.steps)
