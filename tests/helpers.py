@@ -84,6 +84,25 @@ def misbehaving_server(drip_s: float | None) -> Iterator[int]:
         listener.close()
 
 
+def read_request(conn: socket.socket) -> bytes | None:
+    """One HTTP request's bytes from ``conn`` (its head, and its body when it has a Content-Length); None if the
+    peer closes first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lengths = [line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    while lengths and len(body) < int(lengths[0]):
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 @contextmanager
 def canned_server(body: bytes, content_type: str = "text/event-stream") -> Iterator[str]:
     """An HTTP server on 127.0.0.1 that answers every request with ``body`` and closes. Yields its URL."""
@@ -101,12 +120,7 @@ def canned_server(body: bytes, content_type: str = "text/event-stream") -> Itera
                 continue
             with conn:
                 conn.settimeout(5)
-                request = b""
-                while b"\r\n\r\n" not in request:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    request += chunk
+                read_request(conn)
                 head = (f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
                         f"Connection: close\r\n\r\n").encode()
                 try:

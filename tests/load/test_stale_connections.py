@@ -24,6 +24,7 @@ import pytest
 
 from pytest_vramcap.errors import StreamCut
 from pytest_vramcap.load.client import ChatClient, ChatRequest
+from tests.helpers import read_request
 
 REPO = Path(__file__).parents[2]
 EVENTS = b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in (
@@ -43,17 +44,8 @@ def closing_server(*, cut_after_status: bool = False) -> Iterator[tuple[str, dic
     def serve(conn: socket.socket) -> None:
         with conn:
             for index in range(2):
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-                head, _, body = data.partition(b"\r\n\r\n")
-                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length")))
-                while len(body) < length:
-                    body += conn.recv(65536)
+                if read_request(conn) is None:
+                    return
                 if index == 1:
                     return  # the kept-alive connection closes before the second answer
                 seen["requests"] += 1
