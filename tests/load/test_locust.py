@@ -202,5 +202,5 @@ def test_vramcap_capacity_steps_agents_up_to_the_knee(tmp_path: Path, ttft_p95: 
     data = json.loads(report.read_text())
     assert data["knee"] == knee and data["planned_slots"] == 2
     assert [step["users"] for step in data["steps"]] == ([1, 2] if knee else [1])
-    assert all(step["requests"] >= 1 and step["failed"] == 0 for step in data["steps"])
+    assert all(step["requests"] >= 1 and step["failed"] == 0 for step in data["steps"]), data["steps"]
     assert processes_with(str(tmp_path)) == []

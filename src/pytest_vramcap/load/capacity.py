@@ -36,7 +36,7 @@ class StepResult:
     users: int
     seconds: float
     requests: int
-    """Requests sent during the step: finished, failed, or still waiting at its end."""
+    """Requests sent during the step: finished, failed, or still open at its end."""
     failed: int
     failures: dict[str, str]
     """The first error of each failure kind (load/failures.py) among them."""
@@ -54,9 +54,10 @@ def judge_step(users: int, finished: Iterable[RequestRecord], open_requests: Ite
     finished = list(finished)
     sent = [record for record in finished if start <= record.t_send < end]
     ttfts = [record.ttft for record in sent if record.ttft is not None]
-    waiting = 0
+    waiting = still_open = 0
     for record in open_requests:
         if start <= record.t_send < end:
+            still_open += 1
             if record.t_first is not None:
                 ttfts.append(record.t_first - record.t_send)
             else:
@@ -71,9 +72,9 @@ def judge_step(users: int, finished: Iterable[RequestRecord], open_requests: Ite
     tokens = sum(record.n_out for record in finished
                  if record.t_last is not None and start <= record.t_last < end)
     met = failed == 0 and distribution is not None and distribution.p95 <= ttft_p95_s
-    return StepResult(users=users, seconds=end - start, requests=len(sent) + waiting, failed=failed, failures=failures,
-                      waiting=waiting,
-                      ttft=distribution, output_tps=tokens / (end - start) if end > start else 0.0, met=met)
+    return StepResult(users=users, seconds=end - start, requests=len(sent) + still_open, failed=failed,
+                      failures=failures, waiting=waiting, ttft=distribution,
+                      output_tps=tokens / (end - start) if end > start else 0.0, met=met)
 
 
 @dataclass

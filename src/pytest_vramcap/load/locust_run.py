@@ -71,8 +71,9 @@ def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, dur
 
 
 class StepShape(LoadTestShape):
-    """``start``, ``start + step``, ... concurrent agents, ``step_s`` seconds each, until a step misses TTFT p95 <=
-    ``ttft_p95_s`` or ``max_users`` have had their step; every step's result is in :attr:`steps`."""
+    """``start``, ``start + step``, ... concurrent agents, ``step_s`` seconds each (longer until as many requests
+    as agents were sent in it), until a step misses TTFT p95 <= ``ttft_p95_s`` or ``max_users`` have had their
+    step; every step's result is in :attr:`steps`."""
 
     abstract = True  # built by run_capacity with its numbers, never picked up from a locustfile
 
@@ -82,6 +83,10 @@ class StepShape(LoadTestShape):
         self.steps: list[StepResult] = []
         self._step_started: float | None = None
 
+    @staticmethod
+    def _sent_since(start: float) -> int:
+        return sum(record.t_send >= start for record in (*AgentUser.records, *AgentUser.open_requests.values()))
+
     def users_at(self, index: int) -> int:
         return min(self.start + index * self.step, self.max_users)
 
@@ -89,7 +94,8 @@ class StepShape(LoadTestShape):
         now = time.monotonic()
         if self._step_started is None:
             self._step_started = now
-        elif now - self._step_started >= self.step_s:
+        elif now - self._step_started >= self.step_s and self._sent_since(self._step_started) >= self.users_at(
+                len(self.steps)):  # a busy machine may start the agents late: judge a step once each has asked
             users = self.users_at(len(self.steps))
             result = judge_step(users, AgentUser.records, list(AgentUser.open_requests.values()), self._step_started,
                                 now, self.ttft_p95_s)
