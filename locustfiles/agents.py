@@ -4,7 +4,9 @@
     locust -f locustfiles/agents.py --vram-profile 16gb --vramcap-model tiny:Q8_0   # plan and start one
 
 Locust's tables show TTFT, TPOT and E2E per agent and GRAPH per scenario (see
-pytest_vramcap.load.locust_users); ``locust -f locustfiles/agents.py --help`` lists the vramcap options.
+pytest_vramcap.load.locust_users); the web UI has a VRAM tab (and /vramcap); ``--processes N`` and
+``--master`` / ``--worker`` work, the master starting the server. ``locust -f locustfiles/agents.py --help``
+lists the vramcap options.
 """
 
 from pathlib import Path
