@@ -38,7 +38,6 @@ from pytest_vramcap.load.capacity import CAPACITY_SCENARIO
 from pytest_vramcap.load.client import ChatRequest
 from pytest_vramcap.load.locust_setup import AgentUser
 from pytest_vramcap.load.stream import ChatStream, RequestRecord
-from pytest_vramcap.load.tally import LoadTally
 from pytest_vramcap.load.vram_view import parse_llamacpp_metrics
 from pytest_vramcap.model.synth import write_gguf
 from pytest_vramcap.planner.memory import ServerConfig
@@ -79,8 +78,8 @@ def run(url: str, users: int, seconds: float, client: str) -> dict[str, float]:
     original = users_module.GeventChatClient
     if client == "requests":
         users_module.GeventChatClient = RequestsChatClient  # type: ignore[misc,assignment]
-    AgentUser.scenario, AgentUser.model, AgentUser.records, AgentUser.open_requests = CAPACITY_SCENARIO, None, [], {}
-    AgentUser.tally = LoadTally(started_at=time.monotonic())
+    AgentUser.scenario, AgentUser.model = CAPACITY_SCENARIO, None
+    AgentUser.begin_run(keep_records=True)
     environment = Environment(user_classes=[AgentUser], events=events, host=url)
     runner = environment.create_local_runner()
     samples: list[tuple[float, float]] = []

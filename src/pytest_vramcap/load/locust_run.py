@@ -25,14 +25,13 @@ from .locust_setup import AgentUser, quit_after_graphs
 from .metrics import Distribution, summarize
 from .results import LoadResult
 from .scenarios import Scenario
-from .tally import LoadTally
 
 __all__ = ["StepShape", "run_capacity", "run_load"]
 
 
 def _environment(scenario: Scenario, url: str, model: str | None, shape: LoadTestShape | None = None) -> Environment:
-    AgentUser.scenario, AgentUser.model, AgentUser.records, AgentUser.open_requests = scenario, model, [], {}
-    AgentUser.tally = LoadTally(started_at=time.monotonic())
+    AgentUser.scenario, AgentUser.model = scenario, model
+    AgentUser.begin_run(keep_records=True)  # summarised by load/metrics.py, judged by the capacity search
     return Environment(user_classes=[AgentUser], events=events, host=url, shape_class=shape)
 
 
@@ -83,10 +82,6 @@ class StepShape(LoadTestShape):
         self.steps: list[StepResult] = []
         self._step_started: float | None = None
 
-    @staticmethod
-    def _sent_since(start: float) -> int:
-        return sum(record.t_send >= start for record in (*AgentUser.records, *AgentUser.open_requests.values()))
-
     def users_at(self, index: int) -> int:
         return min(self.start + index * self.step, self.max_users)
 
@@ -94,15 +89,15 @@ class StepShape(LoadTestShape):
         now = time.monotonic()
         if self._step_started is None:
             self._step_started = now
-        elif now - self._step_started >= self.step_s and self._sent_since(self._step_started) >= self.users_at(
-                len(self.steps)):  # a busy machine may start the agents late: judge a step once each has asked
+        elif now - self._step_started >= self.step_s:
             users = self.users_at(len(self.steps))
             result = judge_step(users, AgentUser.records, list(AgentUser.open_requests.values()), self._step_started,
                                 now, self.ttft_p95_s)
-            self.steps.append(result)
-            if not result.met or users >= self.max_users:
-                return None
-            self._step_started = now
+            if result.requests >= users:  # a busy machine may start the agents late: judge once each has asked
+                self.steps.append(result)
+                if not result.met or users >= self.max_users:
+                    return None
+                self._step_started = now
         users = self.users_at(len(self.steps))
         return users, float(users)  # the whole step's agents at once: a step is one level of concurrency
 

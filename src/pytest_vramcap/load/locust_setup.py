@@ -39,7 +39,6 @@ from ..types import SERVED_ENGINES, EngineChoice
 from .locust_users import AgentGraphUser
 from .locust_web import install_vram_tab
 from .scenarios import load_scenario
-from .tally import LoadTally
 
 __all__ = ["AgentUser", "install", "server_from_options"]
 
@@ -79,7 +78,7 @@ def add_arguments(parser: Any) -> None:
     add("--vramcap-request-model", dest="vramcap_request_model", default=None, metavar="NAME",
         help="with --host: the model every request names (Ollama, vLLM)")
     add("--vramcap-graphs", dest="vramcap_graphs", default=None, type=argparse_type(positive_int), metavar="N",
-        help="quit once N graphs have finished (a local run; -t still applies)")
+        help="quit once N graphs have finished (a master counts its workers' graphs; -t still applies)")
 
 
 def plan_values(parsed: Any) -> dict[str, Any]:
@@ -177,7 +176,7 @@ def quit_after_graphs(runner: Any, count: int) -> None:
 def on_test_start(environment: Any, **_: Any) -> None:
     from locust.runners import WorkerRunner
 
-    AgentUser.records, AgentUser.tally = [], LoadTally(started_at=time.monotonic())
+    AgentUser.begin_run(keep_records=False)  # the tally has what the locustfile reports
     parsed = environment.parsed_options
     if isinstance(environment.runner, WorkerRunner):
         AgentUser.model = getattr(parsed, "vramcap_request_model", None)

@@ -125,11 +125,19 @@ class AgentGraphUser(User):
     model: ClassVar[str | None] = None
     """The ``model`` every request names (Ollama's created model); None for a server with one model."""
     records: ClassVar[list[RequestRecord]] = []
-    """Every finished request of this process, for summaries by the project's formulas (load/metrics.py)."""
+    """Every finished request of this process, when :meth:`begin_run` was asked to keep them (the summaries of
+    ``vramcap load`` and the capacity search); a locustfile's users, which may run for hours, keep none."""
+    keep_records: ClassVar[bool] = False
     open_requests: ClassVar[dict[int, RequestRecord]] = {}
     """This process's requests in flight (by ``id``), shared by its users' clients."""
     tally: ClassVar[LoadTally] = LoadTally()
     """Output tokens and finished graphs; a master's also holds what its workers reported (load/tally.py)."""
+
+    @classmethod
+    def begin_run(cls, *, keep_records: bool) -> None:
+        """Count a new run from now: the tally, the requests in flight, and (if asked) every finished request."""
+        cls.records, cls.keep_records, cls.open_requests = [], keep_records, {}
+        cls.tally = LoadTally(started_at=time.monotonic())
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
@@ -198,7 +206,8 @@ class AgentGraphUser(User):
         return record
 
     def _keep(self, record: RequestRecord) -> None:
-        self.records.append(record)
+        if self.keep_records:
+            self.records.append(record)
         self.tally.add_request(record.n_out, record.ok)
 
     def _fire(self, metric: str, name: str, ms: float, tokens: int, failure: Exception | None = None) -> None:

@@ -35,7 +35,8 @@ def install_vram_tab(web_ui: Any, *, plan: Callable[[], dict[str, Any] | None], 
         now = time.monotonic()
         if now - cached["at"] >= _CACHE_S:
             cached["at"], cached["snapshot"] = now, vram_snapshot(plan(), server_url(), tally())
-        return dict(cached["snapshot"])
+        snapshot_now: dict[str, Any] = cached["snapshot"]
+        return snapshot_now
 
     # Locust's update_template_args() merges its own keys into these, so they stay.
     web_ui.template_args["extended_tabs"] = [{"title": "VRAM", "key": TAB_KEY}]
