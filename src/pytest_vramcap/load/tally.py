@@ -88,6 +88,7 @@ class LoadTally:
         self.graph_walls.extend(graphs)
         if tokens:
             self._recent.append((now, tokens))
+            self._forget_before(now - RATE_WINDOW_S)  # headless runs never ask for the rate: keep only the window
         if forward:  # what a worker still owes its master; a master's merged counts are already there
             pending = self._unreported
             pending["output_tokens"] += tokens
