@@ -179,7 +179,9 @@ def test_vramcap_load_gates_on_slos_and_keeps_locusts_reports(tmp_path: Path, gr
         result.stdout
     assert data["summary"]["token_count_source"] == ["usage"]
     assert "[FAIL] slo:output_tps" in result.stdout
-    assert (tmp_path / "l_stats.csv").is_file() and "<html" in (tmp_path / "l.html").read_text()[:500].lower()
+    assert "<html" in (tmp_path / "l.html").read_text()[:500].lower()
+    rows = {(row["Type"], row["Name"]): row for row in csv.DictReader((tmp_path / "l_stats.csv").open())}
+    assert int(rows[("GRAPH", "pair-then-judge")]["Request Count"]) == data["graphs"]  # the CSV holds the end
     assert processes_with(str(tmp_path)) == []
 
 

@@ -21,7 +21,7 @@ from locust import LoadTestShape, events
 from locust.env import Environment
 
 from .capacity import CapacityResult, StepResult, judge_step
-from .locust_setup import AgentUser, quit_after_graphs
+from .locust_setup import AgentUser, let_csv_catch_up, quit_after_graphs
 from .metrics import Distribution, summarize
 from .results import LoadResult
 from .scenarios import Scenario
@@ -45,10 +45,10 @@ def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, dur
 
     environment = _environment(scenario, url, model)
     runner, tally = environment.create_local_runner(), AgentUser.tally
-    writer = None
+    writer = writing = None
     if csv_prefix:
         writer = StatsCSVFileWriter(environment, PERCENTILES_TO_REPORT, csv_prefix, full_history=False)
-        gevent.spawn(writer)
+        writing = gevent.spawn(writer)
     start = time.monotonic()
     runner.start(users, spawn_rate=spawn_rate)
     gevent.spawn_later(duration_s, runner.quit)
@@ -56,7 +56,9 @@ def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, dur
         quit_after_graphs(runner, max_graphs)
     runner.greenlet.join()
     elapsed = time.monotonic() - start
-    if writer is not None:
+    if writer is not None and writing is not None:
+        let_csv_catch_up()
+        writing.kill()
         writer.close_files()
     if html_path is not None:
         html_path.parent.mkdir(parents=True, exist_ok=True)

@@ -197,10 +197,22 @@ def on_worker_report(client_id: str, data: dict[str, Any], **_: Any) -> None:
         AgentUser.tally.merge(data["vramcap"], worker=client_id)
 
 
+def let_csv_catch_up() -> None:
+    """Locust's CSV writer rewrites its files every CSV_STATS_INTERVAL_SEC and, at exit, closes them without a last
+    write (locust/main.py shutdown, stats.StatsCSVFileWriter): a run that ends mid-interval left its last second out
+    (a graph that counted toward --vramcap-graphs was missing). Waiting one interval lets it write the final stats."""
+    import gevent
+    from locust.stats import CSV_STATS_INTERVAL_SEC
+
+    gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.1)
+
+
 def on_quitting(environment: Any, **_: Any) -> None:
     from locust.runners import MasterRunner, WorkerRunner
 
     stop_server()
+    if getattr(environment.parsed_options, "csv_prefix", None):
+        let_csv_catch_up()
     tally, runner = AgentUser.tally, environment.runner
     rate = tally.overall_rate()
     if rate is not None and not isinstance(runner, WorkerRunner):
