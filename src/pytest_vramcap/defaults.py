@@ -8,7 +8,9 @@ from __future__ import annotations
 
 __all__ = [
     "DEFAULT_AGENTS",
+    "DEFAULT_BASELINE_DIR",
     "DEFAULT_BATCH",
+    "DEFAULT_COMPARE_FAIL",
     "DEFAULT_CTX_PER_AGENT",
     "DEFAULT_FIT_MARGIN_MIB",
     "DEFAULT_HOST",
@@ -59,3 +61,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_STARTUP_TIMEOUT_S = 300.0
 
 DEFAULT_REPORT_DIR = "reports"
+
+DEFAULT_COMPARE_FAIL = "speedup:10%,ttft_p95:20%,peak_vram:2%"
+"""How much worse than its baseline a metric may get before the regression gate fails (and the noise allowance
+of report/compare.py on top)."""
+
+DEFAULT_BASELINE_DIR = ".vramcap/baselines"
+"""Where named baselines live, relative to the rootdir."""

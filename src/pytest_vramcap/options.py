@@ -20,6 +20,8 @@ from typing import Any
 
 from .defaults import (
     DEFAULT_AGENTS,
+    DEFAULT_BASELINE_DIR,
+    DEFAULT_COMPARE_FAIL,
     DEFAULT_CTX_PER_AGENT,
     DEFAULT_FIT_MARGIN_MIB,
     DEFAULT_MODEL,
@@ -31,8 +33,10 @@ from .defaults import (
 )
 from .parsers import (
     argparse_type,
+    baseline_name,
     boolean,
     choice,
+    compare_fail,
     gpu_layers,
     http_url,
     non_empty,
@@ -43,7 +47,7 @@ from .parsers import (
 )
 from .types import EMULATE_MODES, ENGINE_CHOICES, KV_CACHE_TYPES, ON_OFF
 
-__all__ = ["ENGINE_OPTIONS", "PLAN_OPTIONS", "RUN_OPTIONS", "Option", "add_options", "with_run_defaults"]
+__all__ = ["ENGINE_OPTIONS", "PLAN_OPTIONS", "RUN_OPTIONS", "Option", "add_options", "plan_change", "with_run_defaults"]
 
 _SAME = object()
 
@@ -123,8 +127,17 @@ RUN_OPTIONS: tuple[Option, ...] = (
            "median (default 3)", "N"),
     Option("emulate", choice(EMULATE_MODES), "auto", "hold a VRAM ballast so a bigger GPU offers only the profile's "
            "memory (auto: when the GPU is bigger)", "MODE"),
+    Option("save-baseline", baseline_name, None, "store this run as baseline NAME (<baseline-dir>/NAME.json), or at "
+           "a .json path", "NAME"),
+    Option("compare", baseline_name, None, "compare this run with baseline NAME (or a .json baseline or run "
+           "report) and fail it on a regression", "NAME"),
+    Option("compare-fail", compare_fail, compare_fail(DEFAULT_COMPARE_FAIL), "how much worse than the baseline a "
+           "metric may get: METRIC:PERCENT% or METRIC:AMOUNT, comma-separated (default "
+           f"{DEFAULT_COMPARE_FAIL}); half the rounds' spread is allowed on top when it is larger", "EXPR"),
+    Option("baseline-dir", Path, Path(DEFAULT_BASELINE_DIR), f"where named baselines live (default "
+           f"{DEFAULT_BASELINE_DIR} under the rootdir)", "DIR"),
 )
-"""What a pytest run does with the server (plugin only)."""
+"""What a pytest run does with the server and its results (plugin only)."""
 
 
 def add_options(addoption: Callable[..., Any], options: Iterable[Option], *, prefix: str = "",
@@ -155,3 +168,17 @@ def with_run_defaults(values: dict[str, Any], options: Iterable[Option]) -> dict
         if values.get(option.dest) is None:
             values[option.dest] = option.default_for_pytest()
     return values
+
+
+def plan_change(text: str) -> tuple[str, Any]:
+    """``ctx-per-agent=16384`` -> ("ctx_per_agent", 16384): one plan option changed, parsed by its own parser
+    (``vramcap plan --compare``)."""
+    name, sep, value = (part.strip() for part in text.partition("="))
+    name = name.removeprefix("--")
+    for option in PLAN_OPTIONS:
+        if name in (option.name, *option.aliases, option.dest):
+            if not sep:
+                raise ValueError(f"{text[:60]!r}: use {option.name}=VALUE")
+            return option.dest, option.parse(value)
+    names = ", ".join(option.name for option in PLAN_OPTIONS)
+    raise ValueError(f"{text[:60]!r}: use OPTION=VALUE with OPTION one of {names}")

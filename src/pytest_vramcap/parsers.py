@@ -14,9 +14,11 @@ from typing import Any, TypeVar
 __all__ = [
     "argparse_type",
     "base_url",
+    "baseline_name",
     "boolean",
     "checked_number",
     "choice",
+    "compare_fail",
     "gpu_layers",
     "host",
     "http_url",
@@ -124,6 +126,35 @@ def load_slo(text: str) -> tuple[str, float]:
                          f"{', '.join((*LOAD_SLO_CEILINGS, *LOAD_SLO_FLOORS))}")
     # No failure at all is a fair objective; a latency or throughput bound of 0 is not.
     return name, (non_negative_float if name == "failure_ratio" else positive_float)(value.strip())
+
+
+def compare_fail(text: str) -> tuple[tuple[str, float, bool], ...]:
+    """``speedup:10%,peak_vram:200`` -> ((metric, amount, relative), ...): how much worse a metric may get
+    than its baseline, in percent of the baseline or in the metric's own unit (pytest-benchmark's
+    ``--benchmark-compare-fail`` form). Metrics from :data:`~pytest_vramcap.types.GATE_METRICS`."""
+    from .types import GATE_METRICS
+
+    found: dict[str, tuple[str, float, bool]] = {}
+    for part in text.split(","):
+        name, sep, amount = (piece.strip() for piece in part.partition(":"))
+        if not sep or name not in GATE_METRICS:
+            raise ValueError(f"{part.strip()[:40]!r}: use METRIC:PERCENT% or METRIC:AMOUNT with METRIC one of "
+                             f"{', '.join(GATE_METRICS)}")
+        relative = amount.endswith("%")
+        value = non_negative_float(amount.removesuffix("%").strip())
+        found[name] = (name, value, relative)  # a metric named twice: the last wins, as on a command line
+    return tuple(found.values())
+
+
+def baseline_name(text: str) -> str:
+    """A baseline's name (``main``, ``qwen14b-8k``: letters, digits, ``.``, ``_``, ``-``) or a path to a ``.json``
+    file (a baseline another job saved)."""
+    import re
+
+    name = text.strip()
+    if name.endswith(".json") or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        return name
+    raise ValueError(f"{text[:60]!r}: a name of letters, digits, '.', '_' and '-', or a path ending in .json")
 
 
 def gpu_layers(text: str) -> int | None:

@@ -10,6 +10,7 @@ from typing import Literal, get_args
 __all__ = [
     "EMULATE_MODES",
     "ENGINE_CHOICES",
+    "GATE_METRICS",
     "KV_CACHE_TYPES",
     "ON_OFF",
     "RUN_MODES",
@@ -19,6 +20,7 @@ __all__ = [
     "EmulateMode",
     "EngineChoice",
     "EngineKind",
+    "GateMetric",
     "KvCacheType",
     "OnOff",
     "Outcome",
@@ -55,3 +57,8 @@ RUN_MODES: tuple[RunMode, ...] = get_args(RunMode)
 WeightsMode = Literal["random", "zeros", "sparse"]
 """What a synthetic GGUF's data region holds."""
 WEIGHTS_MODES: tuple[WeightsMode, ...] = get_args(WeightsMode)
+
+GateMetric = Literal["speedup", "seq_wall", "par_wall", "ttft_p50", "ttft_p95", "tpot_p50", "tpot_p95",
+                     "output_tps", "peak_vram"]
+"""What the regression gate compares against a baseline (report/snapshot.py defines each)."""
+GATE_METRICS: tuple[GateMetric, ...] = get_args(GateMetric)

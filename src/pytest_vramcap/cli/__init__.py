@@ -1,6 +1,7 @@
 """The ``vramcap`` command.
 
-    vramcap plan --model SRC [--profile P] [--agents N] [--ctx-per-agent C] ...
+    vramcap plan --model SRC [--profile P] [--agents N] [--ctx-per-agent C] ... [--compare OPTION=VALUE]...
+    vramcap compare BASELINE.json CURRENT.json [--fail EXPR] [--all] [--json]
     vramcap synth SHAPE [--quant Q4_K_M] --out PATH [--layers N] [--weights random|zeros|sparse]
     vramcap serve --model SRC [--profile P] [plan options] [--engine llamacpp|ollama] [--port N]
     vramcap load [--server-url URL | plan options] [--scenario YAML] [--users N] [--run-time S] [--slo K=V]...
@@ -10,9 +11,10 @@
     vramcap shapes
 
 Options come from the table in :mod:`.options`, shared with the pytest plugin.
-Exit codes: 0 ok (plan fits, a log without OOM or offload), 1 the plan does not fit (or a
-served engine died, or a diagnosed log shows an OOM or a CPU offload, or a load missed an SLO, or
-no step of a capacity search met its objective),
+Exit codes: 0 ok (plan fits, a log without OOM or offload), 1 the plan does not fit (the changed
+one with --compare; or a run regressed against its baseline; or a served engine died, or a
+diagnosed log shows an OOM or a CPU offload, or a load missed an SLO, or no step of a capacity
+search met its objective),
 2 bad input (a file that cannot be read or written included), 3 an engine that cannot
 start or be reached. Errors print one line, ``vramcap: error: ...`` (a server that
 failed to start adds its log's last error line), never a traceback.
@@ -41,6 +43,7 @@ from ..parsers import (
 from ..types import SERVED_ENGINES, WEIGHTS_MODES
 from .exits import EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT, EXIT_ENGINE, EXIT_OK
 from .load_commands import add_capacity_options, add_load_options, run_capacity, run_load
+from .report_commands import add_compare_options, add_plan_compare_option, run_compare, run_plan_compare
 
 if TYPE_CHECKING:
     from ..engines.base import Server
@@ -78,6 +81,7 @@ def _build_parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="plan a server config for a model on a VRAM profile")
     add_options(plan.add_argument, PLAN_OPTIONS, required={"model"})
     plan.add_argument("--json", action="store_true", help="print one JSON object")
+    add_plan_compare_option(plan)
     _add_synth_options(commands.add_parser("synth", help="write a synthetic GGUF shaped like a real model"))
     serve = commands.add_parser("serve", help="plan, start llama-server (or ollama serve), and keep it up until "
                                               "Ctrl-C")
@@ -99,6 +103,8 @@ def _build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--model", metavar="SRC", default=None,
                           help="the model the log served (GGUF, shape, ollama:NAME): says exactly how many MiB moved")
     diagnose.add_argument("--quant", default=None, metavar="MIX", help="quantization mix for a shape named without one")
+    add_compare_options(commands.add_parser("compare", help="compare two runs (a baseline and a run report): the "
+                                                            "regression gate's table, exit 1 on a regression"))
     commands.add_parser("profiles", help="list the built-in VRAM profiles")
     commands.add_parser("shapes", help="list the known model shapes")
     return parser
@@ -113,6 +119,8 @@ def _plan(args: argparse.Namespace) -> Plan:
 def _run_plan(args: argparse.Namespace) -> int:
     from ..planner.output import format_plan
 
+    if args.compare:
+        return run_plan_compare(args)
     plan = _plan(args)
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
@@ -240,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_capacity(args)
         if args.command == "diagnose":
             return _run_diagnose(args)
+        if args.command == "compare":
+            return run_compare(args)
         if args.command == "profiles":
             return _run_profiles()
         return _run_shapes()

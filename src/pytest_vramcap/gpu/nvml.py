@@ -142,12 +142,23 @@ class MemorySampler:
         values = [s.process_mib for s in self.samples if s.process_mib is not None]
         return max(values, default=None)
 
-    def to_dict(self, timeline: bool = False) -> dict[str, Any]:
+    def peak_between(self, start: float, end: float) -> float | None:
+        """The most memory the process (else the device) held between two ``time.monotonic()`` readings."""
+        inside = [s for s in self.samples if start <= s.t <= end]
+        process = [s.process_mib for s in inside if s.process_mib is not None]
+        return max(process) if process else max((s.device_used_mib for s in inside), default=None)
+
+    def to_dict(self, timeline: bool = False, max_points: int = 1000) -> dict[str, Any]:
+        """Peaks; with ``timeline``, (seconds since the first sample, device MiB, process MiB, GPU %) rows, at most
+        ``max_points`` of them: each keeps the highest sample of its stretch, so no peak is lost."""
         data: dict[str, Any] = {"uuid": self.uuid, "pid": self.pid, "interval_s": self.interval_s,
                                 "samples": len(self.samples), "peak_device_mib": self.peak_device_mib,
                                 "peak_process_mib": self.peak_process_mib}
         if timeline and self.samples:
             t0 = self.samples[0].t
-            data["timeline"] = [(round(s.t - t0, 3), s.device_used_mib, s.process_mib, s.gpu_util_pct)
-                                for s in self.samples]
+            stride = -(-len(self.samples) // max_points)
+            kept = [max(self.samples[i:i + stride], key=lambda s: s.device_used_mib)
+                    for i in range(0, len(self.samples), stride)]
+            data["t0_monotonic"] = t0
+            data["timeline"] = [(round(s.t - t0, 3), s.device_used_mib, s.process_mib, s.gpu_util_pct) for s in kept]
         return data

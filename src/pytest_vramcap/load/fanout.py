@@ -40,10 +40,19 @@ class ModeResult:
     step_walls_s: dict[str, float]
     records: list[RequestRecord]
     errors: list[str] = field(default_factory=list)
+    started: float | None = None
+    """When the pass began (``time.monotonic()``): the origin of its requests' timeline."""
 
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    @property
+    def origin(self) -> float:
+        """The pass's start, else its first send: what request times are measured from."""
+        if self.started is not None:
+            return self.started
+        return min((record.t_send for record in self.records), default=0.0)
 
     def summary(self) -> Summary:
         return summarize(self.records, self.wall_s)
@@ -157,7 +166,7 @@ async def run_scenario(client: ChatClient, scenario: Scenario, mode: RunMode, se
         state[step.name] = outputs  # the step's outputs merge only after all its agents finished
         if errors:
             break  # later steps would read missing outputs
-    return ModeResult(mode, time.monotonic() - start, step_walls, records, errors)
+    return ModeResult(mode, time.monotonic() - start, step_walls, records, errors, started=start)
 
 
 async def run_both(url: str, scenario: Scenario, *, model: str | None = None, warmup: bool = True,

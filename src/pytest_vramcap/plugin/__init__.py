@@ -48,10 +48,12 @@ def pytest_configure(config: pytest.Config) -> None:
     from ..errors import VramcapError
     from ..planner.resolve import plan_from_options
     from ..planner.solver import make_plan
+    from .gate import RegressionGate
     from .reporter import Reporter
     from .runstate import RunState
     from .xdist import XdistBridge, is_xdist_controller, worker_server_url
 
+    gate: RegressionGate | None = None
     try:
         plan = plan_from_options(settings.plan_values, settings.model_source())
         state = RunState(settings, plan, PytestConsole(config), worker_url=worker_server_url(config))
@@ -60,13 +62,14 @@ def pytest_configure(config: pytest.Config) -> None:
             state.plan = make_plan(plan.spec, plan.profile.with_overhead_of(running), plan.request)
         state.check_engine_can_run_plan()
         if not is_worker(config):
+            gate = RegressionGate(settings)  # reads the baseline: a missing one is a usage error before any start
             state.emulate_profile()
     except VramcapError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[RUN_STATE_KEY] = state
-    if is_worker(config):
+    if gate is None:  # an xdist worker: the controller reports
         return
-    reporter = config.stash[REPORTER_KEY] = Reporter(state)
+    reporter = config.stash[REPORTER_KEY] = Reporter(state, gate)
     config.pluginmanager.register(reporter, "vramcap-reporter")
     if is_xdist_controller(config):
         config.pluginmanager.register(XdistBridge(state), "vramcap-xdist")

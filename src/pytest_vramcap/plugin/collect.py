@@ -21,7 +21,13 @@ from ..report.schema import ScenarioResult
 from ..report.verdicts import Verdict, scenario_verdicts, start_failure_verdicts
 from .stash import RESULT_PROPERTY, RUN_STATE_KEY
 
-__all__ = ["ScenarioFile", "ScenarioItem"]
+__all__ = ["ScenarioFile", "ScenarioItem", "record_result"]
+
+
+def record_result(item: pytest.Item, result: ScenarioResult) -> None:
+    """Hand ``result`` to the reporter (the run report, the baseline) and its key metrics to JUnit XML."""
+    item.user_properties.append((RESULT_PROPERTY, result.model_dump_json()))
+    item.user_properties.extend(result.junit_properties())
 
 
 class ScenarioFile(pytest.File):
@@ -55,7 +61,7 @@ class ScenarioItem(pytest.Item):
         else:
             verdicts = scenario_verdicts(state.plan, state.evidence(), run, minimum, self.scenario.expect.slo.items())
         result = ScenarioResult.of(self.scenario.name, self.nodeid, run, minimum, verdicts)
-        self.user_properties.append((RESULT_PROPERTY, result.model_dump_json()))
+        record_result(self, result)
         if not result.passed:
             raise ScenarioFailed(verdicts)
 

@@ -53,8 +53,10 @@ def vramcap_gpu(request: pytest.FixtureRequest) -> list[GpuInfo]:
 class FanoutRunner:
     """Runs scenarios against the run's server; expectations come from the ``vramcap`` marker."""
 
-    def __init__(self, state: RunState, marker_kwargs: dict[str, Any]) -> None:
+    def __init__(self, state: RunState, marker_kwargs: dict[str, Any], item: pytest.Item | None = None) -> None:
         self._state = state
+        self._item = item
+        """The test whose runs :meth:`check` records in the run report, the baseline and JUnit XML."""
         self.min_speedup: float | None = marker_kwargs.get("min_speedup")
         self.slo: dict[str, float] = marker_kwargs.get("slo") or {}
 
@@ -66,18 +68,26 @@ class FanoutRunner:
             scenario = load_scenario(scenario)
         return self._state.run_scenario(scenario)
 
+    def _minimum(self, run: ScenarioRun) -> float | None:
+        return self._state.min_speedup_for(run.scenario, self.min_speedup)
+
     def verdicts(self, run: ScenarioRun) -> list[Verdict]:
         from ..report.verdicts import scenario_verdicts
 
         state = self._state
-        minimum = state.min_speedup_for(run.scenario, self.min_speedup)
         slos = run.scenario.expect.slo.items() + sorted(self.slo.items())
-        return scenario_verdicts(state.plan, state.evidence(), run, minimum, slos)
+        return scenario_verdicts(state.plan, state.evidence(), run, self._minimum(run), slos)
 
     def check(self, run: ScenarioRun) -> None:
-        """Fail the test with every verdict's evidence unless all pass."""
+        """Fail the test with every verdict's evidence unless all pass; the run joins the run report."""
         __tracebackhide__ = True
         verdicts = self.verdicts(run)
+        if self._item is not None:
+            from ..report.schema import ScenarioResult
+            from .collect import record_result
+
+            record_result(self._item, ScenarioResult.of(run.scenario.name, self._item.nodeid, run,
+                                                        self._minimum(run), verdicts))
         if any(v.failed for v in verdicts):
             raise AssertionError("\n".join(v.describe() for v in verdicts))
 
@@ -92,7 +102,7 @@ def _marker_kwargs(request: pytest.FixtureRequest) -> dict[str, Any]:
 @pytest.fixture
 def vramcap_fanout(request: pytest.FixtureRequest) -> FanoutRunner:
     """``vramcap_fanout.run(path_or_scenario)`` -> ScenarioRun; ``.check(run)`` applies the verdicts."""
-    return FanoutRunner(_state(request), _marker_kwargs(request))
+    return FanoutRunner(_state(request), _marker_kwargs(request), request.node)
 
 
 @pytest.fixture

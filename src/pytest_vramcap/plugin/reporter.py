@@ -2,9 +2,10 @@
 
 It names the plan in the header, collects every scenario result (from this
 process or, through ``user_properties``, from workers), fails the run on
-session-level verdicts the pytest-cov way (counting a failure in a
-``pytest_runtestloop`` wrapper, so teardown still runs), stops the server,
-writes the JSON report and prints the verdict table.
+session-level verdicts and on a regression against the baseline the pytest-cov
+way (counting a failure in a ``pytest_runtestloop`` wrapper, so teardown still
+runs), stops the server, writes the JSON, HTML and Markdown reports (and the
+baseline) and prints the verdict table.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import pytest
 
 from ..net import redact
 from ..report.files import write_report
-from ..report.schema import RunReport, ScenarioResult, versions
+from ..report.markdown import append_step_summary, render_markdown
+from ..report.schema import RunReport, ScenarioResult, machine, versions
 from ..report.terminal import summary_table
 from ..report.verdicts import Verdict, session_verdicts
+from .gate import RegressionGate
 from .runstate import RunState
 from .stash import RESULT_PROPERTY
 
@@ -26,12 +29,15 @@ __all__ = ["Reporter"]
 
 
 class Reporter:
-    def __init__(self, state: RunState) -> None:
+    def __init__(self, state: RunState, gate: RegressionGate) -> None:
         self.state = state
+        self.gate = gate
         self.results: list[ScenarioResult] = []
         self.session_verdicts: list[Verdict] = []
         self.report_path: Path | None = None
         self.report_error: str | None = None
+        self.step_summary: Path | None = None
+        self.run_passed = True
         self.ran = False
         """Whether any test ran: --collect-only and runs stopped at collection write no report."""
 
@@ -54,13 +60,15 @@ class Reporter:
             f"GPU {gpu}",
         ]
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.ran = True
-        if report.when != "call":
-            return
-        for name, value in report.user_properties:
-            if name == RESULT_PROPERTY:
-                self.results.append(ScenarioResult.model_validate_json(str(value)))
+        if report.when == "call":
+            for name, value in report.user_properties:
+                if name == RESULT_PROPERTY:
+                    self.results.append(ScenarioResult.model_validate_json(str(value)))
+        # Before junitxml reads them: the whole result is this report's, JUnit gets the key metrics alone.
+        report.user_properties = [(name, value) for name, value in report.user_properties if name != RESULT_PROPERTY]
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Iterator[None]:
@@ -70,29 +78,44 @@ class Reporter:
         self.session_verdicts = session_verdicts(server.evidence() if server else None, self.state.server_error)
         if any(v.failed for v in self.session_verdicts):
             session.testsfailed += 1
+        if self.ran:
+            comparison = self.gate.judge(self._report(passed=session.testsfailed == 0))
+            if comparison is not None and comparison.regressed:
+                session.testsfailed += 1
         return result
+
+    def _report(self, passed: bool) -> RunReport:
+        state = self.state
+        results = [result.model_copy(update={"peak_vram_mib": state.peak_vram_between(*result.window)})
+                   if result.window else result for result in self.results]
+        return RunReport(
+            profile=state.plan.profile.to_dict(),
+            plan=state.plan.to_dict(),
+            engine=state.engine_report(),
+            gpu=state.gpu_report(),
+            versions=versions(),
+            machine=machine(),
+            scenarios=results,
+            session_verdicts=self.session_verdicts,
+            passed=passed,
+            comparison=self.gate.comparison.to_dict() if self.gate.comparison else None,
+        )
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         state = self.state
         state.stop()  # before the report: llama-server prints its memory breakdown on the way out
         if not (self.ran or state.server is not None):
             return
-        report = RunReport(
-            profile=state.plan.profile.to_dict(),
-            plan=state.plan.to_dict(),
-            engine=state.engine_report(),
-            gpu=state.gpu_report(),
-            versions=versions(),
-            scenarios=self.results,
-            session_verdicts=self.session_verdicts,
-            passed=session.testsfailed == 0,
-        )
+        report = self._report(passed=session.testsfailed == 0)
+        self.run_passed = report.passed
         try:
             self.report_path = write_report(report, state.settings.report_dir)
+            self.step_summary = append_step_summary(render_markdown(report))
         except OSError as exc:
             self.report_error = (f"vramcap: cannot write the report to {state.settings.report_dir}: "
                                  f"{exc.strerror or exc}")
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        self.gate.save(report)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         write = terminalreporter.write_line
@@ -101,7 +124,12 @@ class Reporter:
             write(summary_table(self.results))
         for verdict in self.session_verdicts:
             write(verdict.describe(), red=True)
+        for line, bad in self.gate.summary_lines(self.run_passed):
+            write(line, red=bad)
         if self.report_path is not None:
             write(f"vramcap report: {self.report_path}")
+            write(f"vramcap report: {self.report_path.with_suffix('.html')} (a browser), .md (Markdown) next to it")
+        if self.step_summary is not None:
+            write(f"vramcap summary appended to {self.step_summary}")
         if self.report_error is not None:
             write(self.report_error, red=True)

@@ -164,5 +164,9 @@ class RunState:
             "emulated_profile": None if ballast is None else {
                 "profile": self.plan.profile.name, "free_target_mib": self.plan.profile.usable_mib,
                 "ballast_mib": ballast.held_mib, "free_before_mib": ballast.free_before_mib},
-            "measured": self.sampler.to_dict() if self.sampler is not None else None,
+            "measured": self.sampler.to_dict(timeline=True) if self.sampler is not None else None,
         }
+
+    def peak_vram_between(self, start: float, end: float) -> float | None:
+        """The server's peak GPU memory (MiB) between two ``time.monotonic()`` readings, when NVML sampled it."""
+        return self.sampler.peak_between(start, end) if self.sampler is not None else None

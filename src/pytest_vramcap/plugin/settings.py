@@ -75,6 +75,15 @@ def _resolve(config: pytest.Config, option: Option) -> Any:
     return base / value if isinstance(value, Path) and not value.is_absolute() else value
 
 
+def _baseline_file(ref: str | None, directory: Path, config: pytest.Config) -> Path | None:
+    """A baseline name as ``directory/NAME.json``; a ``.json`` path as given (against the invocation directory)."""
+    if ref is None:
+        return None
+    if ref.endswith(".json"):
+        return config.invocation_params.dir / ref
+    return directory / f"{ref}.json"
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the user asked this pytest run to do."""
@@ -90,6 +99,11 @@ class Settings:
     models_dir: Path | None
     fit: bool
     emulate: EmulateMode
+    save_baseline: Path | None = None
+    """Where to store this run as a baseline (``--vramcap-save-baseline``)."""
+    compare: Path | None = None
+    """The baseline (or run report) to compare with (``--vramcap-compare``)."""
+    compare_fail: tuple[tuple[str, float, bool], ...] = ()
 
     @property
     def profile(self) -> str:
@@ -125,7 +139,10 @@ class Settings:
                    server_url=server_url, report_dir=values["report_dir"], min_speedup=values["min_speedup"],
                    rounds=values["rounds"],
                    startup_timeout=values["startup_timeout"], models_dir=values["models_dir"],
-                   fit=values["fit"] == "on", emulate=values["emulate"])
+                   fit=values["fit"] == "on", emulate=values["emulate"],
+                   save_baseline=_baseline_file(values["save_baseline"], values["baseline_dir"], config),
+                   compare=_baseline_file(values["compare"], values["baseline_dir"], config),
+                   compare_fail=values["compare_fail"])
 
     def model_source(self) -> ModelSource:
         """The model to plan, as the engine takes it (:func:`~pytest_vramcap.engines.provision.model_source_for`)."""

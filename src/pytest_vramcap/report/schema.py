@@ -13,12 +13,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ..load.client import RequestRecord
 from ..load.fanout import ModeRuns, ScenarioRun
 from ..load.metrics import Summary
 from ..types import RunMode
 from .verdicts import Verdict
 
-__all__ = ["SCHEMA_VERSION", "ModeReport", "RunReport", "ScenarioResult", "versions"]
+__all__ = ["SCHEMA_VERSION", "ModeReport", "RunReport", "ScenarioResult", "machine", "versions"]
 
 SCHEMA_VERSION = 1
 
@@ -34,13 +35,28 @@ class ModeReport(BaseModel):
     step_walls_s: dict[str, float]
     errors: list[str]
     summary: Summary
+    """Over every pass's requests."""
+    passes: list[Summary] = []
+    """One per pass, in the order they ran: the spread of a latency across rounds (baselines)."""
     requests: list[dict[str, Any]]
+    """Every request; ``round`` is its pass, ``t_send_s`` / ``t_first_s`` / ``t_last_s`` are seconds
+    from that pass's start (the report's timeline)."""
 
     @classmethod
     def of(cls, runs: ModeRuns) -> ModeReport:
         return cls(mode=runs.mode, wall_s=runs.wall_s, walls_s=[p.wall_s for p in runs.passes],
                    step_walls_s=runs.step_walls_s, errors=runs.errors, summary=runs.summary(),
-                   requests=[record.to_dict() for record in runs.records])
+                   passes=[p.summary() for p in runs.passes],
+                   requests=[_timed(record, index, p.origin) for index, p in enumerate(runs.passes)
+                             for record in p.records])
+
+
+def _timed(record: RequestRecord, round_index: int, origin: float) -> dict[str, Any]:
+    def since(t: float | None) -> float | None:
+        return None if t is None else round(t - origin, 4)
+
+    return {"round": round_index, "t_send_s": since(record.t_send), "t_first_s": since(record.t_first),
+            "t_last_s": since(record.t_last), **record.to_dict()}
 
 
 class ScenarioResult(BaseModel):
@@ -55,6 +71,11 @@ class ScenarioResult(BaseModel):
     """None when the scenario never ran (the server did not start)."""
     parallel: ModeReport | None
     verdicts: list[Verdict]
+    window: tuple[float, float] | None = None
+    """When the scenario ran, ``time.monotonic()`` seconds from its first send to its last token: the same
+    clock in every process of the machine, so the controller can find its NVML samples."""
+    peak_vram_mib: float | None = None
+    """The most GPU memory the server's process held while the scenario ran (NVML; None without a GPU)."""
 
     @classmethod
     def of(cls, name: str, nodeid: str, run: ScenarioRun | None, min_speedup: float | None,
@@ -63,11 +84,34 @@ class ScenarioResult(BaseModel):
                    speedup=run.speedup if run else None, round_speedups=run.round_speedups if run else [],
                    min_speedup=min_speedup,
                    sequential=ModeReport.of(run.sequential) if run else None,
-                   parallel=ModeReport.of(run.parallel) if run else None, verdicts=verdicts)
+                   parallel=ModeReport.of(run.parallel) if run else None, verdicts=verdicts,
+                   window=_window(run) if run else None)
+
+    def junit_properties(self) -> list[tuple[str, str]]:
+        """The key metrics and each verdict's outcome, for JUnit XML ``<property>`` entries (CI systems show them)."""
+        par = self.parallel.summary if self.parallel else None
+        metrics = {
+            "speedup": self.speedup,
+            "seq_wall_s": self.sequential.wall_s if self.sequential else None,
+            "par_wall_s": self.parallel.wall_s if self.parallel else None,
+            "ttft_p95_s": par.ttft_s.p95 if par and par.ttft_s else None,
+            "tpot_p50_s": par.tpot_s.p50 if par and par.tpot_s else None,
+            "output_tps": par.output_tps if par else None,
+        }
+        return ([(f"vramcap_{name}", f"{value:.4g}") for name, value in metrics.items() if value is not None]
+                + [(f"vramcap_verdict_{v.name}", v.outcome) for v in self.verdicts])
 
     def outcome(self, verdict_name: str) -> str:
         """The named verdict's outcome, ``-`` when it was not judged."""
         return next((v.outcome for v in self.verdicts if v.name == verdict_name), "-")
+
+
+def _window(run: ScenarioRun) -> tuple[float, float] | None:
+    records = run.sequential.records + run.parallel.records
+    ends = [r.t_last for r in records if r.t_last is not None]
+    if not records or not ends:
+        return None
+    return min(r.t_send for r in records), max(ends)
 
 
 class RunReport(BaseModel):
@@ -81,6 +125,29 @@ class RunReport(BaseModel):
     scenarios: list[ScenarioResult]
     session_verdicts: list[Verdict]
     passed: bool
+    machine: dict[str, Any] = Field(default_factory=dict)
+    """Where it ran (:func:`machine`): a baseline from another machine is compared with a warning."""
+    comparison: dict[str, Any] | None = None
+    """The regression gate's comparison with a baseline (``--vramcap-compare``), when there was one."""
+
+
+def machine() -> dict[str, Any]:
+    """The host, its CPU and cores: what makes timings of two runs comparable (GPUs are in ``gpu``)."""
+    import os
+
+    return {"host": platform.node(), "system": f"{platform.system()} {platform.machine()}",
+            "cpu": _cpu_model(), "cpus": os.cpu_count()}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def versions() -> dict[str, str]:

@@ -21,7 +21,7 @@ def _ratio(value: float | None) -> str:
     return f"{value:.2f}x" if value else "-"
 
 
-def summary_table(results: Sequence[ScenarioResult]) -> str:
+def summary_table(results: Sequence[ScenarioResult], tablefmt: str = "simple") -> str:
     """One row per scenario: median wall times, median speedup and its minimum, each verdict, the result."""
     rows = []
     for result in results:
@@ -39,4 +39,4 @@ def summary_table(results: Sequence[ScenarioResult]) -> str:
             "fail" if any(v.failed for v in slos) else ("pass" if slos else "-"),
             "PASSED" if result.passed else "FAILED",
         ))
-    return tabulate(rows, headers=_HEADERS)
+    return tabulate(rows, headers=_HEADERS, tablefmt=tablefmt)

@@ -1,0 +1,66 @@
+"""The Markdown summary for CI: the verdict table, what failed and why, the baseline comparison.
+
+GitHub renders it on the job's page when it is appended to ``$GITHUB_STEP_SUMMARY``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .schema import RunReport
+from .terminal import summary_table
+
+__all__ = ["append_step_summary", "render_markdown"]
+
+
+def _comparison(report: RunReport) -> list[str]:
+    comparison = report.comparison
+    if comparison is None:
+        return []
+    lines = ["", f"### Compared with baseline `{comparison['baseline']}`: "
+             f"{'**REGRESSED**' if comparison['regressed'] else 'no regression'}", "",
+             "| scenario | metric | baseline | now | delta | allowed | result |", "|---|---|---:|---:|---:|---:|---|"]
+    for row in comparison["rows"]:
+        if row["allowance"] is None:
+            continue  # the HTML report has every metric; CI's summary shows the gated ones
+        delta = f"{row['delta_pct']:+.1f}%" if row["delta_pct"] is not None else f"{row['delta']:+.4g}"
+        lines.append(f"| {row['scenario']} | {row['metric']} | {row['baseline']['median']:.4g} | "
+                     f"{row['now']['median']:.4g} | {delta} | {row['allowance']:.4g} | "
+                     f"{'**REGRESSED**' if row['regressed'] else 'ok'} |")
+    lines += [""] + [f"- **REGRESSED**: {flip}" for flip in comparison["flips"]]
+    lines += [f"- warning: {warning}" for warning in comparison["warnings"]]
+    lines += [f"- changed: {change}" for change in comparison["changes"]]
+    return lines
+
+
+def render_markdown(report: RunReport) -> str:
+    plan = report.plan or {}
+    config = plan.get("config") or {}
+    model = (plan.get("model") or {}).get("name", "?")
+    lines = [f"## vramcap: {'PASSED' if report.passed else 'FAILED'}", "",
+             f"Profile **{report.profile.get('name')}**, {model}, {config.get('parallel')} agents x "
+             f"{config.get('ctx_per_agent')} ctx, KV {config.get('kv_cache')}, engine {report.engine.get('kind')}.",
+             ""]
+    if report.scenarios:
+        lines.append(summary_table(report.scenarios, tablefmt="github"))
+    failed = [(result.name, verdict) for result in report.scenarios for verdict in result.verdicts if verdict.failed]
+    failed += [("the run", verdict) for verdict in report.session_verdicts if verdict.failed]
+    if failed:
+        lines += ["", "### Failed verdicts", ""]
+        for where, verdict in failed:
+            lines.append(f"- **{where}**: {verdict.name}: {verdict.summary}")
+            lines += [f"  - `{line}`" for line in verdict.evidence]
+    lines += _comparison(report)
+    return "\n".join(lines) + "\n"
+
+
+def append_step_summary(markdown: str) -> Path | None:
+    """Append to ``$GITHUB_STEP_SUMMARY`` when GitHub Actions set it; the file it wrote, else None."""
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return None
+    path = Path(target)
+    with path.open("a", encoding="utf-8") as summary:
+        summary.write(markdown + "\n")
+    return path
