@@ -140,14 +140,16 @@ def pytest_process(root: Path, *argv: str) -> Iterator[subprocess.Popen[str]]:
             proc.communicate()
 
 
-def test_sigint_in_the_middle_of_the_parallel_pass(pytester: pytest.Pytester, model: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_in_the_middle_of_the_parallel_pass(pytester: pytest.Pytester, model: Path, sig: int) -> None:
+    # SIGTERM is how CI cancels a job: it takes the Ctrl-C path too (plugin/signals.py).
     # 1000 tokens a request: the parallel pass outlasts the 0.1 s poll unloaded, and the passes
     # before it end within the hang guard when the machine is loaded (the pass only gets longer).
     root = project(pytester, tokens=1000)
     with pytest_process(root, *args(pytester, model, "--vramcap-ctx=16384")) as proc:
         # the warm-up, two sequential requests, then the parallel pair: the 4th request is parallel
         wait_for(lambda: tasks_started(root) >= 4, "the parallel pass")
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, _ = proc.communicate(timeout=HANG_GUARD_S)
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
     assert "KeyboardInterrupt" in out

@@ -8,6 +8,8 @@
     fixtures.py    vramcap_plan, vramcap_server, vramcap_gpu, vramcap_fanout, vramcap_load, the marker
     load_gate.py   vramcap_load: Locust load on the run's server in a child process, gated on SLOs
     assertions.py  assert_no_oom, assert_no_cpu_offload, assert_parallel_speedup, assert_slo
+    gate.py        the regression gate: --vramcap-compare, --vramcap-save-baseline
+    signals.py     SIGTERM as Ctrl-C, so a cancelled run still stops its server
     console.py     progress lines past output capture
     stash.py       config.stash keys
 
@@ -51,6 +53,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from .gate import RegressionGate
     from .reporter import Reporter
     from .runstate import RunState
+    from .signals import interrupt_on_sigterm
     from .xdist import XdistBridge, is_xdist_controller, worker_server_url
 
     gate: RegressionGate | None = None
@@ -67,8 +70,9 @@ def pytest_configure(config: pytest.Config) -> None:
     except VramcapError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[RUN_STATE_KEY] = state
-    if gate is None:  # an xdist worker: the controller reports
+    if gate is None:  # an xdist worker: the controller reports and owns the server
         return
+    interrupt_on_sigterm(config)
     reporter = config.stash[REPORTER_KEY] = Reporter(state, gate)
     config.pluginmanager.register(reporter, "vramcap-reporter")
     if is_xdist_controller(config):

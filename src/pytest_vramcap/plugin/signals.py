@@ -1,0 +1,33 @@
+"""SIGTERM as Ctrl-C, so a cancelled run still stops its server.
+
+CI systems cancel a job with SIGTERM (GitHub Actions after SIGINT, Kubernetes, ``timeout``). Python's
+default for SIGTERM ends the process at once: no ``finally``, no atexit, and the llama-server the
+run started (its own process group) kept running. Raising KeyboardInterrupt instead takes pytest's
+Ctrl-C path: teardown, ``pytest_sessionfinish`` (which stops the server and writes the report) and
+exit code 2.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+import pytest
+
+__all__ = ["interrupt_on_sigterm"]
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def interrupt_on_sigterm(config: pytest.Config) -> None:
+    """Install the handler for this run, unless another one is already set; restored at unconfigure."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        return  # someone else (an embedding tool, a test runner) handles it already
+    signal.signal(signal.SIGTERM, _interrupt)
+    config.add_cleanup(lambda: signal.signal(signal.SIGTERM, previous))
