@@ -30,4 +30,8 @@ def interrupt_on_sigterm(config: pytest.Config) -> None:
     if previous is not signal.SIG_DFL:
         return  # someone else (an embedding tool, a test runner) handles it already
     signal.signal(signal.SIGTERM, _interrupt)
-    config.add_cleanup(lambda: signal.signal(signal.SIGTERM, previous))
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    config.add_cleanup(restore)
