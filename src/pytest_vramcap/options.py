@@ -21,6 +21,7 @@ from typing import Any
 from .defaults import (
     DEFAULT_AGENTS,
     DEFAULT_BASELINE_DIR,
+    DEFAULT_BASELINE_RUNS,
     DEFAULT_COMPARE_FAIL,
     DEFAULT_CTX_PER_AGENT,
     DEFAULT_FIT_MARGIN_MIB,
@@ -134,6 +135,9 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("compare-fail", compare_fail, compare_fail(DEFAULT_COMPARE_FAIL), "how much worse than the baseline a "
            "metric may get: METRIC:PERCENT% or METRIC:AMOUNT, comma-separated (default "
            f"{DEFAULT_COMPARE_FAIL}); half the rounds' spread is allowed on top when it is larger", "EXPR"),
+    Option("baseline-runs", positive_int, DEFAULT_BASELINE_RUNS, "runs a baseline keeps: saving again adds this run "
+           f"and drops the oldest beyond N, so the gate learns the machine's run-to-run noise (default "
+           f"{DEFAULT_BASELINE_RUNS}; 1 replaces)", "N"),
     Option("baseline-dir", Path, Path(DEFAULT_BASELINE_DIR), f"where named baselines live (default "
            f"{DEFAULT_BASELINE_DIR} under the rootdir)", "DIR"),
 )

@@ -144,7 +144,7 @@ def test_other_machine_or_profile_warns_and_a_changed_model_is_listed() -> None:
 def test_scenarios_in_only_one_run_are_noted() -> None:
     other = ScenarioResult.of("solo", "scenarios/solo.yaml::solo", scenario_run(BASE), None, PASS_ALL)
     comparison = compare(snapshot_of(report(BASE, extra=(other,))), snapshot_of(report(BASE)))
-    assert comparison.unmatched == ["solo: in the baseline, not run now"] and not comparison.regressed
+    assert comparison.notes[0] == "solo: in the baseline, not run now" and not comparison.regressed
 
 
 def test_a_run_that_never_ran_has_no_metrics_to_compare() -> None:
@@ -211,3 +211,38 @@ def test_plan_change() -> None:
     for bad in ("ctx", "ctx=zero", "color=red"):
         with pytest.raises(ValueError):
             plan_change(bad)
+
+
+# ------------------------------------------------------------ accumulating runs
+
+
+def test_saving_again_adds_the_run_and_keeps_the_last_ones() -> None:
+    from pytest_vramcap.report.snapshot import add_run
+
+    runs = [snapshot_of(report([(s, 2.0)] * 3), name="main") for s in (2.2, 2.6, 3.0, 3.4)]  # 1.1x ... 1.7x
+    baseline = runs[0]
+    for newer in runs[1:]:
+        baseline, note = add_run(baseline, newer, keep=3)
+        assert note is None
+    assert baseline.runs == 3
+    assert baseline.scenarios[0].metrics["seq_wall"].runs == [[2.6] * 3, [3.0] * 3, [3.4] * 3]  # the oldest dropped
+    speedup = baseline.scenarios[0].metrics["speedup"]
+    assert speedup.median == pytest.approx(1.5) and speedup.spread == pytest.approx(0.4)
+    # Identical runs moved 1.3x-1.7x: a run at 1.35x is within that (allowed 0.2), though 10% under the median.
+    now = snapshot_of(report([(2.7, 2.0)] * 3))
+    assert compare(baseline, now).regressed is False
+    assert compare(runs[-1], now).regressed is True  # the last run alone could not know
+
+
+def test_another_setup_or_machine_replaces_the_baseline() -> None:
+    from pytest_vramcap.report.snapshot import add_run
+
+    ours = snapshot_of(report(BASE))
+    replaced, note = add_run(ours, snapshot_of(report(BASE, host="gpu-7")), keep=5)
+    assert replaced.runs == 1 and note == "the baseline's machine differs: it was replaced, not added to"
+    assert add_run(ours, snapshot_of(report(BASE)), keep=1)[0].runs == 1  # keep 1: always replaced
+
+
+def test_a_one_run_baseline_says_so() -> None:
+    comparison = compare(snapshot_of(report(BASE)), snapshot_of(report(BASE)))
+    assert any("the baseline holds one run" in note for note in comparison.notes)

@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..report.compare import Comparison, compare, format_comparison
 from ..report.files import write_baseline
 from ..report.schema import RunReport
-from ..report.snapshot import Snapshot, load_snapshot, snapshot_of
+from ..report.snapshot import Snapshot, add_run, load_snapshot, snapshot_of
 from .settings import PREFIX, Settings
 
 __all__ = ["RegressionGate"]
@@ -26,6 +26,8 @@ class RegressionGate:
         self.baseline: Snapshot | None = None
         self.comparison: Comparison | None = None
         self.saved: Path | None = None
+        self.saved_runs = 0
+        self.save_note: str | None = None
         self.save_error: str | None = None
         path = settings.compare
         if path is not None:
@@ -43,13 +45,24 @@ class RegressionGate:
         return self.comparison
 
     def save(self, report: RunReport) -> None:
+        """Add this run to the baseline (``--vramcap-baseline-runs`` kept), or start one."""
         path = self.settings.save_baseline
         if path is None:
             return
+        older: Snapshot | None = None
+        if path.exists():
+            try:
+                older = load_snapshot(path)
+            except ConfigError as exc:
+                self.save_note = f"replaced an unreadable baseline ({exc})"
+        snapshot, note = add_run(older, snapshot_of(report, name=path.stem), self.settings.baseline_runs)
+        self.save_note = self.save_note or note
         try:
-            self.saved = write_baseline(snapshot_of(report, name=path.stem), path)
+            self.saved = write_baseline(snapshot, path)
         except OSError as exc:
             self.save_error = f"vramcap: cannot save the baseline to {path}: {exc.strerror or exc}"
+            return
+        self.saved_runs = snapshot.runs
 
     def summary_lines(self, run_passed: bool) -> list[tuple[str, bool]]:
         """What the terminal summary shows: (line, whether it is bad news)."""
@@ -59,7 +72,10 @@ class RegressionGate:
                       for line in format_comparison(self.comparison).splitlines()]
         if self.saved is not None:
             warning = "" if run_passed else " (from a run that FAILED: comparisons with it will not see those failures)"
-            lines.append((f"vramcap baseline saved: {self.saved}{warning}", not run_passed))
+            runs = f" ({self.saved_runs} run{'s' if self.saved_runs > 1 else ''})"
+            lines.append((f"vramcap baseline saved: {self.saved}{runs}{warning}", not run_passed))
+        if self.save_note is not None:
+            lines.append((f"vramcap baseline: {self.save_note}", False))
         if self.save_error is not None:
             lines.append((self.save_error, True))
         return lines

@@ -104,6 +104,7 @@ class Settings:
     compare: Path | None = None
     """The baseline (or run report) to compare with (``--vramcap-compare``)."""
     compare_fail: tuple[tuple[str, float, bool], ...] = ()
+    baseline_runs: int = 1
 
     @property
     def profile(self) -> str:
@@ -142,7 +143,7 @@ class Settings:
                    fit=values["fit"] == "on", emulate=values["emulate"],
                    save_baseline=_baseline_file(values["save_baseline"], values["baseline_dir"], config),
                    compare=_baseline_file(values["compare"], values["baseline_dir"], config),
-                   compare_fail=values["compare_fail"])
+                   compare_fail=values["compare_fail"], baseline_runs=values["baseline_runs"])
 
     def model_source(self) -> ModelSource:
         """The model to plan, as the engine takes it (:func:`~pytest_vramcap.engines.provision.model_source_for`)."""

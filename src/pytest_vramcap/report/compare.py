@@ -76,7 +76,7 @@ class Comparison:
     warnings: list[str] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)
     """What differs in the setup (model, config, engine): the change under test, not a warning."""
-    unmatched: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     thresholds: tuple[Threshold, ...] = ()
 
     @property
@@ -90,7 +90,7 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         return {"baseline": self.baseline, "regressed": self.regressed, "rows": [r.to_dict() for r in self.rows],
                 "flips": self.flips, "warnings": self.warnings, "changes": self.changes,
-                "unmatched": self.unmatched,
+                "notes": self.notes,
                 "thresholds": {name: f"{amount:g}{'%' if relative else ''}"
                                for name, amount, relative in self.thresholds}}
 
@@ -125,15 +125,18 @@ def compare(base: Snapshot, now: Snapshot, thresholds: Iterable[Threshold] | Non
     by_metric = {threshold[0]: threshold for threshold in chosen}
     rows: list[MetricRow] = []
     flips: list[str] = []
-    unmatched: list[str] = []
+    notes: list[str] = []
     for scenario in base.scenarios:
         current = now.scenario(scenario.name)
         if current is None:
-            unmatched.append(f"{scenario.name}: in the baseline, not run now")
+            notes.append(f"{scenario.name}: in the baseline, not run now")
             continue
         rows += _rows(scenario.name, scenario.metrics, current.metrics, by_metric)
         flips += _flips(scenario.name, scenario.verdicts, current.verdicts)
-    unmatched += [f"{s.name}: new, not in the baseline" for s in now.scenarios if base.scenario(s.name) is None]
+    notes += [f"{s.name}: new, not in the baseline" for s in now.scenarios if base.scenario(s.name) is None]
+    if base.runs == 1:
+        notes.append("the baseline holds one run: only its rounds show the noise; saving it again adds runs "
+                     "(--vramcap-baseline-runs)")
     rows += _rows(RUN_ROW, base.run, now.run, by_metric)
     flips += _flips("the run", base.session_verdicts, now.session_verdicts)
     setup_keys = sorted(set(base.setup) | set(now.setup))
@@ -141,7 +144,7 @@ def compare(base: Snapshot, now: Snapshot, thresholds: Iterable[Threshold] | Non
         _differences(base.machine, now.machine, sorted(set(base.machine) | set(now.machine)))
         + _differences(base.setup, now.setup, [k for k in setup_keys if k in _WARN_SETUP]))]
     changes = _differences(base.setup, now.setup, [k for k in setup_keys if k not in _WARN_SETUP])
-    return Comparison(label or base.name or "baseline", rows, flips, warnings, changes, unmatched, chosen)
+    return Comparison(label or base.name or "baseline", rows, flips, warnings, changes, notes, chosen)
 
 
 def _value(stat: MetricStat, unit: str) -> str:
@@ -151,7 +154,7 @@ def _value(stat: MetricStat, unit: str) -> str:
 
 def format_comparison(comparison: Comparison, all_metrics: bool = False) -> str:
     """The table (baseline, now, delta, allowance per gated metric; every metric with ``all_metrics``), then the
-    flips, warnings, changes and unmatched scenarios, one line each."""
+    flips, warnings, changes and notes, one line each."""
     shown = [row for row in comparison.rows if all_metrics or row.allowance is not None]
     table = tabulate(
         [(row.scenario, row.metric, _value(row.base, METRICS[row.metric].unit),
@@ -166,7 +169,7 @@ def format_comparison(comparison: Comparison, all_metrics: bool = False) -> str:
     lines += [f"REGRESSED: {flip}" for flip in comparison.flips]
     lines += [f"WARNING: {warning}" for warning in comparison.warnings]
     lines += [f"changed: {change}" for change in comparison.changes]
-    lines += [f"note: {item}" for item in comparison.unmatched]
+    lines += [f"note: {item}" for item in comparison.notes]
     verdict = (f"{len(comparison.regressions)} metric(s) and {len(comparison.flips)} verdict(s) regressed"
                if comparison.regressed else "no regression")
     lines.append(f"vramcap gate: {verdict}")

@@ -4,6 +4,10 @@ A baseline file is a snapshot saved under a name; ``vramcap compare`` also reads
 a run report and takes its snapshot, so any two runs can be compared. Each
 metric keeps its value per round (interleaved sequential/parallel passes), so
 a comparison sees the median and how far the rounds spread, not one number.
+Saving again to the same baseline adds the run (up to ``--vramcap-baseline-runs``):
+the rounds of one run sit within seconds of each other, while a machine drifts
+over minutes (a 2-core VM's parallel speedup moved 15% between identical runs),
+so only several runs show the gate how noisy this machine is.
 
     speedup     sequential wall / parallel wall, per round           higher is better
     seq_wall    the sequential pass's wall time, s                   lower
@@ -38,6 +42,7 @@ __all__ = [
     "MetricStat",
     "ScenarioSnapshot",
     "Snapshot",
+    "add_run",
     "load_snapshot",
     "snapshot_of",
 ]
@@ -68,19 +73,33 @@ METRICS: dict[str, MetricDef] = {m.name: m for m in (
 
 
 class MetricStat(BaseModel):
-    """One metric's value in each round it was measured."""
+    """One metric's value in each round of each stored run."""
 
-    values: list[float]
+    runs: list[list[float]]
+    """Per run (oldest first), its value in each round; a snapshot of one run holds one list."""
+
+    @classmethod
+    def of(cls, values: list[float]) -> MetricStat:
+        return cls(runs=[values])
+
+    @property
+    def values(self) -> list[float]:
+        return [value for run in self.runs for value in run]
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def median(self) -> float:
         return statistics.median(self.values)
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def spread(self) -> float:
-        """Highest minus lowest round: how far the rounds of one run disagree."""
+        """Highest minus lowest value over every round of every run: how far they disagree."""
         return max(self.values) - min(self.values)
+
+    def added(self, newer: MetricStat, keep: int) -> MetricStat:
+        """This metric with ``newer``'s runs added, keeping the last ``keep`` runs."""
+        return MetricStat(runs=(self.runs + newer.runs)[-keep:])
 
 
 class ScenarioSnapshot(BaseModel):
@@ -104,14 +123,37 @@ class Snapshot(BaseModel):
     scenarios: list[ScenarioSnapshot]
     run: dict[str, MetricStat] = {}
     session_verdicts: dict[str, Outcome] = {}
+    runs: int = 1
+    """How many runs the metrics hold (verdicts and setup are the newest run's)."""
 
     def scenario(self, name: str) -> ScenarioSnapshot | None:
         return next((s for s in self.scenarios if s.name == name), None)
 
 
+def _added(older: dict[str, MetricStat], newer: dict[str, MetricStat], keep: int) -> dict[str, MetricStat]:
+    return {name: older[name].added(stat, keep) if name in older else stat for name, stat in newer.items()}
+
+
+def add_run(baseline: Snapshot | None, newer: Snapshot, keep: int) -> tuple[Snapshot, str | None]:
+    """``newer`` added to ``baseline`` (keeping the last ``keep`` runs), and a note when it replaced it instead:
+    runs of another setup or machine are not noise of this one."""
+    if baseline is None or keep <= 1:
+        return newer, None
+    for field in ("setup", "machine"):
+        if getattr(baseline, field) != getattr(newer, field):
+            return newer, f"the baseline's {field} differs: it was replaced, not added to"
+    scenarios = []
+    for scenario in newer.scenarios:
+        old = baseline.scenario(scenario.name)
+        metrics = _added(old.metrics, scenario.metrics, keep) if old else scenario.metrics
+        scenarios.append(scenario.model_copy(update={"metrics": metrics}))
+    return newer.model_copy(update={"scenarios": scenarios, "run": _added(baseline.run, newer.run, keep),
+                                    "runs": min(baseline.runs + 1, keep)}), None
+
+
 def _stat(values: list[float | None]) -> MetricStat | None:
     known = [float(v) for v in values if v is not None]
-    return MetricStat(values=known) if known else None
+    return MetricStat.of(known) if known else None
 
 
 def _per_pass(mode: ModeReport | None, read: Any) -> list[float | None]:
@@ -172,7 +214,7 @@ def snapshot_of(report: RunReport, name: str | None = None) -> Snapshot:
                                     metrics=_scenario_metrics(result),
                                     verdicts={v.name: v.outcome for v in result.verdicts})
                    for unique, result in zip(_unique_names(report.scenarios), report.scenarios, strict=True)],
-        run={"peak_vram": MetricStat(values=[float(peak)])} if peak is not None else {},
+        run={"peak_vram": MetricStat.of([float(peak)])} if peak is not None else {},
         session_verdicts={v.name: v.outcome for v in report.session_verdicts},
     )
 
