@@ -104,3 +104,38 @@ def test_profiles_and_shapes_listings() -> None:
     assert profiles.returncode == 0 and "h100-80gb" in profiles.stdout and "measured" in profiles.stdout
     shapes = vramcap("shapes")
     assert shapes.returncode == 0 and "qwen3-30b-a3b" in shapes.stdout
+
+
+def test_plan_compare_two_configs_side_by_side() -> None:
+    base = ("plan", "--model", "qwen2.5-14b:Q4_K_M", "--profile", "rtx4080", "--agents", "4", "--ctx-per-agent", "8192")
+    longer = vramcap(*base, "--compare", "ctx=16384")
+    assert longer.returncode == 1, longer.stderr  # the changed plan does not fit
+    assert "after (ctx-per-agent=16384)" in longer.stdout
+    assert "KV cache (GPU)            6,144.00" in longer.stdout and "+6,144.00" in longer.stdout
+    assert "before: fits" in longer.stdout and "after: does not fit: KV cache" in longer.stdout
+    smaller = vramcap(*base, "--compare", "kv-cache=q8_0", "--compare", "model=qwen2.5-7b:Q4_K_M", "--json")
+    assert smaller.returncode == 0, smaller.stderr
+    data = json.loads(smaller.stdout)
+    assert data["changes"] == {"kv-cache": "q8_0", "model": "qwen2.5-7b:Q4_K_M"}
+    assert data["before"]["config"]["kv_cache"] == "f16" and data["after"]["config"]["kv_cache"] == "q8_0"
+    assert data["delta"]["KV cache (GPU)"] < 0 and data["fits"] == {"before": True, "after": True}
+
+
+def test_compare_two_runs(tmp_path: Path) -> None:
+    from pytest_vramcap.report.files import write_baseline, write_report
+    from pytest_vramcap.report.snapshot import snapshot_of
+    from tests.report.test_compare import BASE, report
+
+    baseline = write_baseline(snapshot_of(report(BASE), name="main"), tmp_path / "main.json")
+    same = write_report(report(BASE), tmp_path / "reports")
+    slower = write_report(report([(2.2, 2.0)] * 3), tmp_path / "reports")
+    ok = vramcap("compare", str(baseline), str(same))
+    assert ok.returncode == 0 and "vramcap gate: no regression" in ok.stdout
+    bad = vramcap("compare", str(baseline), str(slower), "--all")
+    assert bad.returncode == 1 and "REGRESSED" in bad.stdout and "seq_wall" in bad.stdout  # --all: every metric
+    loose = vramcap("compare", str(baseline), str(slower), "--fail", "speedup:50%", "--json")
+    assert loose.returncode == 0 and json.loads(loose.stdout)["regressed"] is False
+    for args, message in ((["compare", str(baseline), str(tmp_path / "none.json")], "cannot read"),
+                          (["compare", str(baseline), str(same), "--fail", "fast:5%"], "use METRIC:PERCENT%")):
+        result = vramcap(*args)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr

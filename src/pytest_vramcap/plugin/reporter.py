@@ -110,11 +110,14 @@ class Reporter:
         self.run_passed = report.passed
         try:
             self.report_path = write_report(report, state.settings.report_dir)
-            self.step_summary = append_step_summary(render_markdown(report))
         except OSError as exc:
             self.report_error = (f"vramcap: cannot write the report to {state.settings.report_dir}: "
                                  f"{exc.strerror or exc}")
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        try:
+            self.step_summary = append_step_summary(render_markdown(report))
+        except OSError as exc:  # CI's summary is a courtesy: say so, but the run's outcome stands
+            self.report_error = f"vramcap: cannot append to $GITHUB_STEP_SUMMARY: {exc.strerror or exc}"
         self.gate.save(report)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
