@@ -177,9 +177,14 @@ def test_the_load_gate_runs_locust_on_the_runs_server_and_fails_on_a_missed_slo(
             outcome = vramcap_load.run("pair.yaml", users=1, graphs=1, run_time_s=300, slo={"output_tps": 1e9})
             vramcap_load.check(outcome)
     """)
-    result = run("--vram-profile=16gb", "test_load.py")
+    result = run("--vram-profile=16gb", "test_load.py", "--junitxml=junit.xml")
     result.assert_outcomes(passed=1, failed=1)
     # The failure shows the load's numbers and each verdict with its evidence, the marker's SLO included.
     result.stdout.fnmatch_lines(["*AssertionError: pair: 1 users for * s, * graphs (0 failed), * requests*",
                                  "*PASS? slo:failure_ratio*", "*FAIL? slo:output_tps*at least 1e+09*"])
     assert len(server_logs(pytester)) == 1  # the session's server, started once
+    # Both loads are in the run report, and their key numbers in JUnit XML (not the whole result).
+    loads = {load["nodeid"]: load for load in report(pytester)["loads"]}
+    assert loads["test_load.py::test_holds"]["passed"] and not loads["test_load.py::test_misses"]["passed"]
+    junit = (pytester.path / "junit.xml").read_text()
+    assert 'name="vramcap_load_verdict_slo:output_tps" value="fail"' in junit and 'name="vramcap_load"' not in junit

@@ -56,3 +56,14 @@ def test_step_summary_appends_only_under_github_actions(tmp_path: Path, monkeypa
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     assert append_step_summary("# two") == summary
     assert summary.read_text() == "earlier step\n# two\n"
+
+
+def test_load_runs_are_in_both_reports() -> None:
+    load = {"nodeid": "test_load.py::test_holds", "scenario": "pair", "users": 2, "duration_s": 30.0, "graphs": 4,
+            "failed_graphs": 0, "failure_ratio": 0.0, "passed": False,
+            "summary": {"requests": 12, "output_tps": 98.5, "ttft_s": {"p95": 0.41}, "tpot_s": None},
+            "verdicts": [{"name": "slo:output_tps", "outcome": "fail", "summary": "98.500, at least 100",
+                          "evidence": []}]}
+    data = report(BASE).model_copy(update={"loads": [load]})
+    assert "| test_load.py::test_holds | 2 | 4 | 0.000 | 98.5 | 0.410 | **FAILED** |" in render_markdown(data)
+    assert _embedded(render_html(data))["loads"][0]["nodeid"] == "test_load.py::test_holds"

@@ -112,7 +112,8 @@ def vramcap_load(request: pytest.FixtureRequest, tmp_path: Path) -> LoadRunner:
     ``slo``): failure_ratio, ttft/tpot p50/p95, e2e_p95_s, graph_p95_s ceilings; output_tps floor."""
     from .load_gate import LoadRunner
 
-    return LoadRunner(_state(request).ensure_server(), tmp_path, _marker_kwargs(request).get("load_slo"))
+    return LoadRunner(_state(request).ensure_server(), tmp_path, _marker_kwargs(request).get("load_slo"),
+                      request.node)
 
 
 def check_marker(item: pytest.Item) -> None:

@@ -28,8 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..engines.process import ManagedProcess, tail
 from ..errors import VramcapError
+from .stash import LOAD_PROPERTY
 
 if TYPE_CHECKING:
+    import pytest
+
     from ..engines.base import Server
     from ..report.verdicts import Verdict
 
@@ -56,6 +59,14 @@ class LoadOutcome:
     def passed(self) -> bool:
         return not any(verdict.failed for verdict in self.verdicts)
 
+    def junit_properties(self) -> list[tuple[str, str]]:
+        """The load's key numbers and each SLO's outcome, for JUnit XML ``<property>`` entries."""
+        summary = self.data["summary"]
+        numbers = {"output_tps": summary.get("output_tps"), "failure_ratio": self.data.get("failure_ratio"),
+                   "ttft_p95_s": (summary.get("ttft_s") or {}).get("p95")}
+        return ([(f"vramcap_load_{name}", f"{value:.4g}") for name, value in numbers.items() if value is not None]
+                + [(f"vramcap_load_verdict_{v.name}", v.outcome) for v in self.verdicts])
+
     def describe(self) -> str:
         """The load's numbers, then every verdict with its evidence."""
         data, summary = self.data, self.data["summary"]
@@ -70,9 +81,12 @@ class LoadOutcome:
 class LoadRunner:
     """Runs Locust load against the session's server; ``slo`` defaults come from the ``vramcap`` marker."""
 
-    def __init__(self, server: Server, out_dir: Path, slo: Mapping[str, float] | None = None) -> None:
+    def __init__(self, server: Server, out_dir: Path, slo: Mapping[str, float] | None = None,
+                 item: pytest.Item | None = None) -> None:
         self._server = server
         self._out_dir = out_dir
+        self._item = item
+        """The test whose load runs join the run report and JUnit XML."""
         self.slo: dict[str, float] = dict(slo or {})
         self._runs = 0
 
@@ -114,8 +128,12 @@ class LoadRunner:
                         lines[-1] if lines else f"exit code {code}")
             raise LoadRunError(f"vramcap load failed ({child.log_path}): {last}")
         data = json.loads(files["json"].read_text(encoding="utf-8"))
-        return LoadOutcome(data=data, verdicts=[Verdict.model_validate(verdict) for verdict in data["verdicts"]],
-                           files={"html": files["html"], "csv": files["csv"], "log": child.log_path})
+        outcome = LoadOutcome(data=data, verdicts=[Verdict.model_validate(verdict) for verdict in data["verdicts"]],
+                              files={"html": files["html"], "csv": files["csv"], "log": child.log_path})
+        if self._item is not None:
+            self._item.user_properties.append((LOAD_PROPERTY, json.dumps({"nodeid": self._item.nodeid, **data})))
+            self._item.user_properties.extend(outcome.junit_properties())
+        return outcome
 
     def check(self, outcome: LoadOutcome) -> None:
         """Fail the test with the load table and every verdict's evidence unless all pass."""

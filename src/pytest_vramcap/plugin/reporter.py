@@ -10,8 +10,10 @@ baseline) and prints the verdict table.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +25,7 @@ from ..report.terminal import summary_table
 from ..report.verdicts import Verdict, session_verdicts
 from .gate import RegressionGate
 from .runstate import RunState
-from .stash import RESULT_PROPERTY
+from .stash import LOAD_PROPERTY, REPORT_ONLY_PROPERTIES, RESULT_PROPERTY
 
 __all__ = ["Reporter"]
 
@@ -33,6 +35,7 @@ class Reporter:
         self.state = state
         self.gate = gate
         self.results: list[ScenarioResult] = []
+        self.loads: list[dict[str, Any]] = []
         self.session_verdicts: list[Verdict] = []
         self.report_path: Path | None = None
         self.report_error: str | None = None
@@ -67,8 +70,11 @@ class Reporter:
             for name, value in report.user_properties:
                 if name == RESULT_PROPERTY:
                     self.results.append(ScenarioResult.model_validate_json(str(value)))
-        # Before junitxml reads them: the whole result is this report's, JUnit gets the key metrics alone.
-        report.user_properties = [(name, value) for name, value in report.user_properties if name != RESULT_PROPERTY]
+                elif name == LOAD_PROPERTY:
+                    self.loads.append(json.loads(str(value)))
+        # Before junitxml reads them: whole results are this report's, JUnit gets the key metrics alone.
+        report.user_properties = [(name, value) for name, value in report.user_properties
+                                  if name not in REPORT_ONLY_PROPERTIES]
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Iterator[None]:
@@ -96,6 +102,7 @@ class Reporter:
             versions=versions(),
             machine=machine(),
             scenarios=results,
+            loads=self.loads,
             session_verdicts=self.session_verdicts,
             passed=passed,
             comparison=self.gate.comparison.to_dict() if self.gate.comparison else None,

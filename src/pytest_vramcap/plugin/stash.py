@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from .reporter import Reporter
     from .runstate import RunState
 
-__all__ = ["REPORTER_KEY", "RESULT_PROPERTY", "RUN_STATE_KEY", "WORKER_URL_KEY"]
+__all__ = ["LOAD_PROPERTY", "REPORTER_KEY", "RESULT_PROPERTY", "RUN_STATE_KEY", "WORKER_URL_KEY"]
 
 RUN_STATE_KEY: pytest.StashKey[RunState] = pytest.StashKey()
 """config.stash slot of the run state (present only when --vram-profile enabled the plugin)."""
@@ -18,5 +18,9 @@ REPORTER_KEY: pytest.StashKey[Reporter] = pytest.StashKey()
 """config.stash slot of the reporter (on the controller only, never on xdist workers)."""
 RESULT_PROPERTY = "vramcap_scenario"
 """user_properties name carrying a scenario result (JSON) from the item to the reporter."""
+LOAD_PROPERTY = "vramcap_load"
+"""user_properties name carrying a ``vramcap_load`` run (``vramcap load --json`` and the test's id) to the reporter."""
+REPORT_ONLY_PROPERTIES = (RESULT_PROPERTY, LOAD_PROPERTY)
+"""Whole results for the reporter: kept out of JUnit XML, which gets the key metrics instead."""
 WORKER_URL_KEY = "vramcap_server_url"
 """workerinput key with the controller's server URL."""

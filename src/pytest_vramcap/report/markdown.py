@@ -34,6 +34,21 @@ def _comparison(report: RunReport) -> list[str]:
     return lines
 
 
+def _loads(report: RunReport) -> list[str]:
+    if not report.loads:
+        return []
+    lines = ["", "### Load tests (Locust)", "",
+             "| test | users | graphs | failure ratio | tokens/s | TTFT p95 s | result |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for load in report.loads:
+        summary = load.get("summary") or {}
+        tps, ttft = summary.get("output_tps"), (summary.get("ttft_s") or {}).get("p95")
+        lines.append(f"| {load.get('nodeid')} | {load.get('users')} | {load.get('graphs')} | "
+                     f"{load.get('failure_ratio', 0):.3f} | {'-' if tps is None else f'{tps:.1f}'} | "
+                     f"{'-' if ttft is None else f'{ttft:.3f}'} | {'PASSED' if load.get('passed') else '**FAILED**'} |")
+    return lines
+
+
 def render_markdown(report: RunReport) -> str:
     plan = report.plan or {}
     config = plan.get("config") or {}
@@ -51,6 +66,7 @@ def render_markdown(report: RunReport) -> str:
         for where, verdict in failed:
             lines.append(f"- **{where}**: {verdict.name}: {verdict.summary}")
             lines += [f"  - `{line}`" for line in verdict.evidence]
+    lines += _loads(report)
     lines += _comparison(report)
     return "\n".join(lines) + "\n"
 

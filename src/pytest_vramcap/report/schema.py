@@ -125,6 +125,8 @@ class RunReport(BaseModel):
     scenarios: list[ScenarioResult]
     session_verdicts: list[Verdict]
     passed: bool
+    loads: list[dict[str, Any]] = []
+    """Each ``vramcap_load`` run of the tests: ``vramcap load --json`` with the test's ``nodeid``."""
     machine: dict[str, Any] = Field(default_factory=dict)
     """Where it ran (:func:`machine`): a baseline from another machine is compared with a warning."""
     comparison: dict[str, Any] | None = None
