@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from browser_check import verdict, watched_page
 from playwright.sync_api import sync_playwright
 
 
@@ -28,10 +29,7 @@ def main() -> int:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
         for index, path in enumerate(args.reports):
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            messages: list[str] = []
-            page.on("console", lambda message, log=messages: log.append(f"{message.type}: {message.text}"))
-            page.on("pageerror", lambda error, log=messages: log.append(f"error: {error}"))
+            page, messages = watched_page(browser)
             page.on("request", lambda request, log=messages: None if request.url.startswith("file://")
                     else log.append(f"error: fetched {request.url}"))
             page.route("http*://**", lambda route: route.abort())
@@ -50,11 +48,7 @@ def main() -> int:
             if index == 0 and args.screenshot is not None:
                 args.screenshot.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(args.screenshot), full_page=True)
-            errors = [m for m in messages if m.startswith("error")]
-            failed |= bool(errors)
-            print(f"{path}: {'FAIL' if errors else 'ok'}: {drawn}")
-            for message in messages:
-                print(f"  console {message}")
+            failed |= verdict(f"{path}: {drawn}", messages)
             page.close()
         browser.close()
     return 1 if failed else 0

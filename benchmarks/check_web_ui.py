@@ -18,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from browser_check import verdict, watched_page
 from playwright.sync_api import sync_playwright
 
 PAGES = (
@@ -38,10 +39,7 @@ def main() -> int:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
         for name, path, expected in PAGES:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            messages: list[str] = []
-            page.on("console", lambda message, log=messages: log.append(f"{message.type}: {message.text}"))
-            page.on("pageerror", lambda error, log=messages: log.append(f"error: {error}"))
+            page, messages = watched_page(browser, width=1280)
             page.goto(args.url.rstrip("/") + path)
             try:
                 page.get_by_text(expected, exact=False).first.wait_for(timeout=15_000)
@@ -49,11 +47,7 @@ def main() -> int:
             except Exception as exc:  # the check reports it, whatever Playwright raised
                 messages.append(f"error: {expected!r} never appeared: {exc}")
             page.screenshot(path=str(args.out / name), full_page=True)
-            errors = [m for m in messages if m.startswith("error")]
-            failed |= bool(errors)
-            print(f"{path}: {'FAIL' if errors else 'ok'} -> {args.out / name}")
-            for message in messages:
-                print(f"  console {message}")
+            failed |= verdict(f"{path} -> {args.out / name}", messages)
             page.close()
         browser.close()
     return 1 if failed else 0
