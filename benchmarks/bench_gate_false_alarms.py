@@ -8,12 +8,14 @@ whether the gate regressed and how close each gated metric came to its allowance
 allowed; 1.0 would fail), then the false-alarm count.
 
     python benchmarks/bench_gate_false_alarms.py --saves 3 --runs 10 [--compare-fail speedup:10%,...]
+    python benchmarks/bench_gate_false_alarms.py --baseline saved.json --runs 10   # reuse a saved baseline
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,12 +43,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--saves", type=int, default=3, help="runs saved into the baseline first")
+    parser.add_argument("--baseline", type=Path, default=None, help="start from this saved baseline instead")
     parser.add_argument("--compare-fail", default=None, help="thresholds (default: the plugin's)")
     args = parser.parse_args()
     extra = [f"--vramcap-compare-fail={args.compare_fail}"] if args.compare_fail else []
     with tempfile.TemporaryDirectory(prefix="vramcap-fa-") as tmp:
         work = Path(tmp)
-        for save in range(1, args.saves + 1):
+        if args.baseline is not None:
+            shutil.copy(args.baseline, work / "ref.json")
+            print(f"baseline: {args.baseline} ({json.loads(args.baseline.read_text())['runs']} runs)", flush=True)
+        for save in range(1, 0 if args.baseline is not None else args.saves + 1):
             rc, _report, wall = _pytest(work, "--vramcap-save-baseline=ref")
             print(f"baseline run {save}: exit {rc}, {wall:.0f} s", flush=True)
             if rc != 0:

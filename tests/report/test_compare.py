@@ -6,6 +6,7 @@ median, spread and allowance below is known exactly.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,8 @@ def scenario_run(rounds: list[tuple[float, float]], ttft: float = 0.2) -> Scenar
 
 
 def report(rounds: list[tuple[float, float]], *, ttft: float = 0.2, verdicts: list[Verdict] | None = None,
-           host: str = "ci-1", profile: str = "rtx4080", model: str = "qwen2.5-14b", peak: float | None = None,
+           host: str = "ci-1", cpu: str = "x", profile: str = "rtx4080", model: str = "qwen2.5-14b",
+           peak: float | None = None,
            extra: tuple[ScenarioResult, ...] = ()) -> RunReport:
     result = ScenarioResult.of("pair", "scenarios/pair.yaml::pair", scenario_run(rounds, ttft), None,
                                verdicts if verdicts is not None else PASS_ALL)
@@ -54,7 +56,7 @@ def report(rounds: list[tuple[float, float]], *, ttft: float = 0.2, verdicts: li
     plan["model"]["name"] = model
     return RunReport(profile={"name": profile}, plan=plan, engine={"kind": "llamacpp"},
                      gpu={"gpus": [], "measured": {"peak_process_mib": peak} if peak else None},
-                     versions={}, machine={"host": host, "cpu": "x", "cpus": 2}, scenarios=[result, *extra],
+                     versions={}, machine={"host": host, "cpu": cpu, "cpus": 2}, scenarios=[result, *extra],
                      session_verdicts=[], passed=True)
 
 
@@ -134,8 +136,8 @@ def test_peak_vram_is_compared_for_the_run() -> None:
 
 def test_other_machine_or_profile_warns_and_a_changed_model_is_listed() -> None:
     comparison = compare(snapshot_of(report(BASE)),
-                         snapshot_of(report(BASE, host="gpu-7", profile="16gb", model="qwen2.5-7b")))
-    assert "different host 'ci-1' -> 'gpu-7'" in comparison.warnings
+                         snapshot_of(report(BASE, cpu="EPYC", profile="16gb", model="qwen2.5-7b")))
+    assert "different cpu 'x' -> 'EPYC'" in comparison.warnings
     assert "different profile 'rtx4080' -> '16gb'" in comparison.warnings
     assert comparison.changes == ["model 'qwen2.5-14b' -> 'qwen2.5-7b'"]
     assert not comparison.regressed  # warned about, not failed
@@ -227,7 +229,7 @@ def test_saving_again_adds_the_run_and_keeps_the_last_ones() -> None:
     assert baseline.runs == 3
     assert baseline.scenarios[0].metrics["seq_wall"].runs == [[2.6] * 3, [3.0] * 3, [3.4] * 3]  # the oldest dropped
     speedup = baseline.scenarios[0].metrics["speedup"]
-    assert speedup.median == pytest.approx(1.5) and speedup.spread == pytest.approx(0.4)
+    assert speedup.median == pytest.approx(1.5) and speedup.noise == pytest.approx(0.4)  # the runs' drift
     # Identical runs moved 1.3x-1.7x: a run at 1.35x is within that (allowed 0.2), though 10% under the median.
     now = snapshot_of(report([(2.7, 2.0)] * 3))
     assert compare(baseline, now).regressed is False
@@ -238,11 +240,61 @@ def test_another_setup_or_machine_replaces_the_baseline() -> None:
     from pytest_vramcap.report.snapshot import add_run
 
     ours = snapshot_of(report(BASE))
-    replaced, note = add_run(ours, snapshot_of(report(BASE, host="gpu-7")), keep=5)
+    replaced, note = add_run(ours, snapshot_of(report(BASE, cpu="EPYC")), keep=5)
     assert replaced.runs == 1 and note == "the baseline's machine differs: it was replaced, not added to"
+    assert add_run(ours, snapshot_of(report(BASE, model="qwen2.5-7b")), keep=5)[0].runs == 1
+    # A CI runner with a new host name each job is the same machine.
+    assert add_run(ours, snapshot_of(report(BASE, host="runner-8f2k")), keep=5)[0].runs == 2
     assert add_run(ours, snapshot_of(report(BASE)), keep=1)[0].runs == 1  # keep 1: always replaced
 
 
 def test_a_one_run_baseline_says_so() -> None:
     comparison = compare(snapshot_of(report(BASE)), snapshot_of(report(BASE)))
     assert any("the baseline holds one run" in note for note in comparison.notes)
+
+
+def test_one_stalled_round_does_not_blind_the_gate() -> None:
+    from pytest_vramcap.report.snapshot import add_run
+
+    baseline = snapshot_of(report(BASE), name="main")
+    for rounds in ([(3.0, 2.0)] * 3, [(3.0, 2.0)] * 3, [(3.0, 2.0), (3.0, 2.0), (30.0, 2.0)]):  # 15x: a stall
+        baseline, _ = add_run(baseline, snapshot_of(report(rounds)), keep=5)
+    speedup = baseline.scenarios[0].metrics["speedup"]
+    # The median run's spread of rounds: (0.286 + 0) / 2; the stall's 13.5 and the 15x round are outvoted.
+    assert max(speedup.values) == 15.0 and speedup.noise == pytest.approx(0.1432, abs=1e-4)
+    assert compare(baseline, snapshot_of(report([(2.4, 2.0)] * 3))).regressed  # 1.2x: 20% down is caught
+
+
+def test_a_verdict_that_was_not_judged_and_fails_now_is_a_flip() -> None:
+    na = [*PASS_ALL, Verdict(name="parallel_speedup", outcome="n/a", summary="no minimum")]
+    failing = [*PASS_ALL, Verdict(name="parallel_speedup", outcome="fail", summary="the runs did not complete"),
+               Verdict(name="slo:ttft_p95_s", outcome="fail", summary="slow")]
+    comparison = compare(snapshot_of(report(BASE, verdicts=na)), snapshot_of(report(BASE, verdicts=failing)))
+    assert comparison.flips == ["pair: parallel_speedup did not fail in the baseline and fails now",
+                                "pair: slo:ttft_p95_s did not fail in the baseline and fails now"]
+
+
+def test_a_server_that_died_this_time_fails_the_gate() -> None:
+    died = report(BASE).model_copy(update={"session_verdicts": [Verdict(name="oom", outcome="fail", summary="died")]})
+    assert compare(snapshot_of(report(BASE)), snapshot_of(died)).flips == [
+        "the run: oom did not fail in the baseline and fails now"]
+
+
+def test_a_subset_run_keeps_the_other_scenarios_history() -> None:
+    from pytest_vramcap.report.snapshot import add_run
+
+    other = ScenarioResult.of("solo", "scenarios/solo.yaml::solo", scenario_run(BASE), None, PASS_ALL)
+    both = snapshot_of(report(BASE, extra=(other,)), name="main")
+    kept, note = add_run(both, snapshot_of(report(BASE)), keep=5)
+    assert [s.name for s in kept.scenarios] == ["pair", "solo"] and kept.runs == 2
+    assert kept.scenario("solo").metrics["speedup"].runs == both.scenario("solo").metrics["speedup"].runs
+    assert note == "kept the history of scenarios this run did not run: solo"
+
+
+def test_an_empty_metric_in_a_baseline_is_refused(tmp_path: Path) -> None:
+    data = snapshot_of(report(BASE), name="main").model_dump()
+    data["scenarios"][0]["metrics"]["speedup"]["runs"] = [[]]
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="not a valid vramcap baseline"):
+        load_snapshot(path)

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..defaults import DEFAULT_COMPARE_FAIL
 from ..options import plan_change
 from ..parsers import argparse_type, compare_fail
-from .exits import EXIT_DOES_NOT_FIT, EXIT_OK
+from .exits import EXIT_DOES_NOT_FIT, EXIT_OK, EXIT_REGRESSED
 
 __all__ = ["add_compare_options", "add_plan_compare_option", "run_compare", "run_plan_compare"]
 
@@ -33,7 +33,7 @@ def run_compare(args: argparse.Namespace) -> int:
     base, now = load_snapshot(args.baseline), load_snapshot(args.current)
     comparison = compare(base, now, args.fail, label=str(args.baseline))
     print(json.dumps(comparison.to_dict(), indent=2) if args.json else format_comparison(comparison, args.all))
-    return EXIT_DOES_NOT_FIT if comparison.regressed else EXIT_OK
+    return EXIT_REGRESSED if comparison.regressed else EXIT_OK
 
 
 def add_plan_compare_option(parser: argparse.ArgumentParser) -> None:
@@ -50,10 +50,15 @@ def run_plan_compare(args: argparse.Namespace) -> int:
     changes = dict(args.compare)
     values = vars(args)
     before = plan_from_options(values)
-    after = plan_from_options({**values, **changes})
+    # What the before-plan solved for stays as it is: the comparison shows the named change alone.
+    solved = {"agents": before.config.parallel, "ctx_per_agent": before.config.ctx_per_agent}
+    after = plan_from_options({**values, **solved, **changes})
     readable = {key.replace("_", "-"): value for key, value in changes.items()}
     if args.json:
         print(json.dumps(plan_diff_json(before, after, readable), indent=2))
     else:
         print(format_plan_diff(before, after, readable))
+        if before.solved_for and before.solved_for not in changes:
+            print(f"note: {before.solved_for.replace('_', '-')} was solved for the before-plan and kept for the "
+                  f"after-plan")
     return EXIT_OK if after.fits else EXIT_DOES_NOT_FIT

@@ -142,11 +142,15 @@ class MemorySampler:
         values = [s.process_mib for s in self.samples if s.process_mib is not None]
         return max(values, default=None)
 
-    def peak_between(self, start: float, end: float) -> float | None:
-        """The most memory the process (else the device) held between two ``time.monotonic()`` readings."""
+    def peak_between(self, start: float, end: float, device_offset_mib: float = 0.0) -> float | None:
+        """The most memory the process held between two ``time.monotonic()`` readings; when NVML never listed it
+        (containers without the host's PID namespace), the device's, less ``device_offset_mib`` (a ballast)."""
         inside = [s for s in self.samples if start <= s.t <= end]
         process = [s.process_mib for s in inside if s.process_mib is not None]
-        return max(process) if process else max((s.device_used_mib for s in inside), default=None)
+        if process:
+            return max(process)
+        device = max((s.device_used_mib for s in inside), default=None)
+        return None if device is None else device - device_offset_mib
 
     def to_dict(self, timeline: bool = False, max_points: int = 1000) -> dict[str, Any]:
         """Peaks; with ``timeline``, (seconds since the first sample, device MiB, process MiB, GPU %) rows, at most

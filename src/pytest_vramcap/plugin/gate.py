@@ -44,19 +44,28 @@ class RegressionGate:
         self.comparison = compare(self.baseline, snapshot_of(report), self.settings.compare_fail, label=label)
         return self.comparison
 
-    def save(self, report: RunReport) -> None:
-        """Add this run to the baseline (``--vramcap-baseline-runs`` kept), or start one."""
+    def save(self, report: RunReport, complete: bool) -> None:
+        """Add this run to the baseline (``--vramcap-baseline-runs`` kept), or start one.
+
+        Only a run that passed and ran to its end is saved: a baseline is what passing looks like, and
+        a failed pass's short wall times or an interrupted run's missing scenarios would teach the gate
+        the wrong numbers. A file that is not a baseline of this version is never overwritten.
+        """
         path = self.settings.save_baseline
         if path is None:
+            return
+        if not (report.passed and complete):
+            why = "the run failed" if complete else "the run did not finish"
+            self.save_error = f"vramcap baseline NOT saved to {path}: {why} (a baseline is what passing looks like)"
             return
         older: Snapshot | None = None
         if path.exists():
             try:
-                older = load_snapshot(path)
+                older = load_snapshot(path, baseline_only=True)
             except ConfigError as exc:
-                self.save_note = f"replaced an unreadable baseline ({exc})"
-        snapshot, note = add_run(older, snapshot_of(report, name=path.stem), self.settings.baseline_runs)
-        self.save_note = self.save_note or note
+                self.save_error = f"vramcap baseline NOT saved: {exc} (move it away or name another baseline)"
+                return
+        snapshot, self.save_note = add_run(older, snapshot_of(report, name=path.stem), self.settings.baseline_runs)
         try:
             self.saved = write_baseline(snapshot, path)
         except OSError as exc:
@@ -64,16 +73,15 @@ class RegressionGate:
             return
         self.saved_runs = snapshot.runs
 
-    def summary_lines(self, run_passed: bool) -> list[tuple[str, bool]]:
+    def summary_lines(self) -> list[tuple[str, bool]]:
         """What the terminal summary shows: (line, whether it is bad news)."""
         lines: list[tuple[str, bool]] = []
         if self.comparison is not None:
             lines += [(line, self.comparison.regressed and line.startswith(("vramcap gate", "REGRESSED")))
                       for line in format_comparison(self.comparison).splitlines()]
         if self.saved is not None:
-            warning = "" if run_passed else " (from a run that FAILED: comparisons with it will not see those failures)"
-            runs = f" ({self.saved_runs} run{'s' if self.saved_runs > 1 else ''})"
-            lines.append((f"vramcap baseline saved: {self.saved}{runs}{warning}", not run_passed))
+            runs = f"{self.saved_runs} run{'s' if self.saved_runs > 1 else ''}"
+            lines.append((f"vramcap baseline saved: {self.saved} ({runs})", False))
         if self.save_note is not None:
             lines.append((f"vramcap baseline: {self.save_note}", False))
         if self.save_error is not None:

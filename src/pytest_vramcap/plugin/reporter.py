@@ -25,6 +25,7 @@ from ..report.terminal import summary_table
 from ..report.verdicts import Verdict, session_verdicts
 from .gate import RegressionGate
 from .runstate import RunState
+from .signals import ignore_sigterm
 from .stash import LOAD_PROPERTY, REPORT_ONLY_PROPERTIES, RESULT_PROPERTY
 
 __all__ = ["Reporter"]
@@ -40,7 +41,6 @@ class Reporter:
         self.report_path: Path | None = None
         self.report_error: str | None = None
         self.step_summary: Path | None = None
-        self.run_passed = True
         self.ran = False
         """Whether any test ran: --collect-only and runs stopped at collection write no report."""
 
@@ -84,7 +84,7 @@ class Reporter:
         self.session_verdicts = session_verdicts(server.evidence() if server else None, self.state.server_error)
         if any(v.failed for v in self.session_verdicts):
             session.testsfailed += 1
-        if self.ran:
+        if self.ran and self.gate.baseline is not None:
             comparison = self.gate.judge(self._report(passed=session.testsfailed == 0))
             if comparison is not None and comparison.regressed:
                 session.testsfailed += 1
@@ -108,13 +108,13 @@ class Reporter:
             comparison=self.gate.comparison.to_dict() if self.gate.comparison else None,
         )
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        ignore_sigterm()  # a second signal (CI sends SIGTERM after SIGINT) must not cut the cleanup short
         state = self.state
         state.stop()  # before the report: llama-server prints its memory breakdown on the way out
         if not (self.ran or state.server is not None):
             return
         report = self._report(passed=session.testsfailed == 0)
-        self.run_passed = report.passed
         try:
             self.report_path = write_report(report, state.settings.report_dir)
         except OSError as exc:
@@ -125,7 +125,7 @@ class Reporter:
             self.step_summary = append_step_summary(render_markdown(report))
         except OSError as exc:  # CI's summary is a courtesy: say so, but the run's outcome stands
             self.report_error = f"vramcap: cannot append to $GITHUB_STEP_SUMMARY: {exc.strerror or exc}"
-        self.gate.save(report)
+        self.gate.save(report, complete=exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED))
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         write = terminalreporter.write_line
@@ -134,7 +134,7 @@ class Reporter:
             write(summary_table(self.results))
         for verdict in self.session_verdicts:
             write(verdict.describe(), red=True)
-        for line, bad in self.gate.summary_lines(self.run_passed):
+        for line, bad in self.gate.summary_lines():
             write(line, red=bad)
         if self.report_path is not None:
             write(f"vramcap report: {self.report_path}")

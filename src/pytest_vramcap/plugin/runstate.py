@@ -169,4 +169,6 @@ class RunState:
 
     def peak_vram_between(self, start: float, end: float) -> float | None:
         """The server's peak GPU memory (MiB) between two ``time.monotonic()`` readings, when NVML sampled it."""
-        return self.sampler.peak_between(start, end) if self.sampler is not None else None
+        if self.sampler is None:
+            return None
+        return self.sampler.peak_between(start, end, self.ballast.held_mib if self.ballast is not None else 0.0)

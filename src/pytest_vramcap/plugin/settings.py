@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ..defaults import DEFAULT_BASELINE_RUNS, DEFAULT_COMPARE_FAIL
 from ..errors import ConfigError
 from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, RUN_OPTIONS, Option, add_options
-from ..parsers import argparse_type, non_empty
+from ..parsers import argparse_type, compare_fail, non_empty
 from ..types import EmulateMode, EngineKind
 
 if TYPE_CHECKING:
@@ -75,12 +76,23 @@ def _resolve(config: pytest.Config, option: Option) -> Any:
     return base / value if isinstance(value, Path) and not value.is_absolute() else value
 
 
-def _baseline_file(ref: str | None, directory: Path, config: pytest.Config) -> Path | None:
-    """A baseline name as ``directory/NAME.json``; a ``.json`` path as given (against the invocation directory)."""
+def _origin(config: pytest.Config, option: Option) -> Path:
+    """The directory a relative path in this option is taken against: where it was given (see :func:`_resolve`)."""
+    if config.getoption(DEST_PREFIX + option.dest) is not None:
+        return config.invocation_params.dir
+    names = (option.name, *option.aliases)
+    if config.inipath and any(config.getini(_ini_key(name)) not in (None, "") for name in names):
+        return config.inipath.parent
+    return config.rootpath
+
+
+def _baseline_file(config: pytest.Config, name: str, ref: str | None, directory: Path) -> Path | None:
+    """A baseline name as ``directory/NAME.json``; a ``.json`` path taken like any other path option."""
     if ref is None:
         return None
     if ref.endswith(".json"):
-        return config.invocation_params.dir / ref
+        option = next(option for option in _TABLE_OPTIONS if option.name == name)
+        return _origin(config, option) / ref
     return directory / f"{ref}.json"
 
 
@@ -103,8 +115,8 @@ class Settings:
     """Where to store this run as a baseline (``--vramcap-save-baseline``)."""
     compare: Path | None = None
     """The baseline (or run report) to compare with (``--vramcap-compare``)."""
-    compare_fail: tuple[tuple[str, float, bool], ...] = ()
-    baseline_runs: int = 1
+    compare_fail: tuple[tuple[str, float, bool], ...] = compare_fail(DEFAULT_COMPARE_FAIL)
+    baseline_runs: int = DEFAULT_BASELINE_RUNS
 
     @property
     def profile(self) -> str:
@@ -141,8 +153,9 @@ class Settings:
                    rounds=values["rounds"],
                    startup_timeout=values["startup_timeout"], models_dir=values["models_dir"],
                    fit=values["fit"] == "on", emulate=values["emulate"],
-                   save_baseline=_baseline_file(values["save_baseline"], values["baseline_dir"], config),
-                   compare=_baseline_file(values["compare"], values["baseline_dir"], config),
+                   save_baseline=_baseline_file(config, "save-baseline", values["save_baseline"],
+                                                values["baseline_dir"]),
+                   compare=_baseline_file(config, "compare", values["compare"], values["baseline_dir"]),
                    compare_fail=values["compare_fail"], baseline_runs=values["baseline_runs"])
 
     def model_source(self) -> ModelSource:

@@ -15,11 +15,19 @@ from types import FrameType
 
 import pytest
 
-__all__ = ["interrupt_on_sigterm"]
+__all__ = ["ignore_sigterm", "interrupt_on_sigterm"]
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
+    ignore_sigterm()  # once: a second SIGTERM must not interrupt the cleanup the first one started
     raise KeyboardInterrupt("SIGTERM")
+
+
+def ignore_sigterm() -> None:
+    """From here on the run is cleaning up (stopping the server, writing reports): ignore SIGTERM, where ours is
+    the handler (GitHub Actions sends SIGTERM some seconds after SIGINT; SIGKILL still ends a stuck run)."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is _interrupt:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def interrupt_on_sigterm(config: pytest.Config) -> None:

@@ -5,10 +5,13 @@ its allowance, which is the larger of
 
 * the threshold (``--vramcap-compare-fail``, ``speedup:10%``: percent of the baseline's median,
   or an amount in the metric's unit), and
-* the noise: half the baseline's spread plus half this run's (spread = highest minus lowest
-  round), so rounds that already disagree by more than the threshold do not fail the gate.
+* the noise: half the baseline's plus half this run's (:attr:`MetricStat.noise`: the drift
+  between the baseline's runs, or the spread of a run's rounds), so values that already
+  disagree by more than the threshold when nothing changed do not fail the gate.
 
-A verdict that passed in the baseline and fails now always fails the gate.
+A verdict that did not fail in the baseline and fails now always fails the gate, as
+does a scenario that passed and fails now, and a run-wide failure (the server died)
+the baseline did not have.
 Differences of machine or profile are warned about; a changed model or config is
 what a comparison is for, and is listed as such.
 """
@@ -23,7 +26,7 @@ from tabulate import tabulate
 
 from ..defaults import DEFAULT_COMPARE_FAIL
 from ..parsers import compare_fail
-from .snapshot import METRICS, RUN_ROW, MetricStat, Snapshot
+from .snapshot import COMPARABLE_MACHINE, METRICS, RUN_ROW, MetricStat, Snapshot
 
 __all__ = ["Comparison", "MetricRow", "compare", "format_comparison"]
 
@@ -100,7 +103,7 @@ def _allowance(threshold: Threshold | None, base: MetricStat, now: MetricStat) -
         return None
     _name, amount, relative = threshold
     limit = amount / 100 * abs(base.median) if relative else amount
-    return max(limit, (base.spread + now.spread) / 2)
+    return max(limit, (base.noise + now.noise) / 2)
 
 
 def _rows(scenario: str, base: dict[str, MetricStat], now: dict[str, MetricStat],
@@ -110,8 +113,9 @@ def _rows(scenario: str, base: dict[str, MetricStat], now: dict[str, MetricStat]
 
 
 def _flips(where: str, base: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
-    return [f"{where}: {name} passed in the baseline and fails now" for name, outcome in base.items()
-            if outcome == "pass" and now.get(name) == "fail"]
+    """Verdicts failing now that did not fail in the baseline (passed, n/a, or not judged then)."""
+    return [f"{where}: {name} {'passed' if base.get(name) == 'pass' else 'did not fail'} in the baseline and fails "
+            f"now" for name, outcome in now.items() if outcome == "fail" and base.get(name) != "fail"]
 
 
 def _differences(base: dict[str, Any], now: dict[str, Any], keys: Iterable[str]) -> list[str]:
@@ -133,6 +137,8 @@ def compare(base: Snapshot, now: Snapshot, thresholds: Iterable[Threshold] | Non
             continue
         rows += _rows(scenario.name, scenario.metrics, current.metrics, by_metric)
         flips += _flips(scenario.name, scenario.verdicts, current.verdicts)
+        if scenario.passed and not current.passed and not any(flip.startswith(f"{scenario.name}:") for flip in flips):
+            flips.append(f"{scenario.name}: passed in the baseline and fails now")
     notes += [f"{s.name}: new, not in the baseline" for s in now.scenarios if base.scenario(s.name) is None]
     if base.runs == 1:
         notes.append("the baseline holds one run: only its rounds show the noise; saving it again adds runs "
@@ -141,15 +147,17 @@ def compare(base: Snapshot, now: Snapshot, thresholds: Iterable[Threshold] | Non
     flips += _flips("the run", base.session_verdicts, now.session_verdicts)
     setup_keys = sorted(set(base.setup) | set(now.setup))
     warnings = [f"different {difference}" for difference in (
-        _differences(base.machine, now.machine, sorted(set(base.machine) | set(now.machine)))
-        + _differences(base.setup, now.setup, [k for k in setup_keys if k in _WARN_SETUP]))]
+        _differences(base.machine, now.machine, COMPARABLE_MACHINE) if base.machine and now.machine else [])
+        + _differences(base.setup, now.setup, [k for k in setup_keys if k in _WARN_SETUP])]
+    if not (base.machine and now.machine):
+        warnings.append("the baseline or this run does not record its machine: cannot tell whether they match")
     changes = _differences(base.setup, now.setup, [k for k in setup_keys if k not in _WARN_SETUP])
     return Comparison(label or base.name or "baseline", rows, flips, warnings, changes, notes, chosen)
 
 
 def _value(stat: MetricStat, unit: str) -> str:
     text = f"{stat.median:.4g}{unit if unit == 'x' else ''}"
-    return f"{text} ({stat.spread:.2g})" if len(stat.values) > 1 else text
+    return f"{text} (±{stat.noise / 2:.2g})" if len(stat.values) > 1 else text
 
 
 def format_comparison(comparison: Comparison, all_metrics: bool = False) -> str:
@@ -164,7 +172,8 @@ def format_comparison(comparison: Comparison, all_metrics: bool = False) -> str:
           "REGRESSED" if row.regressed else ("ok" if row.allowance is not None else "-"))
          for row in shown],
         headers=("scenario", "metric", "baseline", "now", "delta", "delta %", "allowed", "result"))
-    lines = [f"vramcap: compared with baseline {comparison.baseline} (median of rounds, (spread) = highest - lowest)",
+    lines = [f"vramcap: compared with baseline {comparison.baseline} (medians; ± half the noise: the drift between "
+             f"runs or the spread of a run's rounds)",
              table if shown else "(no metric measured in both)"]
     lines += [f"REGRESSED: {flip}" for flip in comparison.flips]
     lines += [f"WARNING: {warning}" for warning in comparison.warnings]

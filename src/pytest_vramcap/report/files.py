@@ -33,7 +33,7 @@ def write_report(report: RunReport, report_dir: Path) -> Path:
     while path.exists():
         counter += 1
         path = report_dir / f"vramcap-{stamp}-{counter}.json"
-    path.write_text(report.model_dump_json(indent=2), encoding="utf-8")
+    _atomic_write(path, report.model_dump_json(indent=2))
     _atomic_write(path.with_suffix(".html"), render_html(report))
     _atomic_write(path.with_suffix(".md"), render_markdown(report))
     return path

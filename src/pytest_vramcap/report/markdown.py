@@ -14,6 +14,17 @@ from .terminal import summary_table
 __all__ = ["append_step_summary", "render_markdown"]
 
 
+def _cell(text: str) -> str:
+    """Text safe inside a table cell: a ``|`` would start a new cell."""
+    return text.replace("|", "\\|")
+
+
+def _code(text: str) -> str:
+    """Text as inline code (a backtick inside would end it early)."""
+    quoted = text.replace("`", "'")
+    return f"`{quoted}`"
+
+
 def _comparison(report: RunReport) -> list[str]:
     comparison = report.comparison
     if comparison is None:
@@ -25,12 +36,13 @@ def _comparison(report: RunReport) -> list[str]:
         if row["allowance"] is None:
             continue  # the HTML report has every metric; CI's summary shows the gated ones
         delta = f"{row['delta_pct']:+.1f}%" if row["delta_pct"] is not None else f"{row['delta']:+.4g}"
-        lines.append(f"| {row['scenario']} | {row['metric']} | {row['baseline']['median']:.4g} | "
+        lines.append(f"| {_cell(row['scenario'])} | {row['metric']} | {row['baseline']['median']:.4g} | "
                      f"{row['now']['median']:.4g} | {delta} | {row['allowance']:.4g} | "
                      f"{'**REGRESSED**' if row['regressed'] else 'ok'} |")
     lines += [""] + [f"- **REGRESSED**: {flip}" for flip in comparison["flips"]]
     lines += [f"- warning: {warning}" for warning in comparison["warnings"]]
     lines += [f"- changed: {change}" for change in comparison["changes"]]
+    lines += [f"- note: {note}" for note in comparison.get("notes", [])]
     return lines
 
 
@@ -43,20 +55,22 @@ def _loads(report: RunReport) -> list[str]:
     for load in report.loads:
         summary = load.get("summary") or {}
         tps, ttft = summary.get("output_tps"), (summary.get("ttft_s") or {}).get("p95")
-        lines.append(f"| {load.get('nodeid')} | {load.get('users')} | {load.get('graphs')} | "
+        lines.append(f"| {_cell(str(load.get('nodeid')))} | {load.get('users')} | {load.get('graphs')} | "
                      f"{load.get('failure_ratio', 0):.3f} | {'-' if tps is None else f'{tps:.1f}'} | "
                      f"{'-' if ttft is None else f'{ttft:.3f}'} | {'PASSED' if load.get('passed') else '**FAILED**'} |")
     return lines
 
 
 def render_markdown(report: RunReport) -> str:
-    plan = report.plan or {}
-    config = plan.get("config") or {}
-    model = (plan.get("model") or {}).get("name", "?")
+    plan = report.plan
+    if plan is not None:
+        config = plan["config"]
+        setup = (f"{plan['model']['name']}, {config['parallel']} agents x {config['ctx_per_agent']} ctx, "
+                 f"KV {config['kv_cache']}")
+    else:
+        setup = "no plan"
     lines = [f"## vramcap: {'PASSED' if report.passed else 'FAILED'}", "",
-             f"Profile **{report.profile.get('name')}**, {model}, {config.get('parallel')} agents x "
-             f"{config.get('ctx_per_agent')} ctx, KV {config.get('kv_cache')}, engine {report.engine.get('kind')}.",
-             ""]
+             f"Profile **{report.profile.get('name')}**, {setup}, engine {report.engine.get('kind')}.", ""]
     if report.scenarios:
         lines.append(summary_table(report.scenarios, tablefmt="github"))
     failed = [(result.name, verdict) for result in report.scenarios for verdict in result.verdicts if verdict.failed]
@@ -64,8 +78,8 @@ def render_markdown(report: RunReport) -> str:
     if failed:
         lines += ["", "### Failed verdicts", ""]
         for where, verdict in failed:
-            lines.append(f"- **{where}**: {verdict.name}: {verdict.summary}")
-            lines += [f"  - `{line}`" for line in verdict.evidence]
+            lines.append(f"- **{_cell(where)}**: {verdict.name}: {_cell(verdict.summary)}")
+            lines += [f"  - {_code(line)}" for line in verdict.evidence]
     lines += _loads(report)
     lines += _comparison(report)
     return "\n".join(lines) + "\n"

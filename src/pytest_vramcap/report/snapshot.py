@@ -26,9 +26,9 @@ import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ValidationError, computed_field
+from pydantic import BaseModel, Field, ValidationError, computed_field
 
 from ..errors import ConfigError
 from ..load.metrics import Summary
@@ -75,7 +75,7 @@ METRICS: dict[str, MetricDef] = {m.name: m for m in (
 class MetricStat(BaseModel):
     """One metric's value in each round of each stored run."""
 
-    runs: list[list[float]]
+    runs: Annotated[list[Annotated[list[float], Field(min_length=1)]], Field(min_length=1)]
     """Per run (oldest first), its value in each round; a snapshot of one run holds one list."""
 
     @classmethod
@@ -93,9 +93,13 @@ class MetricStat(BaseModel):
 
     @computed_field  # type: ignore[prop-decorator]
     @property
-    def spread(self) -> float:
-        """Highest minus lowest value over every round of every run: how far they disagree."""
-        return max(self.values) - min(self.values)
+    def noise(self) -> float:
+        """How far identical measurements disagree: the larger of the drift between runs (highest minus
+        lowest run median) and the typical spread within a run (the median run's highest minus lowest
+        round). Medians keep one stalled round, or one bad run among several, from widening it."""
+        within = statistics.median(max(run) - min(run) for run in self.runs)
+        medians = [statistics.median(run) for run in self.runs]
+        return max(within, max(medians) - min(medians))
 
     def added(self, newer: MetricStat, keep: int) -> MetricStat:
         """This metric with ``newer``'s runs added, keeping the last ``keep`` runs."""
@@ -131,24 +135,41 @@ class Snapshot(BaseModel):
 
 
 def _added(older: dict[str, MetricStat], newer: dict[str, MetricStat], keep: int) -> dict[str, MetricStat]:
-    return {name: older[name].added(stat, keep) if name in older else stat for name, stat in newer.items()}
+    """Each metric with the newer run's values added; a metric the newer run lacks keeps its history."""
+    return {**older, **{name: older[name].added(stat, keep) if name in older else stat
+                        for name, stat in newer.items()}}
+
+
+COMPARABLE_MACHINE = ("cpu", "cpus", "gpus")
+"""What makes two machines' timings comparable; the host name is only shown (CI runners get a new one per job)."""
+
+
+def comparable_machine(machine: dict[str, Any]) -> dict[str, Any]:
+    return {key: machine.get(key) for key in COMPARABLE_MACHINE}
 
 
 def add_run(baseline: Snapshot | None, newer: Snapshot, keep: int) -> tuple[Snapshot, str | None]:
-    """``newer`` added to ``baseline`` (keeping the last ``keep`` runs), and a note when it replaced it instead:
-    runs of another setup or machine are not noise of this one."""
+    """``newer`` added to ``baseline`` (keeping the last ``keep`` runs), and a note when it replaced it instead
+    (runs of another setup or machine are not noise of this one) or when their scenarios differ.
+
+    A scenario the newer run did not run keeps its history: a ``-k`` subset must not erase the rest.
+    """
     if baseline is None or keep <= 1:
         return newer, None
-    for field in ("setup", "machine"):
-        if getattr(baseline, field) != getattr(newer, field):
-            return newer, f"the baseline's {field} differs: it was replaced, not added to"
+    if baseline.setup != newer.setup:
+        return newer, "the baseline's setup differs: it was replaced, not added to"
+    if comparable_machine(baseline.machine) != comparable_machine(newer.machine):
+        return newer, "the baseline's machine differs: it was replaced, not added to"
     scenarios = []
     for scenario in newer.scenarios:
         old = baseline.scenario(scenario.name)
         metrics = _added(old.metrics, scenario.metrics, keep) if old else scenario.metrics
         scenarios.append(scenario.model_copy(update={"metrics": metrics}))
-    return newer.model_copy(update={"scenarios": scenarios, "run": _added(baseline.run, newer.run, keep),
-                                    "runs": min(baseline.runs + 1, keep)}), None
+    missing = [s for s in baseline.scenarios if newer.scenario(s.name) is None]
+    note = f"kept the history of scenarios this run did not run: {', '.join(s.name for s in missing)}" \
+        if missing else None
+    return newer.model_copy(update={"scenarios": scenarios + missing, "run": _added(baseline.run, newer.run, keep),
+                                    "runs": min(baseline.runs + 1, keep)}), note
 
 
 def _stat(values: list[float | None]) -> MetricStat | None:
@@ -193,10 +214,21 @@ def _unique_names(results: list[ScenarioResult]) -> list[str]:
     return [r.name if counts[r.name] == 1 else f"{r.name} ({r.nodeid})" for r in results]
 
 
+def server_peak_mib(gpu: dict[str, Any]) -> float | None:
+    """The server's peak GPU memory in a report's ``gpu`` section: its process's, else the device's less the
+    ballast of an emulated card (NVML misses the process in containers without the host's PID namespace)."""
+    measured = gpu.get("measured") or {}
+    if measured.get("peak_process_mib") is not None:
+        return float(measured["peak_process_mib"])
+    if measured.get("peak_device_mib") is None:
+        return None
+    ballast = (gpu.get("emulated_profile") or {}).get("ballast_mib") or 0
+    return float(measured["peak_device_mib"]) - ballast
+
+
 def snapshot_of(report: RunReport, name: str | None = None) -> Snapshot:
     plan = report.plan or {}
     gpu = report.gpu or {}
-    measured = gpu.get("measured") or {}
     setup = {
         "profile": report.profile.get("name"),
         "model": (plan.get("model") or {}).get("name"),
@@ -207,7 +239,7 @@ def snapshot_of(report: RunReport, name: str | None = None) -> Snapshot:
         "emulated": gpu.get("emulated_profile") is not None,
     }
     machine = {**report.machine, "gpus": [g.get("name") for g in gpu.get("gpus") or []]}
-    peak = measured.get("peak_process_mib") or measured.get("peak_device_mib")
+    peak = server_peak_mib(gpu)
     return Snapshot(
         name=name, created=report.created, passed=report.passed, setup=setup, machine=machine,
         scenarios=[ScenarioSnapshot(name=unique, nodeid=result.nodeid, passed=result.passed,
@@ -219,8 +251,11 @@ def snapshot_of(report: RunReport, name: str | None = None) -> Snapshot:
     )
 
 
-def load_snapshot(path: Path) -> Snapshot:
-    """A baseline file, or a run report (``vramcap-*.json``) reduced to its snapshot; ConfigError otherwise."""
+def load_snapshot(path: Path, baseline_only: bool = False) -> Snapshot:
+    """A baseline file, or a run report (``vramcap-*.json``) reduced to its snapshot; ConfigError otherwise.
+
+    ``baseline_only``: refuse a run report too (a save must not overwrite one).
+    """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -234,6 +269,8 @@ def load_snapshot(path: Path) -> Snapshot:
                                   f"{BASELINE_VERSION}")
             return Snapshot.model_validate(data)
         if isinstance(data, dict) and "schema_version" in data and "scenarios" in data:
+            if baseline_only:
+                raise ConfigError(f"{path} is a vramcap run report, not a baseline")
             return snapshot_of(RunReport.model_validate(data))
     except ValidationError as exc:
         first = exc.errors()[0]
