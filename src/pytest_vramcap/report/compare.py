@@ -118,8 +118,16 @@ def _flips(where: str, base: Mapping[str, str], now: Mapping[str, str]) -> list[
             f"now" for name, outcome in now.items() if outcome == "fail" and base.get(name) != "fail"]
 
 
-def _differences(base: dict[str, Any], now: dict[str, Any], keys: Iterable[str]) -> list[str]:
-    return [f"{key} {base.get(key)!r} -> {now.get(key)!r}" for key in keys if base.get(key) != now.get(key)]
+def _differences(base: dict[str, Any], now: dict[str, Any], keys: Iterable[str], prefix: str = "") -> list[str]:
+    """``key old -> new`` for each differing key; nested dicts by their differing keys (``config.parallel 4 -> 2``)."""
+    found = []
+    for key in keys:
+        old, new = base.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += _differences(old, new, sorted(set(old) | set(new)), f"{prefix}{key}.")
+        elif old != new:
+            found.append(f"{prefix}{key} {old!r} -> {new!r}")
+    return found
 
 
 def compare(base: Snapshot, now: Snapshot, thresholds: Iterable[Threshold] | None = None,
