@@ -52,7 +52,9 @@ def test_save_then_compare_then_regress(pytester: pytest.Pytester, run) -> None:
 
     baseline["scenarios"][0]["metrics"]["speedup"]["runs"] = [[1000.0]]
     (pytester.path / "fast.json").write_text(json.dumps(baseline))
-    slower = run("--vram-profile=16gb", "scenarios", "--vramcap-compare=fast.json")
+    # Only the speedup is gated here (10%): a TTFT may move on a busy machine, a 1000x speedup cannot be met.
+    slower = run("--vram-profile=16gb", "scenarios", "--vramcap-compare=fast.json",
+                 "--vramcap-compare-fail=speedup:10%")
     slower.assert_outcomes(passed=1)  # every verdict passed: the gate alone fails the run
     assert slower.ret == pytest.ExitCode.TESTS_FAILED
     slower.stdout.fnmatch_lines(["*pair*speedup*1000x*REGRESSED",
