@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -25,6 +26,12 @@ def _engine() -> tuple[Path | None, str]:
 LLAMA_SERVER, _NO_ENGINE = _engine()
 needs_llama_server = pytest.mark.skipif(LLAMA_SERVER is None, reason=_NO_ENGINE)
 """``pytestmark`` of the modules that drive a real llama-server."""
+
+
+def sigint_reaches_python() -> None:
+    """``preexec_fn`` of children a test sends Ctrl-C: a process started as a shell's background job (``cmd &``,
+    as some CI runners do) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def processes_with(marker: str) -> list[int]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pytest_vramcap.model import shape_metadata, write_sparse_gguf
-from tests.helpers import misbehaving_server
+from tests.helpers import misbehaving_server, sigint_reaches_python
 
 
 def vramcap(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
@@ -193,7 +193,8 @@ def test_file_system_refusals(tmp_path: Path) -> None:
 def test_ctrl_c_during_synth_leaves_nothing_behind(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "pytest_vramcap.cli", "synth", "qwen2.5-1.5b", "--quant", "F16",
-                             "--out", str(out / "m.gguf")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--out", str(out / "m.gguf")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_reaches_python)
     deadline = time.monotonic() + 60
     while not (out.exists() and any(out.iterdir())) and time.monotonic() < deadline:
         time.sleep(0.05)  # wait until the partial file exists

@@ -15,7 +15,7 @@ import pytest
 
 from pytest_vramcap.engines import free_port
 from pytest_vramcap.model.synth import write_gguf
-from tests.helpers import needs_llama_server, processes_with
+from tests.helpers import needs_llama_server, processes_with, sigint_reaches_python
 from tests.ollama_double import launcher, pull
 
 pytestmark = needs_llama_server
@@ -52,7 +52,7 @@ def still_running(pid: int, started: str) -> bool:
 def start_serve(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str, str]:
     """``vramcap serve ARGS`` in the background, once it says where it serves: (process, URL, what it printed)."""
     proc = subprocess.Popen([sys.executable, "-m", "pytest_vramcap.cli", "serve", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_reaches_python,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     deadline = time.monotonic() + 180
     lines: list[str] = []

@@ -23,7 +23,13 @@ from pathlib import Path
 import pytest
 
 from pytest_vramcap.model.synth import write_gguf
-from tests.helpers import LLAMA_SERVER, misbehaving_server, needs_llama_server, processes_with
+from tests.helpers import (
+    LLAMA_SERVER,
+    misbehaving_server,
+    needs_llama_server,
+    processes_with,
+    sigint_reaches_python,
+)
 
 pytest_plugins = ["pytester"]
 
@@ -131,7 +137,7 @@ def tasks_started(root: Path) -> int:
 def pytest_process(root: Path, *argv: str) -> Iterator[subprocess.Popen[str]]:
     """pytest in a subprocess of ours, killed if the test ends before it does."""
     proc = subprocess.Popen([sys.executable, "-m", "pytest", *argv], cwd=root, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=sigint_reaches_python)
     try:
         yield proc
     finally:
