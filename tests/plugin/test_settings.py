@@ -63,3 +63,16 @@ def test_url_engine_needs_a_url_and_llamacpp_cannot_serve_an_ollama_model(pytest
     embedded = settings(pytester, "--vram-profile=16gb", "--vramcap-model=ollama:qwen2.5:14b")
     with pytest.raises(ModelSourceError, match="needs --vramcap-engine=ollama"):
         embedded.model_source()
+
+
+def test_baseline_paths_follow_where_they_were_given(pytester: pytest.Pytester) -> None:
+    """A baseline name lives in the baseline directory; a ``.json`` path is taken like any path option: from
+    the ini file against its directory, from the command line against where pytest started."""
+    sub = pytester.mkdir("sub")
+    sub.joinpath("pytest.ini").write_text("[pytest]\nvramcap_vram_profile = 16gb\nvramcap_compare = ci/main.json\n"
+                                          "vramcap_save_baseline = nightly\n")
+    from_ini = settings(pytester, "-c", str(sub / "pytest.ini"))
+    assert from_ini.compare == sub / "ci" / "main.json"
+    assert from_ini.save_baseline == sub / ".vramcap" / "baselines" / "nightly.json"  # the rootdir: the ini's
+    from_cli = settings(pytester, "-c", str(sub / "pytest.ini"), "--vramcap-compare=other.json")
+    assert from_cli.compare == pytester.path / "other.json"

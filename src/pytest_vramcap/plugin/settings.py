@@ -52,48 +52,38 @@ def _ini_key(name: str) -> str:
     return DEST_PREFIX + name.replace("-", "_")
 
 
-def _resolve(config: pytest.Config, option: Option) -> Any:
-    """Command line, then the ini file (the option's name, then its aliases), then the plugin's default.
+def _lookup(config: pytest.Config, option: Option) -> tuple[Any, Path]:
+    """Command line, then the ini file (the option's name, then its aliases), then the plugin's default; with
+    the directory a relative path in the value is taken against.
 
-    A relative path is taken the way pytest takes its own: from the command line
-    against the directory pytest was started in, from the ini file against that
-    file's directory, and a default against the rootdir.
+    That is the way pytest takes its own paths: from the command line against the
+    directory pytest was started in, from the ini file against that file's
+    directory, and a default against the rootdir.
     """
     value = config.getoption(DEST_PREFIX + option.dest)
-    base = config.invocation_params.dir
-    if value is None:
-        base = config.inipath.parent if config.inipath else config.rootpath
-        for name in (option.name, *option.aliases):
-            raw = config.getini(_ini_key(name))
-            if raw not in (None, ""):
-                try:
-                    value = option.parse(str(raw))
-                except (ValueError, TypeError) as exc:
-                    raise pytest.UsageError(f"ini key {_ini_key(name)}: {exc}") from None
-                break
-        else:
-            base, value = config.rootpath, option.default_for_pytest()
+    if value is not None:
+        return value, config.invocation_params.dir
+    base = config.inipath.parent if config.inipath else config.rootpath
+    for name in (option.name, *option.aliases):
+        raw = config.getini(_ini_key(name))
+        if raw not in (None, ""):
+            try:
+                return option.parse(str(raw)), base
+            except (ValueError, TypeError) as exc:
+                raise pytest.UsageError(f"ini key {_ini_key(name)}: {exc}") from None
+    return option.default_for_pytest(), config.rootpath
+
+
+def _against(value: Any, base: Path) -> Any:
+    """A relative path taken against ``base``; anything else as it is."""
     return base / value if isinstance(value, Path) and not value.is_absolute() else value
 
 
-def _origin(config: pytest.Config, option: Option) -> Path:
-    """The directory a relative path in this option is taken against: where it was given (see :func:`_resolve`)."""
-    if config.getoption(DEST_PREFIX + option.dest) is not None:
-        return config.invocation_params.dir
-    names = (option.name, *option.aliases)
-    if config.inipath and any(config.getini(_ini_key(name)) not in (None, "") for name in names):
-        return config.inipath.parent
-    return config.rootpath
-
-
-def _baseline_file(config: pytest.Config, name: str, ref: str | None, directory: Path) -> Path | None:
-    """A baseline name as ``directory/NAME.json``; a ``.json`` path taken like any other path option."""
+def _baseline_file(ref: str | None, base: Path, directory: Path) -> Path | None:
+    """A baseline name as ``directory/NAME.json``; a ``.json`` path against ``base``, like any path option."""
     if ref is None:
         return None
-    if ref.endswith(".json"):
-        option = next(option for option in _TABLE_OPTIONS if option.name == name)
-        return _origin(config, option) / ref
-    return directory / f"{ref}.json"
+    return base / ref if ref.endswith(".json") else directory / f"{ref}.json"
 
 
 @dataclass(frozen=True)
@@ -132,7 +122,8 @@ class Settings:
         profile = config.getoption("vram_profile") or config.getini("vramcap_vram_profile")
         if not profile:
             return None
-        values = {option.dest: _resolve(config, option) for option in _TABLE_OPTIONS}
+        found = {option.dest: _lookup(config, option) for option in _TABLE_OPTIONS}
+        values = {dest: _against(value, base) for dest, (value, base) in found.items()}
         values["profile"] = str(profile).strip()
         from ..engines.provision import resolve_engine
 
@@ -153,9 +144,8 @@ class Settings:
                    rounds=values["rounds"],
                    startup_timeout=values["startup_timeout"], models_dir=values["models_dir"],
                    fit=values["fit"] == "on", emulate=values["emulate"],
-                   save_baseline=_baseline_file(config, "save-baseline", values["save_baseline"],
-                                                values["baseline_dir"]),
-                   compare=_baseline_file(config, "compare", values["compare"], values["baseline_dir"]),
+                   save_baseline=_baseline_file(*found["save_baseline"], values["baseline_dir"]),
+                   compare=_baseline_file(*found["compare"], values["baseline_dir"]),
                    compare_fail=values["compare_fail"], baseline_runs=values["baseline_runs"])
 
     def model_source(self) -> ModelSource:
