@@ -19,6 +19,8 @@ import pytest
 from pytest_vramcap.model import shape_metadata, write_sparse_gguf
 from tests.helpers import misbehaving_server, sigint_reaches_python
 
+pytest_plugins = ["pytester"]
+
 
 def vramcap(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:

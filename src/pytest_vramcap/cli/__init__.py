@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -78,13 +78,19 @@ def _add_synth_options(parser: argparse.ArgumentParser) -> None:
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vramcap", description="VRAM capacity planning for multi-agent llama.cpp / Ollama serving")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    plan = commands.add_parser("plan", help="plan a server config for a model on a VRAM profile")
+
+    def command(name: str, run: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        """A subcommand whose parsed arguments carry the function that runs it (``args.run``)."""
+        sub = commands.add_parser(name, help=help)
+        sub.set_defaults(run=run)
+        return sub
+
+    plan = command("plan", _run_plan, "plan a server config for a model on a VRAM profile")
     add_options(plan.add_argument, PLAN_OPTIONS, required={"model"})
     plan.add_argument("--json", action="store_true", help="print one JSON object")
     add_plan_compare_option(plan)
-    _add_synth_options(commands.add_parser("synth", help="write a synthetic GGUF shaped like a real model"))
-    serve = commands.add_parser("serve", help="plan, start llama-server (or ollama serve), and keep it up until "
-                                              "Ctrl-C")
+    _add_synth_options(command("synth", _run_synth, "write a synthetic GGUF shaped like a real model"))
+    serve = command("serve", _run_serve, "plan, start llama-server (or ollama serve), and keep it up until Ctrl-C")
     add_options(serve.add_argument, PLAN_OPTIONS, required={"model"})
     add_options(serve.add_argument, ENGINE_OPTIONS)
     serve.add_argument("--engine", type=argparse_type(choice(SERVED_ENGINES)), default="llamacpp",
@@ -94,19 +100,19 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=argparse_type(port), default=None, help="port (default: a free one)")
     serve.add_argument("--host", type=argparse_type(host), default=DEFAULT_HOST,
                        help=f"bind address (default {DEFAULT_HOST})")
-    add_load_options(commands.add_parser("load", help="a headless Locust load of agent graphs, gated on SLOs"))
-    add_capacity_options(commands.add_parser("capacity", help="step up concurrent agents until TTFT p95 breaks: "
-                                                               "the knee, next to the plan's slots"))
-    diagnose = commands.add_parser("diagnose", help="the OOM and CPU-offload verdicts of a llama-server or Ollama log")
+    add_load_options(command("load", run_load, "a headless Locust load of agent graphs, gated on SLOs"))
+    add_capacity_options(command("capacity", run_capacity, "step up concurrent agents until TTFT p95 breaks: "
+                                                           "the knee, next to the plan's slots"))
+    diagnose = command("diagnose", _run_diagnose, "the OOM and CPU-offload verdicts of a llama-server or Ollama log")
     diagnose.add_argument("log", help="a llama-server log (-lv 4 shows the buffer sizes) or an Ollama server log")
     diagnose.add_argument("--json", action="store_true", help="print one JSON object")
     diagnose.add_argument("--model", metavar="SRC", default=None,
                           help="the model the log served (GGUF, shape, ollama:NAME): says exactly how many MiB moved")
     diagnose.add_argument("--quant", default=None, metavar="MIX", help="quantization mix for a shape named without one")
-    add_compare_options(commands.add_parser("compare", help="compare two runs (a baseline and a run report): the "
-                                                            "regression gate's table, exit 1 on a regression"))
-    commands.add_parser("profiles", help="list the built-in VRAM profiles")
-    commands.add_parser("shapes", help="list the known model shapes")
+    add_compare_options(command("compare", run_compare, "compare two runs (a baseline and a run report): the "
+                                                        "regression gate's table, exit 1 on a regression"))
+    command("profiles", _run_profiles, "list the built-in VRAM profiles")
+    command("shapes", _run_shapes, "list the known model shapes")
     return parser
 
 
@@ -186,7 +192,7 @@ def _log_of(server: Server) -> str:
     return f"log {log}" if log else "no log"
 
 
-def _run_profiles() -> int:
+def _run_profiles(_args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from ..planner.profiles import named_profiles
@@ -200,7 +206,7 @@ def _run_profiles() -> int:
     return EXIT_OK
 
 
-def _run_shapes() -> int:
+def _run_shapes(_args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from ..model.shapes import SHAPES
@@ -236,23 +242,7 @@ def _run_diagnose(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(argv)
-        if args.command == "plan":
-            return _run_plan(args)
-        if args.command == "synth":
-            return _run_synth(args)
-        if args.command == "serve":
-            return _run_serve(args)
-        if args.command == "load":
-            return run_load(args)
-        if args.command == "capacity":
-            return run_capacity(args)
-        if args.command == "diagnose":
-            return _run_diagnose(args)
-        if args.command == "compare":
-            return run_compare(args)
-        if args.command == "profiles":
-            return _run_profiles()
-        return _run_shapes()
+        return int(args.run(args))
     except BadInputError as exc:
         print(f"vramcap: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -61,11 +61,12 @@ class LoadOutcome:
 
     def junit_properties(self) -> list[tuple[str, str]]:
         """The load's key numbers and each SLO's outcome, for JUnit XML ``<property>`` entries."""
+        from ..report.schema import junit_properties
+
         summary = self.data["summary"]
         numbers = {"output_tps": summary.get("output_tps"), "failure_ratio": self.data.get("failure_ratio"),
                    "ttft_p95_s": (summary.get("ttft_s") or {}).get("p95")}
-        return ([(f"vramcap_load_{name}", f"{value:.4g}") for name, value in numbers.items() if value is not None]
-                + [(f"vramcap_load_verdict_{v.name}", v.outcome) for v in self.verdicts])
+        return junit_properties("vramcap_load_", numbers, self.verdicts)
 
     def describe(self) -> str:
         """The load's numbers, then every verdict with its evidence."""

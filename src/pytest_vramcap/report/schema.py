@@ -8,6 +8,7 @@ workers to the controller as this JSON.
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,7 +20,7 @@ from ..load.metrics import Summary
 from ..types import RunMode
 from .verdicts import Verdict
 
-__all__ = ["SCHEMA_VERSION", "ModeReport", "RunReport", "ScenarioResult", "machine", "versions"]
+__all__ = ["SCHEMA_VERSION", "ModeReport", "RunReport", "ScenarioResult", "junit_properties", "machine", "versions"]
 
 SCHEMA_VERSION = 1
 
@@ -98,12 +99,19 @@ class ScenarioResult(BaseModel):
             "tpot_p50_s": par.tpot_s.p50 if par and par.tpot_s else None,
             "output_tps": par.output_tps if par else None,
         }
-        return ([(f"vramcap_{name}", f"{value:.4g}") for name, value in metrics.items() if value is not None]
-                + [(f"vramcap_verdict_{v.name}", v.outcome) for v in self.verdicts])
+        return junit_properties("vramcap_", metrics, self.verdicts)
 
     def outcome(self, verdict_name: str) -> str:
         """The named verdict's outcome, ``-`` when it was not judged."""
         return next((v.outcome for v in self.verdicts if v.name == verdict_name), "-")
+
+
+def junit_properties(prefix: str, numbers: Mapping[str, float | None],
+                     verdicts: Iterable[Verdict]) -> list[tuple[str, str]]:
+    """``<property>`` entries for JUnit XML: each known number (4 significant digits) as ``PREFIXname``, each
+    verdict's outcome as ``PREFIXverdict_name``."""
+    return ([(f"{prefix}{name}", f"{value:.4g}") for name, value in numbers.items() if value is not None]
+            + [(f"{prefix}verdict_{verdict.name}", verdict.outcome) for verdict in verdicts])
 
 
 def _window(run: ScenarioRun) -> tuple[float, float] | None:
