@@ -35,8 +35,9 @@ if TYPE_CHECKING:
         VramcapError,
     )
     from .load.client import ChatClient, ChatRequest, RequestRecord
-    from .load.fanout import ScenarioRun, run_both
+    from .load.fanout import run_both
     from .load.metrics import summarize
+    from .load.runs import ScenarioRun
     from .load.scenarios import Scenario, load_scenario
     from .model.source import ModelSource, load_model, parse_model_source
     from .model.spec import ModelSpec
@@ -68,7 +69,8 @@ _EXPORTS = {
     "find_llama_server": "engines.binary",
     **dict.fromkeys(("EngineOptions", "LlamaServer"), "engines.llamacpp"),
     **dict.fromkeys(("ChatClient", "ChatRequest", "RequestRecord"), "load.client"),
-    **dict.fromkeys(("ScenarioRun", "run_both"), "load.fanout"),
+    "run_both": "load.fanout",
+    "ScenarioRun": "load.runs",
     "summarize": "load.metrics",
     **dict.fromkeys(("Scenario", "load_scenario"), "load.scenarios"),
     "Verdict": "report.verdicts",

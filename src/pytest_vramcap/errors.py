@@ -7,6 +7,7 @@
     │   │   └── OllamaUnreachable   ollama:NAME, and no Ollama answers to say what NAME is
     │   ├── ConfigError             contradictory or out-of-range plan options
     │   ├── ScenarioError           a scenario file that is missing, not YAML, or invalid
+    │   │   └── GraphError          a scenario's graph cannot be imported or built; carries the user's traceback
     │   └── EngineNotFoundError     no llama-server binary (also an EngineError)
     ├── EngineError                 a server that cannot be started, reached or kept alive: the CLI exits 3
     │   ├── EngineStartError        exited or hung during start-up; carries the log tail
@@ -39,6 +40,7 @@ __all__ = [
     "EngineError",
     "EngineNotFoundError",
     "EngineStartError",
+    "GraphError",
     "HTTPStatusError",
     "ModelSourceError",
     "OllamaUnreachable",
@@ -81,6 +83,18 @@ class ConfigError(BadInputError):
 
 class ScenarioError(BadInputError):
     """A scenario file that is missing, not YAML, or not a valid scenario."""
+
+
+class GraphError(ScenarioError):
+    """A scenario's graph (``graph: file.py:build``) cannot be imported or built.
+
+    ``user_traceback`` holds the user's own frames when their code raised, shown once
+    above the one-line message (as pytest shows a test's error); empty otherwise.
+    """
+
+    def __init__(self, message: str, user_traceback: str = "") -> None:
+        super().__init__(message)
+        self.user_traceback = user_traceback
 
 
 class EngineError(VramcapError):

@@ -13,7 +13,7 @@ import pytest
 
 from pytest_vramcap.errors import ConfigError
 from pytest_vramcap.load.client import RequestRecord
-from pytest_vramcap.load.fanout import ModeResult, ModeRuns, ScenarioRun
+from pytest_vramcap.load.runs import ModeResult, ModeRuns, ScenarioRun
 from pytest_vramcap.load.scenarios import Scenario
 from pytest_vramcap.model import spec_from_shape
 from pytest_vramcap.options import plan_change

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pytest_vramcap.load.client import RequestRecord
-from pytest_vramcap.load.fanout import ModeResult, ModeRuns, ScenarioRun
+from pytest_vramcap.load.runs import ModeResult, ModeRuns, ScenarioRun
 from pytest_vramcap.load.scenarios import Scenario
 from pytest_vramcap.report.schema import ScenarioResult
 from pytest_vramcap.report.terminal import summary_table

@@ -14,7 +14,7 @@ from pytest_vramcap.engines.judge import Placement
 from pytest_vramcap.engines.logparse import ServerLog, parse_server_log
 from pytest_vramcap.errors import EngineStartError, ServerUnreachable
 from pytest_vramcap.load.client import RequestRecord
-from pytest_vramcap.load.fanout import ModeResult, ModeRuns, ScenarioRun
+from pytest_vramcap.load.runs import ModeResult, ModeRuns, ScenarioRun
 from pytest_vramcap.load.scenarios import Scenario
 from pytest_vramcap.model import spec_from_shape
 from pytest_vramcap.planner import PlanRequest, make_plan, resolve_profile
@@ -154,10 +154,10 @@ def test_a_speedup_just_under_its_minimum_does_not_read_as_equal() -> None:
 
 
 def test_fewer_slots_than_agents_fail_whatever_the_clock_says() -> None:
-    verdict = slots_verdict(1, SCENARIO)
+    verdict = slots_verdict(1, run(2.0, 1.0))
     assert verdict.failed and verdict.summary.startswith("the server has 1 slot(s) for 2 concurrent agents")
     assert verdict.evidence == ("step work: 2 agents on 1 slot(s)",)
-    assert slots_verdict(2, SCENARIO).outcome == "pass" and slots_verdict(4, SCENARIO).outcome == "pass"
+    assert slots_verdict(2, run(2.0, 1.0)).outcome == "pass" and slots_verdict(4, run(2.0, 1.0)).outcome == "pass"
 
 
 def test_the_speedup_is_the_median_of_interleaved_rounds_with_its_spread() -> None:

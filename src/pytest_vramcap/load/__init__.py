@@ -1,8 +1,13 @@
 """Stage 4, the load: scenarios, the streaming client, the sequential / parallel runner, metrics.
 
-    scenarios.py  the scenario schema (LangGraph-style super-steps, from YAML)
+    scenarios.py  the scenario schema (LangGraph-style super-steps, or a user's graph, from YAML)
     client.py     a streaming OpenAI-compatible chat client; one RequestRecord per request
-    fanout.py     a scenario run sequentially, then in parallel
+    runs.py       what a run is: rounds of a sequential and a parallel pass, the speedup
+    fanout.py     a scenario of steps run sequentially, then in parallel (run_both runs any scenario)
+    graph_source.py  a user's graph builder imported from graph: FILE.py:build
+    graph_run.py  a user's graph invoked sequentially (max_concurrency=1), then in parallel
+    proxy.py      the recording pass-through a graph's client talks to: a RequestRecord per request
+    proxy_http.py its HTTP server and engine connections; assemble.py rebuilds unstreamed answers
     metrics.py    TTFT, TPOT, E2E, tokens/s and percentiles, by fixed formulas
     stream.py     one chat stream read without I/O (shared by the asyncio client and the Locust users)
     failures.py   why a request failed, as one countable kind
@@ -17,8 +22,9 @@ Locust (imported only by these, never by the plugin: Locust monkey-patches at im
 from __future__ import annotations
 
 from .client import ChatClient, ChatRequest, RequestRecord
-from .fanout import ModeResult, ScenarioRun, run_both, run_scenario
+from .fanout import run_both, run_scenario
 from .metrics import Distribution, Summary, parallel_speedup, percentile, summarize
+from .runs import ModeResult, ScenarioRun
 from .scenarios import SLO, Agent, Expectations, Scenario, Step, load_scenario, render_prompt
 
 __all__ = [

@@ -18,6 +18,14 @@ that state: ``{task}`` reads an input, ``{plan.supervisor}`` the output of the
         agents:
           - {role: coder, prompt: "Plan: {plan.supervisor}. Write the code.", max_tokens: 96}
           - {role: writer, prompt: "Plan: {plan.supervisor}. Write the docs.", max_tokens: 96}
+
+Or a scenario names a LangGraph graph of the user's own instead of steps; the
+path is relative to the YAML file, then the attribute to call (:mod:`.graph_source`):
+
+    name: research-graph
+    graph: research_graph.py:build      # build(base_url) -> a compiled graph
+    input: {question: "...", notes: []}
+    config: {recursion_limit: 50}       # optional, merged into both passes' config
 """
 
 from __future__ import annotations
@@ -27,11 +35,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import ScenarioError
 
-__all__ = ["SLO", "Agent", "Expectations", "Scenario", "Step", "load_scenario", "render_prompt"]
+__all__ = ["SLO", "Agent", "Expectations", "GraphRef", "Scenario", "Step", "load_scenario", "render_prompt"]
 
 
 class _Strict(BaseModel):
@@ -78,6 +94,41 @@ class Step(_Strict):
         return agents
 
 
+class GraphRef(_Strict):
+    """Where a graph's builder lives: a Python file and the name of a callable in it."""
+
+    file: Path
+    attribute: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any, info: ValidationInfo) -> Any:
+        """``path/to/file.py:build``, the path taken against the scenario file's directory."""
+        if not isinstance(value, str):
+            return value
+        file, colon, attribute = value.rpartition(":")
+        if not colon or not file or not attribute:
+            raise ValueError(f"{value!r} is not FILE.py:ATTRIBUTE (e.g. research_graph.py:build)")
+        base = (info.context or {}).get("base_dir") or Path.cwd()
+        return {"file": Path(base) / file, "attribute": attribute}
+
+    @field_validator("file")
+    @classmethod
+    def _python_file(cls, file: Path) -> Path:
+        if file.suffix != ".py":
+            raise ValueError(f"{str(file)[:200]!r} is not a .py file")
+        if not file.is_file():
+            raise ValueError(f"graph file {str(file)[:200]!r} does not exist")
+        return file.resolve()
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.attribute}"
+
+
+_STEP_KEYS = ("steps", "inputs", "shared_prefix", "max_ref_chars")
+_GRAPH_KEYS = ("graph", "input", "config")
+
+
 class Scenario(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
@@ -87,7 +138,29 @@ class Scenario(_Strict):
     max_ref_chars: int = Field(default=1200, ge=1)
     """Earlier outputs are cut to this many characters when spliced into a prompt."""
     expect: Expectations = Expectations()
-    steps: list[Step] = Field(min_length=1)
+    steps: list[Step] = Field(default_factory=list)
+    graph: GraphRef | None = None
+    """A graph of the user's instead of steps; its requests are recorded by :mod:`.proxy`."""
+    input: dict[str, Any] = Field(default_factory=dict)
+    """What the graph is invoked with (``graph.ainvoke(input, config)``)."""
+    config: dict[str, Any] = Field(default_factory=dict)
+    """Merged into the config of both passes; ``max_concurrency`` is the runner's."""
+
+    @model_validator(mode="after")
+    def _steps_or_graph(self) -> Scenario:
+        given = self.model_fields_set
+        if self.graph is None:
+            if not self.steps:
+                raise ValueError("a scenario needs 'steps' (a list of at least 1 step) or 'graph' (FILE.py:build)")
+            stray = [key for key in _GRAPH_KEYS if key in given]
+        else:
+            stray = [key for key in _STEP_KEYS if key in given]
+        if stray:
+            kind = "graph" if self.graph is not None else "steps"
+            raise ValueError(f"{', '.join(stray)}: not used by a scenario of {kind}")
+        if "max_concurrency" in self.config:
+            raise ValueError("config.max_concurrency: set by the runner (1 in the sequential pass)")
+        return self
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Scenario:
@@ -110,9 +183,9 @@ class Scenario(_Strict):
         return self
 
     @property
-    def max_width(self) -> int:
-        """Most agents in one step: the slots a parallel run needs."""
-        return max(len(step.agents) for step in self.steps)
+    def max_width(self) -> int | None:
+        """Most agents in one step: the slots a parallel run needs; None for a graph (known once it ran)."""
+        return max(len(step.agents) for step in self.steps) if self.steps else None
 
     @property
     def agent_count(self) -> int:
@@ -159,7 +232,7 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(f"{path}: a scenario must be a mapping with 'name' and 'steps'")
     data.setdefault("name", path.stem)
     try:
-        return Scenario.model_validate(data)
+        return Scenario.model_validate(data, context={"base_dir": path.parent})
     except RecursionError:
         raise ScenarioError(f"{path}: not a scenario: nested too deeply") from None
     except ValidationError as exc:

@@ -8,6 +8,7 @@ counts as a broken stream are decided once.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,10 +102,13 @@ def fail(record: RequestRecord, error: RequestError) -> RequestError:
 class ChatStream:
     """The SSE lines of one ``/v1/chat/completions`` stream, fed as they arrive."""
 
-    def __init__(self, record: RequestRecord, status: int = 200) -> None:
+    def __init__(self, record: RequestRecord, status: int = 200,
+                 on_chunk: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.record = record
         self.status = status
         self.done = False
+        self.on_chunk = on_chunk
+        """Sees every event's JSON object before it is counted (the proxy rebuilds answers from them)."""
 
     def feed(self, line: str, now: float) -> bool:
         """Take one line received at ``now`` (monotonic); True once ``[DONE]`` arrived. Raises a RequestError kind."""
@@ -115,6 +119,8 @@ class ChatStream:
             self.done = True
             return True
         chunk = self._chunk(payload)
+        if self.on_chunk is not None:
+            self.on_chunk(chunk)
         if "error" in chunk:  # errors after the stream began arrive in-band
             raise fail(self.record, HTTPStatusError(self.status, str(chunk["error"])[:500]))
         self._absorb(chunk, now)

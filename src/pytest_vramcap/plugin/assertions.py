@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..engines.base import Server
-    from ..load.fanout import ScenarioRun
+    from ..load.runs import ScenarioRun
     from ..planner.plan import Plan
     from ..report.verdicts import Verdict
 

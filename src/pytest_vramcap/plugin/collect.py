@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from ..errors import EngineError, ScenarioError
-from ..load.fanout import ScenarioRun
+from ..errors import EngineError, GraphError, ScenarioError
+from ..load.runs import ScenarioRun
 from ..load.scenarios import Scenario, load_scenario
 from ..report.schema import ScenarioResult
 from ..report.verdicts import Verdict, scenario_verdicts, start_failure_verdicts
@@ -40,8 +40,19 @@ class ScenarioFile(pytest.File):
 
 
 class ScenarioFailed(Exception):
-    def __init__(self, verdicts: list[Verdict]) -> None:
-        super().__init__("\n".join(v.describe() for v in verdicts))
+    def __init__(self, verdicts: list[Verdict], user_traceback: str = "") -> None:
+        super().__init__(failure_text(verdicts, user_traceback))
+
+
+def failure_text(verdicts: list[Verdict], user_traceback: str = "") -> str:
+    """Every verdict with its evidence; a graph's traceback first when the user's code raised (shown once)."""
+    described = "\n".join(v.describe() for v in verdicts)
+    return f"{user_traceback}\n\n{described}" if user_traceback else described
+
+
+def graph_error_text(error: GraphError) -> str:
+    """The user's traceback (when their code raised), then the one line that says what went wrong."""
+    return f"{error.user_traceback}\n\n{error}" if error.user_traceback else str(error)
 
 
 class ScenarioItem(pytest.Item):
@@ -63,9 +74,11 @@ class ScenarioItem(pytest.Item):
         result = ScenarioResult.of(self.scenario.name, self.nodeid, run, minimum, verdicts)
         record_result(self, result)
         if not result.passed:
-            raise ScenarioFailed(verdicts)
+            raise ScenarioFailed(verdicts, run.user_traceback if run is not None else "")
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, GraphError):
+            return f"scenario {self.scenario.name!r}:\n{graph_error_text(excinfo.value)}"
         if isinstance(excinfo.value, (ScenarioFailed, EngineError)):
             return f"scenario {self.scenario.name!r}:\n{excinfo.value}"
         return str(super().repr_failure(excinfo, style=style))

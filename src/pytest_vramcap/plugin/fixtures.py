@@ -12,7 +12,8 @@ from .stash import RUN_STATE_KEY
 if TYPE_CHECKING:
     from ..engines.base import Server
     from ..gpu.nvml import GpuInfo
-    from ..load.fanout import ScenarioRun
+    from ..load.graph_source import Builder
+    from ..load.runs import ScenarioRun
     from ..load.scenarios import Scenario
     from ..planner.plan import Plan
     from ..report.verdicts import Verdict
@@ -61,12 +62,31 @@ class FanoutRunner:
         self.slo: dict[str, float] = marker_kwargs.get("slo") or {}
 
     def run(self, scenario: Scenario | str | Path) -> ScenarioRun:
-        """Run a scenario (a loaded one, or a YAML path) sequentially, then in parallel."""
+        """Run a scenario (a loaded one, or a YAML path; of steps or naming a graph) sequentially, then in
+        parallel."""
         from ..load.scenarios import Scenario, load_scenario
 
         if not isinstance(scenario, Scenario):
             scenario = load_scenario(scenario)
         return self._state.run_scenario(scenario)
+
+    def run_graph(self, graph: Builder | str, input: dict[str, Any] | None = None, *,
+                  name: str | None = None, config: dict[str, Any] | None = None) -> ScenarioRun:
+        """Run a graph of yours sequentially (``max_concurrency=1``), then in parallel, through the recording
+        proxy. ``graph`` is its builder, ``build(base_url) -> compiled graph``, or ``"file.py:build"`` (a path
+        relative to the test file); ``input`` and ``config`` are what each pass invokes it with."""
+        from ..load.scenarios import GraphRef, Scenario
+
+        fields: dict[str, Any] = {"input": input or {}, "config": config or {}}
+        if isinstance(graph, str):
+            base = self._item.path.parent if self._item is not None else Path.cwd()
+            ref = GraphRef.model_validate(graph, context={"base_dir": base})
+            scenario = Scenario(name=name or ref.file.stem, graph=ref, **fields)
+            return self._state.run_scenario(scenario)
+        if not callable(graph):
+            raise TypeError(f"run_graph takes build(base_url) or 'file.py:build', not {type(graph).__name__}")
+        scenario = Scenario(name=name or getattr(graph, "__module__", "graph").rpartition(".")[2], **fields)
+        return self._state.run_scenario(scenario, build=graph)
 
     def _minimum(self, run: ScenarioRun) -> float | None:
         return self._state.min_speedup_for(run.scenario, self.min_speedup)
@@ -81,15 +101,16 @@ class FanoutRunner:
     def check(self, run: ScenarioRun) -> None:
         """Fail the test with every verdict's evidence unless all pass; the run joins the run report."""
         __tracebackhide__ = True
+        from .collect import failure_text, record_result
+
         verdicts = self.verdicts(run)
         if self._item is not None:
             from ..report.schema import ScenarioResult
-            from .collect import record_result
 
             record_result(self._item, ScenarioResult.of(run.scenario.name, self._item.nodeid, run,
                                                         self._minimum(run), verdicts))
         if any(v.failed for v in verdicts):
-            raise AssertionError("\n".join(v.describe() for v in verdicts))
+            raise AssertionError(failure_text(verdicts, run.user_traceback))
 
 
 def _marker_kwargs(request: pytest.FixtureRequest) -> dict[str, Any]:
@@ -101,7 +122,8 @@ def _marker_kwargs(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 @pytest.fixture
 def vramcap_fanout(request: pytest.FixtureRequest) -> FanoutRunner:
-    """``vramcap_fanout.run(path_or_scenario)`` -> ScenarioRun; ``.check(run)`` applies the verdicts."""
+    """``vramcap_fanout.run(path_or_scenario)`` or ``.run_graph(build, input)`` -> ScenarioRun; ``.check(run)``
+    applies the verdicts."""
     return FanoutRunner(_state(request), _marker_kwargs(request), request.node)
 
 

@@ -15,7 +15,8 @@ from ..engines.attached import AttachedServer
 from ..engines.base import EngineEvidence, Server
 from ..engines.provision import check_plan_runs_on, new_server
 from ..errors import ConfigError, EngineError
-from ..load.fanout import ScenarioRun, run_both
+from ..load.fanout import run_both
+from ..load.runs import ScenarioRun
 from ..load.scenarios import Scenario
 from ..net import redact
 from ..planner.plan import Plan
@@ -26,6 +27,7 @@ from .settings import PREFIX, Settings
 if TYPE_CHECKING:
     from ..gpu.ballast import Ballast
     from ..gpu.nvml import MemorySampler
+    from ..load.graph_source import Builder
 
 __all__ = ["RunState"]
 
@@ -137,10 +139,11 @@ class RunState:
 
     # ---------------------------------------------------------------- runs
 
-    def run_scenario(self, scenario: Scenario) -> ScenarioRun:
+    def run_scenario(self, scenario: Scenario, build: Builder | None = None) -> ScenarioRun:
+        """Rounds of both passes on the run's server; a graph's builder may be given as ``build``."""
         server = self.ensure_server()
-        model = server.request_model
-        return asyncio.run(run_both(server.url, scenario, model=model, rounds=self.settings.rounds))
+        return asyncio.run(run_both(server.url, scenario, build=build, model=server.request_model,
+                                    rounds=self.settings.rounds))
 
     def min_speedup_for(self, scenario: Scenario, marker_value: float | None = None) -> float | None:
         """The command line wins over a test's marker, which wins over the scenario file."""

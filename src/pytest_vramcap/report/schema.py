@@ -15,8 +15,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ..load.client import RequestRecord
-from ..load.fanout import ModeRuns, ScenarioRun
 from ..load.metrics import Summary
+from ..load.runs import ModeRuns, ScenarioRun
 from ..types import RunMode
 from .verdicts import Verdict
 

@@ -29,8 +29,7 @@ from ..engines.base import EngineEvidence
 from ..engines.judge import Placement, judge_spill
 from ..engines.logparse import mentions_oom
 from ..errors import EngineError, EngineStartError
-from ..load.fanout import ScenarioRun
-from ..load.scenarios import Scenario
+from ..load.runs import ScenarioRun
 from ..parsers import LOAD_SLO_FLOORS
 from ..types import Outcome
 
@@ -160,15 +159,20 @@ def served_verdict(plan: Plan, engine: EngineEvidence) -> Verdict:
                    evidence=(f"/api/ps: {served.describe()}",))
 
 
-def slots_verdict(slots: int, scenario: Scenario) -> Verdict:
-    """Whether the planned slots let every agent of each step run at once (no clock involved)."""
-    width = scenario.max_width
+def slots_verdict(slots: int, run: ScenarioRun) -> Verdict:
+    """Whether the planned slots let every agent meant to run at once do so (no clock involved): the widest
+    step of a scenario of steps, or the most requests a graph had in flight in its parallel pass (a count)."""
+    width, scenario = run.width, run.scenario
+    if width is None:
+        return Verdict(name="slots", outcome=NA, summary="the graph's parallel pass did not run")
+    what = "concurrent agents" if scenario.graph is None else "requests in flight at once (the graph's fan-out)"
     if slots >= width:
-        return Verdict(name="slots", outcome=PASS, summary=f"{slots} slot(s) for at most {width} concurrent agents")
+        return Verdict(name="slots", outcome=PASS, summary=f"{slots} slot(s) for at most {width} {what}")
     evidence = tuple(f"step {step.name}: {len(step.agents)} agents on {slots} slot(s)"
-                     for step in scenario.steps if len(step.agents) > slots)
+                     for step in scenario.steps if len(step.agents) > slots) or (
+        f"parallel pass: up to {width} requests in flight on {slots} slot(s)",)
     return Verdict(name="slots", outcome=FAIL, evidence=evidence,
-                   summary=f"the server has {slots} slot(s) for {width} concurrent agents: extra agents queue "
+                   summary=f"the server has {slots} slot(s) for {width} {what}: extra agents queue "
                            f"instead of running in parallel")
 
 
@@ -229,7 +233,7 @@ def scenario_verdicts(plan: Plan, engine: EngineEvidence, run: ScenarioRun, mini
     """Every verdict on one scenario run."""
     errors = run.sequential.errors + run.parallel.errors
     return [oom_verdict(plan, engine, errors), offload_verdict(engine, Placement.planned(plan.memory)),
-            served_verdict(plan, engine), slots_verdict(plan.config.parallel, run.scenario),
+            served_verdict(plan, engine), slots_verdict(plan.config.parallel, run),
             speedup_verdict(run, minimum), *slo_verdicts(run, slos)]
 
 

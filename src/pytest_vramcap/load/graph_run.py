@@ -1,0 +1,67 @@
+"""Run a user's graph against a server, sequentially and in parallel.
+
+The graph is built once per run with a base URL of the recording proxy
+(:mod:`.proxy`), so every request it makes is recorded whatever client it uses.
+The sequential pass invokes it with ``max_concurrency=1`` (LangGraph runs one task
+at a time, so a fan-out's agents go one by one), the parallel pass without a
+limit; both with the scenario's ``input`` and ``config``. The wall-time ratio is
+the parallel speedup, as for a scenario of steps, provided the graph fixes its
+outputs (``max_tokens``, ``temperature=0``, a seed, and ``ignore_eos`` for
+llama-server: see scenarios/research_graph.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+from ..types import RunMode
+from .client import ChatClient
+from .graph_source import Builder, build_graph, load_builder, user_traceback
+from .proxy import Channel, RecordingProxy
+from .runs import RUNNER_REQUEST_FIELDS, ModeResult, ScenarioRun, run_rounds, warm_up
+from .scenarios import Scenario
+
+__all__ = ["graph_config", "run_graph_both", "run_graph_pass"]
+
+
+def graph_config(scenario: Scenario, mode: RunMode) -> dict[str, Any]:
+    """The config of one invocation: the scenario's, with the runner's ``max_concurrency``."""
+    return {**copy.deepcopy(scenario.config), **({"max_concurrency": 1} if mode == "sequential" else {})}
+
+
+async def run_graph_pass(graph: Any, scenario: Scenario, channel: Channel, mode: RunMode) -> ModeResult:
+    """One invocation of ``graph`` in ``mode``; its requests are those ``channel`` recorded meanwhile."""
+    channel.reset()
+    errors: list[str] = []
+    traceback = ""
+    start = time.monotonic()
+    try:
+        await graph.ainvoke(copy.deepcopy(scenario.input), graph_config(scenario, mode))
+    except Exception as exc:  # the user's graph failed: a failed pass, with their traceback
+        errors.append(f"the graph raised {type(exc).__name__}: {str(exc)[:300]}")
+        traceback = user_traceback(exc)
+    wall = time.monotonic() - start
+    peak = channel.peak_in_flight
+    records = channel.reset()
+    errors = [f"{record.label}: {record.error}" for record in records if not record.ok] + errors
+    return ModeResult(mode, wall, {}, records, errors, started=start, peak_in_flight=peak, user_traceback=traceback)
+
+
+async def run_graph_both(url: str, scenario: Scenario, *, build: Builder | None = None, model: str | None = None,
+                         warmup: bool = True, read_timeout_s: float = 300.0, rounds: int = 1) -> ScenarioRun:
+    """``rounds`` of a sequential and a parallel invocation of the scenario's graph (or ``build``'s)."""
+    where = str(scenario.graph) if scenario.graph is not None else getattr(build, "__qualname__", "build")
+    if build is None:
+        if scenario.graph is None:
+            raise ValueError(f"scenario {scenario.name!r} names no graph and no build was given")
+        build = load_builder(scenario.graph)
+    with RecordingProxy(url, model=model, request_defaults=RUNNER_REQUEST_FIELDS,
+                        read_timeout_s=read_timeout_s) as proxy:
+        channel = proxy.channel()
+        graph = build_graph(build, channel.base_url, where)
+        if warmup:
+            async with ChatClient(url, model=model, read_timeout_s=read_timeout_s) as client:
+                await warm_up(client)
+        return await run_rounds(scenario, lambda mode: run_graph_pass(graph, scenario, channel, mode), rounds)

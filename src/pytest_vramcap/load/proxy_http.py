@@ -1,0 +1,298 @@
+"""The recording proxy's HTTP side: its server, one handler per client connection, the SSE relay.
+
+The standard library's threading HTTP server (keep-alive, so a client's pooled
+connection stays one thread and one engine connection) and ``http.client`` to the
+engine. :mod:`.proxy` says what is recorded and what is changed on the way.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from ..errors import HTTPStatusError, RequestError, RequestRefused, RequestTimeout, StreamCut
+from .assemble import CompletionAssembler
+from .stream import STALE_CONNECTION_RETRIES, ChatStream, RequestRecord, fail
+
+if TYPE_CHECKING:
+    from .proxy import RecordingProxy
+
+__all__ = ["LABEL_HEADER", "ProxyServer"]
+
+LABEL_HEADER = "X-Vramcap-Label"
+DEFAULT_LABEL = "chat"
+_NOT_FORWARDED = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+                            "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding",
+                            LABEL_HEADER.lower()})
+"""Hop-by-hop headers (RFC 9110 7.6.1), those we set ourselves, and ours."""
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.CannotSendRequest)
+_ENGINE_FAILED = (OSError, http.client.HTTPException)
+
+
+class ProxyServer(ThreadingHTTPServer):
+    """Serves :class:`_Handler` for ``proxy``; tracks its client connections so that stopping cuts them."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, proxy: RecordingProxy, idle_timeout_s: float) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.proxy = proxy
+        self.idle_timeout_s = idle_timeout_s
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def track(self, connection: socket.socket, is_open: bool) -> None:
+        with self._open_lock:
+            (self._open.add if is_open else self._open.discard)(connection)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection reset or cut (a client that left, our own stop) is no error; anything else is printed."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+    def close_connections(self) -> None:
+        with self._open_lock:
+            connections = list(self._open)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: ProxyServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.idle_timeout_s)  # an idle kept-alive connection ends its thread
+        self.server.track(self.connection, True)
+        self._engine: http.client.HTTPConnection | None = None
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.track(self.connection, False)
+            self._drop_engine()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a line per request on stderr would drown the run's output
+
+    def do_GET(self) -> None:
+        try:
+            self._relay()
+        except OSError:  # the client went away while we answered: nothing left to tell it
+            self.close_connection = True
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
+
+    def _relay(self) -> None:
+        arrived = time.monotonic()
+        channel, path = self.server.proxy.route(self.path)
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self.close_connection = True
+            self._reply_error(411, "send the request body with a Content-Length")
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        if channel is None:
+            self._reply_error(404, f"no vramcap channel at {self.path.split('?')[0][:100]}")
+            return
+        chat = self.command == "POST" and path.split("?")[0].endswith("/chat/completions")
+        payload = _json_object(body) if chat else None
+        if payload is None:
+            self._plain(path, body)
+            return
+        record = RequestRecord(label=self.headers.get(LABEL_HEADER) or DEFAULT_LABEL, t_send=arrived)
+        channel.begin(record)
+        try:
+            self._chat(path, payload, record)
+        finally:
+            channel.end(record)
+
+    # ------------------------------------------------------------------ the engine
+
+    def _forward(self, path: str, body: bytes) -> http.client.HTTPResponse:
+        """Send the request on this connection's engine connection; once more if that one had gone stale."""
+        headers = {name: value for name, value in self.headers.items() if name.lower() not in _NOT_FORWARDED}
+        headers.update({"Content-Length": str(len(body)), "Accept-Encoding": "identity"})
+        for attempt in range(1 + STALE_CONNECTION_RETRIES):
+            if self._engine is None:
+                self._engine = self.server.proxy.connect()
+            try:
+                self._engine.request(self.command, path, body=body, headers=headers)
+                return self._engine.getresponse()
+            except _STALE:  # closed by the engine after its last answer, before this one (stream.py)
+                self._drop_engine()
+                if attempt == STALE_CONNECTION_RETRIES:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _drop_engine(self) -> None:
+        if self._engine is not None:
+            self._engine.close()  # mid-answer, this is what tells the engine to stop generating
+            self._engine = None
+
+    def _plain(self, path: str, body: bytes) -> None:
+        try:
+            response = self._forward(path, body)
+            data = response.read()
+        except _ENGINE_FAILED as exc:
+            self._drop_engine()
+            self._reply_error(502, f"the engine did not answer: {type(exc).__name__}: {exc}")
+            return
+        self._reply(response.status, response.getheader("Content-Type") or "application/json", data)
+
+    def _chat(self, path: str, payload: dict[str, Any], record: RequestRecord) -> None:
+        client_streams = payload.get("stream") is True
+        streamed, relay_usage = self.server.proxy.prepare(payload)
+        try:
+            response = self._forward(path, json.dumps(payload).encode())
+            record.status = response.status
+            data = response.read() if response.status >= 400 or not streamed else None
+        except _ENGINE_FAILED as exc:
+            self._drop_engine()
+            timeout = isinstance(exc, TimeoutError)
+            refused = (RequestTimeout if timeout else RequestRefused)(
+                f"{record.label}: the engine did not answer: {type(exc).__name__}: {exc}")
+            self._reply_error(504 if timeout else 502, str(fail(record, refused)))
+            return
+        if data is not None:
+            record.t_last = time.monotonic()
+            if response.status >= 400:
+                fail(record, HTTPStatusError(response.status, data.decode("utf-8", errors="replace")))
+            else:
+                _count_usage(record, data)
+            self._reply(response.status, response.getheader("Content-Type") or "application/json", data)
+        elif client_streams:
+            relay = _EventRelay(self, relay_usage)
+            error = self._read_stream(response, record, relay.saw, relay.line)
+            if error is None or isinstance(error, HTTPStatusError):
+                relay.end()  # the engine ended its answer (an error sent inside it is part of it)
+            else:
+                self.close_connection = True  # the engine's stream was cut, and so is the client's
+        else:
+            assembler = CompletionAssembler()
+            error = self._read_stream(response, record, assembler.add, None)
+            if error is None:
+                self._reply(200, "application/json", json.dumps(assembler.completion()).encode())
+            else:
+                self._reply_error(500 if isinstance(error, HTTPStatusError) else 502, str(error))
+
+    def _read_stream(self, response: http.client.HTTPResponse, record: RequestRecord,
+                     on_chunk: Callable[[dict[str, Any]], None], relay: Callable[[bytes], None] | None,
+                     ) -> RequestError | None:
+        """Time and count the engine's stream into ``record``, each line relayed as it comes; the error, if any."""
+        stream = ChatStream(record, response.status, on_chunk=on_chunk)
+        error: RequestError | None = None
+        try:
+            while line := response.readline():
+                now = time.monotonic()
+                if error is None:
+                    try:
+                        stream.feed(line.decode("utf-8", errors="replace").rstrip("\r\n"), now)
+                    except RequestError as exc:  # marked on the record; what follows is still relayed
+                        error = exc
+                if relay is not None:
+                    relay(line)
+            if error is None:
+                stream.finish()
+        except RequestError as exc:
+            error = exc
+        except _ClientGone as exc:
+            error = fail(record, StreamCut(f"{record.label}: the client closed its connection after "
+                                           f"{record.n_chunks} chunks: {exc}"))
+        except TimeoutError:
+            error = fail(record, RequestTimeout(f"{record.label}: the engine sent nothing for "
+                                                f"{self.server.proxy.read_timeout_s:.0f} s"))
+        except _ENGINE_FAILED as exc:
+            error = fail(record, StreamCut(f"{record.label}: the engine's stream was cut after {record.n_chunks} "
+                                           f"chunks: {type(exc).__name__}: {exc}"))
+        if error is not None:
+            self._drop_engine()  # an unread or cut answer: this engine connection is done
+        return error
+
+    # ------------------------------------------------------------------ replies
+
+    def _reply(self, status: int, content_type: str, data: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def _reply_error(self, status: int, message: str) -> None:
+        """An OpenAI-style error object, as the engines send one."""
+        body = {"error": {"code": status, "message": message, "type": "vramcap_proxy_error"}}
+        self._reply(status, "application/json", json.dumps(body).encode())
+
+
+class _ClientGone(ConnectionError):
+    """Writing to the client failed: it closed its connection (a timeout of its own, a cancelled task)."""
+
+
+class _EventRelay:
+    """The engine's SSE stream to a streaming client: one HTTP chunk per event, sent as the event completes."""
+
+    def __init__(self, handler: _Handler, relay_usage: bool) -> None:
+        self._handler = handler
+        self._relay_usage = relay_usage
+        self._lines: list[bytes] = []
+        self._skip = False
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Cache-Control", "no-cache")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+
+    def saw(self, chunk: dict[str, Any]) -> None:
+        """The current event's object: the usage-only chunk is left out unless the client asked for it."""
+        if not self._relay_usage and chunk.get("choices") == [] and "usage" in chunk:
+            self._skip = True
+
+    def line(self, line: bytes) -> None:
+        self._lines.append(line)
+        if line.strip():
+            return
+        event, skip, self._lines, self._skip = b"".join(self._lines), self._skip, [], False
+        if not skip:
+            self._send(b"%x\r\n%s\r\n" % (len(event), event))
+
+    def end(self) -> None:
+        if self._lines:
+            self.line(b"\n")
+        self._send(b"0\r\n\r\n")
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self._handler.wfile.write(data)
+        except OSError as exc:
+            raise _ClientGone(str(exc)) from exc
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None  # passed through: the engine answers a bad body with its own 400
+    return value if isinstance(value, dict) else None
+
+
+def _count_usage(record: RequestRecord, data: bytes) -> None:
+    """An unstreamed answer's output tokens, from its ``usage``."""
+    answer = _json_object(data)
+    usage = answer.get("usage") if answer else None
+    if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+        record.n_out, record.n_out_source = usage["completion_tokens"], "usage"

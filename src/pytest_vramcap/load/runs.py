@@ -1,0 +1,156 @@
+"""What a run of a scenario is, whichever runner made it: passes, rounds, the speedup.
+
+A run repeats a sequential and a parallel pass in rounds whose order alternates
+(sequential first, then parallel first, ...), so drift on a busy machine lands on
+both sides; the speedup is the median of the rounds' ratios, reported with their
+range. :mod:`.fanout` runs scenarios of steps, :mod:`.graph_run` a user's graph.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from ..errors import RequestError
+from ..types import RunMode
+from .client import ChatClient, ChatRequest, RequestRecord
+from .metrics import Summary, summarize
+from .scenarios import Scenario
+
+__all__ = ["RUNNER_REQUEST_FIELDS", "ModeResult", "ModeRuns", "ScenarioRun", "run_rounds", "warm_up"]
+
+RUNNER_REQUEST_FIELDS = {"cache_prompt": False}
+"""Set on every request a runner sends (a graph's, where it left the key out): no prompt-cache reuse, so the
+parallel pass does not get the sequential pass's prefill for free. llama-server's field; Ollama ignores it."""
+
+_ORDERS: tuple[tuple[RunMode, RunMode], ...] = (("sequential", "parallel"), ("parallel", "sequential"))
+
+
+@dataclass
+class ModeResult:
+    """One pass over a scenario: its wall time, per-step wall times, one record per request."""
+
+    mode: RunMode
+    wall_s: float
+    step_walls_s: dict[str, float]
+    records: list[RequestRecord]
+    errors: list[str] = field(default_factory=list)
+    started: float | None = None
+    """When the pass began (``time.monotonic()``): the origin of its requests' timeline."""
+    peak_in_flight: int | None = None
+    """A graph's pass: the most of its requests in flight at once (counted by the proxy, no clock)."""
+    user_traceback: str = ""
+    """A graph's pass that raised: the user's traceback, shown once with the failure."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def origin(self) -> float:
+        """The pass's start, else its first send: what request times are measured from."""
+        if self.started is not None:
+            return self.started
+        return min((record.t_send for record in self.records), default=0.0)
+
+    def summary(self) -> Summary:
+        return summarize(self.records, self.wall_s)
+
+
+@dataclass
+class ModeRuns:
+    """Every pass of one mode in a run, read like one pass: median walls, all records, all errors."""
+
+    mode: RunMode
+    passes: list[ModeResult]
+
+    @property
+    def wall_s(self) -> float:
+        return statistics.median(p.wall_s for p in self.passes) if self.passes else 0.0
+
+    @property
+    def step_walls_s(self) -> dict[str, float]:
+        names = dict.fromkeys(name for p in self.passes for name in p.step_walls_s)
+        return {name: statistics.median(p.step_walls_s[name] for p in self.passes if name in p.step_walls_s)
+                for name in names}
+
+    @property
+    def records(self) -> list[RequestRecord]:
+        return [record for p in self.passes for record in p.records]
+
+    @property
+    def errors(self) -> list[str]:
+        return [error for p in self.passes for error in p.errors]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.passes) and not self.errors
+
+    def summary(self) -> Summary:
+        """Latency over every pass's requests; tokens/s over their summed wall time."""
+        return summarize(self.records, sum(p.wall_s for p in self.passes))
+
+
+@dataclass
+class ScenarioRun:
+    """Rounds of a sequential and a parallel pass of one scenario, on the same server."""
+
+    scenario: Scenario
+    sequential: ModeRuns
+    parallel: ModeRuns
+
+    @property
+    def round_speedups(self) -> list[float]:
+        """Sequential wall over parallel wall, round by round."""
+        return [s.wall_s / p.wall_s for s, p in zip(self.sequential.passes, self.parallel.passes, strict=False)
+                if p.wall_s > 0]
+
+    @property
+    def speedup(self) -> float | None:
+        """The median of the rounds' speedups; None when a pass failed."""
+        ratios = self.round_speedups
+        if not (self.sequential.ok and self.parallel.ok) or not ratios:
+            return None
+        return statistics.median(ratios)
+
+    @property
+    def rounds(self) -> int:
+        return min(len(self.sequential.passes), len(self.parallel.passes))
+
+    @property
+    def width(self) -> int | None:
+        """The agents meant to run at once: the widest step, or the most requests a graph had in flight in a
+        parallel pass (None before one ran)."""
+        if self.scenario.max_width is not None:
+            return self.scenario.max_width
+        return max((p.peak_in_flight for p in self.parallel.passes if p.peak_in_flight is not None), default=None)
+
+    @property
+    def user_traceback(self) -> str:
+        return next((p.user_traceback for p in self.sequential.passes + self.parallel.passes if p.user_traceback),
+                    "")
+
+
+async def warm_up(client: ChatClient) -> None:
+    """One tiny request first: the server's first batch pays one-off costs no pass should carry."""
+    try:
+        await client.chat(ChatRequest([{"role": "user", "content": "warm up"}], 4, label="warmup"))
+    except RequestError:
+        pass  # the real runs will report it
+
+
+async def run_rounds(scenario: Scenario, run_pass: Callable[[RunMode], Awaitable[ModeResult]],
+                     rounds: int) -> ScenarioRun:
+    """``rounds`` of a sequential and a parallel pass, the order alternating; stops after a round that failed
+    (later rounds would only repeat it)."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    passes: dict[RunMode, list[ModeResult]] = {"sequential": [], "parallel": []}
+    for index in range(rounds):
+        results = [await run_pass(mode) for mode in _ORDERS[index % 2]]
+        for result in results:
+            passes[result.mode].append(result)
+        if not all(result.ok for result in results):
+            break
+    return ScenarioRun(scenario, ModeRuns("sequential", passes["sequential"]), ModeRuns("parallel", passes["parallel"]))

@@ -1,0 +1,110 @@
+"""A real LangGraph graph (Send fan-out, langchain-openai's ChatOpenAI) run on a real llama-server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_vramcap.engines.llamacpp import EngineOptions, LlamaServer
+from pytest_vramcap.errors import GraphError
+from pytest_vramcap.load.fanout import run_both
+from pytest_vramcap.load.scenarios import load_scenario
+from pytest_vramcap.model.synth import write_gguf
+from pytest_vramcap.planner.memory import ServerConfig
+from tests.helpers import needs_llama_server
+
+pytest.importorskip("langgraph", reason="LangGraph comes with the graph extra (dev installs it)")
+pytestmark = needs_llama_server
+
+FAN_OUT_GRAPH = '''
+import operator
+from typing import Annotated, TypedDict
+
+from langchain_openai import ChatOpenAI
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Send
+
+
+class State(TypedDict):
+    topic: str
+    width: int
+    notes: Annotated[list[str], operator.add]
+    verdict: str
+
+
+def build(base_url):
+    def agent(label, max_tokens):
+        return ChatOpenAI(base_url=base_url, api_key="unused", model="any", temperature=0, seed=1,
+                          max_tokens=max_tokens, extra_body={"ignore_eos": True},
+                          default_headers={"X-Vramcap-Label": label})
+    worker, judge = agent("work", 12), agent("judge", 4)
+
+    async def work(state):
+        if state["topic"] == "explode":
+            raise RuntimeError("worker exploded on purpose")
+        return {"notes": [(await worker.ainvoke(f"angle {state['i']} on {state['topic']}")).content]}
+
+    def judge_notes(state):  # a sync node: LangGraph runs it in a thread
+        return {"verdict": judge.invoke("judge " + " ".join(note[:30] for note in state["notes"])).content}
+
+    graph = StateGraph(State)
+    graph.add_node("work", work)
+    graph.add_node("judge", judge_notes)
+    graph.add_conditional_edges(START, lambda s: [Send("work", {"topic": s["topic"], "i": i})
+                                                  for i in range(s["width"])], ["work"])
+    graph.add_edge("work", "judge")
+    graph.add_edge("judge", END)
+    return graph.compile()
+'''
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    directory = tmp_path_factory.mktemp("graph-run")
+    model = write_gguf("tiny", "Q8_0", directory / "tiny-Q8_0.gguf")
+    with LlamaServer(ServerConfig(parallel=3, ctx_per_agent=256), model,
+                     EngineOptions(log_dir=directory, startup_timeout_s=120)) as server:
+        yield server.url
+
+
+def scenario_file(tmp_path: Path, topic: str = "GPUs", width: int = 3) -> Path:
+    (tmp_path / "fan_out_graph.py").write_text(FAN_OUT_GRAPH)
+    path = tmp_path / "fan-out.yaml"
+    path.write_text(f"graph: fan_out_graph.py:build\ninput: {{topic: {topic}, width: {width}, notes: []}}\n")
+    return path
+
+
+def test_both_passes_record_every_request_of_the_graph(server_url: str, tmp_path: Path) -> None:
+    run = asyncio.run(run_both(server_url, load_scenario(scenario_file(tmp_path)), rounds=2))
+    assert run.rounds == 2 and run.sequential.ok and run.parallel.ok and run.speedup is not None
+    for result in run.sequential.passes + run.parallel.passes:
+        labels = sorted(record.label for record in result.records)
+        assert labels == ["judge", "work", "work", "work"]
+        assert [r.n_out for r in result.records if r.label == "work"] == [12, 12, 12]
+        assert all(r.ttft is not None and r.n_out_source == "usage" for r in result.records)
+        judge = next(r for r in result.records if r.label == "judge")
+        assert judge.t_send >= max(r.t_last or 0 for r in result.records if r.label == "work")  # after the fan-out
+        assert result.started is not None and result.started <= min(r.t_send for r in result.records)
+    # counted as requests arrive and end at the proxy: no clock decides these
+    assert {p.peak_in_flight for p in run.sequential.passes} == {1}
+    assert {p.peak_in_flight for p in run.parallel.passes} == {3} and run.width == 3
+
+
+# LangGraph's own: the fan-out's other tasks are never started once one raised in the sequential pass.
+@pytest.mark.filterwarnings("ignore:coroutine 'arun_with_retry' was never awaited:RuntimeWarning")
+def test_a_graph_that_raises_fails_its_pass_with_the_users_traceback(server_url: str, tmp_path: Path) -> None:
+    run = asyncio.run(run_both(server_url, load_scenario(scenario_file(tmp_path, topic="explode")), rounds=3))
+    assert run.rounds == 1 and run.speedup is None  # no second round repeats the failure
+    assert any("the graph raised RuntimeError: worker exploded on purpose" in e for e in run.sequential.errors)
+    assert "in work" in run.user_traceback and "fan_out_graph.py" in run.user_traceback
+    assert "pytest_vramcap" not in run.user_traceback
+
+
+def test_a_builder_that_raises_is_a_graph_error(server_url: str, tmp_path: Path) -> None:
+    (tmp_path / "broken.py").write_text("def build(base_url):\n    raise KeyError('MODEL_NAME')\n")
+    (tmp_path / "broken.yaml").write_text("graph: broken.py:build\n")
+    with pytest.raises(GraphError, match=r"broken.py:build\('http://127.0.0.1:\d+/c1/v1'\) raised KeyError"):
+        asyncio.run(run_both(server_url, load_scenario(tmp_path / "broken.yaml")))
