@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from ..defaults import DEFAULT_HOST, DEFAULT_MIX
-from ..errors import BadInputError, EngineError, EngineStartError
+from ..errors import BadInputError, EngineError, EngineStartError, GraphError
 from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options
 from ..parsers import (
     argparse_type,
@@ -244,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _build_parser().parse_args(argv)
         return int(args.run(args))
     except BadInputError as exc:
+        if isinstance(exc, GraphError) and exc.user_traceback:  # their code raised: its traceback, once
+            print(exc.user_traceback, file=sys.stderr)
         print(f"vramcap: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except EngineStartError as exc:

@@ -95,12 +95,14 @@ def _load_target(args: argparse.Namespace) -> Iterator[tuple[str, str | None, Pl
 def run_load(args: argparse.Namespace) -> int:
     import locust  # noqa: F401  first: gevent monkey-patches the process before anything opens a socket
 
+    from ..load.graph_source import check_graph
     from ..load.locust_run import run_load
     from ..load.scenarios import load_scenario
     from ..report.load_output import format_load, load_json
     from ..report.verdicts import load_verdicts
 
     scenario = load_scenario(args.scenario)
+    check_graph(scenario)  # before a server starts
     with _load_target(args) as (url, model, _):
         result = run_load(scenario, url, users=args.users, spawn_rate=args.spawn_rate or args.users,
                           duration_s=args.run_time, model=model, csv_prefix=args.csv, html_path=args.html,
@@ -116,10 +118,12 @@ def run_capacity(args: argparse.Namespace) -> int:
     import locust  # noqa: F401  first: gevent monkey-patches the process before anything opens a socket
 
     from ..load.capacity import CAPACITY_SCENARIO, capacity_json, format_capacity
+    from ..load.graph_source import check_graph
     from ..load.locust_run import run_capacity
     from ..load.scenarios import load_scenario
 
     scenario = load_scenario(args.scenario) if args.scenario else CAPACITY_SCENARIO
+    check_graph(scenario)
     if args.max_users is not None and args.start_users > args.max_users:  # before a server starts
         raise BadInputError(f"--start-users {args.start_users} is above --max-users {args.max_users}")
     with _load_target(args) as (url, model, plan):

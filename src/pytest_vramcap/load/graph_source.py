@@ -23,9 +23,9 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import GraphError
-from .scenarios import GraphRef
+from .scenarios import GraphRef, Scenario
 
-__all__ = ["GRAPH_EXTRA", "Builder", "build_graph", "load_builder", "user_traceback"]
+__all__ = ["GRAPH_EXTRA", "Builder", "build_graph", "check_graph", "load_builder", "user_traceback"]
 
 Builder = Callable[[str], Any]
 """``build(base_url) -> graph``: what a scenario's ``graph:`` names."""
@@ -95,6 +95,12 @@ def load_builder(ref: GraphRef) -> Builder:
     if not callable(target):
         raise GraphError(f"{ref}: is a {type(target).__name__}, not a callable build(base_url)")
     return target  # type: ignore[no-any-return]
+
+
+def check_graph(scenario: Scenario) -> None:
+    """Import a graph scenario's builder now, so a graph that cannot be had fails before any server starts."""
+    if scenario.graph is not None:
+        load_builder(scenario.graph)
 
 
 def build_graph(build: Builder, base_url: str, where: str) -> Any:

@@ -21,6 +21,7 @@ from locust import LoadTestShape, events
 from locust.env import Environment
 
 from .capacity import CapacityResult, StepResult, judge_step
+from .locust_graphs import close_graph_hosts
 from .locust_setup import AgentUser, let_csv_catch_up, quit_after_graphs
 from .metrics import Distribution, summarize
 from .results import LoadResult
@@ -54,7 +55,10 @@ def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, dur
     gevent.spawn_later(duration_s, runner.quit)
     if max_graphs is not None:
         quit_after_graphs(runner, max_graphs)
-    runner.greenlet.join()
+    try:
+        runner.greenlet.join()
+    finally:
+        close_graph_hosts()
     elapsed = time.monotonic() - start
     if writer is not None and writing is not None:
         let_csv_catch_up()
@@ -111,7 +115,10 @@ def run_capacity(scenario: Scenario, url: str, *, model: str | None, start: int,
     environment = _environment(scenario, url, model, shape)
     runner = environment.create_local_runner()
     runner.start_shape()
-    if runner.shape_greenlet is not None:
-        runner.shape_greenlet.join()  # tick() returned None: the ramp is over
-    runner.quit()
+    try:
+        if runner.shape_greenlet is not None:
+            runner.shape_greenlet.join()  # tick() returned None: the ramp is over
+        runner.quit()
+    finally:
+        close_graph_hosts()
     return CapacityResult(scenario=scenario.name, ttft_p95_s=ttft_p95_s, max_users=max_users, steps=shape.steps)

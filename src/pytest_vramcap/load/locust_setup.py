@@ -13,8 +13,8 @@
 * ``report_to_master`` / ``worker_report``: a worker's output tokens and finished graphs travel to
   the master with Locust's own stats, so the master's counts (``--vramcap-graphs``, tokens/s) are
   the whole run's;
-* ``quitting``: the server is stopped (Ctrl-C, ``-t``, SIGTERM and the web UI's stop all end here;
-  the process group's atexit backstop covers the rest).
+* ``quitting``: the server is stopped, and a graph scenario's proxy (Ctrl-C, ``-t``, SIGTERM and the
+  web UI's stop all end here; the process group's atexit backstop covers the rest).
 
 Workers start nothing: the master sends them its host and the model requests name; each worker
 runs the scenario of its own ``--vramcap-scenario`` (give them the master's).
@@ -30,12 +30,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ..engines.base import Server
-from ..errors import ServerUnreachable, VramcapError
+from ..errors import GraphError, ServerUnreachable, VramcapError
 from ..net import fetch, redact
 from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options, with_run_defaults
 from ..parsers import argparse_type, choice, non_empty, positive_int
 from ..planner.plan import Plan
 from ..types import SERVED_ENGINES, EngineChoice
+from .graph_source import check_graph
+from .locust_graphs import close_graph_hosts
 from .locust_users import AgentGraphUser
 from .locust_web import install_vram_tab
 from .scenarios import load_scenario
@@ -122,6 +124,7 @@ def on_init(environment: Any, **_: Any) -> None:
         _exit("--host and --vram-profile both given: attach to a server, or plan and start one, not both")
     try:
         AgentUser.scenario = load_scenario(Path(parsed.vramcap_scenario or _state.default_scenario))
+        check_graph(AgentUser.scenario)  # a graph that cannot be imported stops the run here, in one line
         if isinstance(environment.runner, WorkerRunner):
             return  # the master plans, starts and names the host
         if parsed.vram_profile:
@@ -140,6 +143,8 @@ def on_init(environment: Any, **_: Any) -> None:
             install_vram_tab(environment.web_ui, plan=lambda: _state.plan, server_url=lambda: environment.host,
                              tally=lambda: AgentUser.tally)
     except VramcapError as exc:
+        if isinstance(exc, GraphError) and exc.user_traceback:
+            print(exc.user_traceback, file=sys.stderr)
         one_line = getattr(exc, "one_line", None)
         _exit(one_line() if callable(one_line) else str(exc))
     except OSError as exc:
@@ -211,6 +216,7 @@ def on_quitting(environment: Any, **_: Any) -> None:
     from locust.runners import MasterRunner, WorkerRunner
 
     stop_server()
+    close_graph_hosts()
     if getattr(environment.parsed_options, "csv_prefix", None):
         let_csv_catch_up()
     tally, runner = AgentUser.tally, environment.runner

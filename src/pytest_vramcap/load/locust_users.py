@@ -2,7 +2,9 @@
 
 A user walks the scenario's super-steps; the agents of one step run as greenlets at
 once (the step ends when all of them have), and their outputs feed the next step's
-prompts, exactly as :mod:`.fanout`'s parallel pass does. Every request is reported to
+prompts, exactly as :mod:`.fanout`'s parallel pass does. A scenario that names a
+graph of the user's runs that graph instead, its requests recorded by the proxy
+(:mod:`.locust_graphs`); labels are the graph's ``X-Vramcap-Label`` headers. Every request is reported to
 Locust as separate entries, so Locust's tables, charts, CSV and HTML show them:
 
     request_type  name            response_time             response_length
@@ -31,9 +33,10 @@ from geventhttpclient import URL, HTTPClient
 from geventhttpclient.response import HTTPConnectionClosed
 from locust import User, constant, task
 
-from ..errors import HTTPStatusError, RequestError, RequestRefused, RequestTimeout, StreamCut
+from ..errors import GraphError, HTTPStatusError, RequestError, RequestRefused, RequestTimeout, StreamCut
 from .client import ChatRequest
 from .fanout import scenario_request
+from .locust_graphs import UserGraph
 from .scenarios import Scenario
 from .stream import STALE_CONNECTION_RETRIES, ChatStream, RequestRecord, fail
 from .tally import LoadTally
@@ -143,9 +146,18 @@ class AgentGraphUser(User):
         super().__init__(environment)
         if not self.host:
             raise ValueError("no host: pass --host URL, or --vram-profile to start a server")
-        width = self.scenario.max_width if self.scenario else 1
-        self.chat_client = GeventChatClient(self.host, model=self.model, concurrency=width,
+        width = self.scenario.max_width if self.scenario else None
+        self.chat_client = GeventChatClient(self.host, model=self.model, concurrency=width or 1,
                                             open_requests=self.open_requests)
+        self.user_graph: UserGraph | None = None
+        self.graph_error: GraphError | None = None
+        """Building this user's copy of a graph failed: every task reports it as a failed GRAPH entry."""
+        if self.scenario is not None and self.scenario.graph is not None:
+            try:
+                self.user_graph = UserGraph(self.scenario, self.host, self.model, on_start=self._opened,
+                                            on_end=self._report)
+            except GraphError as exc:
+                self.graph_error = exc
 
     def on_stop(self) -> None:
         self.chat_client.close()
@@ -155,6 +167,9 @@ class AgentGraphUser(User):
         scenario = self.scenario
         if scenario is None:
             raise ValueError("AgentGraphUser.scenario is not set")
+        if scenario.graph is not None:
+            self._run_user_graph(scenario)
+            return
         state: dict[str, Any] = dict(scenario.inputs)
         start, tokens = time.monotonic(), 0
         failure: LoadFailure | None = None
@@ -182,28 +197,48 @@ class AgentGraphUser(User):
         self.tally.add_graph(wall, failure is None)
         self._fire("GRAPH", scenario.name, wall * 1000, tokens, failure)
 
+    def _run_user_graph(self, scenario: Scenario) -> None:
+        """One invocation of the user's graph; its requests were reported as each ended (:meth:`_report`)."""
+        start = time.monotonic()
+        records: list[RequestRecord] = []
+        error: BaseException | None = self.graph_error
+        if self.user_graph is not None:
+            records, error = self.user_graph.invoke()
+        wall = time.monotonic() - start
+        failed = next((record for record in records if not record.ok), None)
+        failure = LoadFailure(failed.error_kind or "server_error", failed.error or "") if failed is not None else \
+            LoadFailure("graph_error", f"{type(error).__name__}: {error}") if error is not None else None
+        self.tally.add_graph(wall, failure is None)
+        self._fire("GRAPH", scenario.name, wall * 1000, sum(record.n_out for record in records), failure)
+
     def _ask(self, request: ChatRequest) -> RequestRecord:
         try:
             record = self.chat_client.chat(request)
         except RequestError as exc:
             record = exc.record or RequestRecord(label=request.label, t_send=time.monotonic(), error=str(exc),
                                                  error_kind="server_error")
-            self._keep(record)
-            elapsed = (record.e2e if record.e2e is not None else time.monotonic() - record.t_send) * 1000
-            self._fire("E2E", request.label, elapsed, record.n_out,
-                       LoadFailure(record.error_kind or "server_error", record.error or str(exc)))
-            return record
-        if record.n_out == 0:  # an answer with no token is no answer for an agent
+        self._report(record)
+        return record
+
+    def _opened(self, record: RequestRecord) -> None:
+        self.open_requests[id(record)] = record
+
+    def _report(self, record: RequestRecord) -> None:
+        """A request that ended, ours or a graph's: kept, counted, and fired as Locust's TTFT/TPOT/E2E entries."""
+        self.open_requests.pop(id(record), None)
+        if record.ok and record.n_out == 0:  # an answer with no token is no answer for an agent
             record.error, record.error_kind = "the answer streamed no token", "no_output"
         self._keep(record)
-        ttft, tpot, e2e = record.ttft, record.tpot, record.e2e
-        if ttft is not None:
-            self._fire("TTFT", request.label, ttft * 1000, record.n_out)
-        if tpot is not None:
-            self._fire("TPOT", request.label, tpot * 1000, record.n_out)
-        failure = None if record.ok else LoadFailure(record.error_kind or "no_output", record.error or "")
-        self._fire("E2E", request.label, (e2e if e2e is not None else 0.0) * 1000, record.n_out, failure)
-        return record
+        if not record.ok:  # failures land on E2E, by kind
+            elapsed = (record.e2e if record.e2e is not None else time.monotonic() - record.t_send) * 1000
+            self._fire("E2E", record.label, elapsed, record.n_out,
+                       LoadFailure(record.error_kind or "server_error", record.error or ""))
+            return
+        if record.ttft is not None:
+            self._fire("TTFT", record.label, record.ttft * 1000, record.n_out)
+        if record.tpot is not None:
+            self._fire("TPOT", record.label, record.tpot * 1000, record.n_out)
+        self._fire("E2E", record.label, (record.e2e or 0.0) * 1000, record.n_out)
 
     def _keep(self, record: RequestRecord) -> None:
         if self.keep_records:

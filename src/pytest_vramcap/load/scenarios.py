@@ -121,6 +121,17 @@ class GraphRef(_Strict):
             raise ValueError(f"graph file {str(file)[:200]!r} does not exist")
         return file.resolve()
 
+    @classmethod
+    def of(cls, build: Any) -> GraphRef:
+        """Where a builder passed as a callable was defined: what reports name it by (not checked again)."""
+        import inspect
+
+        try:
+            file = inspect.getsourcefile(build)
+        except TypeError:  # a builtin, a C function: nothing to point at
+            file = None
+        return cls.model_construct(file=Path(file or "<unknown>"), attribute=getattr(build, "__qualname__", "build"))
+
     def __str__(self) -> str:
         return f"{self.file}:{self.attribute}"
 

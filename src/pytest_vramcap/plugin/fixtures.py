@@ -68,7 +68,7 @@ class FanoutRunner:
 
         if not isinstance(scenario, Scenario):
             scenario = load_scenario(scenario)
-        return self._state.run_scenario(scenario)
+        return self._run(scenario)
 
     def run_graph(self, graph: Builder | str, input: dict[str, Any] | None = None, *,
                   name: str | None = None, config: dict[str, Any] | None = None) -> ScenarioRun:
@@ -77,16 +77,24 @@ class FanoutRunner:
         relative to the test file); ``input`` and ``config`` are what each pass invokes it with."""
         from ..load.scenarios import GraphRef, Scenario
 
-        fields: dict[str, Any] = {"input": input or {}, "config": config or {}}
         if isinstance(graph, str):
             base = self._item.path.parent if self._item is not None else Path.cwd()
-            ref = GraphRef.model_validate(graph, context={"base_dir": base})
-            scenario = Scenario(name=name or ref.file.stem, graph=ref, **fields)
-            return self._state.run_scenario(scenario)
-        if not callable(graph):
+            ref, build = GraphRef.model_validate(graph, context={"base_dir": base}), None
+        elif callable(graph):
+            ref, build = GraphRef.of(graph), graph
+        else:
             raise TypeError(f"run_graph takes build(base_url) or 'file.py:build', not {type(graph).__name__}")
-        scenario = Scenario(name=name or getattr(graph, "__module__", "graph").rpartition(".")[2], **fields)
-        return self._state.run_scenario(scenario, build=graph)
+        scenario = Scenario(name=name or ref.file.stem, graph=ref, input=input or {}, config=config or {})
+        return self._run(scenario, build)
+
+    def _run(self, scenario: Scenario, build: Builder | None = None) -> ScenarioRun:
+        from ..errors import GraphError
+        from .collect import graph_error_text
+
+        try:
+            return self._state.run_scenario(scenario, build)
+        except GraphError as exc:  # the user's traceback and one line, as for a collected scenario
+            pytest.fail(graph_error_text(exc), pytrace=False)
 
     def _minimum(self, run: ScenarioRun) -> float | None:
         return self._state.min_speedup_for(run.scenario, self.min_speedup)

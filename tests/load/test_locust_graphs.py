@@ -1,0 +1,81 @@
+"""A user's LangGraph graph as Locust users: ``vramcap load`` and the locustfile, each in a child process (Locust
+monkey-patches for gevent), on a real llama-server they start; runs stop after a number of graphs, not on a clock."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import needs_llama_server, processes_with
+from tests.load.test_graph_run import FAN_OUT_GRAPH
+from tests.load.test_locust import embedded, locust
+
+pytest.importorskip("langgraph", reason="LangGraph comes with the graph extra (dev installs it)")
+pytestmark = needs_llama_server
+
+
+def graph_scenario(tmp_path: Path, topic: str = "GPUs") -> Path:
+    (tmp_path / "fan_out_graph.py").write_text(FAN_OUT_GRAPH)
+    path = tmp_path / "fan-out.yaml"
+    path.write_text(f"name: fan-out\ngraph: fan_out_graph.py:build\ninput: {{topic: {topic}, width: 2, notes: []}}\n")
+    return path
+
+
+def stats(prefix: Path) -> dict[tuple[str, str], dict[str, str]]:
+    return {(row["Type"], row["Name"]): row for row in csv.DictReader(Path(f"{prefix}_stats.csv").open())}
+
+
+def test_vramcap_load_runs_a_users_graph_and_reports_each_agent(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest_vramcap.cli", "load", "--model", "tiny:Q8_0", "--agents", "2", "--ctx", "512",
+         "--models-dir", str(tmp_path / "models"), "--scenario", str(graph_scenario(tmp_path)), "--users", "2",
+         "--graphs", "3", "--run-time", "200", "--csv", str(tmp_path / "l")],
+        capture_output=True, text=True, timeout=400, cwd=tmp_path, env={**os.environ, "LLAMA_ARG_REPACK": "0"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fan-out: 2 users" in result.stdout and "failures: none" in result.stdout
+    rows = stats(tmp_path / "l")
+    graphs = int(rows[("GRAPH", "fan-out")]["Request Count"])
+    assert graphs >= 3
+    for kind in ("TTFT", "TPOT", "E2E"):  # the graph's X-Vramcap-Label headers name Locust's entries
+        assert int(rows[(kind, "work")]["Request Count"]) >= 2 * graphs
+        assert int(rows[(kind, "judge")]["Request Count"]) >= graphs
+    assert processes_with(str(tmp_path)) == []
+
+
+def test_the_locustfile_reports_a_graph_that_raises_as_a_failed_graph(tmp_path: Path) -> None:
+    scenario = graph_scenario(tmp_path, topic="explode")
+    result = locust(*embedded(tmp_path), "--vramcap-scenario", str(scenario), "-u", "1", "-r", "1",
+                    "--vramcap-graphs", "2", "-t", "200", "--csv", str(tmp_path / "l"), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]  # Locust's exit code when a request failed
+    failures = list(csv.DictReader((tmp_path / "l_failures.csv").open()))
+    assert [(f["Method"], f["Name"]) for f in failures] == [("GRAPH", "fan-out")]
+    assert "graph_error: RuntimeError: worker exploded on purpose" in failures[0]["Error"]
+    assert processes_with(str(tmp_path)) == []
+
+
+def test_a_graph_that_cannot_be_imported_stops_locust_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "g.py").write_text("import json\n\nCONFIG = json.loads('{not json')\n")
+    (tmp_path / "g.yaml").write_text("graph: g.py:build\n")
+    result = locust(*embedded(tmp_path), "--vramcap-scenario", str(tmp_path / "g.yaml"), cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("vramcap: error: ") and "g.py cannot be imported: JSONDecodeError" in lines[-1]
+    assert 'g.py", line 3, in <module>' in result.stderr  # the user's frame, shown once
+    assert result.stderr.count("Traceback") == 1 and "vramcap: serving" not in result.stderr  # no server started
+    assert processes_with(str(tmp_path)) == []
+
+
+def test_vramcap_load_names_a_missing_builder_before_starting_a_server(tmp_path: Path) -> None:
+    (tmp_path / "g.py").write_text("def build(base_url):\n    return None\n")
+    (tmp_path / "g.yaml").write_text("graph: g.py:biuld\n")
+    result = subprocess.run([sys.executable, "-m", "pytest_vramcap.cli", "load", "--model", "tiny:Q8_0",
+                             "--models-dir", str(tmp_path / "models"), "--scenario", str(tmp_path / "g.yaml")],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"vramcap: error: {tmp_path / 'g.py'} has no attribute 'biuld' (it defines: build)"]

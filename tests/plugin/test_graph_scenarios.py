@@ -1,0 +1,128 @@
+"""Graph scenarios through the plugin (pytester, a real llama-server): collected from YAML, run by
+``vramcap_fanout.run_graph`` in a user's test, and the errors a user's graph can cause.
+
+No outcome here rests on a clock: the shipped example's speedup minimum is read from the
+report but not asserted, and the slot shortage is a count of requests in flight.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import needs_llama_server
+from tests.plugin.project import report, write_scenarios
+
+pytest_plugins = ["pytester"]
+pytest.importorskip("langgraph", reason="LangGraph comes with the graph extra (dev installs it)")
+pytestmark = needs_llama_server
+
+SHIPPED = Path(__file__).parents[2] / "scenarios"
+
+SMALL_GRAPH = '''
+from typing import TypedDict
+
+from langchain_openai import ChatOpenAI
+from langgraph.graph import START, StateGraph
+from langgraph.types import Send
+
+
+class State(TypedDict):
+    width: int
+
+
+def build(base_url):
+    llm = ChatOpenAI(base_url=base_url, api_key="unused", model="any", max_tokens=6, temperature=0,
+                     extra_body={"ignore_eos": True}, default_headers={"X-Vramcap-Label": "agent"})
+
+    async def agent(state):
+        await llm.ainvoke(f"angle {state['i']}")
+        return {}
+
+    graph = StateGraph(State)
+    graph.add_node("agent", agent)
+    graph.add_conditional_edges(START, lambda s: [Send("agent", {"i": i}) for i in range(s["width"])], ["agent"])
+    return graph.compile()
+
+
+def build_badly(base_url):
+    return load_settings(base_url)
+
+
+def load_settings(base_url):
+    raise RuntimeError(f"no settings for {base_url}")
+'''
+
+
+def test_the_shipped_graph_scenario_runs_on_the_embedded_server(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+    pytester.mkdir("scenarios")
+    for name in ("research-graph.yaml", "research_graph.py"):
+        shutil.copy(SHIPPED / name, pytester.path / "scenarios" / name)
+    result = run("--vram-profile=16gb", "scenarios")
+    result.stdout.fnmatch_lines(["*research-graph*"])
+    scenario = report(pytester)["scenarios"][0]
+    assert scenario["name"] == "research-graph" and scenario["speedup"] > 0
+    verdicts = {v["name"]: v for v in scenario["verdicts"]}
+    assert verdicts["oom"]["outcome"] == verdicts["slots"]["outcome"] == "pass"
+    assert verdicts["slots"]["summary"] == "4 slot(s) for at most 4 requests in flight at once (the graph's fan-out)"
+    assert "minimum 1.40x" in verdicts["parallel_speedup"]["summary"]  # the YAML's own minimum, judged
+    for mode in ("sequential", "parallel"):
+        requests = scenario[mode]["requests"]
+        assert sorted((r["label"], r["n_out"]) for r in requests) == [("research", 320)] * 4 + [("synthesis", 16)]
+        assert all(r["ttft_s"] is not None and r["error"] is None for r in requests)
+
+
+USER_TESTS = '''
+import pytest
+from graphs.small import build
+
+
+@pytest.mark.vramcap(min_speedup=0.001)
+def test_callable(vramcap_fanout):
+    run = vramcap_fanout.run_graph(build, {"width": 2}, name="mine")
+    assert run.scenario.graph.attribute == "build" and run.scenario.graph.file.name == "small.py"
+    assert run.width == 2 and len(run.parallel.records) == 2
+    vramcap_fanout.check(run)
+
+
+def test_path(vramcap_fanout):
+    run = vramcap_fanout.run_graph("graphs/small.py:build", {"width": 3})
+    assert run.scenario.name == "small" and run.width == 3
+    vramcap_fanout.check(run)
+
+
+def test_build_raises(vramcap_fanout):
+    vramcap_fanout.run_graph("graphs/small.py:build_badly", {"width": 1})
+'''
+
+
+def test_graphs_in_a_users_tests_and_their_errors(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+    pytester.mkdir("graphs")
+    pytester.path.joinpath("graphs/small.py").write_text(SMALL_GRAPH)
+    pytester.path.joinpath("test_mine.py").write_text(USER_TESTS)
+    write_scenarios(pytester, missing_attribute="graph: ../graphs/small.py:biuld\n",
+                    raises="graph: ../graphs/small.py:build_badly\n")
+    result = run("--vram-profile=16gb", "-p", "no:randomly", "test_mine.py", "scenarios")
+    result.assert_outcomes(passed=2, failed=3)
+    output = result.stdout.str()
+    assert "has no attribute 'biuld' (it defines: ChatOpenAI, START, Send, State, StateGraph, TypedDict, build," \
+           in output
+    # the user's frames, once per failing test, then one line; none of ours
+    assert output.count("in load_settings") == 2 and output.count('raise RuntimeError(f"no settings for') == 2
+    result.stdout.fnmatch_lines(["*small.py:build_badly('http://127.0.0.1:*/c1/v1') raised RuntimeError: no "
+                                 "settings for http://127.0.0.1:*"])
+    assert "graph_source.py" not in output
+    names = {s["name"]: s for s in report(pytester)["scenarios"]}
+    assert set(names) == {"mine", "small"} and names["mine"]["passed"] is True
+
+
+def test_a_graph_wider_than_the_slots_fails_without_a_clock(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+    pytester.mkdir("graphs")
+    pytester.path.joinpath("graphs/small.py").write_text(SMALL_GRAPH)
+    write_scenarios(pytester, wide="graph: ../graphs/small.py:build\ninput: {width: 3}\n")
+    result = run("--vram-profile=16gb", "--vramcap-agents=1", "scenarios")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*[[]FAIL[]] slots: the server has 1 slot(s) for 3 requests in flight at once*",
+                                 "*parallel pass: up to 3 requests in flight on 1 slot(s)*"])
