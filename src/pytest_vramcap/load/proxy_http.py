@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +77,9 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.connection.settimeout(self.server.idle_timeout_s)  # an idle kept-alive connection ends its thread
+        # Headers, then each event, are small writes: without this, Nagle holds the next one back until the
+        # client's (delayed) ACK of the last, tens of milliseconds on an answer the engine sent at once.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.track(self.connection, True)
         self._engine: http.client.HTTPConnection | None = None
 
@@ -117,9 +121,11 @@ class _Handler(BaseHTTPRequestHandler):
         record = RequestRecord(label=self.headers.get(LABEL_HEADER) or DEFAULT_LABEL, t_send=arrived)
         channel.begin(record)
         try:
-            self._chat(path, payload, record)
+            answer_end = self._chat(path, payload, record)
         finally:
             channel.end(record)
+        # Only now the client gets the end of its answer: a graph that returns has every request in the records.
+        answer_end()
 
     # ------------------------------------------------------------------ the engine
 
@@ -154,7 +160,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._reply(response.status, response.getheader("Content-Type") or "application/json", data)
 
-    def _chat(self, path: str, payload: dict[str, Any], record: RequestRecord) -> None:
+    def _chat(self, path: str, payload: dict[str, Any], record: RequestRecord) -> Callable[[], None]:
+        """Forward one chat completion and relay or rebuild its answer, all but its end: that is returned."""
         client_streams = payload.get("stream") is True
         streamed, relay_usage = self.server.proxy.prepare(payload)
         try:
@@ -166,29 +173,27 @@ class _Handler(BaseHTTPRequestHandler):
             timeout = isinstance(exc, TimeoutError)
             refused = (RequestTimeout if timeout else RequestRefused)(
                 f"{record.label}: the engine did not answer: {type(exc).__name__}: {exc}")
-            self._reply_error(504 if timeout else 502, str(fail(record, refused)))
-            return
+            return partial(self._reply_error, 504 if timeout else 502, str(fail(record, refused)))
         if data is not None:
             record.t_last = time.monotonic()
             if response.status >= 400:
                 fail(record, HTTPStatusError(response.status, data.decode("utf-8", errors="replace")))
             else:
                 _count_usage(record, data)
-            self._reply(response.status, response.getheader("Content-Type") or "application/json", data)
-        elif client_streams:
+            return partial(self._reply, response.status, response.getheader("Content-Type") or "application/json",
+                           data)
+        if client_streams:
             relay = _EventRelay(self, relay_usage)
             error = self._read_stream(response, record, relay.saw, relay.line)
             if error is None or isinstance(error, HTTPStatusError):
-                relay.end()  # the engine ended its answer (an error sent inside it is part of it)
-            else:
-                self.close_connection = True  # the engine's stream was cut, and so is the client's
-        else:
-            assembler = CompletionAssembler()
-            error = self._read_stream(response, record, assembler.add, None)
-            if error is None:
-                self._reply(200, "application/json", json.dumps(assembler.completion()).encode())
-            else:
-                self._reply_error(500 if isinstance(error, HTTPStatusError) else 502, str(error))
+                return relay.end  # the engine ended its answer (an error sent inside it is part of it)
+            self.close_connection = True  # the engine's stream was cut, and so is the client's
+            return lambda: None
+        assembler = CompletionAssembler()
+        error = self._read_stream(response, record, assembler.add, None)
+        if error is None:
+            return partial(self._reply, 200, "application/json", json.dumps(assembler.completion()).encode())
+        return partial(self._reply_error, 500 if isinstance(error, HTTPStatusError) else 502, str(error))
 
     def _read_stream(self, response: http.client.HTTPResponse, record: RequestRecord,
                      on_chunk: Callable[[dict[str, Any]], None], relay: Callable[[bytes], None] | None,
@@ -196,16 +201,27 @@ class _Handler(BaseHTTPRequestHandler):
         """Time and count the engine's stream into ``record``, each line relayed as it comes; the error, if any."""
         stream = ChatStream(record, response.status, on_chunk=on_chunk)
         error: RequestError | None = None
+        pending = b""
         try:
-            while line := response.readline():
+            # read1: what has arrived (an engine sends an event per HTTP chunk), split into lines here; a
+            # readline per line costs twice the time in http.client's chunked reader.
+            while True:
+                data = response.read1(65536)
                 now = time.monotonic()
-                if error is None:
-                    try:
-                        stream.feed(line.decode("utf-8", errors="replace").rstrip("\r\n"), now)
-                    except RequestError as exc:  # marked on the record; what follows is still relayed
-                        error = exc
-                if relay is not None:
-                    relay(line)
+                if data:
+                    *lines, pending = (pending + data).split(b"\n")  # an unfinished line waits for the rest
+                else:
+                    lines = [pending] if pending else []
+                for line in lines:
+                    if error is None:
+                        try:
+                            stream.feed(line.decode("utf-8", errors="replace").rstrip("\r"), now)
+                        except RequestError as exc:  # marked on the record; what follows is still relayed
+                            error = exc
+                    if relay is not None:
+                        relay(line + b"\n")
+                if not data:
+                    break
             if error is None:
                 stream.finish()
         except RequestError as exc:
@@ -244,13 +260,15 @@ class _ClientGone(ConnectionError):
 
 
 class _EventRelay:
-    """The engine's SSE stream to a streaming client: one HTTP chunk per event, sent as the event completes."""
+    """The engine's SSE stream to a streaming client: one HTTP chunk per event, sent as the event completes;
+    the final ``[DONE]`` waits for :meth:`end`."""
 
     def __init__(self, handler: _Handler, relay_usage: bool) -> None:
         self._handler = handler
         self._relay_usage = relay_usage
         self._lines: list[bytes] = []
         self._skip = False
+        self._held: bytes | None = None
         handler.send_response(200)
         handler.send_header("Content-Type", "text/event-stream")
         handler.send_header("Cache-Control", "no-cache")
@@ -264,16 +282,18 @@ class _EventRelay:
 
     def line(self, line: bytes) -> None:
         self._lines.append(line)
-        if line.strip():
+        if line.strip() or self._held is not None:
             return
         event, skip, self._lines, self._skip = b"".join(self._lines), self._skip, [], False
-        if not skip:
+        if event.replace(b" ", b"").startswith(b"data:[DONE]"):
+            self._held = event  # sent by end(), once the request is recorded
+        elif not skip:
             self._send(b"%x\r\n%s\r\n" % (len(event), event))
 
     def end(self) -> None:
-        if self._lines:
-            self.line(b"\n")
-        self._send(b"0\r\n\r\n")
+        """The rest of the stream (``[DONE]`` and anything after it) and the end of the HTTP body."""
+        rest = (self._held or b"") + b"".join(self._lines)
+        self._send((b"%x\r\n%s\r\n" % (len(rest), rest) if rest else b"") + b"0\r\n\r\n")
 
     def _send(self, data: bytes) -> None:
         try:

@@ -1,0 +1,211 @@
+"""What the recording proxy adds: time per request, and tokens/s of a real graph.
+
+1. Per request, against an engine that answers at once (a child process of this script
+   streaming ``--chunks`` SSE events with no delay), so the difference is the proxy alone:
+   the same requests sent directly and through the proxy, alternating one by one, by the
+   openai client graphs use (langchain-openai); TTFT and E2E as that client sees them,
+   streamed, and unstreamed (which the proxy streams from the engine and rebuilds).
+2. Tokens/s of scenarios/research_graph.py on a real llama-server (small:F16, 4 slots,
+   CPU): parallel invocations built on the server's URL and on a proxy channel, alternating.
+
+    .venv/bin/python benchmarks/bench_proxy_overhead.py [--requests 400] [--chunks 64] [--graph-runs 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+
+from pytest_vramcap.engines import EngineOptions, LlamaServer, free_port
+from pytest_vramcap.load.proxy import RecordingProxy
+from pytest_vramcap.model.synth import write_gguf
+from pytest_vramcap.planner.memory import ServerConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+def serve_instant_engine(port: int, chunks: int) -> None:
+    """An OpenAI-compatible engine that answers every chat completion at once (the child process)."""
+    def event(body: dict) -> bytes:
+        return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+    streamed = b"".join(event({"id": "x", "choices": [{"index": 0, "delta": {"content": "tok"}}]})
+                        for _ in range(chunks))
+    streamed += event({"id": "x", "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})
+    streamed += event({"id": "x", "choices": [], "usage": {"completion_tokens": chunks, "prompt_tokens": 2}})
+    streamed += b"data: [DONE]\n\n"
+    whole = json.dumps({"id": "x", "object": "chat.completion", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "tok" * chunks}, "finish_reason": "length"}],
+        "usage": {"completion_tokens": chunks, "prompt_tokens": 2}}).encode()
+
+    class Engine(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            if body.get("stream"):
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for piece in streamed.split(b"\n\n")[:-1]:  # one HTTP chunk per event, as llama-server sends
+                    data = piece + b"\n\n"
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.write(b"0\r\n\r\n")
+            else:
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(whole)))
+                self.end_headers()
+                self.wfile.write(whole)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        def get_request(self) -> tuple:  # small writes go out at once, as the proxy's do (no Nagle wait)
+            connection, address = super().get_request()
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return connection, address
+
+    Server(("127.0.0.1", port), Engine).serve_forever()
+
+
+async def streamed_pairs(engine: str, proxied: str, requests: int, chunks: int) -> dict[str, list[float]]:
+    """The openai client, streaming (what langchain-openai uses): time to the first content chunk, and to the end."""
+    import openai
+
+    results: dict[str, list[float]] = {"direct_ttft": [], "proxy_ttft": [], "direct_e2e": [], "proxy_e2e": []}
+    clients = {"direct": openai.AsyncOpenAI(base_url=engine + "/v1", api_key="unused"),
+               "proxy": openai.AsyncOpenAI(base_url=proxied + "/v1", api_key="unused")}
+    for i in range(requests):
+        for name in ("direct", "proxy")[:: 1 if i % 2 else -1]:
+            start, first = time.monotonic(), None
+            stream = await clients[name].chat.completions.create(model="m", messages=MESSAGES,  # type: ignore[arg-type]
+                                                                 max_tokens=chunks, stream=True)
+            async for chunk in stream:
+                if first is None and chunk.choices and chunk.choices[0].delta.content:
+                    first = time.monotonic()
+            results[f"{name}_ttft"].append((first or start) - start)
+            results[f"{name}_e2e"].append(time.monotonic() - start)
+    for client in clients.values():
+        await client.close()
+    return results
+
+
+def unstreamed_pairs(engine: str, proxied: str, requests: int) -> dict[str, list[float]]:
+    """The openai client, not streaming (ChatOpenAI's default): the proxy streams from the engine and rebuilds."""
+    import openai
+
+    results: dict[str, list[float]] = {"direct_e2e": [], "proxy_e2e": []}
+    clients = {"direct": openai.OpenAI(base_url=engine + "/v1", api_key="unused"),
+               "proxy": openai.OpenAI(base_url=proxied + "/v1", api_key="unused")}
+    for i in range(requests):
+        for name in ("direct", "proxy")[:: 1 if i % 2 else -1]:
+            start = time.monotonic()
+            clients[name].chat.completions.create(model="m", messages=MESSAGES, max_tokens=8)  # type: ignore[arg-type]
+            results[f"{name}_e2e"].append(time.monotonic() - start)
+    return results
+
+
+def ms(values: list[float]) -> str:
+    return f"{statistics.median(values) * 1000:.3f}"
+
+
+def per_request(args: argparse.Namespace) -> None:
+    port = free_port()
+    child = subprocess.Popen([sys.executable, __file__, "--serve-engine", str(port), "--chunks", str(args.chunks)])
+    engine = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.post(engine + "/v1/chat/completions", json={"messages": MESSAGES}, timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        with RecordingProxy(engine) as proxy:
+            proxied = proxy.channel().base_url.removesuffix("/v1")
+            streamed = asyncio.run(streamed_pairs(engine, proxied, args.requests, args.chunks))
+            whole = unstreamed_pairs(engine, proxied, args.requests)
+    finally:
+        child.terminate()
+        child.wait()
+    print(f"\n### Per request ({args.requests} pairs, {args.chunks} chunks each, engine answering at once)\n")
+    print("| request | measure | direct median ms | through the proxy ms | added ms |")
+    print("|---|---|---:|---:|---:|")
+    for kind, data, measures in (("streamed", streamed, ("ttft", "e2e")), ("unstreamed", whole, ("e2e",))):
+        for measure in measures:
+            direct, proxy = data[f"direct_{measure}"], data[f"proxy_{measure}"]
+            added = statistics.median(p - d for p, d in zip(proxy, direct, strict=True)) * 1000
+            print(f"| {kind} | {measure.upper()} | {ms(direct)} | {ms(proxy)} | {added:.3f} |")
+
+
+def graph_tokens_per_second(args: argparse.Namespace) -> None:
+    spec = importlib.util.spec_from_file_location("research_graph", ROOT / "scenarios" / "research_graph.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tokens = 4 * 320 + 16
+    question = {"question": "self-host an LLM for coding agents, or use an API?", "notes": []}
+    walls: dict[str, list[float]] = {"direct": [], "proxy": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        model = write_gguf("small", "F16", Path(tmp) / "small-F16.gguf")
+        with LlamaServer(ServerConfig(parallel=4, ctx_per_agent=2048), model,
+                         EngineOptions(log_dir=Path(tmp), startup_timeout_s=300)) as server, \
+                RecordingProxy(server.url, request_defaults={"cache_prompt": False}) as proxy:
+            graphs = {"direct": module.build(server.url + "/v1"), "proxy": module.build(proxy.channel().base_url)}
+
+            async def run() -> None:
+                await graphs["direct"].ainvoke(dict(question))  # warm-up
+                for i in range(args.graph_runs):
+                    for name in ("direct", "proxy")[:: 1 if i % 2 else -1]:
+                        start = time.monotonic()
+                        await graphs[name].ainvoke(dict(question), {"configurable": {}})
+                        walls[name].append(time.monotonic() - start)
+
+            asyncio.run(run())
+    print(f"\n### research_graph.py, parallel, {args.graph_runs} invocations each, small:F16 on CPU\n")
+    print("| base URL | median wall s | tokens/s (median) | tokens/s per run |")
+    print("|---|---:|---:|---|")
+    for name, values in walls.items():
+        rates = [tokens / wall for wall in values]
+        print(f"| {name} | {statistics.median(values):.3f} | {statistics.median(rates):.1f} | "
+              f"{', '.join(f'{rate:.0f}' for rate in rates)} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--chunks", type=int, default=64)
+    parser.add_argument("--graph-runs", type=int, default=6)
+    parser.add_argument("--serve-engine", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--skip-graph", action="store_true", help="only the per-request part")
+    args = parser.parse_args()
+    if args.serve_engine:
+        serve_instant_engine(args.serve_engine, args.chunks)
+        return
+    print(f"{date.today()}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}; command: python benchmarks/bench_proxy_overhead.py "
+          f"--requests {args.requests} --chunks {args.chunks} --graph-runs {args.graph_runs}")
+    per_request(args)
+    if not args.skip_graph:
+        graph_tokens_per_second(args)
+
+
+if __name__ == "__main__":
+    main()
