@@ -6,7 +6,8 @@
    openai client graphs use (langchain-openai); TTFT and E2E as that client sees them,
    streamed, and unstreamed (which the proxy streams from the engine and rebuilds).
 2. Tokens/s of scenarios/research_graph.py on a real llama-server (small:F16, 4 slots,
-   CPU): parallel invocations built on the server's URL and on a proxy channel, alternating.
+   CPU): parallel invocations built on the server's URL (ChatOpenAI as shipped, unstreamed;
+   and with ``streaming=True``) and on a proxy channel, taking turns.
 
     .venv/bin/python benchmarks/bench_proxy_overhead.py [--requests 400] [--chunks 64] [--graph-runs 6]
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import platform
@@ -32,7 +32,9 @@ from pathlib import Path
 import httpx
 
 from pytest_vramcap.engines import EngineOptions, LlamaServer, free_port
+from pytest_vramcap.load.graph_source import load_builder
 from pytest_vramcap.load.proxy import RecordingProxy
+from pytest_vramcap.load.scenarios import GraphRef
 from pytest_vramcap.model.synth import write_gguf
 from pytest_vramcap.planner.memory import ServerConfig
 
@@ -156,30 +158,37 @@ def per_request(args: argparse.Namespace) -> None:
 
 
 def graph_tokens_per_second(args: argparse.Namespace) -> None:
-    spec = importlib.util.spec_from_file_location("research_graph", ROOT / "scenarios" / "research_graph.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    import functools
+    import sys
+
+    build = load_builder(GraphRef(file=ROOT / "scenarios" / "research_graph.py", attribute="build"))
+    module = sys.modules[build.__module__]
     tokens = 4 * 320 + 16
     question = {"question": "self-host an LLM for coding agents, or use an API?", "notes": []}
-    walls: dict[str, list[float]] = {"direct": [], "proxy": []}
+    walls: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         model = write_gguf("small", "F16", Path(tmp) / "small-F16.gguf")
         with LlamaServer(ServerConfig(parallel=4, ctx_per_agent=2048), model,
                          EngineOptions(log_dir=Path(tmp), startup_timeout_s=300)) as server, \
-                RecordingProxy(server.url, request_defaults={"cache_prompt": False}) as proxy:
-            graphs = {"direct": module.build(server.url + "/v1"), "proxy": module.build(proxy.channel().base_url)}
+                RecordingProxy(server.url) as proxy:  # no request defaults: the pass-through alone
+            chat_openai = module.ChatOpenAI
+            module.ChatOpenAI = functools.partial(chat_openai, streaming=True)  # the client itself streaming
+            streaming = build(server.url + "/v1")
+            module.ChatOpenAI = chat_openai
+            graphs = {"direct": build(server.url + "/v1"), "direct, client streaming": streaming,
+                      "through the proxy": build(proxy.channel().base_url)}
 
             async def run() -> None:
                 await graphs["direct"].ainvoke(dict(question))  # warm-up
                 for i in range(args.graph_runs):
-                    for name in ("direct", "proxy")[:: 1 if i % 2 else -1]:
+                    names = list(graphs)
+                    for name in names[i % len(names):] + names[:i % len(names)]:  # each goes first in turn
                         start = time.monotonic()
-                        await graphs[name].ainvoke(dict(question), {"configurable": {}})
-                        walls[name].append(time.monotonic() - start)
+                        await graphs[name].ainvoke(dict(question))
+                        walls.setdefault(name, []).append(time.monotonic() - start)
 
             asyncio.run(run())
-    print(f"\n### research_graph.py, parallel, {args.graph_runs} invocations each, small:F16 on CPU\n")
+    print(f"\n### research_graph.py, parallel, {args.graph_runs} invocations each, small:F16 on CPU (4 slots)\n")
     print("| base URL | median wall s | tokens/s (median) | tokens/s per run |")
     print("|---|---:|---:|---|")
     for name, values in walls.items():
