@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -38,54 +35,22 @@ from pytest_vramcap.load.scenarios import GraphRef
 from pytest_vramcap.model.synth import write_gguf
 from pytest_vramcap.planner.memory import ServerConfig
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.scripted_engine import ScriptedEngine  # the test double the proxy's tests use too
+
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGES = [{"role": "user", "content": "hello"}]
 
 
 def serve_instant_engine(port: int, chunks: int) -> None:
     """An OpenAI-compatible engine that answers every chat completion at once (the child process)."""
-    def event(body: dict) -> bytes:
-        return b"data: " + json.dumps(body).encode() + b"\n\n"
-
-    streamed = b"".join(event({"id": "x", "choices": [{"index": 0, "delta": {"content": "tok"}}]})
-                        for _ in range(chunks))
-    streamed += event({"id": "x", "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})
-    streamed += event({"id": "x", "choices": [], "usage": {"completion_tokens": chunks, "prompt_tokens": 2}})
-    streamed += b"data: [DONE]\n\n"
-    whole = json.dumps({"id": "x", "object": "chat.completion", "choices": [
+    events = [{"id": "x", "choices": [{"index": 0, "delta": {"content": "tok"}}]}] * chunks
+    events += [{"id": "x", "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]},
+               {"id": "x", "choices": [], "usage": {"completion_tokens": chunks, "prompt_tokens": 2}}]
+    whole = {"id": "x", "object": "chat.completion", "choices": [
         {"index": 0, "message": {"role": "assistant", "content": "tok" * chunks}, "finish_reason": "length"}],
-        "usage": {"completion_tokens": chunks, "prompt_tokens": 2}}).encode()
-
-    class Engine(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            self.send_response(200)
-            if body.get("stream"):
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                for piece in streamed.split(b"\n\n")[:-1]:  # one HTTP chunk per event, as llama-server sends
-                    data = piece + b"\n\n"
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                self.wfile.write(b"0\r\n\r\n")
-            else:
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(whole)))
-                self.end_headers()
-                self.wfile.write(whole)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    class Server(ThreadingHTTPServer):
-        def get_request(self) -> tuple:  # small writes go out at once, as the proxy's do (no Nagle wait)
-            connection, address = super().get_request()
-            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return connection, address
-
-    Server(("127.0.0.1", port), Engine).serve_forever()
+        "usage": {"completion_tokens": chunks, "prompt_tokens": 2}}
+    ScriptedEngine(events, whole=whole, port=port).serve_forever()
 
 
 async def streamed_pairs(engine: str, proxied: str, requests: int, chunks: int) -> dict[str, list[float]]:

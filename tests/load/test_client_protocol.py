@@ -10,6 +10,7 @@ import pytest
 
 from pytest_vramcap.errors import ProtocolError, StreamCut
 from pytest_vramcap.load.client import ChatClient, ChatRequest, RequestRecord
+from pytest_vramcap.load.stream import ChatStream
 from tests.helpers import canned_server
 
 
@@ -68,3 +69,18 @@ def test_reasoning_tokens_are_the_first_token(field: str) -> None:
     assert record.text == "hmmx"
     assert record.n_chunks == 2
     assert record.t_first is not None and record.t_first == record.chunk_times[0]
+
+
+def test_tool_call_pieces_are_tokens_and_text_completions_are_read() -> None:
+    """An agent's answer may be a tool call alone: its pieces are its tokens (the first one is TTFT). A text
+    completion (/v1/completions) carries ``choices[].text`` instead of a delta."""
+    record = RequestRecord(label="tool", t_send=0.0)
+    stream = ChatStream(record)
+    call = {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"name": "search", "arguments": ""}}]}}]}
+    stream.feed(f"data: {json.dumps(call)}", 1.0)
+    stream.feed('data: {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}}]}', 2.0)
+    assert (record.ttft, record.n_chunks, record.n_out, record.text) == (1.0, 2, 2, "")
+
+    text = RequestRecord(label="completion", t_send=0.0)
+    ChatStream(text).feed('data: {"choices": [{"text": "Hel", "index": 0}]}', 0.5)
+    assert (text.ttft, text.text, text.n_out) == (0.5, "Hel", 1)

@@ -1,17 +1,16 @@
 """The recording proxy in front of a real llama-server, reached by the clients graphs use (openai, httpx).
 
-A few cases need an engine that misbehaves on purpose or shows what it received; those use
-a small upstream written here (named `capturing_upstream`), everything else the real server.
+A few cases need an engine that misbehaves on purpose, is slow, or shows what it received;
+those use tests/scripted_engine.py (a test double, named in each test), everything else the
+real server.
 """
 
 from __future__ import annotations
 
-import json
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -24,6 +23,7 @@ from pytest_vramcap.load.proxy import LABEL_HEADER, RecordingProxy
 from pytest_vramcap.model.synth import write_gguf
 from pytest_vramcap.planner.memory import ServerConfig
 from tests.helpers import LLAMA_SERVER
+from tests.scripted_engine import ScriptedEngine
 
 openai = pytest.importorskip("openai", reason="the openai client comes with the graph extra (dev installs it)")
 
@@ -100,6 +100,103 @@ def test_other_paths_pass_through_and_unknown_ones_are_refused(proxy: RecordingP
     assert chunked.status_code == 411
 
 
+def text_event(text: str) -> dict:
+    return {"id": "x", "choices": [{"index": 0, "delta": {"content": text}}]}
+
+
+STREAM_EVENTS = [text_event("a"), text_event("b"),
+                 {"id": "x", "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]},
+                 {"id": "x", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}]
+SLOW = [text_event("t")] * 100
+"""Streamed 50 ms apart by the scripted engine: five seconds, long after the client in these tests gave up."""
+
+
+def test_text_completions_are_recorded_too(proxy: RecordingProxy) -> None:
+    channel = proxy.channel()
+    ask = client(channel.base_url)
+    pieces = list(ask.completions.create(model="m", prompt="colours:", max_tokens=5, stream=True,
+                                         extra_body={"ignore_eos": True}))
+    whole = ask.completions.create(model="m", prompt="colours:", max_tokens=5, extra_body={"ignore_eos": True})
+    streamed, unstreamed = channel.records
+    assert streamed.ok and streamed.ttft is not None and streamed.n_out == 5
+    assert streamed.text == "".join(piece.choices[0].text for piece in pieces if piece.choices)
+    # a text completion the client did not stream is passed through as it asked: its end and its usage
+    assert unstreamed.ok and unstreamed.ttft is None and unstreamed.e2e is not None
+    assert unstreamed.n_out == 5 and unstreamed.n_out_source == "usage" and whole.choices[0].text
+
+
+def test_a_client_that_gives_up_stops_the_engine_and_ends_its_record() -> None:
+    # the scripted engine (a test double) streams for five seconds; the client waits half of one
+    with ScriptedEngine(SLOW, delay_s=0.05) as upstream, RecordingProxy(upstream.url) as proxy:
+        channel = proxy.channel()
+        with pytest.raises(httpx.ReadTimeout):  # unstreamed: the proxy answers once the engine has ended
+            httpx.post(channel.base_url + "/chat/completions", json={"messages": QUESTION}, timeout=0.5)
+        assert channel.wait_idle(30)
+        [record] = channel.records
+        assert record.error_kind == "connection" and "the client closed its connection" in (record.error or "")
+        [answer] = upstream.answers
+        assert answer.ended.wait(30) and answer.client_left and answer.written < len(SLOW)
+
+
+def test_stopping_cuts_requests_in_flight_and_their_engine_connections() -> None:
+    with ScriptedEngine(SLOW, delay_s=0.05) as upstream:
+        proxy = RecordingProxy(upstream.url).start()
+        channel = proxy.channel()
+        outcome: list[object] = []
+
+        def ask() -> None:
+            try:
+                outcome.append(httpx.post(channel.base_url + "/chat/completions", json={"messages": QUESTION},
+                                          timeout=60))
+            except httpx.TransportError as exc:
+                outcome.append(exc)
+
+        asking = threading.Thread(target=ask)
+        asking.start()
+        while not upstream.answers:  # the request reached the engine
+            time.sleep(0.01)
+        proxy.stop()
+        asking.join(30)
+        assert not asking.is_alive() and isinstance(outcome[0], httpx.TransportError)
+        assert upstream.answers[0].ended.wait(30) and upstream.answers[0].client_left
+        assert channel.wait_idle(30) and channel.records[0].error_kind == "connection"
+
+
+@pytest.mark.parametrize(("events", "done", "complaint"), [
+    ([text_event("a"), b"not json", text_event("b")], True, "a stream event is not JSON"),
+    ([text_event("a"), text_event("b")], False, "without [DONE]"),
+])
+def test_a_stream_the_proxy_cannot_read_reaches_a_streaming_client_whole(events: list, done: bool,
+                                                                          complaint: str) -> None:
+    with ScriptedEngine(events, done=done) as upstream, RecordingProxy(upstream.url) as proxy:
+        channel = proxy.channel()
+        with httpx.stream("POST", channel.base_url + "/chat/completions",
+                          json={"messages": QUESTION, "stream": True}) as response:
+            body = response.read()  # no RemoteProtocolError: the HTTP answer ends as the engine's did
+    assert body.count(b"data: ") == len(events) + done and body.endswith(b"data: [DONE]\n\n" if done else b"}\n\n")
+    [record] = channel.records
+    assert not record.ok and complaint in (record.error or "")
+
+
+def test_unrecorded_streams_are_relayed_as_they_come() -> None:
+    with ScriptedEngine(SLOW, delay_s=0.05) as upstream, RecordingProxy(upstream.url) as proxy:
+        channel = proxy.channel()
+        with httpx.stream("POST", channel.base_url + "/responses", json={"stream": True}) as response:
+            first = next(response.iter_lines())
+            assert first == 'data: {"id": "x", "choices": [{"index": 0, "delta": {"content": "t"}}]}'
+            assert not upstream.answers[0].ended.is_set()  # the engine is still streaming: nothing was buffered
+        assert channel.records == []  # /responses is passed through, not recorded
+
+
+def test_channel_urls_are_not_reused_by_a_later_proxy() -> None:
+    with RecordingProxy("http://127.0.0.1:9") as first, RecordingProxy("http://127.0.0.1:9") as second:
+        paths = {first.channel().base_url.split("/", 3)[3], second.channel().base_url.split("/", 3)[3]}
+        released = second.channel()
+        second.release(released)
+        assert httpx.get(released.base_url + "/models").status_code == 404
+    assert len(paths) == 2
+
+
 def test_requests_in_flight_are_counted(proxy: RecordingProxy) -> None:
     channel = proxy.channel()
     ask = client(channel.base_url)
@@ -107,8 +204,18 @@ def test_requests_in_flight_are_counted(proxy: RecordingProxy) -> None:
         list(pool.map(lambda i: ask.chat.completions.create(model="m", messages=QUESTION, max_tokens=24,
                                                             extra_body={"ignore_eos": True}), range(3)))
     assert len(channel.records) == 3 and channel.in_flight == 0
-    assert 1 <= channel.peak_in_flight <= 3
     assert len(channel.reset()) == 3 and channel.records == [] and channel.peak_in_flight == 0
+
+
+def test_the_peak_in_flight_is_a_count_not_a_clock() -> None:
+    # the scripted engine (a test double) holds its answers until all three requests have arrived
+    with ScriptedEngine(STREAM_EVENTS, gather=3) as upstream, RecordingProxy(upstream.url) as proxy:
+        channel = proxy.channel()
+        ask = client(channel.base_url)
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(lambda i: ask.chat.completions.create(model="m", messages=QUESTION), range(3)))
+        assert channel.peak_in_flight == 3 and channel.in_flight == 0 and len(channel.records) == 3
+        assert all(record.ok and record.n_out == 2 for record in channel.reset()) and channel.peak_in_flight == 0
 
 
 def test_an_engine_that_is_gone_is_a_502_and_a_failed_record() -> None:
@@ -118,36 +225,6 @@ def test_an_engine_that_is_gone_is_a_502_and_a_failed_record() -> None:
             client(channel.base_url).chat.completions.create(model="m", messages=QUESTION, max_tokens=4)
     [record] = channel.records
     assert record.error_kind == "connection"
-
-
-@contextmanager
-def capturing_upstream(events: list[dict]) -> Iterator[tuple[str, list[dict]]]:
-    """An engine that records each request body and streams ``events`` back as SSE."""
-    bodies: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            data = b"".join(b"data: " + json.dumps(event).encode() + b"\n\n" for event in events) + b"data: [DONE]\n\n"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", bodies
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def tool_delta(**call: object) -> dict:
@@ -164,12 +241,12 @@ TOOL_EVENTS = [  # a tool call streamed in pieces, as OpenAI and llama-server se
 
 
 def test_bodies_get_the_runners_defaults_and_the_served_model() -> None:
-    with capturing_upstream(TOOL_EVENTS) as (url, bodies), \
-            RecordingProxy(url, model="vramcap-created", request_defaults={"cache_prompt": False}) as proxy:
+    with ScriptedEngine(TOOL_EVENTS) as upstream, \
+            RecordingProxy(upstream.url, model="vramcap-created", request_defaults={"cache_prompt": False}) as proxy:
         channel = proxy.channel()
         answer = client(channel.base_url).chat.completions.create(
             model="whatever", messages=QUESTION, max_tokens=4, extra_body={"cache_prompt": True})
-    sent = bodies[0]
+    sent = upstream.bodies[0]
     assert sent["model"] == "vramcap-created" and sent["cache_prompt"] is True  # the client's own value is kept
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
     call = answer.choices[0].message.tool_calls[0]  # rebuilt from pieces, as the engine would have sent it whole

@@ -7,21 +7,28 @@ completion also becomes a :class:`~.stream.RequestRecord` (TTFT, TPOT, tokens, i
 place on the timeline) read by the same :class:`~.stream.ChatStream` as our own
 client's, timed as the engine's chunks arrive here.
 
-What the engine sees differs from what the graph sent in three documented ways:
+Recorded are ``POST .../chat/completions`` and ``POST .../completions``; anything else
+(``/models``, ``/embeddings``, ``/responses``...) is passed through unrecorded, a streamed
+answer relayed as it comes. What the engine sees differs from what the graph sent in
+three documented ways:
 
 * every chat completion is streamed, so the first token can be timed; a client that
   did not ask to stream gets the non-streamed object rebuilt from the stream
-  (:mod:`.assemble`); one that asked for ``logprobs`` is passed through unstreamed
-  (no TTFT, only its end-to-end time);
-* ``stream_options.include_usage`` is set, for exact token counts; the usage-only
-  chunk is not relayed to a client that did not ask for it;
+  (:mod:`.assemble`); one that asked for ``logprobs``, and a text completion the
+  client did not stream, are passed through unstreamed (no TTFT, only the end-to-end
+  time and the usage);
+* ``stream_options.include_usage`` is set on streams, for exact token counts; the
+  usage-only chunk is not relayed to a client that did not ask for it;
 * ``request_defaults`` (``cache_prompt: false`` for the runners, as their own requests
   do: a pass must not get the previous one's prefill for free) fill keys the client
   left out, and ``model`` (Ollama's created model) replaces the client's.
 
 A request is labelled by its ``X-Vramcap-Label`` header (not forwarded), else ``chat``.
 A channel is one caller's view: its records and its requests in flight, counted when
-each arrives and ends (the peak is how wide the graph really fanned out).
+each arrives and ends (the peak is how wide the graph really fanned out). A client
+that gives up on a request (a cancelled task, a timeout of its own) is noticed as the
+engine's answer is read: the engine connection is closed, which stops the generation,
+and the record ends as a cut stream.
 
 The HTTP side is :mod:`.proxy_http`: threads of the standard library's server and
 client; under Locust's gevent they are greenlets, with no change.
@@ -32,6 +39,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +49,10 @@ from .proxy_http import LABEL_HEADER, ProxyServer
 from .stream import RequestRecord
 
 __all__ = ["LABEL_HEADER", "Channel", "RecordingProxy"]
+
+_channel_numbers = itertools.count(1)
+"""Channel prefixes are unique in the process, not per proxy: a later proxy may get an earlier one's port, and
+clients cache connections by base URL (langchain-openai keeps one httpx client per base URL and timeout)."""
 
 
 @dataclass
@@ -55,25 +67,35 @@ class Channel:
     records: list[RequestRecord] = field(default_factory=list)
     in_flight: int = 0
     peak_in_flight: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
     def reset(self) -> list[RequestRecord]:
         """Start counting anew (a new pass); the records so far are returned."""
-        with self._lock:
+        with self._changed:
             records, self.records, self.peak_in_flight = self.records, [], self.in_flight
         return records
 
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no request is in flight (those a failed or cancelled invocation left behind end once the
+        proxy sees their client gone); False if some still are after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while self.in_flight and (left := deadline - time.monotonic()) > 0:
+                self._changed.wait(left)
+            return self.in_flight == 0
+
     def begin(self, record: RequestRecord) -> None:
-        with self._lock:
+        with self._changed:
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         if self.on_start is not None:
             self.on_start(record)
 
     def end(self, record: RequestRecord) -> None:
-        with self._lock:
+        with self._changed:
             self.in_flight -= 1
             self.records.append(record)
+            self._changed.notify_all()
         if self.on_end is not None:
             self.on_end(record)
 
@@ -93,7 +115,6 @@ class RecordingProxy:
         self.read_timeout_s = read_timeout_s
         self._idle_timeout_s = idle_timeout_s
         self._channels: dict[str, Channel] = {}
-        self._numbers = itertools.count(1)
         self._server: ProxyServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -111,7 +132,8 @@ class RecordingProxy:
         return self
 
     def stop(self) -> None:
-        """Stop accepting, cut the open connections (their threads end), free the port. Idempotent."""
+        """Stop accepting, cut the open connections to clients and to the engine (their threads end, the engine
+        stops generating what nobody will read), free the port. Idempotent."""
         server, self._server = self._server, None
         if server is None:
             return
@@ -130,10 +152,14 @@ class RecordingProxy:
     def channel(self, *, on_start: Callable[[RequestRecord], None] | None = None,
                 on_end: Callable[[RequestRecord], None] | None = None) -> Channel:
         """A new channel: a base URL (``.../v1``) of its own and the records of the requests made through it."""
-        prefix = f"c{next(self._numbers)}"
+        prefix = f"c{next(_channel_numbers)}"
         channel = Channel(f"http://127.0.0.1:{self.port}/{prefix}/v1", on_start, on_end)
         self._channels[prefix] = channel
         return channel
+
+    def release(self, channel: Channel) -> None:
+        """Forget ``channel`` (a Locust user that stopped): its URL answers 404 from now on."""
+        self._channels = {prefix: known for prefix, known in self._channels.items() if known is not channel}
 
     def route(self, path: str) -> tuple[Channel | None, str]:
         """The channel a request path is for, and the engine path to forward it to."""
@@ -144,14 +170,14 @@ class RecordingProxy:
         kind = http.client.HTTPSConnection if self.upstream.scheme == "https" else http.client.HTTPConnection
         return kind(self.upstream.hostname or "", self.upstream.port, timeout=self.read_timeout_s)
 
-    def prepare(self, body: dict[str, Any]) -> tuple[bool, bool]:
-        """Rewrite a chat completion body in place: (stream it from the engine, relay the usage-only chunk)."""
+    def prepare(self, body: dict[str, Any], *, chat: bool) -> tuple[bool, bool]:
+        """Rewrite a (chat) completion body in place: (stream it from the engine, relay the usage-only chunk)."""
         for key, value in self.request_defaults.items():
             body.setdefault(key, value)
         if self.model:
             body["model"] = self.model
         client_streams = body.get("stream") is True
-        if not client_streams and body.get("logprobs"):
+        if not client_streams and (not chat or body.get("logprobs")):
             return False, False
         asked = body.get("stream_options")
         options: dict[str, Any] = asked if isinstance(asked, dict) else {}

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,12 +34,14 @@ _NOT_FORWARDED = frozenset({"connection", "keep-alive", "proxy-authenticate", "p
                             "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding",
                             LABEL_HEADER.lower()})
 """Hop-by-hop headers (RFC 9110 7.6.1), those we set ourselves, and ours."""
+_RECORDED = ("/chat/completions", "/completions")
+"""The endpoints whose requests are recorded (OpenAI's; llama-server and Ollama serve both under /v1)."""
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.CannotSendRequest)
 _ENGINE_FAILED = (OSError, http.client.HTTPException)
 
 
 class ProxyServer(ThreadingHTTPServer):
-    """Serves :class:`_Handler` for ``proxy``; tracks its client connections so that stopping cuts them."""
+    """Serves :class:`_Handler` for ``proxy``; tracks its handlers so that stopping cuts their connections."""
 
     daemon_threads = True
     block_on_close = False
@@ -46,28 +50,29 @@ class ProxyServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.proxy = proxy
         self.idle_timeout_s = idle_timeout_s
-        self._open: set[socket.socket] = set()
+        self._open: set[_Handler] = set()
         self._open_lock = threading.Lock()
 
-    def track(self, connection: socket.socket, is_open: bool) -> None:
+    def track(self, handler: _Handler, is_open: bool) -> None:
         with self._open_lock:
-            (self._open.add if is_open else self._open.discard)(connection)
+            (self._open.add if is_open else self._open.discard)(handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A connection reset or cut (a client that left, our own stop) is no error; anything else is printed."""
-        import sys
-
         if not isinstance(sys.exc_info()[1], OSError):
             super().handle_error(request, client_address)
 
     def close_connections(self) -> None:
+        """Cut every handler's client connection and engine connection: a handler waiting on either wakes up."""
         with self._open_lock:
-            connections = list(self._open)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            handlers = list(self._open)
+        for handler in handlers:
+            engine = handler.engine_socket()
+            for connection in (handler.connection, *([engine] if engine is not None else [])):
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -80,15 +85,19 @@ class _Handler(BaseHTTPRequestHandler):
         # Headers, then each event, are small writes: without this, Nagle holds the next one back until the
         # client's (delayed) ACK of the last, tens of milliseconds on an answer the engine sent at once.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.track(self.connection, True)
         self._engine: http.client.HTTPConnection | None = None
+        self.server.track(self, True)
 
     def finish(self) -> None:
         try:
             super().finish()
         finally:
-            self.server.track(self.connection, False)
+            self.server.track(self, False)
             self._drop_engine()
+
+    def engine_socket(self) -> socket.socket | None:
+        engine = self._engine
+        return engine.sock if engine is not None else None
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # a line per request on stderr would drown the run's output
@@ -113,15 +122,16 @@ class _Handler(BaseHTTPRequestHandler):
         if channel is None:
             self._reply_error(404, f"no vramcap channel at {self.path.split('?')[0][:100]}")
             return
-        chat = self.command == "POST" and path.split("?")[0].endswith("/chat/completions")
-        payload = _json_object(body) if chat else None
+        endpoint = path.split("?")[0]
+        recorded = self.command == "POST" and endpoint.endswith(_RECORDED)
+        payload = _json_object(body) if recorded else None
         if payload is None:
             self._plain(path, body)
             return
         record = RequestRecord(label=self.headers.get(LABEL_HEADER) or DEFAULT_LABEL, t_send=arrived)
         channel.begin(record)
         try:
-            answer_end = self._chat(path, payload, record)
+            answer_end = self._completion(path, payload, record, chat=endpoint.endswith("/chat/completions"))
         finally:
             channel.end(record)
         # Only now the client gets the end of its answer: a graph that returns has every request in the records.
@@ -151,19 +161,32 @@ class _Handler(BaseHTTPRequestHandler):
             self._engine = None
 
     def _plain(self, path: str, body: bytes) -> None:
+        """Pass a request through unrecorded; a chunked answer (a stream) is relayed piece by piece as it comes."""
         try:
             response = self._forward(path, body)
-            data = response.read()
+            data = None if response.chunked else response.read()
         except _ENGINE_FAILED as exc:
             self._drop_engine()
             self._reply_error(502, f"the engine did not answer: {type(exc).__name__}: {exc}")
             return
-        self._reply(response.status, response.getheader("Content-Type") or "application/json", data)
+        content_type = response.getheader("Content-Type") or "application/json"
+        if data is not None:
+            self._reply(response.status, content_type, data)
+            return
+        relay = _ChunkedRelay(self, content_type, response.status)
+        try:
+            while piece := response.read1(65536):
+                relay.send(piece)
+            relay.end()
+        except (_ClientGone, *_ENGINE_FAILED):  # one side is gone mid-answer: so is this exchange
+            self._drop_engine()
+            self.close_connection = True
 
-    def _chat(self, path: str, payload: dict[str, Any], record: RequestRecord) -> Callable[[], None]:
-        """Forward one chat completion and relay or rebuild its answer, all but its end: that is returned."""
+    def _completion(self, path: str, payload: dict[str, Any], record: RequestRecord, *,
+                    chat: bool) -> Callable[[], None]:
+        """Forward one (chat) completion and relay or rebuild its answer, all but its end: that is returned."""
         client_streams = payload.get("stream") is True
-        streamed, relay_usage = self.server.proxy.prepare(payload)
+        streamed, relay_usage = self.server.proxy.prepare(payload, chat=chat)
         try:
             response = self._forward(path, json.dumps(payload).encode())
             record.status = response.status
@@ -184,23 +207,25 @@ class _Handler(BaseHTTPRequestHandler):
                            data)
         if client_streams:
             relay = _EventRelay(self, relay_usage)
-            error = self._read_stream(response, record, relay.saw, relay.line)
-            if error is None or isinstance(error, HTTPStatusError):
-                return relay.end  # the engine ended its answer (an error sent inside it is part of it)
-            self.close_connection = True  # the engine's stream was cut, and so is the client's
+            error, complete = self._read_stream(response, record, relay.saw, relay.line)
+            if complete:
+                return relay.end  # the engine ended its answer: the client gets all of it, whatever we made of it
+            self.close_connection = True  # the engine's stream was cut, or the client left: so is the exchange
             return lambda: None
         assembler = CompletionAssembler()
-        error = self._read_stream(response, record, assembler.add, None)
+        error, _ = self._read_stream(response, record, assembler.add, None)
         if error is None:
             return partial(self._reply, 200, "application/json", json.dumps(assembler.completion()).encode())
         return partial(self._reply_error, 500 if isinstance(error, HTTPStatusError) else 502, str(error))
 
     def _read_stream(self, response: http.client.HTTPResponse, record: RequestRecord,
                      on_chunk: Callable[[dict[str, Any]], None], relay: Callable[[bytes], None] | None,
-                     ) -> RequestError | None:
-        """Time and count the engine's stream into ``record``, each line relayed as it comes; the error, if any."""
+                     ) -> tuple[RequestError | None, bool]:
+        """Time and count the engine's stream into ``record``, each line relayed as it comes: the error, if any,
+        and whether the engine's answer was read to its end."""
         stream = ChatStream(record, response.status, on_chunk=on_chunk)
         error: RequestError | None = None
+        complete = False
         pending = b""
         try:
             # read1: what has arrived (an engine sends an event per HTTP chunk), split into lines here; a
@@ -222,6 +247,9 @@ class _Handler(BaseHTTPRequestHandler):
                         relay(line + b"\n")
                 if not data:
                     break
+                if self._client_left():  # nobody reads the rest: closing the engine connection stops it
+                    raise _ClientGone("the connection was closed")
+            complete = True
             if error is None:
                 stream.finish()
         except RequestError as exc:
@@ -235,9 +263,17 @@ class _Handler(BaseHTTPRequestHandler):
         except _ENGINE_FAILED as exc:
             error = fail(record, StreamCut(f"{record.label}: the engine's stream was cut after {record.n_chunks} "
                                            f"chunks: {type(exc).__name__}: {exc}"))
-        if error is not None:
+        if not complete:
             self._drop_engine()  # an unread or cut answer: this engine connection is done
-        return error
+        return error, complete
+
+    def _client_left(self) -> bool:
+        """Has the client closed its connection? Readable with nothing to read is the end of its side."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
+        except (OSError, ValueError):
+            return True
 
     # ------------------------------------------------------------------ replies
 
@@ -259,21 +295,43 @@ class _ClientGone(ConnectionError):
     """Writing to the client failed: it closed its connection (a timeout of its own, a cancelled task)."""
 
 
-class _EventRelay:
+class _ChunkedRelay:
+    """A chunked answer to the client, its headers sent with the first piece; a failed write is :class:`_ClientGone`."""
+
+    def __init__(self, handler: _Handler, content_type: str, status: int = 200) -> None:
+        self._handler = handler
+        self._head: tuple[int, str] | None = (status, content_type)
+
+    def send(self, piece: bytes, last: bool = False) -> None:
+        handler = self._handler
+        try:
+            if self._head is not None:
+                status, content_type = self._head
+                self._head = None
+                handler.send_response(status)
+                handler.send_header("Content-Type", content_type)
+                handler.send_header("Cache-Control", "no-cache")
+                handler.send_header("Transfer-Encoding", "chunked")
+                handler.end_headers()
+            handler.wfile.write((b"%x\r\n%s\r\n" % (len(piece), piece) if piece else b"") +
+                                (b"0\r\n\r\n" if last else b""))
+        except OSError as exc:
+            raise _ClientGone(str(exc)) from exc
+
+    def end(self, piece: bytes = b"") -> None:
+        self.send(piece, last=True)
+
+
+class _EventRelay(_ChunkedRelay):
     """The engine's SSE stream to a streaming client: one HTTP chunk per event, sent as the event completes;
     the final ``[DONE]`` waits for :meth:`end`."""
 
     def __init__(self, handler: _Handler, relay_usage: bool) -> None:
-        self._handler = handler
+        super().__init__(handler, "text/event-stream")
         self._relay_usage = relay_usage
         self._lines: list[bytes] = []
         self._skip = False
         self._held: bytes | None = None
-        handler.send_response(200)
-        handler.send_header("Content-Type", "text/event-stream")
-        handler.send_header("Cache-Control", "no-cache")
-        handler.send_header("Transfer-Encoding", "chunked")
-        handler.end_headers()
 
     def saw(self, chunk: dict[str, Any]) -> None:
         """The current event's object: the usage-only chunk is left out unless the client asked for it."""
@@ -288,18 +346,11 @@ class _EventRelay:
         if event.replace(b" ", b"").startswith(b"data:[DONE]"):
             self._held = event  # sent by end(), once the request is recorded
         elif not skip:
-            self._send(b"%x\r\n%s\r\n" % (len(event), event))
+            self.send(event)
 
-    def end(self) -> None:
+    def end(self, piece: bytes = b"") -> None:
         """The rest of the stream (``[DONE]`` and anything after it) and the end of the HTTP body."""
-        rest = (self._held or b"") + b"".join(self._lines)
-        self._send((b"%x\r\n%s\r\n" % (len(rest), rest) if rest else b"") + b"0\r\n\r\n")
-
-    def _send(self, data: bytes) -> None:
-        try:
-            self._handler.wfile.write(data)
-        except OSError as exc:
-            raise _ClientGone(str(exc)) from exc
+        super().end((self._held or b"") + b"".join(self._lines) + piece)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

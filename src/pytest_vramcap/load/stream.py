@@ -84,10 +84,23 @@ _DELTA_TEXT_KEYS = ("content", "reasoning_content", "reasoning")
 
 
 def _content(choice: dict[str, Any]) -> str:
+    """The text a chunk's choice carries: a chat delta's, or a text completion's (``/v1/completions``)."""
     delta = choice.get("delta")
     if not isinstance(delta, dict):
-        return ""
+        text = choice.get("text")
+        return text if isinstance(text, str) else ""
     return "".join(part for part in (delta.get(key) for key in _DELTA_TEXT_KEYS) if isinstance(part, str))
+
+
+def _tool_call_text(choice: dict[str, Any]) -> str:
+    """The pieces of tool calls a chat delta carries (an agent's answer may be nothing else): tokens too."""
+    delta = choice.get("delta")
+    calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+    if not isinstance(calls, list):
+        return ""
+    functions = [call.get("function") for call in calls if isinstance(call, dict)]
+    return "".join(part for function in functions if isinstance(function, dict)
+                   for part in (function.get("name"), function.get("arguments")) if isinstance(part, str))
 
 
 
@@ -152,7 +165,7 @@ class ChatStream:
             raise fail(record, ProtocolError(f"{record.label or 'request'}: 'choices' is not a list of objects"))
         for choice in choices:
             text = _content(choice)
-            if text:
+            if text or _tool_call_text(choice):
                 record.n_chunks += 1
                 record.chunk_times.append(now)
                 record.text += text
