@@ -96,6 +96,11 @@ class GraphError(ScenarioError):
         super().__init__(message)
         self.user_traceback = user_traceback
 
+    def shown(self, prefix: str = "") -> str:
+        """What the user sees: their traceback (when their code raised), a blank line, then ``prefix`` and the line."""
+        line = f"{prefix}{self}"
+        return f"{self.user_traceback}\n\n{line}" if self.user_traceback else line
+
 
 class EngineError(VramcapError):
     """A server could not be started, reached or kept alive."""

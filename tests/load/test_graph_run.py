@@ -11,6 +11,10 @@ import pytest
 from pytest_vramcap.engines.llamacpp import EngineOptions, LlamaServer
 from pytest_vramcap.errors import GraphError
 from pytest_vramcap.load.fanout import run_both
+from pytest_vramcap.load.graph_run import run_graph_pass
+from pytest_vramcap.load.graph_source import build_graph, load_builder
+from pytest_vramcap.load.proxy import RecordingProxy
+from pytest_vramcap.load.runs import ModeResult
 from pytest_vramcap.load.scenarios import load_scenario
 from pytest_vramcap.model.synth import write_gguf
 from pytest_vramcap.planner.memory import ServerConfig
@@ -40,11 +44,14 @@ def build(base_url):
         return ChatOpenAI(base_url=base_url, api_key="unused", model="any", temperature=0, seed=1,
                           max_tokens=max_tokens, extra_body={"ignore_eos": True},
                           default_headers={"X-Vramcap-Label": label})
-    worker, judge = agent("work", 12), agent("judge", 4)
+    worker, judge = agent("work", 96), agent("judge", 4)
 
     async def work(state):
         if state["topic"] == "explode":
             raise RuntimeError("worker exploded on purpose")
+        if state["topic"] == "explode late" and state["i"] == 0:  # once its short answer is in: the others' are not
+            await worker.ainvoke("first", max_tokens=1)
+            raise RuntimeError("worker 0 exploded while the others were answering")
         return {"notes": [(await worker.ainvoke(f"angle {state['i']} on {state['topic']}")).content]}
 
     def judge_notes(state):  # a sync node: LangGraph runs it in a thread
@@ -72,7 +79,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def scenario_file(tmp_path: Path, topic: str = "GPUs", width: int = 3) -> Path:
     (tmp_path / "fan_out_graph.py").write_text(FAN_OUT_GRAPH)
-    path = tmp_path / "fan-out.yaml"
+    path = tmp_path / f"fan-out-{topic.replace(' ', '-')}.yaml"
     path.write_text(f"graph: fan_out_graph.py:build\ninput: {{topic: {topic}, width: {width}, notes: []}}\n")
     return path
 
@@ -83,12 +90,13 @@ def test_both_passes_record_every_request_of_the_graph(server_url: str, tmp_path
     for result in run.sequential.passes + run.parallel.passes:
         labels = sorted(record.label for record in result.records)
         assert labels == ["judge", "work", "work", "work"]
-        assert [r.n_out for r in result.records if r.label == "work"] == [12, 12, 12]
+        assert [r.n_out for r in result.records if r.label == "work"] == [96, 96, 96]
         assert all(r.ttft is not None and r.n_out_source == "usage" for r in result.records)
         judge = next(r for r in result.records if r.label == "judge")
         assert judge.t_send >= max(r.t_last or 0 for r in result.records if r.label == "work")  # after the fan-out
         assert result.started is not None and result.started <= min(r.t_send for r in result.records)
-    # counted as requests arrive and end at the proxy: no clock decides these
+    # counted as requests arrive and end at the proxy; the workers' answers (96 tokens each) are long enough that
+    # all three were sent before the first ended (tests/load/test_proxy.py checks the count without a clock)
     assert {p.peak_in_flight for p in run.sequential.passes} == {1}
     assert {p.peak_in_flight for p in run.parallel.passes} == {3} and run.width == 3
 
@@ -106,5 +114,24 @@ def test_a_graph_that_raises_fails_its_pass_with_the_users_traceback(server_url:
 def test_a_builder_that_raises_is_a_graph_error(server_url: str, tmp_path: Path) -> None:
     (tmp_path / "broken.py").write_text("def build(base_url):\n    raise KeyError('MODEL_NAME')\n")
     (tmp_path / "broken.yaml").write_text("graph: broken.py:build\n")
-    with pytest.raises(GraphError, match=r"broken.py:build\('http://127.0.0.1:\d+/c1/v1'\) raised KeyError"):
+    with pytest.raises(GraphError, match=r"broken.py:build\('http://127.0.0.1:\d+/c\d+/v1'\) raised KeyError"):
         asyncio.run(run_both(server_url, load_scenario(tmp_path / "broken.yaml")))
+
+
+def test_requests_a_failed_invocation_left_behind_end_in_its_own_pass(server_url: str, tmp_path: Path) -> None:
+    failing, fine = (load_scenario(scenario_file(tmp_path, topic)) for topic in ("explode late", "GPUs"))
+    assert failing.graph is not None
+
+    async def two_passes() -> tuple[ModeResult, ModeResult]:
+        with RecordingProxy(server_url) as proxy:
+            channel = proxy.channel()
+            graph = build_graph(load_builder(failing.graph), channel.base_url, failing.graph)
+            return (await run_graph_pass(graph, failing, channel, "parallel"),
+                    await run_graph_pass(graph, fine, channel, "parallel"))
+
+    failed, next_pass = asyncio.run(two_passes())
+    assert any("worker 0 exploded while the others were answering" in error for error in failed.errors)
+    # LangGraph cancelled the other workers: their requests were cut, the engine stopped, and they count here
+    left_behind = [record for record in failed.records if record.label == "work" and not record.ok]
+    assert len(left_behind) == 2 and all("client closed its connection" in (r.error or "") for r in left_behind)
+    assert next_pass.ok and sorted(record.label for record in next_pass.records) == ["judge", "work", "work", "work"]

@@ -20,6 +20,7 @@ pytestmark = needs_llama_server
 
 
 def graph_scenario(tmp_path: Path, topic: str = "GPUs") -> Path:
+    tmp_path.mkdir(exist_ok=True)
     (tmp_path / "fan_out_graph.py").write_text(FAN_OUT_GRAPH)
     path = tmp_path / "fan-out.yaml"
     path.write_text(f"name: fan-out\ngraph: fan_out_graph.py:build\ninput: {{topic: {topic}, width: 2, notes: []}}\n")
@@ -79,3 +80,54 @@ def test_vramcap_load_names_a_missing_builder_before_starting_a_server(tmp_path:
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [
         f"vramcap: error: {tmp_path / 'g.py'} has no attribute 'biuld' (it defines: build)"]
+
+
+@pytest.mark.parametrize("runner", ["vramcap load", "locustfile"])
+def test_a_build_that_raises_stops_the_run_with_its_traceback_once(tmp_path: Path, runner: str) -> None:
+    (tmp_path / "g.py").write_text("def build(base_url):\n    return connect(base_url)\n\n\n"
+                                   "def connect(url):\n    raise ConnectionError(f'no registry at {url}')\n")
+    (tmp_path / "g.yaml").write_text("graph: g.py:build\n")
+    if runner == "locustfile":
+        result = locust(*embedded(tmp_path), "--vramcap-scenario", str(tmp_path / "g.yaml"), "-u", "3", "-r", "3",
+                        "-t", "200", cwd=tmp_path)
+    else:
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest_vramcap.cli", "load", "--model", "tiny:Q8_0", "--agents", "2", "--ctx",
+             "512", "--models-dir", str(tmp_path / "models"), "--scenario", str(tmp_path / "g.yaml"), "--users", "3",
+             "--run-time", "200"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+            env={**os.environ, "LLAMA_ARG_REPACK": "0"})
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.count("Traceback (most recent call last)") == 1 and "in connect" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("vramcap: error: ")
+    assert "g.py:build('http://127.0.0.1:" in result.stderr and "raised ConnectionError" in result.stderr
+    assert processes_with(str(tmp_path)) == []
+
+
+TWO_GRAPHS_IN_ONE_PROCESS = """
+import sys
+
+import locust  # monkey-patches the process for gevent, as under Locust
+
+from pytest_vramcap.load.locust_graphs import UserGraph, close_graph_hosts
+from pytest_vramcap.load.scenarios import load_scenario
+from tests.scripted_engine import ScriptedEngine
+
+EVENTS = [{"id": "x", "choices": [{"index": 0, "delta": {"content": "t"}}]},
+          {"id": "x", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}]
+with ScriptedEngine(EVENTS) as engine:
+    users = [UserGraph(load_scenario(path), engine.url, None, on_start=print, on_end=lambda record: None)
+             for path in sys.argv[1:]]
+    print([len(user.invoke()[0]) for user in users])
+    close_graph_hosts()
+"""
+
+
+def test_graph_users_of_two_scenarios_share_one_event_loop(tmp_path: Path) -> None:
+    # asyncio keeps one running loop per OS thread, and Locust's greenlets are all on one: a loop per scenario hung
+    scenarios = [graph_scenario(tmp_path / name, topic=name) for name in ("a", "b")]
+    script = tmp_path / "two.py"
+    script.write_text(TWO_GRAPHS_IN_ONE_PROCESS)
+    result = subprocess.run([sys.executable, str(script), *map(str, scenarios)], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[3, 3]"  # each user's graph: two workers and the judge

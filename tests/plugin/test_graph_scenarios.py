@@ -2,7 +2,9 @@
 ``vramcap_fanout.run_graph`` in a user's test, and the errors a user's graph can cause.
 
 No outcome here rests on a clock: the shipped example's speedup minimum is read from the
-report but not asserted, and the slot shortage is a count of requests in flight.
+report but not asserted, and the widths and the slot shortage are counts of requests in
+flight at the proxy (the test graph's answers, 128 tokens, are long enough that a fan-out's
+requests were all sent before the first one ended).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import needs_llama_server
-from tests.plugin.project import report, write_scenarios
+from tests.plugin.project import report, server_logs, write_scenarios
 
 pytest_plugins = ["pytester"]
 pytest.importorskip("langgraph", reason="LangGraph comes with the graph extra (dev installs it)")
@@ -34,7 +36,7 @@ class State(TypedDict):
 
 
 def build(base_url):
-    llm = ChatOpenAI(base_url=base_url, api_key="unused", model="any", max_tokens=6, temperature=0,
+    llm = ChatOpenAI(base_url=base_url, api_key="unused", model="any", max_tokens=128, temperature=0,
                      extra_body={"ignore_eos": True}, default_headers={"X-Vramcap-Label": "agent"})
 
     async def agent(state):
@@ -95,6 +97,10 @@ def test_path(vramcap_fanout):
 
 def test_build_raises(vramcap_fanout):
     vramcap_fanout.run_graph("graphs/small.py:build_badly", {"width": 1})
+
+
+def test_no_such_file(vramcap_fanout):
+    vramcap_fanout.run_graph("graphs/nothere.py:build")
 '''
 
 
@@ -105,17 +111,33 @@ def test_graphs_in_a_users_tests_and_their_errors(pytester: pytest.Pytester, run
     write_scenarios(pytester, missing_attribute="graph: ../graphs/small.py:biuld\n",
                     raises="graph: ../graphs/small.py:build_badly\n")
     result = run("--vram-profile=16gb", "-p", "no:randomly", "test_mine.py", "scenarios")
-    result.assert_outcomes(passed=2, failed=3)
+    result.assert_outcomes(passed=2, failed=4)
     output = result.stdout.str()
+    result.stdout.fnmatch_lines(["run_graph(graphs/nothere.py:build): invalid scenario: graph.file: graph file "
+                                 "'*nothere.py' does not exist"])
+    assert "During handling" not in output
     assert "has no attribute 'biuld' (it defines: ChatOpenAI, START, Send, State, StateGraph, TypedDict, build," \
            in output
     # the user's frames, once per failing test, then one line; none of ours
     assert output.count("in load_settings") == 2 and output.count('raise RuntimeError(f"no settings for') == 2
-    result.stdout.fnmatch_lines(["*small.py:build_badly('http://127.0.0.1:*/c1/v1') raised RuntimeError: no "
+    result.stdout.fnmatch_lines(["*small.py:build_badly('http://127.0.0.1:*/c*/v1') raised RuntimeError: no "
                                  "settings for http://127.0.0.1:*"])
     assert "graph_source.py" not in output
     names = {s["name"]: s for s in report(pytester)["scenarios"]}
-    assert set(names) == {"mine", "small"} and names["mine"]["passed"] is True
+    assert set(names) == {"mine", "small", "missing_attribute", "raises"} and names["mine"]["passed"] is True
+    for name in ("missing_attribute", "raises"):  # in the report as failed, by the verdict that says why
+        assert names[name]["passed"] is False and [v["name"] for v in names[name]["verdicts"]] == ["graph"]
+
+
+def test_a_graph_that_cannot_be_imported_fails_before_a_server_starts(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+    pytester.path.joinpath("g.py").write_text("import json\n\nCONFIG = json.loads('{not json')\n")
+    write_scenarios(pytester, broken="graph: ../g.py:build\n")
+    result = run("--vram-profile=16gb", "scenarios")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*g.py*line 3, in <module>*", "*g.py cannot be imported: JSONDecodeError*"])
+    assert server_logs(pytester) == []
+    [scenario] = report(pytester)["scenarios"]
+    assert scenario["passed"] is False and scenario["verdicts"][0]["name"] == "graph"
 
 
 def test_a_graph_wider_than_the_slots_fails_without_a_clock(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]

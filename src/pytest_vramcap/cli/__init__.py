@@ -243,10 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(argv)
         return int(args.run(args))
-    except BadInputError as exc:
-        if isinstance(exc, GraphError) and exc.user_traceback:  # their code raised: its traceback, once
-            print(exc.user_traceback, file=sys.stderr)
-        print(f"vramcap: error: {exc}", file=sys.stderr)
+    except BadInputError as exc:  # a graph's: where their code raised, its traceback, once, above the line
+        print(exc.shown("vramcap: error: ") if isinstance(exc, GraphError) else f"vramcap: error: {exc}",
+              file=sys.stderr)
         return EXIT_BAD_INPUT
     except EngineStartError as exc:
         print(f"vramcap: error: {exc.one_line()}", file=sys.stderr)

@@ -12,6 +12,7 @@ llama-server: see scenarios/research_graph.py).
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from typing import Any
@@ -21,14 +22,19 @@ from .client import ChatClient
 from .graph_source import Builder, build_graph, load_builder, user_traceback
 from .proxy import Channel, RecordingProxy
 from .runs import RUNNER_REQUEST_FIELDS, ModeResult, ScenarioRun, run_rounds, warm_up
-from .scenarios import Scenario
+from .scenarios import GraphRef, Scenario
 
-__all__ = ["graph_config", "run_graph_both", "run_graph_pass"]
+__all__ = ["LEFT_BEHIND_TIMEOUT_S", "graph_config", "run_graph_both", "run_graph_pass"]
 
 
 def graph_config(scenario: Scenario, mode: RunMode) -> dict[str, Any]:
     """The config of one invocation: the scenario's, with the runner's ``max_concurrency``."""
     return {**copy.deepcopy(scenario.config), **({"max_concurrency": 1} if mode == "sequential" else {})}
+
+
+LEFT_BEHIND_TIMEOUT_S = 10.0
+"""How long requests that a failed invocation left in flight may take to end (the proxy ends each once it sees
+its client gone) before the invocation reports them; they must not be counted in the next one."""
 
 
 async def run_graph_pass(graph: Any, scenario: Scenario, channel: Channel, mode: RunMode) -> ModeResult:
@@ -41,9 +47,12 @@ async def run_graph_pass(graph: Any, scenario: Scenario, channel: Channel, mode:
         await graph.ainvoke(copy.deepcopy(scenario.input), graph_config(scenario, mode))
     except Exception as exc:  # the user's graph failed: a failed pass, with their traceback
         errors.append(f"the graph raised {type(exc).__name__}: {str(exc)[:300]}")
-        traceback = user_traceback(exc)
+        traceback = user_traceback(exc, (scenario.graph.file,) if scenario.graph is not None else ())
     wall = time.monotonic() - start
     peak = channel.peak_in_flight
+    if channel.in_flight and not await asyncio.to_thread(channel.wait_idle, LEFT_BEHIND_TIMEOUT_S):
+        errors.append(f"{channel.in_flight} request(s) still in flight {LEFT_BEHIND_TIMEOUT_S:.0f} s after the "
+                      f"graph returned")
     records = channel.reset()
     errors = [f"{record.label}: {record.error}" for record in records if not record.ok] + errors
     return ModeResult(mode, wall, {}, records, errors, started=start, peak_in_flight=peak, user_traceback=traceback)
@@ -52,7 +61,7 @@ async def run_graph_pass(graph: Any, scenario: Scenario, channel: Channel, mode:
 async def run_graph_both(url: str, scenario: Scenario, *, build: Builder | None = None, model: str | None = None,
                          warmup: bool = True, read_timeout_s: float = 300.0, rounds: int = 1) -> ScenarioRun:
     """``rounds`` of a sequential and a parallel invocation of the scenario's graph (or ``build``'s)."""
-    where = str(scenario.graph) if scenario.graph is not None else getattr(build, "__qualname__", "build")
+    ref = scenario.graph if scenario.graph is not None else GraphRef.of(build)
     if build is None:
         if scenario.graph is None:
             raise ValueError(f"scenario {scenario.name!r} names no graph and no build was given")
@@ -60,7 +69,7 @@ async def run_graph_both(url: str, scenario: Scenario, *, build: Builder | None 
     with RecordingProxy(url, model=model, request_defaults=RUNNER_REQUEST_FIELDS,
                         read_timeout_s=read_timeout_s) as proxy:
         channel = proxy.channel()
-        graph = build_graph(build, channel.base_url, where)
+        graph = build_graph(build, channel.base_url, ref)
         if warmup:
             async with ChatClient(url, model=model, read_timeout_s=read_timeout_s) as client:
                 await warm_up(client)

@@ -103,14 +103,14 @@ def check_graph(scenario: Scenario) -> None:
         load_builder(scenario.graph)
 
 
-def build_graph(build: Builder, base_url: str, where: str) -> Any:
-    """``build(base_url)``, checked to give something with ``ainvoke``; ``where`` names it in errors."""
+def build_graph(build: Builder, base_url: str, ref: GraphRef) -> Any:
+    """``build(base_url)``, checked to give something with ``ainvoke``; ``ref`` names it in errors."""
     try:
         graph = build(base_url)
     except Exception as exc:
-        raise GraphError(f"{where}({base_url!r}) raised {type(exc).__name__}: {str(exc)[:300]}",
-                         user_traceback(exc)) from None
+        raise GraphError(f"{ref}({base_url!r}) raised {type(exc).__name__}: {str(exc)[:300]}",
+                         user_traceback(exc, (ref.file,))) from None
     if not callable(getattr(graph, "ainvoke", None)):
-        raise GraphError(f"{where}(base_url) returned a {type(graph).__name__}, not a graph with "
+        raise GraphError(f"{ref}(base_url) returned a {type(graph).__name__}, not a graph with "
                          f"ainvoke(input, config) (did build forget to .compile()?)")
     return graph

@@ -7,7 +7,8 @@ graph invocation and waits on a gevent result, and the other users run meanwhile
 The recording proxy (:mod:`.proxy`) needs no change: its threads are greenlets here.
 
 Each user builds its own copy of the graph on a channel of the process's proxy
-(:class:`UserGraph`), so the requests of its invocations are its own: the channel
+(:class:`UserGraph`; one event loop, and one proxy per server, serve all of a process's
+users), so the requests of its invocations are its own: the channel
 reports each one as it ends (Locust's TTFT/TPOT/E2E entries), and the invocation's
 tokens make its GRAPH entry. Users run the parallel form (no ``max_concurrency``).
 """
@@ -23,8 +24,9 @@ import gevent
 from gevent import GreenletExit
 from gevent.event import AsyncResult
 
-from .graph_run import graph_config
-from .graph_source import Builder, build_graph, load_builder
+from ..errors import GraphError
+from .graph_run import LEFT_BEHIND_TIMEOUT_S, graph_config
+from .graph_source import build_graph, load_builder
 from .proxy import RecordingProxy
 from .runs import RUNNER_REQUEST_FIELDS
 from .scenarios import Scenario
@@ -34,7 +36,10 @@ __all__ = ["GraphLoop", "UserGraph", "close_graph_hosts"]
 
 
 class GraphLoop:
-    """One asyncio event loop running in a greenlet; :meth:`run` waits for a coroutine the gevent way."""
+    """One asyncio event loop running in a greenlet; :meth:`run` waits for a coroutine the gevent way.
+
+    One per process: asyncio keeps its running loop per OS thread, and every greenlet is on the same thread, so
+    a second loop's ``run_forever`` would fail ("another loop is running")."""
 
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -42,6 +47,9 @@ class GraphLoop:
 
     def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         """The coroutine's result (or exception); a user stopped meanwhile cancels it."""
+        if self._greenlet.dead:
+            coroutine.close()
+            raise RuntimeError(f"the graphs' event loop has stopped: {self._greenlet.exception!r}")
         done: AsyncResult[Any] = AsyncResult()
         tasks: list[asyncio.Task[Any]] = []
 
@@ -64,33 +72,56 @@ class GraphLoop:
             raise
 
     def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._greenlet.join(timeout=5)
+        """Cancel what still runs (a graph's requests close their connections), then stop and close the loop."""
+        if self._greenlet.dead:
+            self._loop.close()
+            return
+        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._drain()))
+        self._greenlet.join(timeout=10)
         if not self._loop.is_running():
             self._loop.close()
 
+    async def _drain(self) -> None:
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        self._loop.stop()
 
-class _GraphHost:
-    """What the graph users of one process share: the builder, the event loop, the proxy to the server."""
 
-    def __init__(self, scenario: Scenario, host: str, model: str | None) -> None:
-        assert scenario.graph is not None
-        self.builder: Builder = load_builder(scenario.graph)
-        self.loop = GraphLoop()
-        self.proxy = RecordingProxy(host, model=model, request_defaults=RUNNER_REQUEST_FIELDS).start()
+class _GraphHosts:
+    """What the graph users of one process share: the event loop, and a proxy per server they load."""
+
+    def __init__(self) -> None:
+        self.loop: GraphLoop | None = None
+        self.proxies: dict[tuple[str, str | None], RecordingProxy] = {}
+
+    def proxy(self, host: str, model: str | None) -> RecordingProxy:
+        if (host, model) not in self.proxies:
+            self.proxies[host, model] = RecordingProxy(host, model=model,
+                                                       request_defaults=RUNNER_REQUEST_FIELDS).start()
+        return self.proxies[host, model]
+
+    def event_loop(self) -> GraphLoop:
+        if self.loop is None:
+            self.loop = GraphLoop()
+        return self.loop
 
     def close(self) -> None:
-        self.proxy.stop()
-        self.loop.close()
+        while self.proxies:
+            self.proxies.popitem()[1].stop()
+        loop, self.loop = self.loop, None
+        if loop is not None:
+            loop.close()
 
 
-_hosts: dict[tuple[str, str | None, str], _GraphHost] = {}
+_hosts = _GraphHosts()
 
 
 def close_graph_hosts() -> None:
-    """Stop this process's proxies and event loops (a run's end)."""
-    while _hosts:
-        _hosts.popitem()[1].close()
+    """Stop this process's proxies and its graphs' event loop (a run's end)."""
+    _hosts.close()
 
 
 class UserGraph:
@@ -98,21 +129,37 @@ class UserGraph:
 
     def __init__(self, scenario: Scenario, host: str, model: str | None, *,
                  on_start: Callable[[RequestRecord], None], on_end: Callable[[RequestRecord], None]) -> None:
-        key = (host, model, str(scenario.graph))
-        if key not in _hosts:
-            _hosts[key] = _GraphHost(scenario, host, model)
-        self._host = _hosts[key]
+        assert scenario.graph is not None
         self.scenario = scenario
-        self.channel = self._host.proxy.channel(on_start=on_start, on_end=on_end)
-        self.graph = build_graph(self._host.builder, self.channel.base_url, str(scenario.graph))
+        self.stopped = False
+        """Locust stopped this user: the requests its graph still ends are no answer of the server's."""
+        self._loop = _hosts.event_loop()
+        self._proxy = _hosts.proxy(host, model)
+        self.channel = self._proxy.channel(on_start=on_start, on_end=on_end)
+        try:
+            self.graph = build_graph(load_builder(scenario.graph), self.channel.base_url, scenario.graph)
+        except GraphError:
+            self.close()
+            raise
 
     def invoke(self) -> tuple[list[RequestRecord], BaseException | None]:
         """One invocation: the requests it made (each already reported as it ended) and what it raised, if any."""
         self.channel.reset()
         error: BaseException | None = None
         try:
-            self._host.loop.run(self.graph.ainvoke(copy.deepcopy(self.scenario.input),
-                                                   graph_config(self.scenario, "parallel")))
+            self._loop.run(self.graph.ainvoke(copy.deepcopy(self.scenario.input),
+                                              graph_config(self.scenario, "parallel")))
+        except GreenletExit:  # Locust stops this user: what its graph had in flight is cut, by us, not the server
+            self.stopped = True
+            raise
         except Exception as exc:  # the user's graph failed: a failed GRAPH entry
             error = exc
+        if not self.channel.wait_idle(LEFT_BEHIND_TIMEOUT_S):
+            error = error or RuntimeError(f"{self.channel.in_flight} request(s) still in flight after the graph "
+                                          f"returned")
         return self.channel.reset(), error
+
+    def close(self) -> None:
+        """This user stopped: its channel is forgotten."""
+        self.stopped = True
+        self._proxy.release(self.channel)

@@ -36,6 +36,12 @@ def _environment(scenario: Scenario, url: str, model: str | None, shape: LoadTes
     return Environment(user_classes=[AgentUser], events=events, host=url, shape_class=shape)
 
 
+def _raise_build_error() -> None:
+    """A user's graph could not be built, which stopped the run: the run's answer is that error."""
+    if AgentUser.build_error is not None:
+        raise AgentUser.build_error
+
+
 def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, duration_s: float,
              model: str | None = None, csv_prefix: str | None = None, html_path: Path | None = None,
              max_graphs: int | None = None) -> LoadResult:
@@ -59,6 +65,7 @@ def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, dur
         runner.greenlet.join()
     finally:
         close_graph_hosts()
+    _raise_build_error()
     elapsed = time.monotonic() - start
     if writer is not None and writing is not None:
         let_csv_catch_up()
@@ -121,4 +128,5 @@ def run_capacity(scenario: Scenario, url: str, *, model: str | None, start: int,
         runner.quit()
     finally:
         close_graph_hosts()
+    _raise_build_error()
     return CapacityResult(scenario=scenario.name, ttft_p95_s=ttft_p95_s, max_users=max_users, steps=shape.steps)

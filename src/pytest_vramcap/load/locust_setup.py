@@ -22,6 +22,7 @@ runs the scenario of its own ``--vramcap-scenario`` (give them the master's).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
 import time
@@ -217,6 +218,11 @@ def on_quitting(environment: Any, **_: Any) -> None:
 
     stop_server()
     close_graph_hosts()
+    if AgentUser.build_error is not None:  # a user's graph could not be built: the run was stopped for it
+        text = AgentUser.build_error.shown("vramcap: error: ")
+        # at exit: Locust prints its tables after this event, and the error must be what the run ends with
+        atexit.register(lambda: print(text, file=sys.stderr, flush=True))
+        environment.process_exit_code = 2
     if getattr(environment.parsed_options, "csv_prefix", None):
         let_csv_catch_up()
     tally, runner = AgentUser.tally, environment.runner

@@ -32,6 +32,7 @@ from gevent import GreenletExit
 from geventhttpclient import URL, HTTPClient
 from geventhttpclient.response import HTTPConnectionClosed
 from locust import User, constant, task
+from locust.exception import StopUser
 
 from ..errors import GraphError, HTTPStatusError, RequestError, RequestRefused, RequestTimeout, StreamCut
 from .client import ChatRequest
@@ -135,32 +136,49 @@ class AgentGraphUser(User):
     """This process's requests in flight (by ``id``), shared by its users' clients."""
     tally: ClassVar[LoadTally] = LoadTally()
     """Output tokens and finished graphs; a master's also holds what its workers reported (load/tally.py)."""
+    build_error: ClassVar[GraphError | None] = None
+    """The first user's graph that could not be built: the run stops, and its end shows the user's traceback and
+    one line (``vramcap load`` raises it, the locustfile exits 2)."""
 
     @classmethod
     def begin_run(cls, *, keep_records: bool) -> None:
         """Count a new run from now: the tally, the requests in flight, and (if asked) every finished request."""
         cls.records, cls.keep_records, cls.open_requests = [], keep_records, {}
         cls.tally = LoadTally(started_at=time.monotonic())
+        cls.build_error = None
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
         if not self.host:
             raise ValueError("no host: pass --host URL, or --vram-profile to start a server")
-        width = self.scenario.max_width if self.scenario else None
-        self.chat_client = GeventChatClient(self.host, model=self.model, concurrency=width or 1,
-                                            open_requests=self.open_requests)
+        self.chat_client: GeventChatClient | None = None
         self.user_graph: UserGraph | None = None
         self.graph_error: GraphError | None = None
-        """Building this user's copy of a graph failed: every task reports it as a failed GRAPH entry."""
         if self.scenario is not None and self.scenario.graph is not None:
             try:
                 self.user_graph = UserGraph(self.scenario, self.host, self.model, on_start=self._opened,
                                             on_end=self._report)
             except GraphError as exc:
-                self.graph_error = exc
+                self._cannot_build(exc)
+        else:
+            width = (self.scenario.max_width if self.scenario else None) or 1
+            self.chat_client = GeventChatClient(self.host, model=self.model, concurrency=width,
+                                                open_requests=self.open_requests)
+
+    def _cannot_build(self, exc: GraphError) -> None:
+        """The graph's build raised: the first time in this process, the run stops (its end shows the error)."""
+        self.graph_error = exc
+        if type(self).build_error is None:  # on the class begin_run reset, the one the run's end reads
+            type(self).build_error = exc
+            runner = self.environment.runner
+            if runner is not None:
+                gevent.spawn(runner.quit)  # not from here: the runner is spawning this user
 
     def on_stop(self) -> None:
-        self.chat_client.close()
+        if self.chat_client is not None:
+            self.chat_client.close()
+        if self.user_graph is not None:
+            self.user_graph.close()
 
     @task
     def graph(self) -> None:
@@ -199,11 +217,11 @@ class AgentGraphUser(User):
 
     def _run_user_graph(self, scenario: Scenario) -> None:
         """One invocation of the user's graph; its requests were reported as each ended (:meth:`_report`)."""
+        if self.user_graph is None:  # its build raised: one failed GRAPH entry, and this user stops
+            self._fire("GRAPH", scenario.name, 0.0, 0, LoadFailure("graph_error", str(self.graph_error)))
+            raise StopUser()
         start = time.monotonic()
-        records: list[RequestRecord] = []
-        error: BaseException | None = self.graph_error
-        if self.user_graph is not None:
-            records, error = self.user_graph.invoke()
+        records, error = self.user_graph.invoke()
         wall = time.monotonic() - start
         failed = next((record for record in records if not record.ok), None)
         failure = LoadFailure(failed.error_kind or "server_error", failed.error or "") if failed is not None else \
@@ -212,6 +230,7 @@ class AgentGraphUser(User):
         self._fire("GRAPH", scenario.name, wall * 1000, sum(record.n_out for record in records), failure)
 
     def _ask(self, request: ChatRequest) -> RequestRecord:
+        assert self.chat_client is not None  # a scenario of steps has one
         try:
             record = self.chat_client.chat(request)
         except RequestError as exc:
@@ -226,6 +245,8 @@ class AgentGraphUser(User):
     def _report(self, record: RequestRecord) -> None:
         """A request that ended, ours or a graph's: kept, counted, and fired as Locust's TTFT/TPOT/E2E entries."""
         self.open_requests.pop(id(record), None)
+        if self.user_graph is not None and self.user_graph.stopped:
+            return  # cut because the run stopped this user, as a scenario of steps' requests are: not reported
         if record.ok and record.n_out == 0:  # an answer with no token is no answer for an agent
             record.error, record.error_kind = "the answer streamed no token", "no_output"
         self._keep(record)

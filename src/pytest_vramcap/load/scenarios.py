@@ -240,13 +240,19 @@ def load_scenario(path: str | Path) -> Scenario:
     except OSError as exc:
         raise ScenarioError(f"{str(path)[:200]}: cannot be read: {exc.strerror or exc}") from None
     if not isinstance(data, dict):
-        raise ScenarioError(f"{path}: a scenario must be a mapping with 'name' and 'steps'")
+        raise ScenarioError(f"{path}: a scenario must be a mapping with 'steps' or a 'graph'")
     data.setdefault("name", path.stem)
+    return validated_scenario(data, path.parent, str(path))
+
+
+def validated_scenario(data: dict[str, Any], base_dir: Path, where: str) -> Scenario:
+    """``data`` as a Scenario, its graph file taken against ``base_dir``; any problem is one ScenarioError line
+    that starts with ``where``."""
     try:
-        return Scenario.model_validate(data, context={"base_dir": path.parent})
+        return Scenario.model_validate(data, context={"base_dir": base_dir})
     except RecursionError:
-        raise ScenarioError(f"{path}: not a scenario: nested too deeply") from None
+        raise ScenarioError(f"{where}: not a scenario: nested too deeply") from None
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in error['loc']) or 'scenario'}: {error['msg']}"
-                             for error in exc.errors())
-        raise ScenarioError(f"{path}: invalid scenario: {problems}") from None
+        problems = "; ".join(f"{'.'.join(str(p) for p in error['loc']) or 'scenario'}: "
+                             f"{error['msg'].removeprefix('Value error, ')}" for error in exc.errors())
+        raise ScenarioError(f"{where}: invalid scenario: {problems}") from None

@@ -18,7 +18,7 @@ from ..errors import EngineError, GraphError, ScenarioError
 from ..load.runs import ScenarioRun
 from ..load.scenarios import Scenario, load_scenario
 from ..report.schema import ScenarioResult
-from ..report.verdicts import Verdict, scenario_verdicts, start_failure_verdicts
+from ..report.verdicts import Verdict, graph_verdict, scenario_verdicts, start_failure_verdicts
 from .stash import RESULT_PROPERTY, RUN_STATE_KEY
 
 __all__ = ["ScenarioFile", "ScenarioItem", "record_result"]
@@ -50,11 +50,6 @@ def failure_text(verdicts: list[Verdict], user_traceback: str = "") -> str:
     return f"{user_traceback}\n\n{described}" if user_traceback else described
 
 
-def graph_error_text(error: GraphError) -> str:
-    """The user's traceback (when their code raised), then the one line that says what went wrong."""
-    return f"{error.user_traceback}\n\n{error}" if error.user_traceback else str(error)
-
-
 class ScenarioItem(pytest.Item):
     def __init__(self, *, scenario: Scenario, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -66,6 +61,10 @@ class ScenarioItem(pytest.Item):
         run: ScenarioRun | None
         try:
             run = state.run_scenario(self.scenario)
+        except GraphError as exc:  # in the report as failed; pytest shows the user's traceback and the line
+            record_result(self, ScenarioResult.of(self.scenario.name, self.nodeid, None, minimum,
+                                                  [graph_verdict(exc)]))
+            raise
         except EngineError as exc:
             run = None
             verdicts = start_failure_verdicts(state.plan, state.evidence(), exc)
@@ -78,7 +77,7 @@ class ScenarioItem(pytest.Item):
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, GraphError):
-            return f"scenario {self.scenario.name!r}:\n{graph_error_text(excinfo.value)}"
+            return f"scenario {self.scenario.name!r}:\n{excinfo.value.shown()}"
         if isinstance(excinfo.value, (ScenarioFailed, EngineError)):
             return f"scenario {self.scenario.name!r}:\n{excinfo.value}"
         return str(super().repr_failure(excinfo, style=style))

@@ -75,26 +75,36 @@ class FanoutRunner:
         """Run a graph of yours sequentially (``max_concurrency=1``), then in parallel, through the recording
         proxy. ``graph`` is its builder, ``build(base_url) -> compiled graph``, or ``"file.py:build"`` (a path
         relative to the test file); ``input`` and ``config`` are what each pass invokes it with."""
-        from ..load.scenarios import GraphRef, Scenario
+        from ..errors import ScenarioError
+        from ..load.scenarios import GraphRef, validated_scenario
 
+        build: Builder | None
+        ref: GraphRef | str
         if isinstance(graph, str):
-            base = self._item.path.parent if self._item is not None else Path.cwd()
-            ref, build = GraphRef.model_validate(graph, context={"base_dir": base}), None
+            ref, build, default_name = graph, None, Path(graph.rpartition(":")[0]).stem or "graph"
         elif callable(graph):
             ref, build = GraphRef.of(graph), graph
+            default_name = ref.file.stem
         else:
             raise TypeError(f"run_graph takes build(base_url) or 'file.py:build', not {type(graph).__name__}")
-        scenario = Scenario(name=name or ref.file.stem, graph=ref, input=input or {}, config=config or {})
-        return self._run(scenario, build)
+        base = self._item.path.parent if self._item is not None else Path.cwd()
+        data = {"name": name or default_name, "graph": ref, "input": input or {}, "config": config or {}}
+        try:
+            scenario = validated_scenario(data, base, f"run_graph({ref})")
+        except ScenarioError as exc:  # no such file, not FILE.py:ATTRIBUTE...: one line (failed outside the except)
+            problem = str(exc)
+        else:
+            return self._run(scenario, build)
+        pytest.fail(problem, pytrace=False)
 
     def _run(self, scenario: Scenario, build: Builder | None = None) -> ScenarioRun:
         from ..errors import GraphError
-        from .collect import graph_error_text
 
         try:
             return self._state.run_scenario(scenario, build)
         except GraphError as exc:  # the user's traceback and one line, as for a collected scenario
-            pytest.fail(graph_error_text(exc), pytrace=False)
+            problem = exc.shown()
+        pytest.fail(problem, pytrace=False)  # outside the except: no "during handling" chain after it
 
     def _minimum(self, run: ScenarioRun) -> float | None:
         return self._state.min_speedup_for(run.scenario, self.min_speedup)

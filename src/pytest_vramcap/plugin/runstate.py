@@ -16,6 +16,7 @@ from ..engines.base import EngineEvidence, Server
 from ..engines.provision import check_plan_runs_on, new_server
 from ..errors import ConfigError, EngineError
 from ..load.fanout import run_both
+from ..load.graph_source import check_graph
 from ..load.runs import ScenarioRun
 from ..load.scenarios import Scenario
 from ..net import redact
@@ -141,6 +142,8 @@ class RunState:
 
     def run_scenario(self, scenario: Scenario, build: Builder | None = None) -> ScenarioRun:
         """Rounds of both passes on the run's server; a graph's builder may be given as ``build``."""
+        if build is None:
+            check_graph(scenario)  # a graph that cannot be imported fails before a server is started for it
         server = self.ensure_server()
         return asyncio.run(run_both(server.url, scenario, build=build, model=server.request_model,
                                     rounds=self.settings.rounds))

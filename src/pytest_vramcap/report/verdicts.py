@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from ..engines.base import EngineEvidence
 from ..engines.judge import Placement, judge_spill
 from ..engines.logparse import mentions_oom
-from ..errors import EngineError, EngineStartError
+from ..errors import EngineError, EngineStartError, GraphError
 from ..load.runs import ScenarioRun
 from ..parsers import LOAD_SLO_FLOORS
 from ..types import Outcome
@@ -248,6 +248,11 @@ def start_failure_verdicts(plan: Plan, engine: EngineEvidence, error: EngineErro
         oom = Verdict(name="oom", outcome=FAIL, summary="the server did not start",
                       evidence=(f"server: {_error_summary(error)}",))
     return [oom, offload_verdict(engine, Placement.planned(plan.memory))]
+
+
+def graph_verdict(error: GraphError) -> Verdict:
+    """A scenario whose graph could not be imported or built: nothing ran."""
+    return Verdict(name="graph", outcome=FAIL, summary=str(error))
 
 
 def session_verdicts(engine: EngineEvidence | None, error: EngineError | None) -> list[Verdict]:
