@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -131,8 +132,12 @@ def graph_tokens_per_second(args: argparse.Namespace) -> None:
     tokens = 4 * 320 + 16
     question = {"question": "self-host an LLM for coding agents, or use an API?", "notes": []}
     walls: dict[str, list[float]] = {}
+    shape, _, mix = args.model.partition(":")
     with tempfile.TemporaryDirectory() as tmp:
-        model = write_gguf("small", "F16", Path(tmp) / "small-F16.gguf")
+        models = Path(args.models_dir or tmp)
+        model = models / f"{shape}-{mix}.gguf"  # the name the plugin gives it: a seed run's model is reused
+        if not model.is_file():
+            write_gguf(shape, mix, model)
         with LlamaServer(ServerConfig(parallel=4, ctx_per_agent=2048), model,
                          EngineOptions(log_dir=Path(tmp), startup_timeout_s=300)) as server, \
                 RecordingProxy(server.url) as proxy:  # no request defaults: the pass-through alone
@@ -153,7 +158,8 @@ def graph_tokens_per_second(args: argparse.Namespace) -> None:
                         walls.setdefault(name, []).append(time.monotonic() - start)
 
             asyncio.run(run())
-    print(f"\n### research_graph.py, parallel, {args.graph_runs} invocations each, small:F16 on CPU (4 slots)\n")
+    where = "the GPU" if shutil.which("nvidia-smi") else "CPU"  # a GPU machine runs the CUDA build
+    print(f"\n### research_graph.py, parallel, {args.graph_runs} invocations each, {args.model} on {where} (4 slots)\n")
     print("| base URL | median wall s | tokens/s (median) | tokens/s per run |")
     print("|---|---:|---:|---|")
     for name, values in walls.items():
@@ -169,13 +175,15 @@ def main() -> None:
     parser.add_argument("--graph-runs", type=int, default=6)
     parser.add_argument("--serve-engine", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--skip-graph", action="store_true", help="only the per-request part")
+    parser.add_argument("--model", default="small:F16", help="SHAPE:MIX the graph's server runs (synthesized)")
+    parser.add_argument("--models-dir", help="where SHAPE-MIX.gguf is, or is written (default: a temporary one)")
     args = parser.parse_args()
     if args.serve_engine:
         serve_instant_engine(args.serve_engine, args.chunks)
         return
     print(f"{date.today()}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}; command: python benchmarks/bench_proxy_overhead.py "
-          f"--requests {args.requests} --chunks {args.chunks} --graph-runs {args.graph_runs}")
+          f"--requests {args.requests} --chunks {args.chunks} --graph-runs {args.graph_runs} --model {args.model}")
     per_request(args)
     if not args.skip_graph:
         graph_tokens_per_second(args)

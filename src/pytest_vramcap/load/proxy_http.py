@@ -1,4 +1,4 @@
-"""The recording proxy's HTTP side: its server, one handler per client connection, the SSE relay.
+"""The recording proxy's HTTP side: its server, one handler per client connection (relays: :mod:`.proxy_relay`).
 
 The standard library's threading HTTP server (keep-alive, so a client's pooled
 connection stays one thread and one engine connection) and ``http.client`` to the
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import HTTPStatusError, RequestError, RequestRefused, RequestTimeout, StreamCut
 from .assemble import CompletionAssembler
+from .proxy_relay import ChunkedRelay, ClientGone, EventRelay
 from .stream import STALE_CONNECTION_RETRIES, ChatStream, RequestRecord, fail
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ _NOT_FORWARDED = frozenset({"connection", "keep-alive", "proxy-authenticate", "p
 """Hop-by-hop headers (RFC 9110 7.6.1), those we set ourselves, and ours."""
 _RECORDED = ("/chat/completions", "/completions")
 """The endpoints whose requests are recorded (OpenAI's; llama-server and Ollama serve both under /v1)."""
+_CLIENT_CHECK_S = 0.02
+"""How often an unstreamed answer's client is checked for having left, while the engine streams (a select each)."""
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.CannotSendRequest)
 _ENGINE_FAILED = (OSError, http.client.HTTPException)
 
@@ -173,12 +176,12 @@ class _Handler(BaseHTTPRequestHandler):
         if data is not None:
             self._reply(response.status, content_type, data)
             return
-        relay = _ChunkedRelay(self, content_type, response.status)
+        relay = ChunkedRelay(self, content_type, response.status)
         try:
             while piece := response.read1(65536):
                 relay.send(piece)
             relay.end()
-        except (_ClientGone, *_ENGINE_FAILED):  # one side is gone mid-answer: so is this exchange
+        except (ClientGone, *_ENGINE_FAILED):  # one side is gone mid-answer: so is this exchange
             self._drop_engine()
             self.close_connection = True
 
@@ -206,8 +209,8 @@ class _Handler(BaseHTTPRequestHandler):
             return partial(self._reply, response.status, response.getheader("Content-Type") or "application/json",
                            data)
         if client_streams:
-            relay = _EventRelay(self, relay_usage)
-            error, complete = self._read_stream(response, record, relay.saw, relay.line)
+            relay = EventRelay(self, relay_usage)
+            error, complete = self._read_stream(response, record, relay.saw, relay)
             if complete:
                 return relay.end  # the engine ended its answer: the client gets all of it, whatever we made of it
             self.close_connection = True  # the engine's stream was cut, or the client left: so is the exchange
@@ -219,14 +222,15 @@ class _Handler(BaseHTTPRequestHandler):
         return partial(self._reply_error, 500 if isinstance(error, HTTPStatusError) else 502, str(error))
 
     def _read_stream(self, response: http.client.HTTPResponse, record: RequestRecord,
-                     on_chunk: Callable[[dict[str, Any]], None], relay: Callable[[bytes], None] | None,
+                     on_chunk: Callable[[dict[str, Any]], None], relay: EventRelay | None,
                      ) -> tuple[RequestError | None, bool]:
-        """Time and count the engine's stream into ``record``, each line relayed as it comes: the error, if any,
-        and whether the engine's answer was read to its end."""
+        """Time and count the engine's stream into ``record``, what each read brought relayed at once (to a
+        streaming client): the error, if any, and whether the engine's answer was read to its end."""
         stream = ChatStream(record, response.status, on_chunk=on_chunk)
         error: RequestError | None = None
         complete = False
         pending = b""
+        checked = 0.0
         try:
             # read1: what has arrived (an engine sends an event per HTTP chunk), split into lines here; a
             # readline per line costs twice the time in http.client's chunked reader.
@@ -244,17 +248,21 @@ class _Handler(BaseHTTPRequestHandler):
                         except RequestError as exc:  # marked on the record; what follows is still relayed
                             error = exc
                     if relay is not None:
-                        relay(line + b"\n")
+                        relay.line(line + b"\n")
                 if not data:
                     break
-                if self._client_left():  # nobody reads the rest: closing the engine connection stops it
-                    raise _ClientGone("the connection was closed")
+                if relay is not None:
+                    relay.flush()  # a client that left makes this fail
+                elif now - checked > _CLIENT_CHECK_S:  # an unstreamed answer: nothing is written to the client yet
+                    checked = now
+                    if self._client_left():  # nobody reads the rest: closing the engine connection stops it
+                        raise ClientGone("the connection was closed")
             complete = True
             if error is None:
                 stream.finish()
         except RequestError as exc:
             error = exc
-        except _ClientGone as exc:
+        except ClientGone as exc:
             error = fail(record, StreamCut(f"{record.label}: the client closed its connection after "
                                            f"{record.n_chunks} chunks: {exc}"))
         except TimeoutError:
@@ -289,68 +297,6 @@ class _Handler(BaseHTTPRequestHandler):
         """An OpenAI-style error object, as the engines send one."""
         body = {"error": {"code": status, "message": message, "type": "vramcap_proxy_error"}}
         self._reply(status, "application/json", json.dumps(body).encode())
-
-
-class _ClientGone(ConnectionError):
-    """Writing to the client failed: it closed its connection (a timeout of its own, a cancelled task)."""
-
-
-class _ChunkedRelay:
-    """A chunked answer to the client, its headers sent with the first piece; a failed write is :class:`_ClientGone`."""
-
-    def __init__(self, handler: _Handler, content_type: str, status: int = 200) -> None:
-        self._handler = handler
-        self._head: tuple[int, str] | None = (status, content_type)
-
-    def send(self, piece: bytes, last: bool = False) -> None:
-        handler = self._handler
-        try:
-            if self._head is not None:
-                status, content_type = self._head
-                self._head = None
-                handler.send_response(status)
-                handler.send_header("Content-Type", content_type)
-                handler.send_header("Cache-Control", "no-cache")
-                handler.send_header("Transfer-Encoding", "chunked")
-                handler.end_headers()
-            handler.wfile.write((b"%x\r\n%s\r\n" % (len(piece), piece) if piece else b"") +
-                                (b"0\r\n\r\n" if last else b""))
-        except OSError as exc:
-            raise _ClientGone(str(exc)) from exc
-
-    def end(self, piece: bytes = b"") -> None:
-        self.send(piece, last=True)
-
-
-class _EventRelay(_ChunkedRelay):
-    """The engine's SSE stream to a streaming client: one HTTP chunk per event, sent as the event completes;
-    the final ``[DONE]`` waits for :meth:`end`."""
-
-    def __init__(self, handler: _Handler, relay_usage: bool) -> None:
-        super().__init__(handler, "text/event-stream")
-        self._relay_usage = relay_usage
-        self._lines: list[bytes] = []
-        self._skip = False
-        self._held: bytes | None = None
-
-    def saw(self, chunk: dict[str, Any]) -> None:
-        """The current event's object: the usage-only chunk is left out unless the client asked for it."""
-        if not self._relay_usage and chunk.get("choices") == [] and "usage" in chunk:
-            self._skip = True
-
-    def line(self, line: bytes) -> None:
-        self._lines.append(line)
-        if line.strip() or self._held is not None:
-            return
-        event, skip, self._lines, self._skip = b"".join(self._lines), self._skip, [], False
-        if event.replace(b" ", b"").startswith(b"data:[DONE]"):
-            self._held = event  # sent by end(), once the request is recorded
-        elif not skip:
-            self.send(event)
-
-    def end(self, piece: bytes = b"") -> None:
-        """The rest of the stream (``[DONE]`` and anything after it) and the end of the HTTP body."""
-        super().end((self._held or b"") + b"".join(self._lines) + piece)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

@@ -1,0 +1,83 @@
+"""What the recording proxy writes to a client that reads a stream: chunked HTTP, an SSE event per chunk.
+
+:mod:`.proxy_http` reads the engine; these send what it relays, headers with the first
+piece, and turn a failed write into :class:`ClientGone` (the client closed its connection).
+"""
+
+from __future__ import annotations
+
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+__all__ = ["ChunkedRelay", "ClientGone", "EventRelay"]
+
+
+class ClientGone(ConnectionError):
+    """Writing to the client failed: it closed its connection (a timeout of its own, a cancelled task)."""
+
+
+class ChunkedRelay:
+    """A chunked answer to the client, its headers sent in the same write as the first piece (one syscall less
+    before the first token); a failed write is :class:`ClientGone`."""
+
+    def __init__(self, handler: BaseHTTPRequestHandler, content_type: str, status: int = 200) -> None:
+        self._handler = handler
+        self._head: tuple[int, str] | None = (status, content_type)
+
+    def send(self, piece: bytes, last: bool = False) -> None:
+        handler = self._handler
+        data = (b"%x\r\n%s\r\n" % (len(piece), piece) if piece else b"") + (b"0\r\n\r\n" if last else b"")
+        try:
+            if self._head is not None:
+                status, content_type = self._head
+                self._head = None
+                data = (f"{handler.protocol_version} {status} {handler.responses.get(status, ('',))[0]}\r\n"
+                        f"Server: {handler.version_string()}\r\nDate: {handler.date_time_string()}\r\n"
+                        f"Content-Type: {content_type}\r\nCache-Control: no-cache\r\n"
+                        f"Transfer-Encoding: chunked\r\n\r\n").encode("latin-1") + data
+            if data:
+                handler.wfile.write(data)
+        except OSError as exc:
+            raise ClientGone(str(exc)) from exc
+
+    def end(self, piece: bytes = b"") -> None:
+        self.send(piece, last=True)
+
+
+class EventRelay(ChunkedRelay):
+    """The engine's SSE stream to a streaming client: the events that arrived in one read go out in one write
+    (:meth:`flush`) as they complete; the final ``[DONE]`` waits for :meth:`end`."""
+
+    def __init__(self, handler: BaseHTTPRequestHandler, relay_usage: bool) -> None:
+        super().__init__(handler, "text/event-stream")
+        self._relay_usage = relay_usage
+        self._lines: list[bytes] = []
+        self._ready: list[bytes] = []
+        self._skip = False
+        self._held: bytes | None = None
+
+    def saw(self, chunk: dict[str, Any]) -> None:
+        """The current event's object: the usage-only chunk is left out unless the client asked for it."""
+        if not self._relay_usage and chunk.get("choices") == [] and "usage" in chunk:
+            self._skip = True
+
+    def line(self, line: bytes) -> None:
+        self._lines.append(line)
+        if line.strip() or self._held is not None:
+            return
+        event, skip, self._lines, self._skip = b"".join(self._lines), self._skip, [], False
+        if event.replace(b" ", b"").startswith(b"data:[DONE]"):
+            self._held = event  # sent by end(), once the request is recorded
+        elif not skip:
+            self._ready.append(event)
+
+    def flush(self) -> None:
+        """Send the events completed since the last flush (the engine's read that brought them is done)."""
+        if self._ready:
+            ready, self._ready = b"".join(self._ready), []
+            self.send(ready)
+
+    def end(self, piece: bytes = b"") -> None:
+        """The rest of the stream (``[DONE]`` and anything after it) and the end of the HTTP body."""
+        ready, self._ready = b"".join(self._ready), []
+        super().end(ready + (self._held or b"") + b"".join(self._lines) + piece)
