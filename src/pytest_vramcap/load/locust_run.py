@@ -42,6 +42,21 @@ def _raise_build_error() -> None:
         raise AgentUser.build_error
 
 
+def _write_final_csv(environment: Environment, prefix: str) -> None:
+    """The run's end in its CSV files, whole: Locust's writer rewrites them every CSV_STATS_INTERVAL_SEC, and on a
+    busy machine its last rewrite could come before the last graph (the CSV read 2 graphs of 3). The history file
+    keeps what the writer appended."""
+    import csv
+
+    from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
+
+    report = StatsCSV(environment, PERCENTILES_TO_REPORT)
+    for suffix, write in (("stats", report.requests_csv), ("failures", report.failures_csv),
+                          ("exceptions", report.exceptions_csv)):
+        with open(f"{prefix}_{suffix}.csv", "w", newline="", encoding="utf-8") as file:
+            write(csv.writer(file))
+
+
 def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, duration_s: float,
              model: str | None = None, csv_prefix: str | None = None, html_path: Path | None = None,
              max_graphs: int | None = None) -> LoadResult:
@@ -67,10 +82,11 @@ def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, dur
         close_graph_hosts()
     _raise_build_error()
     elapsed = time.monotonic() - start
-    if writer is not None and writing is not None:
-        let_csv_catch_up()
+    if writer is not None and writing is not None and csv_prefix:
+        let_csv_catch_up()  # the history file's last row
         writing.kill()
         writer.close_files()
+        _write_final_csv(environment, csv_prefix)
     if html_path is not None:
         html_path.parent.mkdir(parents=True, exist_ok=True)
         html_path.write_text(get_html_report(environment, show_download_link=False),  # type: ignore[no-untyped-call]

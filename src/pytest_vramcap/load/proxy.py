@@ -30,13 +30,12 @@ that gives up on a request (a cancelled task, a timeout of its own) is noticed a
 engine's answer is read: the engine connection is closed, which stops the generation,
 and the record ends as a cut stream.
 
-The HTTP side is :mod:`.proxy_http`: threads of the standard library's server and
-client; under Locust's gevent they are greenlets, with no change.
+The HTTP side is :mod:`.proxy_http`: threads of the standard library's TCP server and
+blocking sockets speaking :mod:`.wire`; under Locust's gevent they are greenlets, with no change.
 """
 
 from __future__ import annotations
 
-import http.client
 import itertools
 import threading
 import time
@@ -47,6 +46,7 @@ from urllib.parse import urlsplit
 
 from .proxy_http import LABEL_HEADER, ProxyServer
 from .stream import RequestRecord
+from .wire import EngineConnection
 
 __all__ = ["LABEL_HEADER", "Channel", "RecordingProxy"]
 
@@ -166,9 +166,10 @@ class RecordingProxy:
         prefix, _, rest = path.lstrip("/").partition("/")
         return self._channels.get(prefix), self.upstream.path.rstrip("/") + "/" + rest
 
-    def connect(self) -> http.client.HTTPConnection:
-        kind = http.client.HTTPSConnection if self.upstream.scheme == "https" else http.client.HTTPConnection
-        return kind(self.upstream.hostname or "", self.upstream.port, timeout=self.read_timeout_s)
+    def connect(self) -> EngineConnection:
+        tls = self.upstream.scheme == "https"
+        return EngineConnection(self.upstream.hostname or "", self.upstream.port or (443 if tls else 80), tls=tls,
+                                timeout_s=self.read_timeout_s)
 
     def prepare(self, body: dict[str, Any], *, chat: bool) -> tuple[bool, bool]:
         """Rewrite a (chat) completion body in place: (stream it from the engine, relay the usage-only chunk)."""

@@ -1,28 +1,31 @@
 """The recording proxy's HTTP side: its server, one handler per client connection (relays: :mod:`.proxy_relay`).
 
-The standard library's threading HTTP server (keep-alive, so a client's pooled
-connection stays one thread and one engine connection) and ``http.client`` to the
-engine. :mod:`.proxy` says what is recorded and what is changed on the way.
+The standard library's threading TCP server (keep-alive, so a client's pooled
+connection stays one thread and one engine connection) speaking HTTP/1.1 through
+:mod:`.wire` on both sides: ``http.server`` and ``http.client`` parsed every head with
+the ``email`` package, most of the proxy's cost before a first token.
+:mod:`.proxy` says what is recorded and what is changed on the way.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import select
 import socket
+import socketserver
 import sys
 import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from ..errors import HTTPStatusError, RequestError, RequestRefused, RequestTimeout, StreamCut
+from . import wire
 from .assemble import CompletionAssembler
 from .proxy_relay import ChunkedRelay, ClientGone, EventRelay
 from .stream import STALE_CONNECTION_RETRIES, ChatStream, RequestRecord, fail
+from .wire import BodyReader, EngineConnection, Headers, SocketReader, WireError
 
 if TYPE_CHECKING:
     from .proxy import RecordingProxy
@@ -32,18 +35,17 @@ __all__ = ["LABEL_HEADER", "ProxyServer"]
 LABEL_HEADER = "X-Vramcap-Label"
 DEFAULT_LABEL = "chat"
 _NOT_FORWARDED = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-                            "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding",
+                            "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding", "expect",
                             LABEL_HEADER.lower()})
 """Hop-by-hop headers (RFC 9110 7.6.1), those we set ourselves, and ours."""
 _RECORDED = ("/chat/completions", "/completions")
 """The endpoints whose requests are recorded (OpenAI's; llama-server and Ollama serve both under /v1)."""
 _CLIENT_CHECK_S = 0.02
 """How often an unstreamed answer's client is checked for having left, while the engine streams (a select each)."""
-_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.CannotSendRequest)
-_ENGINE_FAILED = (OSError, http.client.HTTPException)
+_ENGINE_FAILED = (OSError, WireError)
 
 
-class ProxyServer(ThreadingHTTPServer):
+class ProxyServer(socketserver.ThreadingTCPServer):
     """Serves :class:`_Handler` for ``proxy``; tracks its handlers so that stopping cuts their connections."""
 
     daemon_threads = True
@@ -78,17 +80,23 @@ class ProxyServer(ThreadingHTTPServer):
                     pass
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(socketserver.StreamRequestHandler):
+    """One client connection: its requests one after another (keep-alive), each relayed to the engine."""
+
     server: ProxyServer
+    rbufsize = 0  # requests are read through a SocketReader of ours: the buffered rfile would steal bytes
 
     def setup(self) -> None:
         super().setup()
         self.connection.settimeout(self.server.idle_timeout_s)  # an idle kept-alive connection ends its thread
-        # Headers, then each event, are small writes: without this, Nagle holds the next one back until the
+        # Heads, then each event, are small writes: without this, Nagle holds the next one back until the
         # client's (delayed) ACK of the last, tens of milliseconds on an answer the engine sent at once.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._engine: http.client.HTTPConnection | None = None
+        self._engine: EngineConnection | None = None
+        self.reader = SocketReader(self.connection)
+        self.command = ""
+        self.headers = Headers([])
+        self.close_connection = False
         self.server.track(self, True)
 
     def finish(self) -> None:
@@ -102,36 +110,53 @@ class _Handler(BaseHTTPRequestHandler):
         engine = self._engine
         return engine.sock if engine is not None else None
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # a line per request on stderr would drown the run's output
-
-    def do_GET(self) -> None:
+    def handle(self) -> None:
         try:
-            self._relay()
-        except OSError:  # the client went away while we answered: nothing left to tell it
-            self.close_connection = True
+            while not self.close_connection:
+                try:
+                    request = wire.read_head(self.reader)
+                except WireError as exc:
+                    self.close_connection = True
+                    self._reply_error(400, f"not an HTTP/1.1 request: {exc}")
+                    return
+                if request is None:
+                    return  # the client closed its kept-alive connection
+                self._exchange(*request)
+        except OSError:  # the client went away (or stayed idle past the timeout): nothing left to tell it
+            return
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
-
-    def _relay(self) -> None:
+    def _exchange(self, start: str, headers: Headers) -> None:
         arrived = time.monotonic()
-        channel, path = self.server.proxy.route(self.path)
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+        parts = start.split(" ")
+        method, target, version = parts if len(parts) == 3 else ("", "", "")
+        self.command, self.headers = method, headers
+        self.close_connection = version != "HTTP/1.1" or headers.has_token("Connection", "close")
+        length = headers.get("Content-Length") or "0"
+        if not method or not version.startswith("HTTP/1.") or not length.isdigit():
+            self.close_connection = True
+            self._reply_error(400, f"not an HTTP/1.1 request: {start[:100]!r}")
+            return
+        if headers.has_token("Transfer-Encoding", "chunked"):
             self.close_connection = True
             self._reply_error(411, "send the request body with a Content-Length")
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
+        if (headers.get("Expect") or "").lower() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = self.reader.read(int(length)) if int(length) > 0 else b""
+        if len(body) < int(length):
+            self.close_connection = True
+            return  # the client left in the middle of its request
+        channel, path = self.server.proxy.route(target)
         if channel is None:
-            self._reply_error(404, f"no vramcap channel at {self.path.split('?')[0][:100]}")
+            self._reply_error(404, f"no vramcap channel at {target.split('?')[0][:100]}")
             return
         endpoint = path.split("?")[0]
-        recorded = self.command == "POST" and endpoint.endswith(_RECORDED)
+        recorded = method == "POST" and endpoint.endswith(_RECORDED)
         payload = _json_object(body) if recorded else None
         if payload is None:
             self._plain(path, body)
             return
-        record = RequestRecord(label=self.headers.get(LABEL_HEADER) or DEFAULT_LABEL, t_send=arrived)
+        record = RequestRecord(label=headers.get(LABEL_HEADER) or DEFAULT_LABEL, t_send=arrived)
         channel.begin(record)
         try:
             answer_end = self._completion(path, payload, record, chat=endpoint.endswith("/chat/completions"))
@@ -142,21 +167,25 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------ the engine
 
-    def _forward(self, path: str, body: bytes) -> http.client.HTTPResponse:
+    def _forward(self, path: str, content: bytes) -> tuple[int, Headers, BodyReader]:
         """Send the request on this connection's engine connection; once more if that one had gone stale."""
-        headers = {name: value for name, value in self.headers.items() if name.lower() not in _NOT_FORWARDED}
-        headers.update({"Content-Length": str(len(body)), "Accept-Encoding": "identity"})
+        fields = [(name, value) for name, value in self.headers.items() if name.lower() not in _NOT_FORWARDED]
+        fields.append(("Accept-Encoding", "identity"))
         for attempt in range(1 + STALE_CONNECTION_RETRIES):
             if self._engine is None:
                 self._engine = self.server.proxy.connect()
             try:
-                self._engine.request(self.command, path, body=body, headers=headers)
-                return self._engine.getresponse()
-            except _STALE:  # closed by the engine after its last answer, before this one (stream.py)
+                return self._engine.request(self.command, path, fields, content)
+            except wire.StaleConnection:  # closed by the engine after its last answer, before this one (stream.py)
                 self._drop_engine()
                 if attempt == STALE_CONNECTION_RETRIES:
                     raise
         raise AssertionError("unreachable")
+
+    def _done_with(self, body: BodyReader) -> None:
+        """The engine's answer was read: its connection is kept for the next request if it can carry one."""
+        if self._engine is not None and not self._engine.answered(body):
+            self._drop_engine()
 
     def _drop_engine(self) -> None:
         if self._engine is not None:
@@ -166,21 +195,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _plain(self, path: str, body: bytes) -> None:
         """Pass a request through unrecorded; a chunked answer (a stream) is relayed piece by piece as it comes."""
         try:
-            response = self._forward(path, body)
-            data = None if response.chunked else response.read()
+            status, headers, answer = self._forward(path, body)
+            data = None if answer.chunked else answer.read()
         except _ENGINE_FAILED as exc:
             self._drop_engine()
             self._reply_error(502, f"the engine did not answer: {type(exc).__name__}: {exc}")
             return
-        content_type = response.getheader("Content-Type") or "application/json"
+        content_type = headers.get("Content-Type") or "application/json"
         if data is not None:
-            self._reply(response.status, content_type, data)
+            self._done_with(answer)
+            self._reply(status, content_type, data)
             return
-        relay = ChunkedRelay(self, content_type, response.status)
+        relay = ChunkedRelay(self.wfile, content_type, status)
         try:
-            while piece := response.read1(65536):
+            while piece := answer.read1():
                 relay.send(piece)
             relay.end()
+            self._done_with(answer)
         except (ClientGone, *_ENGINE_FAILED):  # one side is gone mid-answer: so is this exchange
             self._drop_engine()
             self.close_connection = True
@@ -191,9 +222,9 @@ class _Handler(BaseHTTPRequestHandler):
         client_streams = payload.get("stream") is True
         streamed, relay_usage = self.server.proxy.prepare(payload, chat=chat)
         try:
-            response = self._forward(path, json.dumps(payload).encode())
-            record.status = response.status
-            data = response.read() if response.status >= 400 or not streamed else None
+            status, headers, answer = self._forward(path, json.dumps(payload).encode())
+            record.status = status
+            data = answer.read() if status >= 400 or not streamed else None
         except _ENGINE_FAILED as exc:
             self._drop_engine()
             timeout = isinstance(exc, TimeoutError)
@@ -202,40 +233,38 @@ class _Handler(BaseHTTPRequestHandler):
             return partial(self._reply_error, 504 if timeout else 502, str(fail(record, refused)))
         if data is not None:
             record.t_last = time.monotonic()
-            if response.status >= 400:
-                fail(record, HTTPStatusError(response.status, data.decode("utf-8", errors="replace")))
+            self._done_with(answer)
+            if status >= 400:
+                fail(record, HTTPStatusError(status, data.decode("utf-8", errors="replace")))
             else:
                 _count_usage(record, data)
-            return partial(self._reply, response.status, response.getheader("Content-Type") or "application/json",
-                           data)
+            return partial(self._reply, status, headers.get("Content-Type") or "application/json", data)
         if client_streams:
-            relay = EventRelay(self, relay_usage)
-            error, complete = self._read_stream(response, record, relay.saw, relay)
+            relay = EventRelay(self.wfile, relay_usage)
+            error, complete = self._read_stream(answer, status, record, relay.saw, relay)
             if complete:
                 return relay.end  # the engine ended its answer: the client gets all of it, whatever we made of it
             self.close_connection = True  # the engine's stream was cut, or the client left: so is the exchange
             return lambda: None
         assembler = CompletionAssembler()
-        error, _ = self._read_stream(response, record, assembler.add, None)
+        error, _ = self._read_stream(answer, status, record, assembler.add, None)
         if error is None:
             return partial(self._reply, 200, "application/json", json.dumps(assembler.completion()).encode())
         return partial(self._reply_error, 500 if isinstance(error, HTTPStatusError) else 502, str(error))
 
-    def _read_stream(self, response: http.client.HTTPResponse, record: RequestRecord,
+    def _read_stream(self, answer: BodyReader, status: int, record: RequestRecord,
                      on_chunk: Callable[[dict[str, Any]], None], relay: EventRelay | None,
                      ) -> tuple[RequestError | None, bool]:
         """Time and count the engine's stream into ``record``, what each read brought relayed at once (to a
         streaming client): the error, if any, and whether the engine's answer was read to its end."""
-        stream = ChatStream(record, response.status, on_chunk=on_chunk)
+        stream = ChatStream(record, status, on_chunk=on_chunk)
         error: RequestError | None = None
         complete = False
         pending = b""
         checked = 0.0
         try:
-            # read1: what has arrived (an engine sends an event per HTTP chunk), split into lines here; a
-            # readline per line costs twice the time in http.client's chunked reader.
-            while True:
-                data = response.read1(65536)
+            while True:  # a chunk at a time (an engine sends an event per chunk), split into lines here
+                data = answer.read1()
                 now = time.monotonic()
                 if data:
                     *lines, pending = (pending + data).split(b"\n")  # an unfinished line waits for the rest
@@ -258,6 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
                     if self._client_left():  # nobody reads the rest: closing the engine connection stops it
                         raise ClientGone("the connection was closed")
             complete = True
+            self._done_with(answer)
             if error is None:
                 stream.finish()
         except RequestError as exc:
@@ -286,12 +316,10 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------------ replies
 
     def _reply(self, status: int, content_type: str, data: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        fields = [("Content-Type", content_type), ("Content-Length", str(len(data))),
+                  *([("Connection", "close")] if self.close_connection else [])]
+        self.wfile.write(wire.encode_head(f"HTTP/1.1 {status} {wire.reason(status)}", fields) +
+                         (data if self.command != "HEAD" else b""))
 
     def _reply_error(self, status: int, message: str) -> None:
         """An OpenAI-style error object, as the engines send one."""

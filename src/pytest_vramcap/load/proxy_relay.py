@@ -6,8 +6,10 @@ piece, and turn a failed write into :class:`ClientGone` (the client closed its c
 
 from __future__ import annotations
 
-from http.server import BaseHTTPRequestHandler
+from io import BufferedIOBase
 from typing import Any
+
+from .wire import encode_head, reason
 
 __all__ = ["ChunkedRelay", "ClientGone", "EventRelay"]
 
@@ -20,23 +22,18 @@ class ChunkedRelay:
     """A chunked answer to the client, its headers sent in the same write as the first piece (one syscall less
     before the first token); a failed write is :class:`ClientGone`."""
 
-    def __init__(self, handler: BaseHTTPRequestHandler, content_type: str, status: int = 200) -> None:
-        self._handler = handler
-        self._head: tuple[int, str] | None = (status, content_type)
+    def __init__(self, wfile: BufferedIOBase, content_type: str, status: int = 200) -> None:
+        self._wfile = wfile
+        self._head: bytes | None = encode_head(f"HTTP/1.1 {status} {reason(status)}", [
+            ("Content-Type", content_type), ("Cache-Control", "no-cache"), ("Transfer-Encoding", "chunked")])
 
     def send(self, piece: bytes, last: bool = False) -> None:
-        handler = self._handler
         data = (b"%x\r\n%s\r\n" % (len(piece), piece) if piece else b"") + (b"0\r\n\r\n" if last else b"")
+        if self._head is not None:
+            data, self._head = self._head + data, None
         try:
-            if self._head is not None:
-                status, content_type = self._head
-                self._head = None
-                data = (f"{handler.protocol_version} {status} {handler.responses.get(status, ('',))[0]}\r\n"
-                        f"Server: {handler.version_string()}\r\nDate: {handler.date_time_string()}\r\n"
-                        f"Content-Type: {content_type}\r\nCache-Control: no-cache\r\n"
-                        f"Transfer-Encoding: chunked\r\n\r\n").encode("latin-1") + data
             if data:
-                handler.wfile.write(data)
+                self._wfile.write(data)
         except OSError as exc:
             raise ClientGone(str(exc)) from exc
 
@@ -48,8 +45,8 @@ class EventRelay(ChunkedRelay):
     """The engine's SSE stream to a streaming client: the events that arrived in one read go out in one write
     (:meth:`flush`) as they complete; the final ``[DONE]`` waits for :meth:`end`."""
 
-    def __init__(self, handler: BaseHTTPRequestHandler, relay_usage: bool) -> None:
-        super().__init__(handler, "text/event-stream")
+    def __init__(self, wfile: BufferedIOBase, relay_usage: bool) -> None:
+        super().__init__(wfile, "text/event-stream")
         self._relay_usage = relay_usage
         self._lines: list[bytes] = []
         self._ready: list[bytes] = []
