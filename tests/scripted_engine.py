@@ -39,10 +39,12 @@ class ScriptedEngine:
     """Streams ``events`` (one HTTP chunk each, ``delay_s`` apart, then ``data: [DONE]`` unless ``done`` is False)
     to a chat completion that asks to stream, and ``whole`` to one that does not; records each request's body and
     each streamed :class:`Answer`. ``gather`` streamed requests are held until all of them have arrived (so they
-    are in flight together, whatever the clock). A context manager that serves on 127.0.0.1 from a thread."""
+    are in flight together, whatever the clock); ``head_delay_s`` holds every streamed answer back before it
+    starts (a queue, a long prefill). A context manager that serves on 127.0.0.1 from a thread."""
 
     def __init__(self, events: list[dict[str, Any] | bytes], *, whole: dict[str, Any] | None = None,
-                 delay_s: float = 0.0, done: bool = True, gather: int = 1, port: int = 0) -> None:
+                 delay_s: float = 0.0, done: bool = True, gather: int = 1, head_delay_s: float = 0.0,
+                 port: int = 0) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.answers: list[Answer] = []
         together = threading.Barrier(gather)
@@ -66,11 +68,12 @@ class ScriptedEngine:
                 answer = Answer()
                 engine.answers.append(answer)
                 together.wait(timeout=60)
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
+                time.sleep(head_delay_s)
                 try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
                     for piece in pieces + ([b"data: [DONE]\n\n"] if done else []):
                         if delay_s and answer.written:
                             time.sleep(delay_s)

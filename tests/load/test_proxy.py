@@ -138,6 +138,21 @@ def test_a_client_that_gives_up_stops_the_engine_and_ends_its_record() -> None:
         assert answer.ended.wait(30) and answer.client_left and answer.written < len(SLOW)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_gives_up_before_the_first_byte_drops_its_request(stream: bool) -> None:
+    # the scripted engine (a test double) starts its answer after 3 s, as a queue or a long prefill would
+    with ScriptedEngine(SLOW, head_delay_s=3) as upstream, RecordingProxy(upstream.url) as proxy:
+        channel = proxy.channel()
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(channel.base_url + "/chat/completions", json={"messages": QUESTION, "stream": stream},
+                       timeout=0.5)
+        assert channel.wait_idle(2.4)  # before the engine has sent anything: the proxy saw the client leave
+        [record] = channel.records
+        assert "the client closed its connection before the engine answered" in (record.error or "")
+        [answer] = upstream.answers
+        assert answer.ended.wait(30) and answer.client_left and answer.written == 0
+
+
 def test_stopping_cuts_requests_in_flight_and_their_engine_connections() -> None:
     with ScriptedEngine(SLOW, delay_s=0.05) as upstream:
         proxy = RecordingProxy(upstream.url).start()

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from pytest_vramcap.load.proxy import RecordingProxy
+from pytest_vramcap.load.proxy_server import MAX_BODY
 from pytest_vramcap.load.wire import (
     MAX_HEADERS,
     MAX_LINE,
@@ -84,7 +85,43 @@ def test_heads_that_are_not_http(data: bytes, complaint: str) -> None:
     peer.close()
 
 
+def test_framing_rules(pair: tuple[socket.socket, SocketReader]) -> None:
+    _, reader = pair
+    head_of_a_chunked_answer = BodyReader(reader, Headers([("Transfer-Encoding", "chunked")]), bodiless=True)
+    assert not head_of_a_chunked_answer.chunked and head_of_a_chunked_answer.read() == b""  # HEAD, 204, 304
+    both = BodyReader(reader, Headers([("Transfer-Encoding", "chunked"), ("Content-Length", "5")]))
+    assert both.chunked and not both.reusable  # framed two ways: the chunks win, the connection is not reused
+    gzip_only = BodyReader(reader, Headers([("Transfer-Encoding", "gzip"), ("Content-Length", "5")]))
+    assert not gzip_only.chunked and not gzip_only.reusable  # not chunked last: the end of the connection ends it
+    for lengths in (["5", "6"], ["\u00b2"], ["-1"]):  # repeated differently, a superscript two, negative
+        with pytest.raises(WireError, match="Content-Length"):
+            Headers([("Content-Length", value) for value in lengths]).content_length()
+    assert Headers([("Content-Length", "7"), ("content-length", "7")]).content_length() == 7
+    assert Headers([("Connection", "keep-alive"), ("connection", "Upgrade, close")]).has_token("Connection", "close")
+
+
+def test_hosts_and_ports_in_the_host_field() -> None:
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        try:
+            listener = socket.create_server((host, 0), family=family)
+        except OSError:
+            pytest.skip(f"no {host} on this machine")
+        port = listener.getsockname()[1]
+        with listener:
+            engine = EngineConnection(host, port, tls=False, timeout_s=10)
+            engine.send("GET", "/v1/models", [], b"")
+            connection, _ = listener.accept()
+            with connection:
+                head = connection.recv(65536)
+            engine.close()
+        name = f"[{host}]" if ":" in host else host
+        assert f"Host: {name}:{port}\r\n".encode() in head  # IPv6 bracketed (RFC 9110 7.2)
+
+
 @pytest.mark.parametrize(("data", "complaint"), [
+    (b"0x3\r\nabc\r\n", "not a chunk size"),
+    (b"-3\r\n", "not a chunk size"),
+    (b"0\r\nTrailer: cut", "ended inside the trailer"),
     (b"zz\r\n", "not a chunk size"),
     (b"5\r\nhel", "ended inside a chunk"),
 ])
@@ -124,17 +161,20 @@ def test_an_engine_connection_skips_interim_answers_and_knows_stale_from_refused
     port, seen = serve_once([b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
                              b""])
     engine = EngineConnection("127.0.0.1", port, tls=False, timeout_s=10)
-    status, _, body = engine.request("POST", "/v1/x", [("X-Key", "v")], b"{}")
+    engine.send("POST", "/v1/x", [("X-Key", "v")], b"{}")
+    status, _, body = engine.answer("POST")
     assert (status, body.read()) == (201, b"ok")
     assert seen[0].startswith(b"POST /v1/x HTTP/1.1\r\nHost: 127.0.0.1:") and b"X-Key: v\r\n" in seen[0]
     assert seen[0].endswith(b"Content-Length: 2\r\n\r\n{}")
     assert engine.answered(body)  # kept: then the peer closed it (serve_once does), which is stale, not refused
     with pytest.raises(StaleConnection):
-        engine.request("GET", "/v1/models", [], b"")
+        engine.send("GET", "/v1/models", [], b"")
+        engine.answer("GET")
     engine.close()
     fresh = EngineConnection("127.0.0.1", port, tls=False, timeout_s=10)  # closed without an answer: not stale
     with pytest.raises(ConnectionError) as excinfo:
-        fresh.request("GET", "/v1/models", [], b"")
+        fresh.send("GET", "/v1/models", [], b"")
+        fresh.answer("GET")
     assert not isinstance(excinfo.value, StaleConnection)
     fresh.close()
 
@@ -154,11 +194,26 @@ def test_what_plain_clients_get_from_the_proxy() -> None:
         channel = proxy.channel()
         path = channel.base_url.split(str(proxy.port), 1)[1]
         body = b'{"messages": [], "stream": true}'
-        # curl sends Expect: 100-continue for larger bodies, and HTTP/1.0 has no keep-alive: closed after it
+        # curl sends Expect: 100-continue for larger bodies; Connection: close is answered and then closed
+        answer = raw_exchange(proxy.port, encode_head(f"POST {path}/chat/completions HTTP/1.1", [
+            ("Expect", "100-continue"), ("Connection", "close"), ("Content-Length", str(len(body)))]) + body)
+        assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
+        assert b"Connection: close\r\n" in answer and b"Transfer-Encoding: chunked\r\n" in answer
+        assert b'"content": "hi"' in answer and answer.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+        # HTTP/1.0 knows neither 100 Continue nor chunks: the stream as it is, ended by closing the connection
         answer = raw_exchange(proxy.port, encode_head(f"POST {path}/chat/completions HTTP/1.0", [
             ("Expect", "100-continue"), ("Content-Length", str(len(body)))]) + body)
-        assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
-        assert b'"content": "hi"' in answer and answer.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
-        assert channel.records[0].ok and channel.records[0].n_out == 1
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"Transfer-Encoding" not in answer
+        assert answer.endswith(b"\r\n\r\ndata: " + answer.split(b"\r\n\r\ndata: ", 1)[1])
+        assert answer.endswith(b"data: [DONE]\n\n") and b"Connection: close\r\n" in answer
+        assert [record.ok and record.n_out for record in channel.records] == [1, 1]
         garbage = raw_exchange(proxy.port, b"HELLO\r\n\r\n")
         assert garbage.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b"Connection: close" in garbage
+        for smuggled, status in ((("Content-Length", "0"), ("Content-Length", "24")), b"400"), \
+                                ((("Transfer-Encoding", "identity"), ("Transfer-Encoding", "chunked")), b"411"):
+            answer = raw_exchange(proxy.port, encode_head(f"POST {path}/chat/completions HTTP/1.1", smuggled) +
+                                  b"GET /c1/v1/models HTTP/1.1\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 " + status) and answer.count(b"HTTP/1.1 ") == 1  # one answer only
+        too_big = raw_exchange(proxy.port, encode_head(f"POST {path}/chat/completions HTTP/1.1", [
+            ("Content-Length", str(MAX_BODY + 1))]))
+        assert too_big.startswith(b"HTTP/1.1 413 ")

@@ -44,7 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .proxy_http import LABEL_HEADER, ProxyServer
+from .proxy_http import LABEL_HEADER, serve
+from .proxy_server import ProxyServer
 from .stream import RequestRecord
 from .wire import EngineConnection
 
@@ -125,7 +126,7 @@ class RecordingProxy:
         return int(self._server.server_address[1])
 
     def start(self) -> RecordingProxy:
-        server = self._server = ProxyServer(self, self._idle_timeout_s)
+        server = self._server = serve(self, self._idle_timeout_s)
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="vramcap-proxy", daemon=True)
         self._thread.start()

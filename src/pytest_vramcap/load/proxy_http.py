@@ -1,10 +1,11 @@
-"""The recording proxy's HTTP side: its server, one handler per client connection (relays: :mod:`.proxy_relay`).
+"""The recording proxy's relaying: each client request forwarded to the engine, completions recorded on the way.
 
-The standard library's threading TCP server (keep-alive, so a client's pooled
-connection stays one thread and one engine connection) speaking HTTP/1.1 through
-:mod:`.wire` on both sides: ``http.server`` and ``http.client`` parsed every head with
-the ``email`` package, most of the proxy's cost before a first token.
-:mod:`.proxy` says what is recorded and what is changed on the way.
+A client connection is a thread of :mod:`.proxy_server` (keep-alive, so a client's
+pooled connection stays one thread and one engine connection); both sides speak
+HTTP/1.1 through :mod:`.wire` (``http.server`` and ``http.client`` parsed every head
+with the ``email`` package, most of the proxy's cost before a first token); streams go
+back through :mod:`.proxy_relay`. :mod:`.proxy` says what is recorded and what is
+changed on the way.
 """
 
 from __future__ import annotations
@@ -12,9 +13,6 @@ from __future__ import annotations
 import json
 import select
 import socket
-import socketserver
-import sys
-import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -24,13 +22,14 @@ from ..errors import HTTPStatusError, RequestError, RequestRefused, RequestTimeo
 from . import wire
 from .assemble import CompletionAssembler
 from .proxy_relay import ChunkedRelay, ClientGone, EventRelay
+from .proxy_server import ClientHandler, ProxyServer
 from .stream import STALE_CONNECTION_RETRIES, ChatStream, RequestRecord, fail
-from .wire import BodyReader, EngineConnection, Headers, SocketReader, WireError
+from .wire import BodyReader, EngineConnection, Headers
 
 if TYPE_CHECKING:
     from .proxy import RecordingProxy
 
-__all__ = ["LABEL_HEADER", "ProxyServer"]
+__all__ = ["LABEL_HEADER", "serve"]
 
 LABEL_HEADER = "X-Vramcap-Label"
 DEFAULT_LABEL = "chat"
@@ -40,112 +39,33 @@ _NOT_FORWARDED = frozenset({"connection", "keep-alive", "proxy-authenticate", "p
 """Hop-by-hop headers (RFC 9110 7.6.1), those we set ourselves, and ours."""
 _RECORDED = ("/chat/completions", "/completions")
 """The endpoints whose requests are recorded (OpenAI's; llama-server and Ollama serve both under /v1)."""
-_CLIENT_CHECK_S = 0.02
-"""How often an unstreamed answer's client is checked for having left, while the engine streams (a select each)."""
-_ENGINE_FAILED = (OSError, WireError)
+_ENGINE_FAILED = (OSError, wire.WireError)
 
 
-class ProxyServer(socketserver.ThreadingTCPServer):
-    """Serves :class:`_Handler` for ``proxy``; tracks its handlers so that stopping cuts their connections."""
-
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, proxy: RecordingProxy, idle_timeout_s: float) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.proxy = proxy
-        self.idle_timeout_s = idle_timeout_s
-        self._open: set[_Handler] = set()
-        self._open_lock = threading.Lock()
-
-    def track(self, handler: _Handler, is_open: bool) -> None:
-        with self._open_lock:
-            (self._open.add if is_open else self._open.discard)(handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A connection reset or cut (a client that left, our own stop) is no error; anything else is printed."""
-        if not isinstance(sys.exc_info()[1], OSError):
-            super().handle_error(request, client_address)
-
-    def close_connections(self) -> None:
-        """Cut every handler's client connection and engine connection: a handler waiting on either wakes up."""
-        with self._open_lock:
-            handlers = list(self._open)
-        for handler in handlers:
-            engine = handler.engine_socket()
-            for connection in (handler.connection, *([engine] if engine is not None else [])):
-                try:
-                    connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+def serve(proxy: RecordingProxy, idle_timeout_s: float) -> ProxyServer:
+    """The proxy's server, bound to an ephemeral port of 127.0.0.1 (``serve_forever`` it in a thread)."""
+    return ProxyServer(proxy, idle_timeout_s, _Handler)
 
 
-class _Handler(socketserver.StreamRequestHandler):
-    """One client connection: its requests one after another (keep-alive), each relayed to the engine."""
-
-    server: ProxyServer
-    rbufsize = 0  # requests are read through a SocketReader of ours: the buffered rfile would steal bytes
+class _Handler(ClientHandler):
+    """Relays each request to the engine on a connection of its own; completions are recorded on the way."""
 
     def setup(self) -> None:
-        super().setup()
-        self.connection.settimeout(self.server.idle_timeout_s)  # an idle kept-alive connection ends its thread
-        # Heads, then each event, are small writes: without this, Nagle holds the next one back until the
-        # client's (delayed) ACK of the last, tens of milliseconds on an answer the engine sent at once.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._engine: EngineConnection | None = None
-        self.reader = SocketReader(self.connection)
-        self.command = ""
-        self.headers = Headers([])
-        self.close_connection = False
-        self.server.track(self, True)
+        super().setup()
 
     def finish(self) -> None:
         try:
             super().finish()
         finally:
-            self.server.track(self, False)
             self._drop_engine()
 
     def engine_socket(self) -> socket.socket | None:
         engine = self._engine
         return engine.sock if engine is not None else None
 
-    def handle(self) -> None:
-        try:
-            while not self.close_connection:
-                try:
-                    request = wire.read_head(self.reader)
-                except WireError as exc:
-                    self.close_connection = True
-                    self._reply_error(400, f"not an HTTP/1.1 request: {exc}")
-                    return
-                if request is None:
-                    return  # the client closed its kept-alive connection
-                self._exchange(*request)
-        except OSError:  # the client went away (or stayed idle past the timeout): nothing left to tell it
-            return
-
-    def _exchange(self, start: str, headers: Headers) -> None:
-        arrived = time.monotonic()
-        parts = start.split(" ")
-        method, target, version = parts if len(parts) == 3 else ("", "", "")
-        self.command, self.headers = method, headers
-        self.close_connection = version != "HTTP/1.1" or headers.has_token("Connection", "close")
-        length = headers.get("Content-Length") or "0"
-        if not method or not version.startswith("HTTP/1.") or not length.isdigit():
-            self.close_connection = True
-            self._reply_error(400, f"not an HTTP/1.1 request: {start[:100]!r}")
-            return
-        if headers.has_token("Transfer-Encoding", "chunked"):
-            self.close_connection = True
-            self._reply_error(411, "send the request body with a Content-Length")
-            return
-        if (headers.get("Expect") or "").lower() == "100-continue":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = self.reader.read(int(length)) if int(length) > 0 else b""
-        if len(body) < int(length):
-            self.close_connection = True
-            return  # the client left in the middle of its request
+    def relay(self, target: str, body: bytes, arrived: float) -> None:
+        method, headers = self.command, self.headers
         channel, path = self.server.proxy.route(target)
         if channel is None:
             self._reply_error(404, f"no vramcap channel at {target.split('?')[0][:100]}")
@@ -174,13 +94,40 @@ class _Handler(socketserver.StreamRequestHandler):
         for attempt in range(1 + STALE_CONNECTION_RETRIES):
             if self._engine is None:
                 self._engine = self.server.proxy.connect()
+                if self.server.stopping:  # connected after the proxy cut its connections: nobody would cut this
+                    self._drop_engine()
+                    raise ConnectionAbortedError("the proxy is stopping")
             try:
-                return self._engine.request(self.command, path, fields, content)
+                self._engine.send(self.command, path, fields, content)
+                self._await_engine()
+                return self._engine.answer(self.command)
             except wire.StaleConnection:  # closed by the engine after its last answer, before this one (stream.py)
                 self._drop_engine()
                 if attempt == STALE_CONNECTION_RETRIES:
                     raise
         raise AssertionError("unreachable")
+
+    def _await_engine(self) -> None:
+        """Wait until the engine has sent something; a ClientGone if the client leaves first (a request waiting
+        in the engine's queue or in its prefill is dropped then, and so stops), a TimeoutError after the read
+        timeout."""
+        engine = self._engine
+        assert engine is not None
+        if engine.has_buffered():
+            return
+        poller = select.poll()
+        poller.register(engine.sock, select.POLLIN)
+        poller.register(self.connection, select.POLLIN)
+        deadline = time.monotonic() + self.server.proxy.read_timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            ready = {fd for fd, _ in poller.poll(left * 1000)}
+            if engine.sock.fileno() in ready:
+                return
+            if self.connection.fileno() in ready:
+                if self._client_left():
+                    raise ClientGone("the connection was closed")
+                poller.unregister(self.connection)  # it sent more (a pipelined request): wait for the engine only
+        raise TimeoutError(f"the engine sent nothing for {self.server.proxy.read_timeout_s:.0f} s")
 
     def _done_with(self, body: BodyReader) -> None:
         """The engine's answer was read: its connection is kept for the next request if it can carry one."""
@@ -204,9 +151,10 @@ class _Handler(socketserver.StreamRequestHandler):
         content_type = headers.get("Content-Type") or "application/json"
         if data is not None:
             self._done_with(answer)
-            self._reply(status, content_type, data)
+            length = headers.get("Content-Length") if self.command == "HEAD" else None
+            self._reply(status, content_type, data, int(length) if length and length.isascii() and length.isdigit() else None)
             return
-        relay = ChunkedRelay(self.wfile, content_type, status)
+        relay = ChunkedRelay(self.wfile, content_type, status, **self._framing())
         try:
             while piece := answer.read1():
                 relay.send(piece)
@@ -225,6 +173,12 @@ class _Handler(socketserver.StreamRequestHandler):
             status, headers, answer = self._forward(path, json.dumps(payload).encode())
             record.status = status
             data = answer.read() if status >= 400 or not streamed else None
+        except ClientGone as exc:  # before the engine answered: it is dropped, and so stops
+            self._drop_engine()
+            self.close_connection = True
+            fail(record, StreamCut(f"{record.label}: the client closed its connection before the engine "
+                                   f"answered: {exc}"))
+            return lambda: None
         except _ENGINE_FAILED as exc:
             self._drop_engine()
             timeout = isinstance(exc, TimeoutError)
@@ -240,7 +194,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 _count_usage(record, data)
             return partial(self._reply, status, headers.get("Content-Type") or "application/json", data)
         if client_streams:
-            relay = EventRelay(self.wfile, relay_usage)
+            relay = EventRelay(self.wfile, relay_usage, **self._framing())
             error, complete = self._read_stream(answer, status, record, relay.saw, relay)
             if complete:
                 return relay.end  # the engine ended its answer: the client gets all of it, whatever we made of it
@@ -261,9 +215,10 @@ class _Handler(socketserver.StreamRequestHandler):
         error: RequestError | None = None
         complete = False
         pending = b""
-        checked = 0.0
         try:
             while True:  # a chunk at a time (an engine sends an event per chunk), split into lines here
+                if not answer.complete:  # its end may have come with the last piece: nothing more to wait for
+                    self._await_engine()
                 data = answer.read1()
                 now = time.monotonic()
                 if data:
@@ -281,11 +236,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 if not data:
                     break
                 if relay is not None:
-                    relay.flush()  # a client that left makes this fail
-                elif now - checked > _CLIENT_CHECK_S:  # an unstreamed answer: nothing is written to the client yet
-                    checked = now
-                    if self._client_left():  # nobody reads the rest: closing the engine connection stops it
-                        raise ClientGone("the connection was closed")
+                    relay.flush()
             complete = True
             self._done_with(answer)
             if error is None:
@@ -304,28 +255,6 @@ class _Handler(socketserver.StreamRequestHandler):
         if not complete:
             self._drop_engine()  # an unread or cut answer: this engine connection is done
         return error, complete
-
-    def _client_left(self) -> bool:
-        """Has the client closed its connection? Readable with nothing to read is the end of its side."""
-        try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
-            return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
-        except (OSError, ValueError):
-            return True
-
-    # ------------------------------------------------------------------ replies
-
-    def _reply(self, status: int, content_type: str, data: bytes) -> None:
-        fields = [("Content-Type", content_type), ("Content-Length", str(len(data))),
-                  *([("Connection", "close")] if self.close_connection else [])]
-        self.wfile.write(wire.encode_head(f"HTTP/1.1 {status} {wire.reason(status)}", fields) +
-                         (data if self.command != "HEAD" else b""))
-
-    def _reply_error(self, status: int, message: str) -> None:
-        """An OpenAI-style error object, as the engines send one."""
-        body = {"error": {"code": status, "message": message, "type": "vramcap_proxy_error"}}
-        self._reply(status, "application/json", json.dumps(body).encode())
-
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
     try:

@@ -19,16 +19,23 @@ class ClientGone(ConnectionError):
 
 
 class ChunkedRelay:
-    """A chunked answer to the client, its headers sent in the same write as the first piece (one syscall less
-    before the first token); a failed write is :class:`ClientGone`."""
+    """An answer to the client as it comes, chunked, its head sent in the same write as the first piece (one
+    system call less before the first token); a failed write is :class:`ClientGone`. An HTTP/1.0 client gets
+    the pieces as they are, and the end of the connection ends the answer (``chunked=False``)."""
 
-    def __init__(self, wfile: BufferedIOBase, content_type: str, status: int = 200) -> None:
+    def __init__(self, wfile: BufferedIOBase, content_type: str, status: int = 200, *, chunked: bool = True,
+                 close: bool = False) -> None:
         self._wfile = wfile
-        self._head: bytes | None = encode_head(f"HTTP/1.1 {status} {reason(status)}", [
-            ("Content-Type", content_type), ("Cache-Control", "no-cache"), ("Transfer-Encoding", "chunked")])
+        self._chunked = chunked
+        fields = [("Content-Type", content_type), ("Cache-Control", "no-cache"),
+                  *([("Transfer-Encoding", "chunked")] if chunked else []),
+                  *([("Connection", "close")] if close or not chunked else [])]
+        self._head: bytes | None = encode_head(f"HTTP/1.1 {status} {reason(status)}", fields)
 
     def send(self, piece: bytes, last: bool = False) -> None:
-        data = (b"%x\r\n%s\r\n" % (len(piece), piece) if piece else b"") + (b"0\r\n\r\n" if last else b"")
+        data = piece
+        if self._chunked:
+            data = (b"%x\r\n%s\r\n" % (len(piece), piece) if piece else b"") + (b"0\r\n\r\n" if last else b"")
         if self._head is not None:
             data, self._head = self._head + data, None
         try:
@@ -45,8 +52,8 @@ class EventRelay(ChunkedRelay):
     """The engine's SSE stream to a streaming client: the events that arrived in one read go out in one write
     (:meth:`flush`) as they complete; the final ``[DONE]`` waits for :meth:`end`."""
 
-    def __init__(self, wfile: BufferedIOBase, relay_usage: bool) -> None:
-        super().__init__(wfile, "text/event-stream")
+    def __init__(self, wfile: BufferedIOBase, relay_usage: bool, *, chunked: bool = True, close: bool = False) -> None:
+        super().__init__(wfile, "text/event-stream", chunked=chunked, close=close)
         self._relay_usage = relay_usage
         self._lines: list[bytes] = []
         self._ready: list[bytes] = []

@@ -11,6 +11,7 @@ the connection it came on is closed.
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 from collections.abc import Iterable
@@ -23,6 +24,7 @@ MAX_LINE = 65536
 """The longest start or header line read (``http.client`` has the same limit)."""
 MAX_HEADERS = 100
 _NO_BODY = frozenset({204, 304})
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 class WireError(Exception):
@@ -46,10 +48,27 @@ class Headers:
     def items(self) -> list[tuple[str, str]]:
         return list(self._fields)
 
+    def get_all(self, name: str) -> list[str]:
+        wanted = name.lower()
+        return [value for field, value in self._fields if field.lower() == wanted]
+
+    def tokens(self, name: str) -> list[str]:
+        """A comma-separated field's tokens (Connection, Transfer-Encoding), over all its lines, in lower case."""
+        return [part.strip().lower() for value in self.get_all(name) for part in value.split(",") if part.strip()]
+
     def has_token(self, name: str, token: str) -> bool:
-        """Whether a comma-separated field (Connection, Transfer-Encoding) lists ``token``."""
-        value = self.get(name) or ""
-        return token in (part.strip().lower() for part in value.split(","))
+        return token in self.tokens(name)
+
+    def content_length(self) -> int | None:
+        """Content-Length, None when absent; a WireError when it is not one decimal number (or repeated
+        differently: a message two readers would frame two ways)."""
+        values = set(self.get_all("Content-Length"))
+        if not values:
+            return None
+        value = values.pop()
+        if values or not (value.isascii() and value.isdigit()):
+            raise WireError(f"Content-Length {value[:40]!r}{' given twice, differently' if values else ''}")
+        return int(value)
 
 
 class SocketReader:
@@ -153,20 +172,23 @@ class BodyReader:
     """A message body as it arrives (:meth:`read1`): by Content-Length, chunked, or until the connection ends."""
 
     def __init__(self, reader: SocketReader, headers: Headers, *, bodiless: bool = False) -> None:
+        """Framed as RFC 9112 6.3 says: no body (HEAD, 204, 304), chunked when that is the last transfer coding,
+        until the connection ends under any other coding or without a length, else by Content-Length."""
         self._reader = reader
-        self.chunked = headers.has_token("Transfer-Encoding", "chunked")
-        length = headers.get("Content-Length")
+        codings = headers.tokens("Transfer-Encoding")
+        self.chunked = not bodiless and codings[-1:] == ["chunked"]
+        length = None if codings else headers.content_length()
+        self._left: int | None
         if bodiless:
-            self._left: int | None = 0
+            self._left = 0
         elif self.chunked:
             self._left = None
         elif length is not None:
-            if not length.isdigit():
-                raise WireError(f"Content-Length {length[:40]!r}")
-            self._left = int(length)
+            self._left = length
         else:
             self._left = -1  # until the connection ends: it cannot carry another message
-        self.reusable = self._left != -1
+        # a length beside a coding is a message two readers could frame two ways: never reuse its connection
+        self.reusable = self._left != -1 and not (codings and headers.get("Content-Length") is not None)
         self.complete = self._left == 0
 
     def read1(self) -> bytes:
@@ -204,8 +226,9 @@ class BodyReader:
     def _chunk(self) -> bytes:
         size = _chunk_size(self._reader.readline())
         if size == 0:
-            while self._reader.readline() not in (b"\r\n", b"\n", b""):  # trailer fields, dropped
-                pass
+            while (line := self._reader.readline()) not in (b"\r\n", b"\n"):  # trailer fields, dropped
+                if not line.endswith(b"\n"):
+                    raise WireError("the connection ended inside the trailer")
             self.complete = True
             return b""
         data = self._reader.read(size)
@@ -215,42 +238,55 @@ class BodyReader:
 
 
 def _chunk_size(line: bytes) -> int:
-    try:
-        return int(line.split(b";", 1)[0].strip(), 16)  # chunk extensions are ignored
-    except ValueError:
-        raise WireError(f"not a chunk size: {line[:40]!r}") from None
+    digits = line.split(b";", 1)[0].strip()  # chunk extensions are ignored
+    if not _HEX.fullmatch(digits):  # int(x, 16) would take "0x3", "1_0", "-3"
+        raise WireError(f"not a chunk size: {line[:40]!r}")
+    return int(digits, 16)
 
 
 class EngineConnection:
-    """One kept-alive connection to the engine; :meth:`request` sends and reads the answer's head."""
+    """One kept-alive connection to the engine: :meth:`send` a request, then read its :meth:`answer`."""
 
     def __init__(self, host: str, port: int, *, tls: bool, timeout_s: float) -> None:
         sock = socket.create_connection((host, port), timeout=timeout_s)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if tls:
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls:
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+        except (OSError, ValueError):
+            sock.close()
+            raise
         self.sock = sock
-        self._host = host if port in (80, 443) else f"{host}:{port}"
+        name = f"[{host}]" if ":" in host else host  # an IPv6 literal in Host is bracketed (RFC 9110 7.2)
+        self._host = name if port == (443 if tls else 80) else f"{name}:{port}"
         self._reader = SocketReader(sock)
         self._kept_alive = False
         """An answer ended on it and it was kept: if the peer closed it meanwhile, that was no answer (stale)."""
+        self._reused = False
 
-    def request(self, method: str, target: str, fields: Iterable[tuple[str, str]], content: bytes,
-                ) -> tuple[int, Headers, BodyReader]:
-        """Send a request; the answer's status, headers and body (unread). A StaleConnection when a kept-alive
-        connection turned out closed before anything was answered."""
+    def send(self, method: str, target: str, fields: Iterable[tuple[str, str]], content: bytes) -> None:
+        """Send a request. A StaleConnection when a kept-alive connection turned out closed."""
         head = encode_head(f"{method} {target} HTTP/1.1",
                            [("Host", self._host), *fields, ("Content-Length", str(len(content)))])
-        reused, self._kept_alive = self._kept_alive, False
+        self._reused, self._kept_alive = self._kept_alive, False
         try:
             self.sock.sendall(head + content)
-            answer = read_head(self._reader)
         except (BrokenPipeError, ConnectionResetError) as exc:
-            if reused:
+            if self._reused:
+                raise StaleConnection(str(exc)) from None
+            raise
+
+    def answer(self, method: str) -> tuple[int, Headers, BodyReader]:
+        """The answer's status, headers and body (unread). A StaleConnection when a kept-alive connection was
+        closed before anything was answered."""
+        try:
+            answer = read_head(self._reader)
+        except ConnectionResetError as exc:
+            if self._reused:
                 raise StaleConnection(str(exc)) from None
             raise
         if answer is None:
-            if reused:
+            if self._reused:
                 raise StaleConnection("the engine had closed the connection")
             raise ConnectionError("the engine closed the connection without answering")
         version, status, headers = _status(answer)
@@ -263,6 +299,10 @@ class EngineConnection:
         if headers.has_token("Connection", "close") or version == "HTTP/1.0":
             body.reusable = False
         return status, headers, body
+
+    def has_buffered(self) -> bool:
+        """Part of the answer has arrived and waits here (or in TLS's buffer): reading it needs no waiting."""
+        return self._reader.buffered() > 0 or (isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0)
 
     def answered(self, body: BodyReader) -> bool:
         """The answer was read to its end: whether this connection can carry the next request."""
