@@ -151,8 +151,11 @@ class _Handler(ClientHandler):
         content_type = headers.get("Content-Type") or "application/json"
         if data is not None:
             self._done_with(answer)
-            length = headers.get("Content-Length") if self.command == "HEAD" else None
-            self._reply(status, content_type, data, int(length) if length and length.isascii() and length.isdigit() else None)
+            try:  # a HEAD answer says how long the body it does not carry is
+                length = headers.content_length() if self.command == "HEAD" else None
+            except wire.WireError:
+                length = None
+            self._reply(status, content_type, data, length)
             return
         relay = ChunkedRelay(self.wfile, content_type, status, **self._framing())
         try:
