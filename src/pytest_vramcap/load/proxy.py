@@ -26,9 +26,11 @@ three documented ways:
 A request is labelled by its ``X-Vramcap-Label`` header (not forwarded), else ``chat``.
 A channel is one caller's view: its records and its requests in flight, counted when
 each arrives and ends (the peak is how wide the graph really fanned out). A client
-that gives up on a request (a cancelled task, a timeout of its own) is noticed as the
-engine's answer is read: the engine connection is closed, which stops the generation,
-and the record ends as a cut stream.
+that gives up on a request (a cancelled task, a timeout of its own) is noticed while
+the proxy waits for the engine, before its answer or between its events: the engine
+connection is closed, which stops the generation, and the record ends as a cut stream.
+A client that half-closes its connection after its request looks the same and is
+taken as gone (no HTTP client library a graph uses does that).
 
 The HTTP side is :mod:`.proxy_http`: threads of the standard library's TCP server and
 blocking sockets speaking :mod:`.wire`; under Locust's gevent they are greenlets, with no change.
@@ -116,6 +118,7 @@ class RecordingProxy:
         self.read_timeout_s = read_timeout_s
         self._idle_timeout_s = idle_timeout_s
         self._channels: dict[str, Channel] = {}
+        self._channels_lock = threading.Lock()  # users add and drop channels while handler threads look them up
         self._server: ProxyServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -155,17 +158,21 @@ class RecordingProxy:
         """A new channel: a base URL (``.../v1``) of its own and the records of the requests made through it."""
         prefix = f"c{next(_channel_numbers)}"
         channel = Channel(f"http://127.0.0.1:{self.port}/{prefix}/v1", on_start, on_end)
-        self._channels[prefix] = channel
+        with self._channels_lock:
+            self._channels[prefix] = channel
         return channel
 
     def release(self, channel: Channel) -> None:
         """Forget ``channel`` (a Locust user that stopped): its URL answers 404 from now on."""
-        self._channels = {prefix: known for prefix, known in self._channels.items() if known is not channel}
+        with self._channels_lock:
+            self._channels = {prefix: known for prefix, known in self._channels.items() if known is not channel}
 
     def route(self, path: str) -> tuple[Channel | None, str]:
         """The channel a request path is for, and the engine path to forward it to."""
         prefix, _, rest = path.lstrip("/").partition("/")
-        return self._channels.get(prefix), self.upstream.path.rstrip("/") + "/" + rest
+        with self._channels_lock:
+            channel = self._channels.get(prefix)
+        return channel, self.upstream.path.rstrip("/") + "/" + rest
 
     def connect(self) -> EngineConnection:
         tls = self.upstream.scheme == "https"
