@@ -35,6 +35,7 @@ from langgraph.types import Send
 class State(TypedDict):
     topic: str
     width: int
+    tokens: int
     notes: Annotated[list[str], operator.add]
     verdict: str
 
@@ -44,7 +45,7 @@ def build(base_url):
         return ChatOpenAI(base_url=base_url, api_key="unused", model="any", temperature=0, seed=1,
                           max_tokens=max_tokens, extra_body={"ignore_eos": True},
                           default_headers={"X-Vramcap-Label": label})
-    worker, judge = agent("work", 96), agent("judge", 4)
+    worker, judge = agent("work", 96), agent("judge", 4)  # a worker's length comes with the input
 
     async def work(state):
         if state["topic"] == "explode":
@@ -52,7 +53,8 @@ def build(base_url):
         if state["topic"] == "explode late" and state["i"] == 0:  # once its short answer is in: the others' are not
             await worker.ainvoke("first", max_tokens=1)
             raise RuntimeError("worker 0 exploded while the others were answering")
-        return {"notes": [(await worker.ainvoke(f"angle {state['i']} on {state['topic']}")).content]}
+        answer = await worker.ainvoke(f"angle {state['i']} on {state['topic']}", max_tokens=state["tokens"])
+        return {"notes": [answer.content]}
 
     def judge_notes(state):  # a sync node: LangGraph runs it in a thread
         return {"verdict": judge.invoke("judge " + " ".join(note[:30] for note in state["notes"])).content}
@@ -60,7 +62,7 @@ def build(base_url):
     graph = StateGraph(State)
     graph.add_node("work", work)
     graph.add_node("judge", judge_notes)
-    graph.add_conditional_edges(START, lambda s: [Send("work", {"topic": s["topic"], "i": i})
+    graph.add_conditional_edges(START, lambda s: [Send("work", {"topic": s["topic"], "i": i, "tokens": s["tokens"]})
                                                   for i in range(s["width"])], ["work"])
     graph.add_edge("work", "judge")
     graph.add_edge("judge", END)
@@ -77,10 +79,13 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
 
 
-def scenario_file(tmp_path: Path, topic: str = "GPUs", width: int = 3) -> Path:
+def scenario_file(tmp_path: Path, topic: str = "GPUs", width: int = 3, tokens: int = 96, name: str = "") -> Path:
+    """The fan-out graph's scenario; its workers answer ``tokens`` each (96: long enough to overlap)."""
+    tmp_path.mkdir(exist_ok=True)
     (tmp_path / "fan_out_graph.py").write_text(FAN_OUT_GRAPH)
     path = tmp_path / f"fan-out-{topic.replace(' ', '-')}.yaml"
-    path.write_text(f"graph: fan_out_graph.py:build\ninput: {{topic: {topic}, width: {width}, notes: []}}\n")
+    path.write_text(f"{f'name: {name}' if name else ''}\ngraph: fan_out_graph.py:build\n"
+                    f"input: {{topic: {topic}, width: {width}, tokens: {tokens}, notes: []}}\n")
     return path
 
 

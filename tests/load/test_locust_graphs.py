@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import needs_llama_server, processes_with
-from tests.load.test_graph_run import FAN_OUT_GRAPH
+from tests.load.test_graph_run import scenario_file
 from tests.load.test_locust import embedded, locust
 
 pytest.importorskip("langgraph", reason="LangGraph comes with the graph extra (dev installs it)")
@@ -20,11 +20,8 @@ pytestmark = needs_llama_server
 
 
 def graph_scenario(tmp_path: Path, topic: str = "GPUs") -> Path:
-    tmp_path.mkdir(exist_ok=True)
-    (tmp_path / "fan_out_graph.py").write_text(FAN_OUT_GRAPH)
-    path = tmp_path / "fan-out.yaml"
-    path.write_text(f"name: fan-out\ngraph: fan_out_graph.py:build\ninput: {{topic: {topic}, width: 2, notes: []}}\n")
-    return path
+    """Two workers of 12 tokens and a judge: short graphs, as many as a busy machine finishes."""
+    return scenario_file(tmp_path, topic, width=2, tokens=12, name="fan-out")
 
 
 def stats(prefix: Path) -> dict[tuple[str, str], dict[str, str]]:
@@ -35,8 +32,8 @@ def test_vramcap_load_runs_a_users_graph_and_reports_each_agent(tmp_path: Path) 
     result = subprocess.run(
         [sys.executable, "-m", "pytest_vramcap.cli", "load", "--model", "tiny:Q8_0", "--agents", "2", "--ctx", "512",
          "--models-dir", str(tmp_path / "models"), "--scenario", str(graph_scenario(tmp_path)), "--users", "2",
-         "--graphs", "3", "--run-time", "200", "--csv", str(tmp_path / "l")],
-        capture_output=True, text=True, timeout=400, cwd=tmp_path, env={**os.environ, "LLAMA_ARG_REPACK": "0"})
+         "--graphs", "3", "--run-time", "600", "--csv", str(tmp_path / "l")],  # stops at 3 graphs: time is a backstop
+        capture_output=True, text=True, timeout=900, cwd=tmp_path, env={**os.environ, "LLAMA_ARG_REPACK": "0"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "fan-out: 2 users" in result.stdout and "failures: none" in result.stdout
     rows = stats(tmp_path / "l")
