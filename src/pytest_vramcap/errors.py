@@ -54,11 +54,22 @@ __all__ = [
     "StreamCut",
     "VramcapError",
     "VramcapWarning",
+    "below_user_traceback",
 ]
 
 
 class VramcapError(Exception):
     """Base class for errors raised deliberately by pytest-vramcap."""
+
+    def shown(self, prefix: str = "") -> str:
+        """What the user sees: ``prefix`` and the one line (an error that carries more shows it above)."""
+        return f"{prefix}{self}"
+
+
+def below_user_traceback(user_traceback: str, text: str) -> str:
+    """``text`` under the user's traceback and a blank line, when their code raised (shown once, as pytest shows a
+    test's error); ``text`` alone otherwise."""
+    return f"{user_traceback}\n\n{text}" if user_traceback else text
 
 
 class BadInputError(VramcapError):
@@ -97,9 +108,7 @@ class GraphError(ScenarioError):
         self.user_traceback = user_traceback
 
     def shown(self, prefix: str = "") -> str:
-        """What the user sees: their traceback (when their code raised), a blank line, then ``prefix`` and the line."""
-        line = f"{prefix}{self}"
-        return f"{self.user_traceback}\n\n{line}" if self.user_traceback else line
+        return below_user_traceback(self.user_traceback, super().shown(prefix))
 
 
 class EngineError(VramcapError):

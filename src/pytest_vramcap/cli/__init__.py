@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from ..defaults import DEFAULT_HOST, DEFAULT_MIX
-from ..errors import BadInputError, EngineError, EngineStartError, GraphError
+from ..errors import BadInputError, EngineError, EngineStartError
 from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options
 from ..parsers import (
     argparse_type,
@@ -243,9 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(argv)
         return int(args.run(args))
-    except BadInputError as exc:  # a graph's: where their code raised, its traceback, once, above the line
-        print(exc.shown("vramcap: error: ") if isinstance(exc, GraphError) else f"vramcap: error: {exc}",
-              file=sys.stderr)
+    except BadInputError as exc:  # a graph's shows where their code raised, its traceback once, above the line
+        print(exc.shown("vramcap: error: "), file=sys.stderr)
         return EXIT_BAD_INPUT
     except EngineStartError as exc:
         print(f"vramcap: error: {exc.one_line()}", file=sys.stderr)

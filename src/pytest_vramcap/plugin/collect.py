@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ..errors import EngineError, GraphError, ScenarioError
+from ..errors import EngineError, GraphError, ScenarioError, below_user_traceback
 from ..load.runs import ScenarioRun
 from ..load.scenarios import Scenario, load_scenario
 from ..report.schema import ScenarioResult
@@ -46,8 +46,7 @@ class ScenarioFailed(Exception):
 
 def failure_text(verdicts: list[Verdict], user_traceback: str = "") -> str:
     """Every verdict with its evidence; a graph's traceback first when the user's code raised (shown once)."""
-    described = "\n".join(v.describe() for v in verdicts)
-    return f"{user_traceback}\n\n{described}" if user_traceback else described
+    return below_user_traceback(user_traceback, "\n".join(v.describe() for v in verdicts))
 
 
 class ScenarioItem(pytest.Item):
