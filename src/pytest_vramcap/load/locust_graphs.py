@@ -25,7 +25,7 @@ from gevent import GreenletExit
 from gevent.event import AsyncResult
 
 from ..errors import GraphError
-from .graph_run import LEFT_BEHIND_TIMEOUT_S, graph_config
+from .graph_run import graph_config, requests_left_behind
 from .graph_source import build_graph, load_builder
 from .proxy import RecordingProxy
 from .runs import RUNNER_REQUEST_FIELDS
@@ -154,9 +154,8 @@ class UserGraph:
             raise
         except Exception as exc:  # the user's graph failed: a failed GRAPH entry
             error = exc
-        if not self.channel.wait_idle(LEFT_BEHIND_TIMEOUT_S):
-            error = error or RuntimeError(f"{self.channel.in_flight} request(s) still in flight after the graph "
-                                          f"returned")
+        if (left_behind := requests_left_behind(self.channel)) is not None:  # waits as a greenlet: the loop runs on
+            error = error or RuntimeError(left_behind)
         return self.channel.reset(), error
 
     def close(self) -> None:
