@@ -22,7 +22,7 @@ from locust.env import Environment
 
 from .capacity import CapacityResult, StepResult, judge_step
 from .locust_graphs import close_graph_hosts
-from .locust_setup import AgentUser, let_csv_catch_up, quit_after_graphs
+from .locust_setup import AgentUser, finish_csv, quit_after_graphs
 from .metrics import Distribution, summarize
 from .results import LoadResult
 from .scenarios import Scenario
@@ -40,21 +40,6 @@ def _raise_build_error() -> None:
     """A user's graph could not be built, which stopped the run: the run's answer is that error."""
     if AgentUser.build_error is not None:
         raise AgentUser.build_error
-
-
-def _write_final_csv(environment: Environment, prefix: str) -> None:
-    """The run's end in its CSV files, whole: Locust's writer rewrites them every CSV_STATS_INTERVAL_SEC, and on a
-    busy machine its last rewrite could come before the last graph (the CSV read 2 graphs of 3). The history file
-    keeps what the writer appended."""
-    import csv
-
-    from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
-
-    report = StatsCSV(environment, PERCENTILES_TO_REPORT)
-    for suffix, write in (("stats", report.requests_csv), ("failures", report.failures_csv),
-                          ("exceptions", report.exceptions_csv)):
-        with open(f"{prefix}_{suffix}.csv", "w", newline="", encoding="utf-8") as file:
-            write(csv.writer(file))
 
 
 def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, duration_s: float,
@@ -83,10 +68,8 @@ def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, dur
     _raise_build_error()
     elapsed = time.monotonic() - start
     if writer is not None and writing is not None and csv_prefix:
-        let_csv_catch_up()  # the history file's last row
-        writing.kill()
+        finish_csv(environment, csv_prefix, writing.kill)
         writer.close_files()
-        _write_final_csv(environment, csv_prefix)
     if html_path is not None:
         html_path.parent.mkdir(parents=True, exist_ok=True)
         html_path.write_text(get_html_report(environment, show_download_link=False),  # type: ignore[no-untyped-call]

@@ -26,7 +26,7 @@ import atexit
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -203,14 +203,26 @@ def on_worker_report(client_id: str, data: dict[str, Any], **_: Any) -> None:
         AgentUser.tally.merge(data["vramcap"], worker=client_id)
 
 
-def let_csv_catch_up() -> None:
-    """Locust's CSV writer rewrites its files every CSV_STATS_INTERVAL_SEC and, at exit, closes them without a last
-    write (locust/main.py shutdown, stats.StatsCSVFileWriter): a run that ends mid-interval left its last second out
-    (a graph that counted toward --vramcap-graphs was missing). Waiting one interval lets it write the final stats."""
+def finish_csv(environment: Any, prefix: str, stop_writer: Callable[[], None] | None = None) -> None:
+    """The run's end in its CSV files, whole. Locust's writer rewrites them every CSV_STATS_INTERVAL_SEC and, at exit,
+    closes them without a last write (locust/main.py shutdown, stats.StatsCSVFileWriter): a run that ends
+    mid-interval left its last second out (a graph that counted toward --vramcap-graphs was missing). Waiting one
+    interval lets it append the history file's last row; on a busy machine its last rewrite of the others could
+    still come before the last graph (the CSV read 2 graphs of 3), so they are written here from the final stats
+    (``stop_writer`` first, when the writer is ours to stop; Locust's own would rewrite the same)."""
+    import csv
+
     import gevent
-    from locust.stats import CSV_STATS_INTERVAL_SEC
+    from locust.stats import CSV_STATS_INTERVAL_SEC, PERCENTILES_TO_REPORT, StatsCSV
 
     gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.1)
+    if stop_writer is not None:
+        stop_writer()
+    report = StatsCSV(environment, PERCENTILES_TO_REPORT)
+    for suffix, write in (("stats", report.requests_csv), ("failures", report.failures_csv),
+                          ("exceptions", report.exceptions_csv)):
+        with open(f"{prefix}_{suffix}.csv", "w", newline="", encoding="utf-8") as file:
+            write(csv.writer(file))
 
 
 def on_quitting(environment: Any, **_: Any) -> None:
@@ -223,9 +235,10 @@ def on_quitting(environment: Any, **_: Any) -> None:
         # at exit: Locust prints its tables after this event, and the error must be what the run ends with
         atexit.register(lambda: print(text, file=sys.stderr, flush=True))
         environment.process_exit_code = 2
-    if getattr(environment.parsed_options, "csv_prefix", None):
-        let_csv_catch_up()
     tally, runner = AgentUser.tally, environment.runner
+    csv_prefix = getattr(environment.parsed_options, "csv_prefix", None)
+    if csv_prefix and not isinstance(runner, WorkerRunner):  # a worker's stats are not the run's
+        finish_csv(environment, csv_prefix)
     rate = tally.overall_rate()
     if rate is not None and not isinstance(runner, WorkerRunner):
         whole = f"whole run, {len(tally.workers)} workers" if isinstance(runner, MasterRunner) else "whole run"
