@@ -215,5 +215,5 @@ def test_what_plain_clients_get_from_the_proxy() -> None:
                                   b"GET /c1/v1/models HTTP/1.1\r\n\r\n")
             assert answer.startswith(b"HTTP/1.1 " + status) and answer.count(b"HTTP/1.1 ") == 1  # one answer only
         too_big = raw_exchange(proxy.port, encode_head(f"POST {path}/chat/completions HTTP/1.1", [
-            ("Content-Length", str(MAX_BODY + 1))]))
-        assert too_big.startswith(b"HTTP/1.1 413 ")
+            ("Content-Length", str(MAX_BODY + 1)), ("Expect", "100-continue")]))
+        assert too_big.startswith(b"HTTP/1.1 413 ")  # refused at once, no 100 Continue first

@@ -259,6 +259,7 @@ class _Handler(ClientHandler):
             self._drop_engine()  # an unread or cut answer: this engine connection is done
         return error, complete
 
+
 def _json_object(body: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(body)

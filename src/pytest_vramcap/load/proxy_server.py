@@ -132,12 +132,12 @@ class ClientHandler(socketserver.StreamRequestHandler):
             self.close_connection = True
             self._reply_error(411, "send the request body with a Content-Length (no Transfer-Encoding)")
             return
-        if version == "HTTP/1.1" and (headers.get("Expect") or "").lower() == "100-continue":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if length > MAX_BODY:
+        if length > MAX_BODY:  # refused before a 100 Continue: the client need not send what will not be read
             self.close_connection = True
             self._reply_error(413, f"a request body of {length} bytes: the proxy takes {MAX_BODY} at most")
             return
+        if version == "HTTP/1.1" and (headers.get("Expect") or "").lower() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = self.reader.read(length) if length > 0 else b""
         if len(body) < length:
             self.close_connection = True

@@ -103,7 +103,6 @@ def _tool_call_text(choice: dict[str, Any]) -> str:
                    for part in (function.get("name"), function.get("arguments")) if isinstance(part, str))
 
 
-
 def fail(record: RequestRecord, error: RequestError) -> RequestError:
     """``error`` with ``record`` attached, and the record marked failed with its kind."""
     record.error = str(error)
