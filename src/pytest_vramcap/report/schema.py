@@ -69,7 +69,7 @@ class ScenarioResult(BaseModel):
     round_speedups: list[float] = []
     min_speedup: float | None
     sequential: ModeReport | None
-    """None when the scenario never ran (the server did not start)."""
+    """None when the scenario never ran (the server did not start, or its graph could not be built)."""
     parallel: ModeReport | None
     verdicts: list[Verdict]
     window: tuple[float, float] | None = None
