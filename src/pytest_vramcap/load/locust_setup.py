@@ -251,8 +251,10 @@ def install(events: Any, default_scenario: Path | None = None) -> None:
     graph users run without ``--vramcap-scenario`` (else scenarios/research-fanout.yaml of the current directory)."""
     if default_scenario is not None:
         _state.default_scenario = default_scenario
-    # Locust logs at INFO; httpx would add a line per health poll of the server we start.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Locust logs at INFO; httpx would add a line per health poll of the server we start, and httpx2 (the
+    # openai client's, under langchain-openai) one per request a user's graph makes.
+    for client_logger in ("httpx", "httpx2"):
+        logging.getLogger(client_logger).setLevel(logging.WARNING)
     events.init_command_line_parser.add_listener(add_arguments)
     events.init.add_listener(on_init)
     events.test_start.add_listener(on_test_start)
