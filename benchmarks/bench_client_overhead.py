@@ -21,7 +21,7 @@ from datetime import date
 from pathlib import Path
 
 from pytest_vramcap.engines import EngineOptions, LlamaServer
-from pytest_vramcap.load.client import ChatClient, ChatRequest
+from pytest_vramcap.load.measure.client import ChatClient, ChatRequest
 from pytest_vramcap.model.synth import write_gguf
 from pytest_vramcap.planner.memory import ServerConfig
 

@@ -35,10 +35,10 @@ from locust.env import Environment
 
 from pytest_vramcap.engines import EngineOptions, LlamaServer
 from pytest_vramcap.load.capacity import CAPACITY_SCENARIO
-from pytest_vramcap.load.client import ChatRequest
-from pytest_vramcap.load.locust_setup import AgentUser
-from pytest_vramcap.load.stream import ChatStream, RequestRecord
-from pytest_vramcap.load.vram_view import parse_llamacpp_metrics
+from pytest_vramcap.load.measure.client import ChatRequest
+from pytest_vramcap.load.measure.stream import ChatStream, RequestRecord
+from pytest_vramcap.locust.setup import AgentUser
+from pytest_vramcap.locust.vram_view import parse_llamacpp_metrics
 from pytest_vramcap.model.synth import write_gguf
 from pytest_vramcap.planner.memory import ServerConfig
 
@@ -73,7 +73,7 @@ def scrape(url: str) -> float:
 
 
 def run(url: str, users: int, seconds: float, client: str) -> dict[str, float]:
-    import pytest_vramcap.load.locust_users as users_module
+    import pytest_vramcap.locust.users as users_module
 
     original = users_module.GeventChatClient
     if client == "requests":

@@ -30,9 +30,9 @@ from pathlib import Path
 import httpx
 
 from pytest_vramcap.engines import EngineOptions, LlamaServer, free_port
-from pytest_vramcap.load.graph_source import load_builder
-from pytest_vramcap.load.proxy import RecordingProxy
-from pytest_vramcap.load.scenarios import GraphRef
+from pytest_vramcap.load.proxy.channels import RecordingProxy
+from pytest_vramcap.load.scenario.graph_source import load_builder
+from pytest_vramcap.load.scenario.schema import GraphRef
 from pytest_vramcap.model.synth import write_gguf
 from pytest_vramcap.planner.memory import ServerConfig
 

@@ -4,7 +4,7 @@
     locust -f locustfiles/agents.py --vram-profile 16gb --vramcap-model tiny:Q8_0   # plan and start one
 
 Locust's tables show TTFT, TPOT and E2E per agent and GRAPH per scenario (see
-pytest_vramcap.load.locust_users); the web UI has a VRAM tab (and /vramcap); ``--processes N`` and
+pytest_vramcap.locust.users); the web UI has a VRAM tab (and /vramcap); ``--processes N`` and
 ``--master`` / ``--worker`` work, the master starting the server. ``locust -f locustfiles/agents.py --help``
 lists the vramcap options.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from locust import events
 
-from pytest_vramcap.load.locust_setup import AgentUser, install
+from pytest_vramcap.locust.setup import AgentUser, install
 
 install(events, default_scenario=Path(__file__).resolve().parents[1] / "scenarios" / "research-fanout.yaml")
 

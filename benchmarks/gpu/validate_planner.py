@@ -36,9 +36,9 @@ import httpx
 
 from pytest_vramcap.defaults import MIB
 from pytest_vramcap.engines import EngineOptions, LlamaServer
-from pytest_vramcap.errors import RequestError
 from pytest_vramcap.gpu.nvml import MemorySampler, detect_gpus, visible_gpu
-from pytest_vramcap.load.client import ChatClient, ChatRequest
+from pytest_vramcap.load.measure.client import ChatClient, ChatRequest
+from pytest_vramcap.load.measure.record import RequestError
 from pytest_vramcap.model import spec_from_gguf
 from pytest_vramcap.model.synth import write_gguf
 from pytest_vramcap.planner.memory import ServerConfig, estimate_memory

@@ -2,7 +2,7 @@
 
 The data flows through one package per stage (docs/architecture.md)::
 
-    model/ -> planner/ -> engines/ -> load/ -> gpu/ -> report/ -> plugin/
+    model/ -> planner/ -> gpu/ -> engines/ -> load/ -> report/ -> plugin/     (cli/ and locust/ on top)
 
 What the README documents is importable from here, loaded on first use so that
 loading the pytest plugin does not pull numpy, gguf or NVML into every run::
@@ -29,17 +29,18 @@ if TYPE_CHECKING:
         EngineStartError,
         ModelSourceError,
         ProfileError,
-        RequestError,
         ScenarioError,
         ServerUnreachable,
         VramcapError,
     )
-    from .load.client import ChatClient, ChatRequest, RequestRecord
-    from .load.fanout import run_both
-    from .load.metrics import summarize
-    from .load.runs import ScenarioRun
-    from .load.scenarios import Scenario, load_scenario
-    from .model.source import ModelSource, load_model, parse_model_source
+    from .load.measure.client import ChatClient, ChatRequest
+    from .load.measure.metrics import summarize
+    from .load.measure.record import RequestError, RequestRecord
+    from .load.run.rounds import ScenarioRun
+    from .load.run.steps import run_both
+    from .load.scenario.schema import Scenario, load_scenario
+    from .model.loader import load_model
+    from .model.source import ModelSource, parse_model_source
     from .model.spec import ModelSpec
     from .model.synth import write_gguf
     from .planner.memory import MemoryBreakdown, ServerConfig, estimate_memory, kv_cache_bytes
@@ -54,8 +55,9 @@ if TYPE_CHECKING:
 # Public name -> the module that defines it.
 _EXPORTS = {
     **dict.fromkeys(("BadInputError", "ConfigError", "EngineError", "EngineStartError", "ModelSourceError",
-                     "ProfileError", "RequestError", "ScenarioError", "ServerUnreachable", "VramcapError"), "errors"),
-    **dict.fromkeys(("ModelSource", "load_model", "parse_model_source"), "model.source"),
+                     "ProfileError", "ScenarioError", "ServerUnreachable", "VramcapError"), "errors"),
+    **dict.fromkeys(("ModelSource", "parse_model_source"), "model.source"),
+    "load_model": "model.loader",
     "ModelSpec": "model.spec",
     "write_gguf": "model.synth",
     **dict.fromkeys(("MemoryBreakdown", "ServerConfig", "estimate_memory", "kv_cache_bytes"), "planner.memory"),
@@ -68,11 +70,12 @@ _EXPORTS = {
     **dict.fromkeys(("EngineEvidence", "Server"), "engines.base"),
     "find_llama_server": "engines.binary",
     **dict.fromkeys(("EngineOptions", "LlamaServer"), "engines.llamacpp"),
-    **dict.fromkeys(("ChatClient", "ChatRequest", "RequestRecord"), "load.client"),
-    "run_both": "load.fanout",
-    "ScenarioRun": "load.runs",
-    "summarize": "load.metrics",
-    **dict.fromkeys(("Scenario", "load_scenario"), "load.scenarios"),
+    **dict.fromkeys(("ChatClient", "ChatRequest"), "load.measure.client"),
+    **dict.fromkeys(("RequestError", "RequestRecord"), "load.measure.record"),
+    "run_both": "load.run.steps",
+    "ScenarioRun": "load.run.rounds",
+    "summarize": "load.measure.metrics",
+    **dict.fromkeys(("Scenario", "load_scenario"), "load.scenario.schema"),
     "Verdict": "report.verdicts",
     **dict.fromkeys(("assert_no_cpu_offload", "assert_no_oom", "assert_parallel_speedup", "assert_slo"),
                     "plugin.assertions"),

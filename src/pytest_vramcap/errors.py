@@ -12,8 +12,8 @@
     ├── EngineError                 a server that cannot be started, reached or kept alive: the CLI exits 3
     │   ├── EngineStartError        exited or hung during start-up; carries the log tail
     │   ├── ServerUnreachable       nothing answers at the URL
-    │   └── RequestError            one request failed; carries the partial record
-    │       ├── RequestRefused      the connection was refused or reset before a response
+    │   └── RequestError            one request failed; carries the partial record (load/measure/record.py,
+    │       ├── RequestRefused      beside RequestRecord) the connection was refused or reset before a response
     │       ├── HTTPStatusError     4xx/5xx, or an error sent inside the stream; carries status and body
     │       ├── StreamCut           the stream ended before its final chunk
     │       ├── ProtocolError       an answer that is not the OpenAI stream format (bad JSON, bad counts)
@@ -22,16 +22,14 @@
 
     VramcapWarning (a UserWarning)  something worth saying that is not an error (an old Ollama)
 
+The request errors live beside the record they carry (:mod:`pytest_vramcap.load.measure.record`) and are
+re-exported by the package's top level; this module imports nothing of the package.
+
 The CLI prints ``vramcap: error: <message>`` for ``BadInputError`` (exit 2) and
 ``EngineError`` (exit 3); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .load.client import RequestRecord
 
 __all__ = [
     "BadInputError",
@@ -41,17 +39,11 @@ __all__ = [
     "EngineNotFoundError",
     "EngineStartError",
     "GraphError",
-    "HTTPStatusError",
     "ModelSourceError",
     "OllamaUnreachable",
     "ProfileError",
-    "ProtocolError",
-    "RequestError",
-    "RequestRefused",
-    "RequestTimeout",
     "ScenarioError",
     "ServerUnreachable",
-    "StreamCut",
     "VramcapError",
     "VramcapWarning",
     "below_user_traceback",
@@ -135,37 +127,6 @@ class EngineStartError(EngineError):
 
 class ServerUnreachable(EngineError):
     """Nothing answers at the server URL."""
-
-
-class RequestError(EngineError):
-    """A request to a running server failed; ``record`` holds its timestamps up to the failure."""
-
-    record: RequestRecord | None = None
-
-
-class RequestRefused(RequestError, ServerUnreachable):
-    """The connection was refused or reset before a response."""
-
-
-class HTTPStatusError(RequestError):
-    """A 4xx/5xx answer, or an error the server sent inside a stream that had begun."""
-
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"HTTP {status}: {body[:500]}")
-        self.status = status
-        self.body = body
-
-
-class StreamCut(RequestError):
-    """The stream ended before its final chunk."""
-
-
-class ProtocolError(RequestError):
-    """An answer that is not the OpenAI stream format: a chunk that is not a JSON object, a bad token count."""
-
-
-class RequestTimeout(RequestError):
-    """No complete response within the deadline."""
 
 
 class BallastError(VramcapError):

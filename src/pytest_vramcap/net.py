@@ -5,6 +5,8 @@
 * :func:`redact` - the URL as messages, verdicts and reports show it: ``user:secret@``
   becomes ``***@``. Requests keep the credentials (httpx sends them as Basic auth).
 * :func:`ollama_host_url` - ``OLLAMA_HOST`` read the way Ollama reads it.
+* :func:`host`, :func:`http_url`, :func:`base_url`, :func:`ollama_url` - the option parsers for addresses
+  (``ValueError`` on bad input, as every parser in :mod:`.parsers`).
 * :func:`fetch` - one request that ends within its deadline however slowly the server
   answers: httpx's timeouts are per read, so a server dripping a byte a second never
   trips them.
@@ -21,12 +23,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .defaults import DEFAULT_OLLAMA_URL
 from .errors import ServerUnreachable
-from .parsers import host as valid_host
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["checked_url", "fetch", "ollama_host_url", "redact"]
+__all__ = ["base_url", "checked_url", "fetch", "host", "http_url", "ollama_host_url", "ollama_url", "redact"]
 
 _OLLAMA_PORT = DEFAULT_OLLAMA_URL.rsplit(":", 1)[1]
 
@@ -44,7 +45,7 @@ def checked_url(text: str) -> str:
         raise ValueError(f"must be an http(s) URL with a host, got {redact(url)!r}")
     # httpx takes ports past 65535 and percent-encodes a space in a host; both fail only at connect time.
     try:
-        valid_host(parsed.host)
+        host(parsed.host)
     except ValueError:
         raise ValueError(f"{redact(url)!r} has no valid host name") from None
     if parsed.port is not None and not 1 <= parsed.port <= 65535:
@@ -131,3 +132,37 @@ def fetch(method: str, url: str, *, deadline_s: float, json: Any = None) -> http
         raise error
     response: httpx.Response = outcome["response"]
     return response
+
+def host(text: str) -> str:
+    """An address to bind: an IP or a host name, never empty (an empty host binds every interface)."""
+    import ipaddress
+    import re
+
+    name = text.strip()
+    bare = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        pass
+    if not re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}"
+                        r"[A-Za-z0-9])?)*", name):
+        raise ValueError(f"must be an IP address or a host name, got {text[:60]!r}")
+    return name
+
+def http_url(text: str) -> str:
+    """An http(s) URL with a host (credentials allowed: they are sent, never shown)."""
+    if not text.strip().startswith(("http://", "https://")):
+        raise ValueError(f"must be an http(s) URL, got {redact(text)[:80]!r}")
+    return checked_url(text)
+
+def base_url(text: str) -> str:
+    """A server address as users write it (``host:port`` or a URL) as a checked URL without a trailing slash."""
+    url = text.strip().rstrip("/")
+    return checked_url(url if url.startswith(("http://", "https://")) else "http://" + url)
+
+def ollama_url(text: str) -> str:
+    """An Ollama address, read like ``OLLAMA_HOST``: ``127.0.0.1`` means ``http://127.0.0.1:11434``."""
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return checked_url(ollama_host_url(text))
+

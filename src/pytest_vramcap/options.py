@@ -32,6 +32,7 @@ from .defaults import (
     DEFAULT_STARTUP_TIMEOUT_S,
     DEFAULT_UBATCH,
 )
+from .net import http_url, ollama_url
 from .parsers import (
     argparse_type,
     baseline_name,
@@ -39,10 +40,8 @@ from .parsers import (
     choice,
     compare_fail,
     gpu_layers,
-    http_url,
     non_empty,
     non_negative_int,
-    ollama_url,
     positive_float,
     positive_int,
 )

@@ -13,19 +13,15 @@ from typing import Any, TypeVar
 
 __all__ = [
     "argparse_type",
-    "base_url",
     "baseline_name",
     "boolean",
     "checked_number",
     "choice",
     "compare_fail",
     "gpu_layers",
-    "host",
-    "http_url",
     "load_slo",
     "non_empty",
     "non_negative_int",
-    "ollama_url",
     "port",
     "positive_float",
     "positive_int",
@@ -162,22 +158,6 @@ def gpu_layers(text: str) -> int | None:
     return None if text.strip().lower() in ("all", "-1") else non_negative_int(text)
 
 
-def host(text: str) -> str:
-    """An address to bind: an IP or a host name, never empty (an empty host binds every interface)."""
-    import ipaddress
-    import re
-
-    name = text.strip()
-    bare = name[1:-1] if name.startswith("[") and name.endswith("]") else name
-    try:
-        return str(ipaddress.ip_address(bare))
-    except ValueError:
-        pass
-    if not re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}"
-                        r"[A-Za-z0-9])?)*", name):
-        raise ValueError(f"must be an IP address or a host name, got {text[:60]!r}")
-    return name
-
 
 def non_empty(text: str) -> str:
     if not text.strip():
@@ -207,30 +187,7 @@ def choice(choices: tuple[T, ...]) -> Callable[[str], T]:
     return parse
 
 
-def http_url(text: str) -> str:
-    """An http(s) URL with a host (credentials allowed: they are sent, never shown)."""
-    from .net import checked_url, redact
 
-    if not text.strip().startswith(("http://", "https://")):
-        raise ValueError(f"must be an http(s) URL, got {redact(text)[:80]!r}")
-    return checked_url(text)
-
-
-def base_url(text: str) -> str:
-    """A server address as users write it (``host:port`` or a URL) as a checked URL without a trailing slash."""
-    from .net import checked_url
-
-    url = text.strip().rstrip("/")
-    return checked_url(url if url.startswith(("http://", "https://")) else "http://" + url)
-
-
-def ollama_url(text: str) -> str:
-    """An Ollama address, read like ``OLLAMA_HOST``: ``127.0.0.1`` means ``http://127.0.0.1:11434``."""
-    from .net import checked_url, ollama_host_url
-
-    if not text.strip():
-        raise ValueError("must not be empty")
-    return checked_url(ollama_host_url(text))
 
 
 def argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:

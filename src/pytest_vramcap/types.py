@@ -10,6 +10,7 @@ from typing import Literal, get_args
 __all__ = [
     "EMULATE_MODES",
     "ENGINE_CHOICES",
+    "FAILURE_KINDS",
     "GATE_METRICS",
     "KV_CACHE_TYPES",
     "ON_OFF",
@@ -20,6 +21,7 @@ __all__ = [
     "EmulateMode",
     "EngineChoice",
     "EngineKind",
+    "FailureKind",
     "GateMetric",
     "KvCacheType",
     "OnOff",
@@ -62,3 +64,10 @@ GateMetric = Literal["speedup", "seq_wall", "par_wall", "ttft_p50", "ttft_p95", 
                      "output_tps", "peak_vram"]
 """What the regression gate compares against a baseline (report/snapshot.py defines each)."""
 GATE_METRICS: tuple[GateMetric, ...] = get_args(GateMetric)
+
+FailureKind = Literal["queue_full", "context_overflow", "oom", "server_error", "client_error", "timeout", "connection",
+                      "protocol", "no_output", "graph_error", "internal"]
+"""Why a request (or a graph invocation) failed, as one countable kind: load/measure/failures.py says which
+answer is which. ``graph_error`` is a user's graph that raised; ``internal`` a bug of vramcap's own, never
+booked on the server."""
+FAILURE_KINDS: tuple[FailureKind, ...] = get_args(FailureKind)

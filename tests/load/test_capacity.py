@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pytest_vramcap.load.capacity import CapacityResult, format_capacity, judge_step
-from pytest_vramcap.load.stream import RequestRecord
+from pytest_vramcap.load.measure.stream import RequestRecord
 
 
 def record(t_send: float, t_first: float | None, t_last: float | None, n_out: int = 8,

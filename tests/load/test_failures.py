@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_vramcap.errors import (
+from pytest_vramcap.load.measure.failures import FAILURE_KINDS, failure_kind
+from pytest_vramcap.load.measure.metrics import summarize
+from pytest_vramcap.load.measure.record import (
     HTTPStatusError,
     ProtocolError,
     RequestError,
+    RequestRecord,
     RequestRefused,
     RequestTimeout,
     StreamCut,
 )
-from pytest_vramcap.load.client import RequestRecord
-from pytest_vramcap.load.failures import FAILURE_KINDS, failure_kind
-from pytest_vramcap.load.metrics import summarize
 
 BUSY = "server busy, please try again.  maximum pending requests exceeded"  # Ollama's 503 (server/sched.go)
 

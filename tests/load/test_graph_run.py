@@ -10,12 +10,12 @@ import pytest
 
 from pytest_vramcap.engines.llamacpp import EngineOptions, LlamaServer
 from pytest_vramcap.errors import GraphError
-from pytest_vramcap.load.fanout import run_both
-from pytest_vramcap.load.graph_run import run_graph_pass
-from pytest_vramcap.load.graph_source import build_graph, load_builder
-from pytest_vramcap.load.proxy import RecordingProxy
-from pytest_vramcap.load.runs import ModeResult
-from pytest_vramcap.load.scenarios import load_scenario
+from pytest_vramcap.load.proxy.channels import RecordingProxy
+from pytest_vramcap.load.run.graphs import run_graph_pass
+from pytest_vramcap.load.run.rounds import ModeResult
+from pytest_vramcap.load.run.steps import run_both
+from pytest_vramcap.load.scenario.graph_source import build_graph, load_builder
+from pytest_vramcap.load.scenario.schema import load_scenario
 from pytest_vramcap.model.synth import write_gguf
 from pytest_vramcap.planner.memory import ServerConfig
 from tests.helpers import needs_llama_server

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pytest_vramcap.errors import GraphError, ScenarioError
-from pytest_vramcap.load.graph_source import build_graph, load_builder
-from pytest_vramcap.load.scenarios import GraphRef, load_scenario
+from pytest_vramcap.load.scenario.graph_source import build_graph, load_builder
+from pytest_vramcap.load.scenario.schema import GraphRef, load_scenario
 
 REPO = Path(__file__).parents[2]
 PLACE = GraphRef.model_construct(file=Path("g.py"), attribute="build")

@@ -105,8 +105,8 @@ import sys
 
 import locust  # monkey-patches the process for gevent, as under Locust
 
-from pytest_vramcap.load.locust_graphs import UserGraph, close_graph_hosts
-from pytest_vramcap.load.scenarios import load_scenario
+from pytest_vramcap.locust.graphs import UserGraph, close_graph_hosts
+from pytest_vramcap.load.scenario.schema import load_scenario
 from tests.scripted_engine import ScriptedEngine
 
 EVENTS = [{"id": "x", "choices": [{"index": 0, "delta": {"content": "t"}}]},

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pytest_vramcap.load.client import RequestRecord
-from pytest_vramcap.load.metrics import Distribution, parallel_speedup, percentile, summarize
+from pytest_vramcap.load.measure.client import RequestRecord
+from pytest_vramcap.load.measure.metrics import Distribution, parallel_speedup, percentile, summarize
 
 
 @pytest.mark.parametrize("q", [0, 10, 50, 90, 95, 99, 100])

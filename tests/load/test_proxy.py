@@ -18,8 +18,8 @@ import pytest
 
 from pytest_vramcap.engines import free_port
 from pytest_vramcap.engines.llamacpp import EngineOptions, LlamaServer
-from pytest_vramcap.load.assemble import CompletionAssembler
-from pytest_vramcap.load.proxy import LABEL_HEADER, RecordingProxy
+from pytest_vramcap.load.proxy.assemble import CompletionAssembler
+from pytest_vramcap.load.proxy.channels import LABEL_HEADER, RecordingProxy
 from pytest_vramcap.model.synth import write_gguf
 from pytest_vramcap.planner.memory import ServerConfig
 from tests.helpers import LLAMA_SERVER

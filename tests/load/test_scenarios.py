@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pytest_vramcap.errors import ScenarioError
-from pytest_vramcap.load.scenarios import load_scenario, render_prompt
+from pytest_vramcap.load.scenario.schema import load_scenario, render_prompt
 
 SHIPPED = sorted((Path(__file__).parents[2] / "scenarios").glob("*.yaml"))
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vramcap.errors import StreamCut
-from pytest_vramcap.load.client import ChatClient, ChatRequest
+from pytest_vramcap.load.measure.client import ChatClient, ChatRequest
+from pytest_vramcap.load.measure.record import StreamCut
 from tests.helpers import read_request
 
 REPO = Path(__file__).parents[2]
@@ -95,8 +95,8 @@ def test_a_connection_cut_after_the_status_line_is_not_sent_again() -> None:
 
 GEVENT_CLIENT = """
 import sys
-from pytest_vramcap.load.client import ChatRequest
-from pytest_vramcap.load.locust_users import GeventChatClient
+from pytest_vramcap.load.measure.client import ChatRequest
+from pytest_vramcap.locust.users import GeventChatClient
 client = GeventChatClient(sys.argv[1], concurrency=1, read_timeout_s=5, total_timeout_s=10)
 request = ChatRequest([{"role": "user", "content": "hi"}], 1, label="probe")
 print([client.chat(request).n_out for _ in range(3)])

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pytest_vramcap.load.tally import RATE_WINDOW_S, LoadTally
+from pytest_vramcap.locust.tally import RATE_WINDOW_S, LoadTally
 
 
 def test_a_master_counts_what_each_worker_reported_once() -> None:

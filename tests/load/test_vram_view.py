@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_vramcap.load.tally import LoadTally
-from pytest_vramcap.load.vram_view import page_html, parse_llamacpp_metrics, table_rows, vram_snapshot
-from pytest_vramcap.model.source import load_model
+from pytest_vramcap.locust.tally import LoadTally
+from pytest_vramcap.locust.vram_view import page_html, parse_llamacpp_metrics, table_rows, vram_snapshot
+from pytest_vramcap.model.loader import load_model
 from pytest_vramcap.planner import PlanRequest, make_plan, resolve_profile
+from pytest_vramcap.planner.output import plan_json
 
 # The exposition llama-server --metrics serves (abridged from a real one: HELP/TYPE lines, no labels).
 METRICS = """\
@@ -30,7 +31,7 @@ def test_llamacpp_counters_are_read_from_the_exposition() -> None:
 
 def test_the_rows_show_the_plan_the_server_and_the_load() -> None:
     request = PlanRequest(agents=4, ctx_per_agent=1024)
-    plan = make_plan(load_model("tiny:Q8_0"), resolve_profile("16gb"), request).to_dict()
+    plan = plan_json(make_plan(load_model("tiny:Q8_0"), resolve_profile("16gb"), request))
     tally = LoadTally(started_at=0.0)
     tally.add_request(320, ok=True, now=1.0)
     snapshot = {**vram_snapshot(plan, None, tally), "server": parse_llamacpp_metrics(METRICS), "server_note": ""}

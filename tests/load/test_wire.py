@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_vramcap.load.proxy import RecordingProxy
-from pytest_vramcap.load.proxy_server import MAX_BODY
-from pytest_vramcap.load.wire import (
+from pytest_vramcap.load.proxy.channels import RecordingProxy
+from pytest_vramcap.load.proxy.server import MAX_BODY
+from pytest_vramcap.load.proxy.wire import (
     MAX_HEADERS,
     MAX_LINE,
     BodyReader,

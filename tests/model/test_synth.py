@@ -11,7 +11,7 @@ import pytest
 
 from pytest_vramcap.engines import EngineOptions, LlamaServer, find_llama_server
 from pytest_vramcap.errors import ConfigError, EngineNotFoundError
-from pytest_vramcap.load.client import ChatClient, ChatRequest
+from pytest_vramcap.load.measure.client import ChatClient, ChatRequest
 from pytest_vramcap.model import spec_from_gguf, spec_from_shape
 from pytest_vramcap.model.synth import write_gguf
 from pytest_vramcap.planner.memory import ServerConfig

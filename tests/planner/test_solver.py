@@ -6,6 +6,7 @@ from pytest_vramcap.defaults import MIB
 from pytest_vramcap.errors import ConfigError
 from pytest_vramcap.model import spec_from_shape
 from pytest_vramcap.planner import PlanRequest, make_plan
+from pytest_vramcap.planner.output import plan_json
 from pytest_vramcap.planner.profiles import resolve_profile
 
 Q14 = spec_from_shape("qwen2.5-14b", "Q4_K_M")
@@ -96,7 +97,7 @@ def test_gpu_layers_beyond_the_model() -> None:
 
 
 def test_rendered_configs_agree_with_the_plan() -> None:
-    data = plan(agents=4, ctx_per_agent=8192, kv_cache="q8_0").to_dict()
+    data = plan_json(plan(agents=4, ctx_per_agent=8192, kv_cache="q8_0"))
     args = data["llama_server"]["args"]
     assert args[args.index("-c") + 1] == "32768" and args[args.index("-np") + 1] == "4"
     assert args[args.index("--cache-type-v") + 1] == "q8_0"

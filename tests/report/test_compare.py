@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from pytest_vramcap.errors import ConfigError
-from pytest_vramcap.load.client import RequestRecord
-from pytest_vramcap.load.runs import ModeResult, ModeRuns, ScenarioRun
-from pytest_vramcap.load.scenarios import Scenario
+from pytest_vramcap.load.measure.client import RequestRecord
+from pytest_vramcap.load.run.rounds import ModeResult, ModeRuns, ScenarioRun
+from pytest_vramcap.load.scenario.schema import Scenario
 from pytest_vramcap.model import spec_from_shape
 from pytest_vramcap.options import plan_change
 from pytest_vramcap.parsers import baseline_name, compare_fail
 from pytest_vramcap.planner import PlanRequest, make_plan, resolve_profile
+from pytest_vramcap.planner.output import plan_json
 from pytest_vramcap.report.compare import compare, format_comparison
 from pytest_vramcap.report.files import write_baseline, write_report
 from pytest_vramcap.report.schema import RunReport, ScenarioResult
@@ -52,7 +53,7 @@ def report(rounds: list[tuple[float, float]], *, ttft: float = 0.2, verdicts: li
            extra: tuple[ScenarioResult, ...] = ()) -> RunReport:
     result = ScenarioResult.of("pair", "scenarios/pair.yaml::pair", scenario_run(rounds, ttft), None,
                                verdicts if verdicts is not None else PASS_ALL)
-    plan = PLAN.to_dict()
+    plan = plan_json(PLAN)
     plan["model"]["name"] = model
     return RunReport(profile={"name": profile}, plan=plan, engine={"kind": "llamacpp"},
                      gpu={"gpus": [], "measured": {"peak_process_mib": peak} if peak else None},

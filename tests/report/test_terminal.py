@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pytest_vramcap.load.client import RequestRecord
-from pytest_vramcap.load.runs import ModeResult, ModeRuns, ScenarioRun
-from pytest_vramcap.load.scenarios import Scenario
+from pytest_vramcap.load.measure.client import RequestRecord
+from pytest_vramcap.load.run.rounds import ModeResult, ModeRuns, ScenarioRun
+from pytest_vramcap.load.scenario.schema import Scenario
 from pytest_vramcap.report.schema import ScenarioResult
 from pytest_vramcap.report.terminal import summary_table
 from pytest_vramcap.report.verdicts import Verdict

@@ -13,9 +13,9 @@ from pytest_vramcap.engines.base import EngineEvidence, ServedModel
 from pytest_vramcap.engines.judge import Placement
 from pytest_vramcap.engines.logparse import ServerLog, parse_server_log
 from pytest_vramcap.errors import EngineStartError, ServerUnreachable
-from pytest_vramcap.load.client import RequestRecord
-from pytest_vramcap.load.runs import ModeResult, ModeRuns, ScenarioRun
-from pytest_vramcap.load.scenarios import Scenario
+from pytest_vramcap.load.measure.client import RequestRecord
+from pytest_vramcap.load.run.rounds import ModeResult, ModeRuns, ScenarioRun
+from pytest_vramcap.load.scenario.schema import Scenario
 from pytest_vramcap.model import spec_from_shape
 from pytest_vramcap.planner import PlanRequest, make_plan, resolve_profile
 from pytest_vramcap.planner.memory import ServerConfig, estimate_memory

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, NoReturn
 
 from ..defaults import DEFAULT_HOST, DEFAULT_MIX
 from ..errors import BadInputError, EngineError, EngineStartError
+from ..net import host
 from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options
 from ..parsers import (
     argparse_type,
     choice,
-    host,
     non_negative_int,
     port,
     positive_int,
@@ -123,13 +123,13 @@ def _plan(args: argparse.Namespace) -> Plan:
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    from ..planner.output import format_plan
+    from ..planner.output import format_plan, plan_json
 
     if args.compare:
         return run_plan_compare(args)
     plan = _plan(args)
     if args.json:
-        print(json.dumps(plan.to_dict(), indent=2))
+        print(json.dumps(plan_json(plan), indent=2))
     else:
         print(format_plan(plan))
     return EXIT_OK if plan.fits else EXIT_DOES_NOT_FIT
@@ -226,7 +226,7 @@ def _run_diagnose(args: argparse.Namespace) -> int:
     log = read_log(Path(args.log))
     placement = None
     if args.model:
-        from ..model.source import load_model
+        from ..model.loader import load_model
         from ..planner.memory import ServerConfig, estimate_memory
         from ..planner.profiles import resolve_profile
 

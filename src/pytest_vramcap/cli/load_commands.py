@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import BadInputError
+from ..net import http_url
 from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options, with_run_defaults
-from ..parsers import argparse_type, choice, http_url, load_slo, positive_float, positive_int
+from ..parsers import argparse_type, choice, load_slo, positive_float, positive_int
 from ..types import SERVED_ENGINES
 from .exits import EXIT_DOES_NOT_FIT, EXIT_OK
 
@@ -77,7 +78,7 @@ def add_capacity_options(capacity: argparse.ArgumentParser) -> None:
 def _load_target(args: argparse.Namespace) -> Iterator[tuple[str, str | None, Plan | None]]:
     """The server a load runs against, as (url, model requests name, plan): --server-url checked, or the plan
     started here and stopped after."""
-    from ..load.locust_setup import check_reachable, server_from_options
+    from ..locust.setup import check_reachable, server_from_options
 
     if args.server_url and args.model:
         raise BadInputError("--server-url and --model both given: load a running server, or plan and start one")
@@ -95,9 +96,9 @@ def _load_target(args: argparse.Namespace) -> Iterator[tuple[str, str | None, Pl
 def run_load(args: argparse.Namespace) -> int:
     import locust  # noqa: F401  first: gevent monkey-patches the process before anything opens a socket
 
-    from ..load.graph_source import check_graph
-    from ..load.locust_run import run_load
-    from ..load.scenarios import load_scenario
+    from ..load.scenario.graph_source import check_graph
+    from ..load.scenario.schema import load_scenario
+    from ..locust.run import run_load
     from ..report.load_output import format_load, load_json
     from ..report.verdicts import load_verdicts
 
@@ -118,9 +119,9 @@ def run_capacity(args: argparse.Namespace) -> int:
     import locust  # noqa: F401  first: gevent monkey-patches the process before anything opens a socket
 
     from ..load.capacity import CAPACITY_SCENARIO, capacity_json, format_capacity
-    from ..load.graph_source import check_graph
-    from ..load.locust_run import run_capacity
-    from ..load.scenarios import load_scenario
+    from ..load.scenario.graph_source import check_graph
+    from ..load.scenario.schema import load_scenario
+    from ..locust.run import run_capacity
 
     scenario = load_scenario(args.scenario) if args.scenario else CAPACITY_SCENARIO
     check_graph(scenario)

@@ -6,8 +6,7 @@ import time
 from typing import Any
 
 from ..errors import ConfigError, ServerUnreachable
-from ..net import redact
-from ..parsers import base_url
+from ..net import base_url, redact
 from .base import EngineEvidence, healthy
 
 __all__ = ["AttachedServer"]

@@ -18,8 +18,7 @@ from typing import Any
 
 from ..defaults import DEFAULT_HOST, DEFAULT_STARTUP_TIMEOUT_S
 from ..errors import EngineNotFoundError, EngineStartError, ServerUnreachable, VramcapWarning
-from ..net import fetch, redact
-from ..parsers import base_url
+from ..net import base_url, fetch, redact
 from ..planner.memory import ServerConfig
 from ..planner.render import ollama_create_request, ollama_env
 from .attached import AttachedServer

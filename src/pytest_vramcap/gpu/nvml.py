@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..defaults import MIB
 
-__all__ = ["GpuInfo", "MemorySample", "MemorySampler", "detect_gpus", "visible_gpu"]
+__all__ = ["GpuInfo", "GpuMemory", "MemorySample", "MemorySampler", "detect_gpus", "memory_in_use", "visible_gpu",
+           "visible_gpus"]
 
 
 @dataclass(frozen=True)
@@ -30,41 +33,87 @@ class GpuInfo:
         return asdict(self)
 
 
-def detect_gpus() -> tuple[list[GpuInfo], str]:
-    """The NVIDIA GPUs NVML sees, and a one-line reason when there are none."""
+@contextmanager
+def _nvml(missing: str) -> Iterator[tuple[Any, str]]:
+    """``pynvml`` initialised for the block and shut down after it; (None, why) when it cannot be."""
     try:
         import pynvml
     except ImportError:
-        return [], "nvidia-ml-py is not installed (pip install 'pytest-vramcap[gpu]')"
+        yield None, f"nvidia-ml-py is not installed{missing}"
+        return
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
-        return [], f"no NVIDIA driver ({exc})"
+        yield None, f"no NVIDIA driver ({exc})"
+        return
     try:
-        driver = pynvml.nvmlSystemGetDriverVersion()
-        gpus = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            gpus.append(GpuInfo(index, str(pynvml.nvmlDeviceGetName(handle)), str(pynvml.nvmlDeviceGetUUID(handle)),
-                                int(memory.total) // MIB, str(driver)))
-        return gpus, "" if gpus else "NVML lists no GPU"
+        yield pynvml, ""
     finally:
         pynvml.nvmlShutdown()
 
 
+def _devices(pynvml: Any) -> Iterator[tuple[int, Any, Any]]:
+    for index in range(pynvml.nvmlDeviceGetCount()):
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        yield index, handle, pynvml.nvmlDeviceGetMemoryInfo(handle)
+
+
+def detect_gpus() -> tuple[list[GpuInfo], str]:
+    """The NVIDIA GPUs NVML sees, and a one-line reason when there are none."""
+    with _nvml(" (pip install 'pytest-vramcap[gpu]')") as (pynvml, why):
+        if pynvml is None:
+            return [], why
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        gpus = [GpuInfo(index, str(pynvml.nvmlDeviceGetName(handle)), str(pynvml.nvmlDeviceGetUUID(handle)),
+                        int(memory.total) // MIB, str(driver)) for index, handle, memory in _devices(pynvml)]
+        return gpus, "" if gpus else "NVML lists no GPU"
+
+
+@dataclass(frozen=True)
+class GpuMemory:
+    """Memory in use on one GPU now (NVML's numbering; ``index`` is what nvidia-smi shows)."""
+
+    index: int
+    name: str
+    used_mib: float
+    total_mib: float
+
+
+def memory_in_use() -> tuple[list[GpuMemory], str]:
+    """Memory in use now on each GPU CUDA can see (``CUDA_VISIBLE_DEVICES`` honoured, in its order), or none
+    and why. One NVML session per call: the Locust VRAM tab asks every few seconds."""
+    with _nvml("") as (pynvml, why):
+        if pynvml is None:
+            return [], why
+        found = {str(pynvml.nvmlDeviceGetUUID(handle)): GpuMemory(
+            index, str(pynvml.nvmlDeviceGetName(handle)), round(memory.used / MIB, 1), round(memory.total / MIB, 1))
+            for index, handle, memory in _devices(pynvml)}
+    inventory = [GpuInfo(gpu.index, gpu.name, uuid, int(gpu.total_mib), "") for uuid, gpu in found.items()]
+    visible = [found[gpu.uuid] for gpu in visible_gpus(inventory)]
+    if visible:
+        return visible, ""
+    return [], "NVML lists no GPU" if not found else "CUDA_VISIBLE_DEVICES hides every GPU"
+
+
+def visible_gpus(gpus: list[GpuInfo]) -> list[GpuInfo]:
+    """The GPUs CUDA can use, in CUDA's order: those CUDA_VISIBLE_DEVICES names (index or UUID), else all."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return list(gpus)
+    chosen = []
+    for entry in (part.strip() for part in visible.split(",")):
+        match = next((gpu for gpu in gpus if entry and (entry == str(gpu.index) or gpu.uuid.startswith(entry)
+                                                        or gpu.uuid.removeprefix("GPU-") == entry)), None)
+        if match is None:
+            break  # CUDA stops at the first entry it cannot resolve
+        chosen.append(match)
+    return chosen
+
+
 def visible_gpu(gpus: list[GpuInfo]) -> GpuInfo | None:
     """The GPU CUDA calls device 0: the first of CUDA_VISIBLE_DEVICES (index or UUID), else NVML's first."""
-    if not gpus:
-        return None
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is None or not visible.strip():
-        return gpus[0] if visible is None else None
-    first = visible.split(",")[0].strip()
-    for gpu in gpus:
-        if first == str(gpu.index) or gpu.uuid.startswith(first) or gpu.uuid.removeprefix("GPU-") == first:
-            return gpu
-    return None
+    visible = visible_gpus(gpus)
+    return visible[0] if visible else None
 
 
 @dataclass

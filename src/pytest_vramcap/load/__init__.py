@@ -1,31 +1,22 @@
-"""Stage 4, the load: scenarios, the streaming client, the sequential / parallel runner, metrics.
+"""Stage 5, the load: what a request measured, what a scenario is, how it is run, the recording proxy.
 
-    scenarios.py  the scenario schema (LangGraph-style super-steps, or a user's graph, from YAML)
-    client.py     a streaming OpenAI-compatible chat client; one RequestRecord per request
-    runs.py       what a run is: rounds of a sequential and a parallel pass, the speedup
-    fanout.py     a scenario of steps run sequentially, then in parallel (run_both runs any scenario)
-    graph_source.py  a user's graph builder imported from graph: FILE.py:build
-    graph_run.py  a user's graph invoked sequentially (max_concurrency=1), then in parallel
-    proxy.py      the recording pass-through a graph's client talks to: a RequestRecord per request
-    proxy_http.py its HTTP server and engine connections; assemble.py rebuilds unstreamed answers
-    metrics.py    TTFT, TPOT, E2E, tokens/s and percentiles, by fixed formulas
-    stream.py     one chat stream read without I/O (shared by the asyncio client and the Locust users)
-    failures.py   why a request failed, as one countable kind
-    results.py    what a load run measured (LoadResult), free of Locust
+    measure/    the request record and its errors, the stream reader, the chat client, failure kinds, metrics
+    scenario/   the scenario schema (YAML steps, or a user's graph) and the graph source
+    run/        rounds of a sequential and a parallel pass; the YAML steps runner and the graph runner
+    proxy/      the recording pass-through a user's graph talks to (HTTP/1.1 on blocking sockets)
+    capacity.py the capacity search without Locust: one step judged, the knee, the table
+    results.py  what a load run measured (LoadResult), free of Locust: it crosses processes as JSON
 
-Locust (imported only by these, never by the plugin: Locust monkey-patches at import):
-    locust_users.py  agent-graph users on geventhttpclient, reporting TTFT/TPOT/E2E/GRAPH entries
-    locust_setup.py  a locustfile's options, the server it plans and starts, its end
-    locust_run.py    a headless run through Locust's library API (vramcap load)
+Locust itself lives in :mod:`pytest_vramcap.locust`, above this stage: the plugin never imports it.
 """
 
 from __future__ import annotations
 
-from .client import ChatClient, ChatRequest, RequestRecord
-from .fanout import run_both, run_scenario
-from .metrics import Distribution, Summary, parallel_speedup, percentile, summarize
-from .runs import ModeResult, ScenarioRun
-from .scenarios import SLO, Agent, Expectations, Scenario, Step, load_scenario, render_prompt
+from .measure.client import ChatClient, ChatRequest, RequestRecord
+from .measure.metrics import Distribution, Summary, parallel_speedup, percentile, summarize
+from .run.rounds import ModeResult, ScenarioRun
+from .run.steps import run_both, run_scenario
+from .scenario.schema import SLO, Agent, Expectations, Scenario, Step, load_scenario, render_prompt
 
 __all__ = [
     "SLO",

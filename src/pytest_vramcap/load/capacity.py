@@ -17,9 +17,9 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .metrics import Distribution
-from .scenarios import Scenario
-from .stream import RequestRecord
+from .measure.metrics import Distribution
+from .measure.stream import RequestRecord
+from .scenario.schema import Scenario
 
 __all__ = ["CAPACITY_SCENARIO", "CapacityResult", "StepResult", "capacity_json", "format_capacity", "judge_step"]
 

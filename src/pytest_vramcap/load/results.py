@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .metrics import Distribution, Summary
+from .measure.metrics import Distribution, Summary
 
 __all__ = ["LoadResult"]
 

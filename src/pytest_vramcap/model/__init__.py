@@ -1,6 +1,7 @@
 """Stage 1, the model: what the memory model needs to know about a model, from any source.
 
     source.py       --model as a typed value (GGUF file, shape:mix, ollama:NAME, /api/show JSON)
+    loader.py       a source to its ModelSpec: the one dispatch over the readers below
     spec.py         ModelSpec, Tensor, LayerCache
     metadata.py     GGUF-style keys -> ModelSpec (shared by every source)
     gguf_header.py  a GGUF header through the `gguf` package (no tensor data read)
@@ -18,10 +19,11 @@ from __future__ import annotations
 
 from .from_shape import shape_metadata, spec_from_shape
 from .gguf_header import spec_from_gguf
+from .loader import load_model
 from .materialize import default_models_dir, materialize_model
 from .metadata import spec_from_metadata
 from .ollama_show import spec_from_ollama_show
-from .source import GgufFile, ModelSource, OllamaModel, ShapeSource, ShowJsonFile, load_model, parse_model_source
+from .source import GgufFile, ModelSource, OllamaModel, ShapeSource, ShowJsonFile, parse_model_source
 from .spec import LayerCache, ModelSpec, Tensor
 from .synth import write_gguf, write_sparse_gguf
 

@@ -7,6 +7,9 @@
 * ``ollama:NAME``                          -> :class:`OllamaModel`
 * a known shape, with a mix or not         -> :class:`ShapeSource` (``qwen2.5-14b:Q4_K_M``)
 
+Values only: :mod:`.loader` turns a source into a ``ModelSpec`` (the readers import these values, so
+this module imports none of them).
+
 ``str(source)`` is the canonical spelling that reports record; ``source.ref`` is
 what a rendered config names (the file, the Ollama model, or the file that
 ``vramcap synth`` writes for a shape).
@@ -16,13 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import Union
 
 from ..defaults import DEFAULT_MIX
-from ..errors import ModelSourceError, OllamaUnreachable
-
-if TYPE_CHECKING:
-    from .spec import ModelSpec
+from ..errors import ModelSourceError
 
 __all__ = [
     "GgufFile",
@@ -30,7 +30,6 @@ __all__ = [
     "OllamaModel",
     "ShapeSource",
     "ShowJsonFile",
-    "load_model",
     "parse_model_source",
 ]
 
@@ -119,41 +118,3 @@ def parse_model_source(text: str, *, quant: str | None = None, ollama_url: str |
     if quant and mix and normalise_mix(quant) != normalise_mix(mix):
         raise ModelSourceError(f"--model {text!r} names {mix} but --quant says {quant}")
     return ShapeSource(get_shape(shape_name).name, normalise_mix(mix or quant or DEFAULT_MIX))
-
-
-def load_model(source: ModelSource | str, *, quant: str | None = None, ollama_url: str | None = None) -> ModelSpec:
-    """The :class:`ModelSpec` of a model source (a string is parsed first)."""
-    if isinstance(source, str):
-        source = parse_model_source(source, quant=quant, ollama_url=ollama_url)
-    if isinstance(source, GgufFile):
-        from .gguf_header import spec_from_gguf
-
-        return spec_from_gguf(source.path)
-    if isinstance(source, ShapeSource):
-        from .from_shape import spec_from_shape
-
-        return spec_from_shape(source.shape, source.mix)
-    from .ollama_show import read_show_file, spec_from_ollama_show
-
-    if isinstance(source, ShowJsonFile):
-        return spec_from_ollama_show(read_show_file(source.path), source=source)
-    return _ollama_spec(source)
-
-
-def _ollama_spec(source: OllamaModel) -> ModelSpec:
-    """From a running Ollama's ``/api/show``; when no Ollama answers, from the GGUF in its local store
-    (a pulled model can be planned, and served by an ``ollama serve`` we start, with none running)."""
-    from dataclasses import replace
-
-    from .gguf_header import spec_from_gguf
-    from .ollama_show import fetch_show, spec_from_ollama_show
-    from .ollama_store import local_model_blob, ollama_models_dir
-
-    try:
-        return spec_from_ollama_show(fetch_show(source.name, source.url), source=source)
-    except OllamaUnreachable as exc:
-        blob = local_model_blob(source.name)
-        if blob is None:
-            raise ModelSourceError(f"{exc}; nor is it in the local store {ollama_models_dir()} "
-                                   f"($OLLAMA_MODELS)") from None
-    return replace(spec_from_gguf(blob), name=source.ref, source=source)

@@ -98,10 +98,6 @@ class ModelSpec:
         return sum(tensor.nbytes for tensor in self.tensors)
 
     @property
-    def is_mla(self) -> bool:
-        return any(layer.k_width and not layer.v_width for layer in self.layers)
-
-    @property
     def has_swa(self) -> bool:
         return any(layer.swa for layer in self.layers)
 

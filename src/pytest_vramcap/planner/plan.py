@@ -11,7 +11,6 @@ from ..errors import ConfigError
 from ..model.spec import ModelSpec
 from ..types import KV_CACHE_TYPES, KvCacheType
 from .memory import MemoryBreakdown, ServerConfig
-from .output import plan_json
 from .profiles import Profile
 from .throughput import DecodeEstimate
 
@@ -139,6 +138,3 @@ class Plan:
         # The same unrounded test the solver used, so a boundary plan cannot flip.
         return fits_budget(self.memory, self.profile, self.fit_margin_mib)
 
-    def to_dict(self, model_path: str | None = None) -> dict[str, Any]:
-        """The JSON contract of ``vramcap plan --json`` (README "JSON contract")."""
-        return plan_json(self, model_path)

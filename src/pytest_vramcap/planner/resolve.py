@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..model.source import ModelSource, load_model, parse_model_source
+from ..model.loader import load_model
+from ..model.source import ModelSource, parse_model_source
 from .plan import Plan, PlanRequest
 from .profiles import load_user_profiles, resolve_profile
 from .solver import make_plan

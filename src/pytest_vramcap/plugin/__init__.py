@@ -11,7 +11,7 @@
     gate.py        the regression gate: --vramcap-compare, --vramcap-save-baseline
     signals.py     SIGTERM as Ctrl-C, so a cancelled run still stops its server
     console.py     progress lines past output capture
-    stash.py       config.stash keys
+    stash.py       config.stash keys and user_properties names (import-free)
 
 Loading this module imports nothing heavy: the planner, engines and NVML load
 only when ``--vram-profile`` enables the plugin.
@@ -26,7 +26,7 @@ import pytest
 from .console import PytestConsole, is_worker
 from .fixtures import check_marker, vramcap_fanout, vramcap_gpu, vramcap_load, vramcap_plan, vramcap_server
 from .settings import Settings, add_pytest_options
-from .stash import REPORTER_KEY, RUN_STATE_KEY
+from .stash import RUN_STATE_KEY
 
 # fixtures pytest finds here
 __all__ = ["vramcap_fanout", "vramcap_gpu", "vramcap_load", "vramcap_plan", "vramcap_server"]
@@ -51,7 +51,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from ..planner.resolve import plan_from_options
     from ..planner.solver import make_plan
     from .gate import RegressionGate
-    from .reporter import Reporter
+    from .reporter import REPORTER_KEY, Reporter
     from .runstate import RunState
     from .signals import interrupt_on_sigterm
     from .xdist import XdistBridge, is_xdist_controller, worker_server_url
@@ -85,6 +85,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         return
     state.stop()  # idempotent; the reporter's sessionfinish normally did it already
     del config.stash[RUN_STATE_KEY]
+    from .reporter import REPORTER_KEY
+
     reporter = config.stash.get(REPORTER_KEY, None)
     if reporter is not None:
         config.pluginmanager.unregister(reporter)

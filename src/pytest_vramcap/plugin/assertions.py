@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..engines.base import Server
-    from ..load.runs import ScenarioRun
+    from ..load.run.rounds import ScenarioRun
     from ..planner.plan import Plan
     from ..report.verdicts import Verdict
 
@@ -56,7 +56,7 @@ def assert_parallel_speedup(run: ScenarioRun, minimum: float) -> None:
 def assert_slo(run: ScenarioRun, **limits: float) -> None:
     """Latency objectives over the parallel run, e.g. ``ttft_p95_s=10, tpot_p50_s=0.5``."""
     __tracebackhide__ = True
-    from ..load.scenarios import SLO
+    from ..load.scenario.schema import SLO
     from ..report.verdicts import slo_verdicts
 
     for verdict in slo_verdicts(run, SLO(**limits).items()):

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from ..errors import EngineError, GraphError, ScenarioError, below_user_traceback
-from ..load.runs import ScenarioRun
-from ..load.scenarios import Scenario, load_scenario
+from ..load.run.rounds import ScenarioRun
+from ..load.scenario.schema import Scenario, load_scenario
 from ..report.schema import ScenarioResult
 from ..report.verdicts import Verdict, graph_verdict, scenario_verdicts, start_failure_verdicts
 from .stash import RESULT_PROPERTY, RUN_STATE_KEY

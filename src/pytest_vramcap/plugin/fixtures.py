@@ -12,9 +12,9 @@ from .stash import RUN_STATE_KEY
 if TYPE_CHECKING:
     from ..engines.base import Server
     from ..gpu.nvml import GpuInfo
-    from ..load.graph_source import Builder
-    from ..load.runs import ScenarioRun
-    from ..load.scenarios import Scenario
+    from ..load.run.rounds import ScenarioRun
+    from ..load.scenario.graph_source import Builder
+    from ..load.scenario.schema import Scenario
     from ..planner.plan import Plan
     from ..report.verdicts import Verdict
     from .load_gate import LoadRunner
@@ -64,7 +64,7 @@ class FanoutRunner:
     def run(self, scenario: Scenario | str | Path) -> ScenarioRun:
         """Run a scenario (a loaded one, or a YAML path; of steps or naming a graph) sequentially, then in
         parallel."""
-        from ..load.scenarios import Scenario, load_scenario
+        from ..load.scenario.schema import Scenario, load_scenario
 
         if not isinstance(scenario, Scenario):
             scenario = load_scenario(scenario)
@@ -76,7 +76,7 @@ class FanoutRunner:
         proxy. ``graph`` is its builder, ``build(base_url) -> compiled graph``, or ``"file.py:build"`` (a path
         relative to the test file); ``input`` and ``config`` are what each pass invokes it with."""
         from ..errors import ScenarioError
-        from ..load.scenarios import GraphRef, validated_scenario
+        from ..load.scenario.schema import GraphRef, validated_scenario
 
         build: Builder | None
         ref: GraphRef | str

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from ..net import redact
+from ..planner.output import plan_json
 from ..report.files import write_report
 from ..report.markdown import append_step_summary, render_markdown
 from ..report.schema import RunReport, ScenarioResult, machine, versions
@@ -28,7 +29,11 @@ from .runstate import RunState
 from .signals import ignore_sigterm
 from .stash import LOAD_PROPERTY, REPORT_ONLY_PROPERTIES, RESULT_PROPERTY
 
-__all__ = ["Reporter"]
+__all__ = ["REPORTER_KEY", "Reporter"]
+
+
+REPORTER_KEY: pytest.StashKey[Reporter] = pytest.StashKey()
+"""config.stash slot of the reporter (on the controller only, never on xdist workers)."""
 
 
 class Reporter:
@@ -96,7 +101,7 @@ class Reporter:
                    if result.window else result for result in self.results]
         return RunReport(
             profile=state.plan.profile.to_dict(),
-            plan=state.plan.to_dict(),
+            plan=plan_json(state.plan),
             engine=state.engine_report(),
             gpu=state.gpu_report(),
             versions=versions(),

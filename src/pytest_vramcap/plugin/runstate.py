@@ -15,10 +15,10 @@ from ..engines.attached import AttachedServer
 from ..engines.base import EngineEvidence, Server
 from ..engines.provision import check_plan_runs_on, new_server
 from ..errors import ConfigError, EngineError
-from ..load.fanout import run_both
-from ..load.graph_source import check_graph
-from ..load.runs import ScenarioRun
-from ..load.scenarios import Scenario
+from ..load.run.rounds import ScenarioRun
+from ..load.run.steps import run_both
+from ..load.scenario.graph_source import check_graph
+from ..load.scenario.schema import Scenario
 from ..net import redact
 from ..planner.plan import Plan
 from ..planner.profiles import Profile, profile_of_gpu
@@ -28,7 +28,7 @@ from .settings import PREFIX, Settings
 if TYPE_CHECKING:
     from ..gpu.ballast import Ballast
     from ..gpu.nvml import MemorySampler
-    from ..load.graph_source import Builder
+    from ..load.scenario.graph_source import Builder
 
 __all__ = ["RunState"]
 

@@ -1,4 +1,7 @@
-"""Names shared by the plugin's hooks, kept import-free so loading the plugin stays cheap."""
+"""Names shared by the plugin's hooks, kept import-free so loading the plugin stays cheap.
+
+The reporter's stash key lives beside the Reporter (as pytest's junitxml.py keeps ``xml_key`` beside LogXML):
+only the controller, which has the reporter loaded, reads it."""
 
 from __future__ import annotations
 
@@ -7,15 +10,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from .reporter import Reporter
     from .runstate import RunState
 
-__all__ = ["LOAD_PROPERTY", "REPORTER_KEY", "RESULT_PROPERTY", "RUN_STATE_KEY", "WORKER_URL_KEY"]
+__all__ = ["LOAD_PROPERTY", "RESULT_PROPERTY", "RUN_STATE_KEY", "WORKER_URL_KEY"]
 
 RUN_STATE_KEY: pytest.StashKey[RunState] = pytest.StashKey()
 """config.stash slot of the run state (present only when --vram-profile enabled the plugin)."""
-REPORTER_KEY: pytest.StashKey[Reporter] = pytest.StashKey()
-"""config.stash slot of the reporter (on the controller only, never on xdist workers)."""
 RESULT_PROPERTY = "vramcap_scenario"
 """user_properties name carrying a scenario result (JSON) from the item to the reporter."""
 LOAD_PROPERTY = "vramcap_load"

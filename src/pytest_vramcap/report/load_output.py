@@ -10,7 +10,7 @@ from tabulate import tabulate
 from .verdicts import Verdict
 
 if TYPE_CHECKING:
-    from ..load.metrics import Distribution
+    from ..load.measure.metrics import Distribution
     from ..load.results import LoadResult
 
 __all__ = ["format_load", "load_json"]

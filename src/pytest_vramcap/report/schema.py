@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ..load.client import RequestRecord
-from ..load.metrics import Summary
-from ..load.runs import ModeRuns, ScenarioRun
+from ..load.measure.client import RequestRecord
+from ..load.measure.metrics import Summary
+from ..load.run.rounds import ModeRuns, ScenarioRun
 from ..types import RunMode
 from .verdicts import Verdict
 

@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, ValidationError, computed_field
 
 from ..errors import ConfigError
-from ..load.metrics import Summary
+from ..load.measure.metrics import Summary
 from ..types import Outcome
 from .schema import ModeReport, RunReport, ScenarioResult
 

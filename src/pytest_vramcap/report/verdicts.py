@@ -29,12 +29,12 @@ from ..engines.base import EngineEvidence
 from ..engines.judge import Placement, judge_spill
 from ..engines.logparse import mentions_oom
 from ..errors import EngineError, EngineStartError, GraphError
-from ..load.runs import ScenarioRun
+from ..load.run.rounds import ScenarioRun
 from ..parsers import LOAD_SLO_FLOORS
 from ..types import Outcome
 
 if TYPE_CHECKING:
-    from ..load.metrics import Distribution, Summary
+    from ..load.measure.metrics import Distribution, Summary
     from ..load.results import LoadResult
     from ..planner.plan import Plan
 

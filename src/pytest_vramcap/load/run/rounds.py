@@ -12,11 +12,11 @@ import statistics
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from ..errors import RequestError
-from ..types import RunMode
-from .client import ChatClient, ChatRequest, RequestRecord
-from .metrics import Summary, summarize
-from .scenarios import Scenario
+from ...types import RunMode
+from ..measure.client import ChatClient, ChatRequest, RequestRecord
+from ..measure.metrics import Summary, summarize
+from ..measure.record import RequestError
+from ..scenario.schema import Scenario
 
 __all__ = ["RUNNER_REQUEST_FIELDS", "ModeResult", "ModeRuns", "ScenarioRun", "run_rounds", "warm_up"]
 

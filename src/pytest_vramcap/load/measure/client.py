@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
-from ..errors import HTTPStatusError, RequestRefused, RequestTimeout, StreamCut
-from ..net import redact
+from ...net import redact
+from .record import HTTPStatusError, RequestRefused, RequestTimeout, StreamCut
 from .stream import ChatStream, RequestRecord, fail
 
 __all__ = ["ChatClient", "ChatRequest", "RequestRecord"]

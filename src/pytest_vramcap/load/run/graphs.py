@@ -17,12 +17,12 @@ import copy
 import time
 from typing import Any
 
-from ..types import RunMode
-from .client import ChatClient
-from .graph_source import Builder, build_graph, load_builder, user_traceback
-from .proxy import Channel, RecordingProxy
-from .runs import RUNNER_REQUEST_FIELDS, ModeResult, ScenarioRun, run_rounds, warm_up
-from .scenarios import GraphRef, Scenario
+from ...types import RunMode
+from ..measure.client import ChatClient
+from ..proxy.channels import Channel, RecordingProxy
+from ..scenario.graph_source import Builder, build_graph, load_builder, user_traceback
+from ..scenario.schema import GraphRef, Scenario
+from .rounds import RUNNER_REQUEST_FIELDS, ModeResult, ScenarioRun, run_rounds, warm_up
 
 __all__ = ["LEFT_BEHIND_TIMEOUT_S", "graph_config", "requests_left_behind", "run_graph_both", "run_graph_pass"]
 

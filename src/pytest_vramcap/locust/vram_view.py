@@ -18,11 +18,12 @@ Sources:
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from importlib import resources
 from typing import Any
 
-from ..defaults import MIB
 from ..errors import VramcapError
+from ..gpu.nvml import memory_in_use
 from ..net import fetch
 from .tally import LoadTally
 
@@ -63,29 +64,13 @@ def server_counters(url: str | None) -> tuple[dict[str, float] | None, str]:
 
 
 def gpu_memory() -> tuple[list[dict[str, Any]], str]:
-    """Memory in use on each GPU NVML sees, or no GPU and why."""
-    try:
-        import pynvml
-    except ImportError:
-        return [], "nvidia-ml-py is not installed"
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as exc:
-        return [], f"no NVIDIA GPU ({exc})"
-    try:
-        gpus = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            gpus.append({"index": index, "name": str(pynvml.nvmlDeviceGetName(handle)),
-                         "used_mib": round(memory.used / MIB, 1), "total_mib": round(memory.total / MIB, 1)})
-        return gpus, "" if gpus else "NVML lists no GPU"
-    finally:
-        pynvml.nvmlShutdown()
+    """Memory in use on each GPU CUDA can see, or no GPU and why (:func:`~pytest_vramcap.gpu.nvml.memory_in_use`)."""
+    gpus, why = memory_in_use()
+    return [asdict(gpu) for gpu in gpus], why
 
 
 def vram_snapshot(plan: dict[str, Any] | None, server_url: str | None, tally: LoadTally) -> dict[str, Any]:
-    """One JSON-able view of the run now; ``plan`` is ``Plan.to_dict()`` or None (a server we did not plan)."""
+    """One JSON-able view of the run now; ``plan`` is ``plan_json(plan)`` or None (a server we did not plan)."""
     counters, server_note = server_counters(server_url)
     gpus, gpu_note = gpu_memory()
     rate, overall = tally.rate(), tally.overall_rate()

@@ -9,19 +9,21 @@
     connection        refused, reset, or a stream cut before its end (a dying server)
     protocol          an answer that is not the OpenAI stream format
     no_output         (summaries only) an answer that streamed no token
+    graph_error       (Locust's GRAPH entries) a user's graph that raised: their code, not the server
+    internal          a bug of vramcap's own (gevent printed its traceback): never booked on the server
+
+The kinds are one ``Literal``, :data:`~pytest_vramcap.types.FailureKind`.
 """
 
 from __future__ import annotations
 
 import re
 
-from ..engines.logparse import mentions_oom
-from ..errors import HTTPStatusError, ProtocolError, RequestError, RequestRefused, RequestTimeout, StreamCut
+from ...engines.logparse import mentions_oom
+from ...types import FAILURE_KINDS, FailureKind
+from .record import HTTPStatusError, ProtocolError, RequestError, RequestRefused, RequestTimeout, StreamCut
 
-__all__ = ["FAILURE_KINDS", "failure_kind"]
-
-FAILURE_KINDS = ("queue_full", "context_overflow", "oom", "server_error", "client_error", "timeout", "connection",
-                 "protocol", "no_output")
+__all__ = ["FAILURE_KINDS", "FailureKind", "failure_kind"]
 
 # llama-server: "the request exceeds the available context size"; Ollama: "the prompt is longer than the
 # context length" (llm/llama_server.go). Ollama's own tests accept "context" with exceed/too large/longer/too long.
@@ -29,7 +31,7 @@ _CONTEXT_RE = re.compile(r"context\b.*\b(exceed|too large|too long|longer)|(exce
                          re.IGNORECASE)
 
 
-def failure_kind(error: RequestError) -> str:
+def failure_kind(error: RequestError) -> FailureKind:
     if mentions_oom(str(error)):
         return "oom"
     if isinstance(error, HTTPStatusError):

@@ -20,12 +20,12 @@ import gevent
 from locust import LoadTestShape, events
 from locust.env import Environment
 
-from .capacity import CapacityResult, StepResult, judge_step
-from .locust_graphs import close_graph_hosts
-from .locust_setup import AgentUser, finish_csv, quit_after_graphs
-from .metrics import Distribution, summarize
-from .results import LoadResult
-from .scenarios import Scenario
+from ..load.capacity import CapacityResult, StepResult, judge_step
+from ..load.measure.metrics import Distribution, summarize
+from ..load.results import LoadResult
+from ..load.scenario.schema import Scenario
+from .graphs import close_graph_hosts
+from .setup import AgentUser, finish_csv, quit_after_graphs
 
 __all__ = ["StepShape", "run_capacity", "run_load"]
 

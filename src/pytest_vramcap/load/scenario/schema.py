@@ -45,7 +45,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..errors import ScenarioError
+from ...errors import ScenarioError
 
 __all__ = ["SLO", "Agent", "Expectations", "GraphRef", "Scenario", "Step", "load_scenario", "render_prompt"]
 

@@ -46,9 +46,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .proxy_http import LABEL_HEADER, serve
-from .proxy_server import ProxyServer
-from .stream import RequestRecord
+from ..measure.stream import RequestRecord
+from .forward import LABEL_HEADER, serve
+from .server import ProxyServer
 from .wire import EngineConnection
 
 __all__ = ["LABEL_HEADER", "Channel", "RecordingProxy"]

@@ -32,16 +32,17 @@ from typing import Any, NoReturn
 
 from ..engines.base import Server
 from ..errors import GraphError, ServerUnreachable, VramcapError
+from ..load.scenario.graph_source import check_graph
+from ..load.scenario.schema import load_scenario
 from ..net import fetch, redact
 from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options, with_run_defaults
 from ..parsers import argparse_type, choice, non_empty, positive_int
+from ..planner.output import plan_json
 from ..planner.plan import Plan
 from ..types import SERVED_ENGINES, EngineChoice
-from .graph_source import check_graph
-from .locust_graphs import close_graph_hosts
-from .locust_users import AgentGraphUser
-from .locust_web import install_vram_tab
-from .scenarios import load_scenario
+from .graphs import close_graph_hosts
+from .users import AgentGraphUser
+from .web import install_vram_tab
 
 __all__ = ["AgentUser", "install", "server_from_options"]
 
@@ -57,7 +58,7 @@ class AgentUser(AgentGraphUser):
 class _RunState:
     server: Server | None = None
     plan: dict[str, Any] | None = None
-    """The started server's plan (``Plan.to_dict()``), for the web UI's VRAM tab."""
+    """The started server's plan (``plan_json(plan)``), for the web UI's VRAM tab."""
     default_scenario: Path = Path(DEFAULT_SCENARIO)
 
 
@@ -130,7 +131,7 @@ def on_init(environment: Any, **_: Any) -> None:
             return  # the master plans, starts and names the host
         if parsed.vram_profile:
             plan, server = server_from_options(plan_values(parsed), parsed.vramcap_engine, prefix=_PREFIX)
-            _state.plan, _state.server = plan.to_dict(), server
+            _state.plan, _state.server = plan_json(plan), server
             server.start()
             environment.host = server.url
             # Locust forwards custom options to workers with each spawn: they name the same model.

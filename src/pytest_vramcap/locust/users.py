@@ -34,12 +34,14 @@ from geventhttpclient.response import HTTPConnectionClosed
 from locust import User, constant, task
 from locust.exception import StopUser
 
-from ..errors import GraphError, HTTPStatusError, RequestError, RequestRefused, RequestTimeout, StreamCut
-from .client import ChatRequest
-from .fanout import scenario_request
-from .locust_graphs import UserGraph
-from .scenarios import Scenario
-from .stream import STALE_CONNECTION_RETRIES, ChatStream, RequestRecord, fail
+from ..errors import GraphError
+from ..load.measure.client import ChatRequest
+from ..load.measure.record import HTTPStatusError, RequestError, RequestRefused, RequestTimeout, StreamCut
+from ..load.measure.stream import STALE_CONNECTION_RETRIES, ChatStream, RequestRecord, fail
+from ..load.run.steps import scenario_request
+from ..load.scenario.schema import Scenario
+from ..types import FailureKind
+from .graphs import UserGraph
 from .tally import LoadTally
 
 __all__ = ["AgentGraphUser", "GeventChatClient", "LoadFailure"]
@@ -51,7 +53,7 @@ _HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
 class LoadFailure(Exception):
     """A failed request as Locust's failure table shows it: its kind, then the first line of the error."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: FailureKind, message: str) -> None:
         super().__init__(f"{kind}: {message.splitlines()[0][:200] if message else kind}")
         self.kind = kind
 
@@ -203,7 +205,7 @@ class AgentGraphUser(User):
             for agent, request, job in zip(step.agents, requests, jobs, strict=True):
                 record = job.value if job.successful() and job.value is not None else RequestRecord(
                     label=request.label, t_send=start, error=f"{type(job.exception).__name__}: {job.exception}",
-                    error_kind="protocol")  # a bug of ours, not the server's: gevent has printed its traceback
+                    error_kind="internal")  # a bug of ours, not the server's: gevent has printed its traceback
                 outputs[agent.role] = record.text if record.ok else ""
                 tokens += record.n_out
                 if not record.ok and failure is None:

@@ -15,13 +15,13 @@ import asyncio
 import time
 from typing import Any
 
-from ..errors import RequestError
-from ..types import RUN_MODES, RunMode
-from .client import ChatClient, ChatRequest, RequestRecord
-from .graph_run import run_graph_both
-from .graph_source import Builder
-from .runs import RUNNER_REQUEST_FIELDS, ModeResult, ModeRuns, ScenarioRun, run_rounds, warm_up
-from .scenarios import Agent, Scenario, render_prompt
+from ...types import RUN_MODES, RunMode
+from ..measure.client import ChatClient, ChatRequest, RequestRecord
+from ..measure.record import RequestError
+from ..scenario.graph_source import Builder
+from ..scenario.schema import Agent, Scenario, render_prompt
+from .graphs import run_graph_both
+from .rounds import RUNNER_REQUEST_FIELDS, ModeResult, ModeRuns, ScenarioRun, run_rounds, warm_up
 
 __all__ = ["ModeResult", "ModeRuns", "ScenarioRun", "run_both", "run_scenario", "scenario_request"]
 

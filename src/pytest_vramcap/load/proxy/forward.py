@@ -18,16 +18,16 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ..errors import HTTPStatusError, RequestError, RequestRefused, RequestTimeout, StreamCut
+from ..measure.record import HTTPStatusError, RequestError, RequestRefused, RequestTimeout, StreamCut
+from ..measure.stream import STALE_CONNECTION_RETRIES, ChatStream, RequestRecord, fail
 from . import wire
 from .assemble import CompletionAssembler
-from .proxy_relay import ChunkedRelay, ClientGone, EventRelay
-from .proxy_server import ClientHandler, ProxyServer
-from .stream import STALE_CONNECTION_RETRIES, ChatStream, RequestRecord, fail
+from .relay import ChunkedRelay, ClientGone, EventRelay
+from .server import ClientHandler, ProxyServer
 from .wire import BodyReader, EngineConnection, Headers
 
 if TYPE_CHECKING:
-    from .proxy import RecordingProxy
+    from .channels import RecordingProxy
 
 __all__ = ["LABEL_HEADER", "serve"]
 

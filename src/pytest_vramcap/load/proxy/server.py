@@ -18,7 +18,7 @@ from . import wire
 from .wire import Headers, SocketReader
 
 if TYPE_CHECKING:
-    from .proxy import RecordingProxy
+    from .channels import RecordingProxy
 
 __all__ = ["MAX_BODY", "ClientHandler", "ProxyServer"]
 

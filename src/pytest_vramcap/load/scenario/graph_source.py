@@ -22,8 +22,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..errors import GraphError
-from .scenarios import GraphRef, Scenario
+from ...errors import GraphError
+from .schema import GraphRef, Scenario
 
 __all__ = ["GRAPH_EXTRA", "Builder", "build_graph", "check_graph", "load_builder", "user_traceback"]
 

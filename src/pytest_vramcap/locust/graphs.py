@@ -25,12 +25,12 @@ from gevent import GreenletExit
 from gevent.event import AsyncResult
 
 from ..errors import GraphError
-from .graph_run import graph_config, requests_left_behind
-from .graph_source import build_graph, load_builder
-from .proxy import RecordingProxy
-from .runs import RUNNER_REQUEST_FIELDS
-from .scenarios import Scenario
-from .stream import RequestRecord
+from ..load.measure.stream import RequestRecord
+from ..load.proxy.channels import RecordingProxy
+from ..load.run.graphs import graph_config, requests_left_behind
+from ..load.run.rounds import RUNNER_REQUEST_FIELDS
+from ..load.scenario.graph_source import build_graph, load_builder
+from ..load.scenario.schema import Scenario
 
 __all__ = ["GraphLoop", "UserGraph", "close_graph_hosts"]
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import HTTPStatusError, ProtocolError, RequestError, StreamCut
-from ..parsers import checked_number
+from ...parsers import checked_number
 from .failures import failure_kind
+from .record import HTTPStatusError, ProtocolError, RequestError, RequestRecord, StreamCut
 
 __all__ = ["STALE_CONNECTION_RETRIES", "ChatStream", "RequestRecord", "fail"]
 
@@ -24,57 +23,6 @@ llama-server closes some kept-alive connections after a streamed answer (measure
 requests on one geventhttpclient connection met a closed socket; each second try succeeded); the server
 never answered those requests, as browsers and httpx's pool assume when they send them again the same way.
 A connection that closes after the status line is a cut stream, never retried."""
-
-
-@dataclass
-class RequestRecord:
-    """Timestamps (``time.monotonic``) and counts of one streamed request."""
-
-    label: str
-    t_send: float
-    t_first: float | None = None
-    t_last: float | None = None
-    chunk_times: list[float] = field(default_factory=list)
-    text: str = ""
-    n_chunks: int = 0
-    n_out: int = 0
-    n_out_source: str = "chunks"
-    """``usage`` when the server reported completion_tokens, else one token per content chunk."""
-    prompt_tokens: int | None = None
-    finish_reason: str | None = None
-    server_timings: dict[str, Any] | None = None
-    error: str | None = None
-    error_kind: str | None = None
-    """One of :data:`~pytest_vramcap.load.failures.FAILURE_KINDS` when the request failed."""
-    status: int | None = None
-    """The HTTP status, once the server answered."""
-
-    @property
-    def ttft(self) -> float | None:
-        return None if self.t_first is None else self.t_first - self.t_send
-
-    @property
-    def e2e(self) -> float | None:
-        return None if self.t_last is None else self.t_last - self.t_send
-
-    @property
-    def tpot(self) -> float | None:
-        """(E2E - TTFT) / (N_out - 1), defined for N_out >= 2."""
-        if self.ttft is None or self.e2e is None or self.n_out < 2:
-            return None
-        return (self.e2e - self.ttft) / (self.n_out - 1)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label, "ttft_s": self.ttft, "e2e_s": self.e2e, "tpot_s": self.tpot, "n_out": self.n_out,
-            "n_out_source": self.n_out_source, "prompt_tokens": self.prompt_tokens,
-            "finish_reason": self.finish_reason, "error": self.error, "error_kind": self.error_kind,
-            "server_timings": self.server_timings,
-        }
 
 
 # Where a streamed token can arrive: the answer, and a thinking model's reasoning, which
@@ -166,8 +114,8 @@ class ChatStream:
             text = _content(choice)
             if text or _tool_call_text(choice):
                 record.n_chunks += 1
-                record.chunk_times.append(now)
-                record.text += text
+                if text:
+                    record.text_parts.append(text)
                 if record.t_first is None:
                     record.t_first = now
                 record.t_last = now

@@ -1,0 +1,113 @@
+"""What one request measured (:class:`RequestRecord`), and the errors a failed request raises with it.
+
+The errors live here, beside the record they carry, so that neither needs the other's module: a
+:class:`RequestError` takes its partial record in its constructor (or gets it from
+:func:`~.stream.fail`), and callers that catch one can still report what the request measured.
+
+    RequestError (an EngineError)   one request failed; ``record`` holds its timestamps up to the failure
+    ├── RequestRefused              the connection was refused or reset before a response (a ServerUnreachable)
+    ├── HTTPStatusError             4xx/5xx, or an error sent inside the stream; carries status and body
+    ├── StreamCut                   the stream ended before its final chunk
+    ├── ProtocolError               an answer that is not the OpenAI stream format (bad JSON, bad counts)
+    └── RequestTimeout              no complete response within the deadline
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...errors import EngineError, ServerUnreachable
+from ...types import FailureKind
+
+__all__ = ["HTTPStatusError", "ProtocolError", "RequestError", "RequestRecord", "RequestRefused", "RequestTimeout",
+           "StreamCut"]
+
+
+@dataclass
+class RequestRecord:
+    """Timestamps (``time.monotonic``) and counts of one streamed request."""
+
+    label: str
+    t_send: float
+    t_first: float | None = None
+    t_last: float | None = None
+    text_parts: list[str] = field(default_factory=list, repr=False)
+    """The streamed text as it came, joined only when asked for (:attr:`text`): appending to one string would
+    copy it once per token, on the proxy's timing thread."""
+    n_chunks: int = 0
+    n_out: int = 0
+    n_out_source: str = "chunks"
+    """``usage`` when the server reported completion_tokens, else one token per content chunk."""
+    prompt_tokens: int | None = None
+    finish_reason: str | None = None
+    server_timings: dict[str, Any] | None = None
+    error: str | None = None
+    error_kind: FailureKind | None = None
+    """Set when the request failed (:mod:`.failures` says which answer is which kind)."""
+    status: int | None = None
+    """The HTTP status, once the server answered."""
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+    @property
+    def ttft(self) -> float | None:
+        return None if self.t_first is None else self.t_first - self.t_send
+
+    @property
+    def e2e(self) -> float | None:
+        return None if self.t_last is None else self.t_last - self.t_send
+
+    @property
+    def tpot(self) -> float | None:
+        """(E2E - TTFT) / (N_out - 1), defined for N_out >= 2."""
+        if self.ttft is None or self.e2e is None or self.n_out < 2:
+            return None
+        return (self.e2e - self.ttft) / (self.n_out - 1)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label, "ttft_s": self.ttft, "e2e_s": self.e2e, "tpot_s": self.tpot, "n_out": self.n_out,
+            "n_out_source": self.n_out_source, "prompt_tokens": self.prompt_tokens,
+            "finish_reason": self.finish_reason, "error": self.error, "error_kind": self.error_kind,
+            "server_timings": self.server_timings,
+        }
+
+
+class RequestError(EngineError):
+    """A request to a running server failed; ``record`` holds its timestamps up to the failure."""
+
+    def __init__(self, message: str, record: RequestRecord | None = None) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+class RequestRefused(RequestError, ServerUnreachable):
+    """The connection was refused or reset before a response."""
+
+
+class HTTPStatusError(RequestError):
+    """A 4xx/5xx answer, or an error the server sent inside a stream that had begun."""
+
+    def __init__(self, status: int, body: str, record: RequestRecord | None = None) -> None:
+        super().__init__(f"HTTP {status}: {body[:500]}", record)
+        self.status = status
+        self.body = body
+
+
+class StreamCut(RequestError):
+    """The stream ended before its final chunk."""
+
+
+class ProtocolError(RequestError):
+    """An answer that is not the OpenAI stream format: a chunk that is not a JSON object, a bad token count."""
+
+
+class RequestTimeout(RequestError):
+    """No complete response within the deadline."""
