@@ -15,11 +15,10 @@ def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def run(pytester: pytest.Pytester, small_model: Path):  # type: ignore[no-untyped-def]
+def run(pytester: pytest.Pytester, small_model: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     def run_pytest(*args: str, env: dict[str, str] | None = None) -> pytest.RunResult:
-        if env:
-            for key, value in env.items():
-                pytester._monkeypatch.setenv(key, value)
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)  # the subprocess inherits it; undone after the test
         # One round each: these tests check verdicts and plumbing, not timing (rounds have their own test).
         return pytester.runpytest_subprocess(
             f"--vramcap-model={small_model}", "--vramcap-ctx=1024", f"--vramcap-report-dir={pytester.path / 'reports'}",

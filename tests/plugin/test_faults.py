@@ -95,13 +95,13 @@ def wait_for(predicate, what: str, timeout_s: float = HANG_GUARD_S) -> None:  # 
         time.sleep(0.1)
 
 
-def test_oom_at_load(pytester: pytest.Pytester, model: Path, tmp_path: Path) -> None:
+def test_oom_at_load(pytester: pytest.Pytester, model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A real llama-server whose KV cache cannot be allocated: 32 GiB asked, 4 GB of address space."""
     limited = tmp_path / "llama-server-4gb"
     limited.write_text(f'#!/bin/sh\nulimit -v 4000000\nexec "{LLAMA_SERVER}" "$@"\n')
     limited.chmod(0o755)
     project(pytester)
-    pytester._monkeypatch.setenv("VRAMCAP_LLAMA_SERVER", str(limited))
+    monkeypatch.setenv("VRAMCAP_LLAMA_SERVER", str(limited))  # the subprocess inherits it
     result = pytester.runpytest_subprocess(*args(pytester, model, "--vram-profile=1024gb", "--vramcap-agents=2",
                                                  "--vramcap-ctx=8388608"), timeout=300)
     assert result.ret == pytest.ExitCode.TESTS_FAILED

@@ -12,6 +12,7 @@
     signals.py     SIGTERM as Ctrl-C, so a cancelled run still stops its server
     console.py     progress lines past output capture
     stash.py       config.stash keys and user_properties names (import-free)
+    hooks.py       hookspecs for conftest.py: pytest_vramcap_machine_info, pytest_vramcap_update_report
 
 Loading this module imports nothing heavy: the planner, engines and NVML load
 only when ``--vram-profile`` enables the plugin.
@@ -32,6 +33,12 @@ from .stash import RUN_STATE_KEY
 __all__ = ["vramcap_fanout", "vramcap_gpu", "vramcap_load", "vramcap_plan", "vramcap_server"]
 
 _SCENARIO_SUFFIXES = (".yaml", ".yml")
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hooks
+
+    pluginmanager.add_hookspecs(hooks)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -73,7 +80,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if gate is None:  # an xdist worker: the controller reports and owns the server
         return
     interrupt_on_sigterm(config)
-    reporter = config.stash[REPORTER_KEY] = Reporter(state, gate)
+    reporter = config.stash[REPORTER_KEY] = Reporter(config, state, gate)
     config.pluginmanager.register(reporter, "vramcap-reporter")
     if is_xdist_controller(config):
         config.pluginmanager.register(XdistBridge(state), "vramcap-xdist")

@@ -37,9 +37,12 @@ REPORTER_KEY: pytest.StashKey[Reporter] = pytest.StashKey()
 
 
 class Reporter:
-    def __init__(self, state: RunState, gate: RegressionGate) -> None:
+    def __init__(self, config: pytest.Config, state: RunState, gate: RegressionGate) -> None:
+        self.config = config
         self.state = state
         self.gate = gate
+        self.machine = machine()
+        config.hook.pytest_vramcap_machine_info(config=config, machine_info=self.machine)
         self.results: list[ScenarioResult] = []
         self.loads: list[dict[str, Any]] = []
         self.session_verdicts: list[Verdict] = []
@@ -105,7 +108,7 @@ class Reporter:
             engine=state.engine_report(),
             gpu=state.gpu_report(),
             versions=versions(),
-            machine=machine(),
+            machine=self.machine,
             scenarios=results,
             loads=self.loads,
             session_verdicts=self.session_verdicts,
@@ -120,6 +123,7 @@ class Reporter:
         if not (self.ran or state.server is not None):
             return
         report = self._report(passed=session.testsfailed == 0)
+        self.config.hook.pytest_vramcap_update_report(config=self.config, report=report)
         try:
             self.report_path = write_report(report, state.settings.report_dir)
         except OSError as exc:

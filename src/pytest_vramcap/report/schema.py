@@ -139,6 +139,8 @@ class RunReport(BaseModel):
     """Where it ran (:func:`machine`): a baseline from another machine is compared with a warning."""
     comparison: dict[str, Any] | None = None
     """The regression gate's comparison with a baseline (``--vramcap-compare``), when there was one."""
+    extra: dict[str, Any] = Field(default_factory=dict)
+    """What a conftest's ``pytest_vramcap_update_report`` hook added (plugin/hooks.py): any JSON."""
 
 
 def machine() -> dict[str, Any]:
