@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from pytest_vramcap.engines.llamacpp import EngineOptions, LlamaServer
+from pytest_vramcap.model.synth import write_gguf
+from pytest_vramcap.planner.memory import ServerConfig
+from tests.helpers import LLAMA_SERVER
 
 FIXTURES = Path(__file__).parent / "fixtures"
 H100_LOGS = FIXTURES / "llama-server-h100"
@@ -11,3 +17,21 @@ H100_LOGS = FIXTURES / "llama-server-h100"
 @pytest.fixture(scope="session")
 def h100_logs() -> Path:
     return H100_LOGS
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 4-layer tiny shape in Q8_0 (a few MB of random weights): one file per test process."""
+    return write_gguf("tiny", "Q8_0", tmp_path_factory.mktemp("models") / "tiny-Q8_0.gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real llama-server on the tiny model, 3 slots of 256 tokens, shared by the tests of a process that only
+    send it requests (under xdist, one per worker); its URL. Tests that stop, kill or starve a server start their
+    own."""
+    if LLAMA_SERVER is None:
+        pytest.skip("needs llama-server (the engine extra)")
+    with LlamaServer(ServerConfig(parallel=3, ctx_per_agent=256), tiny_model,
+                     EngineOptions(log_dir=tmp_path_factory.mktemp("tiny-server"), startup_timeout_s=120)) as server:
+        yield server.url

@@ -24,7 +24,6 @@ from pytest_vramcap.load.measure.client import ChatClient, ChatRequest
 from pytest_vramcap.load.measure.metrics import summarize
 from pytest_vramcap.load.measure.record import RequestRefused, RequestTimeout, StreamCut
 from pytest_vramcap.model import spec_from_gguf
-from pytest_vramcap.model.synth import write_gguf
 from pytest_vramcap.planner.memory import ServerConfig, kv_cache_bytes
 from tests.helpers import needs_llama_server
 
@@ -32,11 +31,6 @@ pytestmark = needs_llama_server
 
 MAX_TOKENS = 32
 MIB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_gguf("tiny", "Q8_0", tmp_path_factory.mktemp("models") / "tiny-Q8_0.gguf")
 
 
 def options(tmp_path: Path, **kwargs) -> EngineOptions:  # type: ignore[no-untyped-def]

@@ -20,7 +20,6 @@ import pytest
 from pytest_vramcap.engines.ollama import OllamaServer, find_ollama, parse_version
 from pytest_vramcap.errors import EngineNotFoundError, EngineStartError, VramcapWarning
 from pytest_vramcap.model import spec_from_shape
-from pytest_vramcap.model.synth import write_gguf
 from pytest_vramcap.planner.memory import ServerConfig
 from pytest_vramcap.planner.plan import PlanRequest
 from pytest_vramcap.planner.profiles import resolve_profile
@@ -42,11 +41,6 @@ def ollama(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
             pytest.skip("no ollama on PATH: the real-Ollama run of this test needs one")
         return Path(real)
     return launcher(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_gguf("tiny", "Q8_0", tmp_path_factory.mktemp("models") / "tiny-Q8_0.gguf")
 
 
 def engine(binary: Path, model: Path | str, tmp_path: Path, config: ServerConfig = CONFIG,

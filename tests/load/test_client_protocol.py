@@ -1,26 +1,31 @@
 """The streaming client against answers that break the OpenAI stream format: each is one ProtocolError
-carrying the partial record, never a JSONDecodeError, a RecursionError or a negative token count."""
+carrying the partial record, never a JSONDecodeError, a RecursionError or a negative token count.
+
+The answers come from an ``httpx.MockTransport``: these are tests of the client's own reading, which needs no
+engine (tests/engines/test_llamacpp.py runs the same client against the real llama-server)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
+import httpx
 import pytest
 
 from pytest_vramcap.load.measure.client import ChatClient, ChatRequest, RequestRecord
 from pytest_vramcap.load.measure.record import ProtocolError, StreamCut
 from pytest_vramcap.load.measure.stream import ChatStream
-from tests.helpers import canned_server
+from tests.factories import sse
 
 
-def sse(*events: object) -> bytes:
-    return b"".join(f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n".encode() for e in events)
+def ask(body: bytes) -> RequestRecord:
+    """One chat request answered with ``body`` as an event stream; the request is checked on the way."""
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/chat/completions" and json.loads(request.content)["stream"] is True
+        return httpx.Response(200, content=body, headers={"Content-Type": "text/event-stream"})
 
-
-def ask(url: str) -> RequestRecord:
     async def run() -> RequestRecord:
-        async with ChatClient(url, read_timeout_s=5, total_timeout_s=10) as client:
+        async with ChatClient("http://engine.test", transport=httpx.MockTransport(answer)) as client:
             return await client.chat(ChatRequest([{"role": "user", "content": "hi"}], 4, label="probe"))
 
     return asyncio.run(run())
@@ -41,22 +46,21 @@ DONE = {"choices": [{"delta": {}, "finish_reason": "length"}]}
      "usage.prompt_tokens must be a finite number"),
 ], ids=["garbage", "nested", "list", "choices", "usage-string", "usage-negative", "usage-inf"])
 def test_malformed_streams(body: bytes, message: str) -> None:
-    with canned_server(body) as url, pytest.raises(ProtocolError, match=message) as excinfo:
-        ask(url)
+    with pytest.raises(ProtocolError, match=message) as excinfo:
+        ask(body)
     assert excinfo.value.record is not None and excinfo.value.record.error
 
 
 def test_a_well_formed_stream_still_counts() -> None:
     body = sse(TOKEN, TOKEN, {**DONE, "usage": {"completion_tokens": 2, "prompt_tokens": 3}}, "[DONE]")
-    with canned_server(body) as url:
-        record = ask(url)
+    record = ask(body)
     assert (record.n_out, record.n_out_source, record.prompt_tokens, record.text) == (2, "usage", 3, "xx")
 
 
 def test_a_stream_without_done_is_cut_even_after_a_finish_reason() -> None:
     """llama-server and Ollama's /v1 end every complete stream with [DONE]; without it the answer may be partial."""
-    with canned_server(sse(TOKEN, DONE)) as url, pytest.raises(StreamCut, match="without \\[DONE\\]") as excinfo:
-        ask(url)
+    with pytest.raises(StreamCut, match="without \\[DONE\\]") as excinfo:
+        ask(sse(TOKEN, DONE))
     assert excinfo.value.record is not None and excinfo.value.record.n_chunks == 1
 
 
@@ -64,8 +68,7 @@ def test_a_stream_without_done_is_cut_even_after_a_finish_reason() -> None:
 def test_reasoning_tokens_are_the_first_token(field: str) -> None:
     """A thinking model streams its reasoning first: Ollama as delta.reasoning, llama-server as reasoning_content."""
     thought = {"choices": [{"delta": {field: "hmm"}, "finish_reason": None}]}
-    with canned_server(sse(thought, TOKEN, DONE, "[DONE]")) as url:
-        record = ask(url)
+    record = ask(sse(thought, TOKEN, DONE, "[DONE]"))
     assert record.text == "hmmx"
     assert record.n_chunks == 2
     assert record.t_first is not None and record.t_last is not None and record.t_first <= record.t_last

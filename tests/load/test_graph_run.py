@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pytest_vramcap.engines.llamacpp import EngineOptions, LlamaServer
 from pytest_vramcap.errors import GraphError
 from pytest_vramcap.load.proxy.channels import RecordingProxy
 from pytest_vramcap.load.run.graphs import run_graph_pass
@@ -16,8 +14,6 @@ from pytest_vramcap.load.run.rounds import ModeResult
 from pytest_vramcap.load.run.steps import run_both
 from pytest_vramcap.load.scenario.graph_source import build_graph, load_builder
 from pytest_vramcap.load.scenario.schema import load_scenario
-from pytest_vramcap.model.synth import write_gguf
-from pytest_vramcap.planner.memory import ServerConfig
 from tests.helpers import needs_llama_server
 
 pytest.importorskip("langgraph", reason="LangGraph comes with the graph extra (dev installs it)")
@@ -70,13 +66,9 @@ def build(base_url):
 '''
 
 
-@pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    directory = tmp_path_factory.mktemp("graph-run")
-    model = write_gguf("tiny", "Q8_0", directory / "tiny-Q8_0.gguf")
-    with LlamaServer(ServerConfig(parallel=3, ctx_per_agent=256), model,
-                     EngineOptions(log_dir=directory, startup_timeout_s=120)) as server:
-        yield server.url
+@pytest.fixture
+def server_url(tiny_server: str) -> str:
+    return tiny_server
 
 
 def scenario_file(tmp_path: Path, topic: str = "GPUs", width: int = 3, tokens: int = 96, name: str = "") -> Path:

@@ -5,6 +5,7 @@ import pytest
 
 from pytest_vramcap.load.measure.client import RequestRecord
 from pytest_vramcap.load.measure.metrics import Distribution, parallel_speedup, percentile, summarize
+from tests.factories import timed_record
 
 
 @pytest.mark.parametrize("q", [0, 10, 50, 90, 95, 99, 100])
@@ -20,19 +21,14 @@ def test_percentile_rejects_nonsense() -> None:
         percentile([1.0], 101)
 
 
-def record(t_send: float, t_first: float, t_last: float, n_out: int, label: str = "") -> RequestRecord:
-    return RequestRecord(label=label, t_send=t_send, t_first=t_first, t_last=t_last, n_out=n_out,
-                         n_out_source="usage")
-
-
 def test_request_formulas() -> None:
-    r = record(10.0, 10.5, 12.5, 5)
+    r = timed_record(10.0, 10.5, 12.5, 5)
     assert r.ttft == 0.5 and r.e2e == 2.5 and r.tpot == pytest.approx(2.0 / 4)
-    assert record(0, 1, 1, 1).tpot is None  # undefined for a single token
+    assert timed_record(0, 1, 1, 1).tpot is None  # undefined for a single token
 
 
 def test_summary_weights_requests_equally_and_counts_errors() -> None:
-    records = [record(0.0, 0.2, 1.2, 11), record(0.0, 0.4, 4.4, 41)]
+    records = [timed_record(0.0, 0.2, 1.2, 11), timed_record(0.0, 0.4, 4.4, 41)]
     failed = RequestRecord(label="x", t_send=0.0, error="HTTP 500")
     summary = summarize([*records, failed], wall_s=5.0)
     assert summary.requests == 3 and summary.errors == 1

@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 
 from pytest_vramcap.errors import ConfigError
-from pytest_vramcap.load.measure.client import RequestRecord
-from pytest_vramcap.load.run.rounds import ModeResult, ModeRuns, ScenarioRun
 from pytest_vramcap.load.scenario.schema import Scenario
 from pytest_vramcap.model import spec_from_shape
 from pytest_vramcap.options import plan_change
@@ -26,6 +24,7 @@ from pytest_vramcap.report.schema import RunReport, ScenarioResult
 from pytest_vramcap.report.snapshot import METRICS, RUN_ROW, load_snapshot, snapshot_of
 from pytest_vramcap.report.verdicts import Verdict
 from pytest_vramcap.types import GATE_METRICS
+from tests.factories import scenario_run
 
 PLAN = make_plan(spec_from_shape("qwen2.5-14b", "Q4_K_M"), resolve_profile("rtx4080", {}),
                  PlanRequest(agents=4, ctx_per_agent=8192))
@@ -34,24 +33,11 @@ SCENARIO = Scenario.model_validate({"name": "pair", "steps": [
 PASS_ALL = [Verdict(name="oom", outcome="pass", summary="ok"), Verdict(name="slots", outcome="pass", summary="ok")]
 
 
-def _pass(mode: str, wall: float, ttft: float, start: float) -> ModeResult:
-    records = [RequestRecord(label=f"work.{role}", t_send=start, t_first=start + ttft, t_last=start + ttft + 1.0,
-                             n_out=11, n_out_source="usage") for role in "ab"]
-    return ModeResult(mode, wall, {"work": wall}, records, started=start)  # type: ignore[arg-type]
-
-
-def scenario_run(rounds: list[tuple[float, float]], ttft: float = 0.2) -> ScenarioRun:
-    """Rounds of (sequential wall, parallel wall); every request has the same TTFT."""
-    seq = [_pass("sequential", s, ttft, 100.0 + 10 * i) for i, (s, _p) in enumerate(rounds)]
-    par = [_pass("parallel", p, ttft, 105.0 + 10 * i) for i, (_s, p) in enumerate(rounds)]
-    return ScenarioRun(SCENARIO, ModeRuns("sequential", seq), ModeRuns("parallel", par))
-
-
 def report(rounds: list[tuple[float, float]], *, ttft: float = 0.2, verdicts: list[Verdict] | None = None,
            host: str = "ci-1", cpu: str = "x", profile: str = "rtx4080", model: str = "qwen2.5-14b",
            peak: float | None = None,
            extra: tuple[ScenarioResult, ...] = ()) -> RunReport:
-    result = ScenarioResult.of("pair", "scenarios/pair.yaml::pair", scenario_run(rounds, ttft), None,
+    result = ScenarioResult.of("pair", "scenarios/pair.yaml::pair", scenario_run(rounds, ttft=ttft), None,
                                verdicts if verdicts is not None else PASS_ALL)
     plan = plan_json(PLAN)
     plan["model"]["name"] = model

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pytest_vramcap.load.measure.client import RequestRecord
 from pytest_vramcap.load.run.rounds import ModeResult, ModeRuns, ScenarioRun
 from pytest_vramcap.load.scenario.schema import Scenario
 from pytest_vramcap.report.schema import ScenarioResult
 from pytest_vramcap.report.terminal import summary_table
 from pytest_vramcap.report.verdicts import Verdict
+from tests.factories import record
 
 SCENARIO = Scenario.model_validate({"name": "pair", "steps": [{"name": "s", "agents": [{"role": "a", "prompt": "x"}]}]})
 
@@ -17,7 +17,7 @@ def verdict(name: str, outcome: str) -> Verdict:
 
 
 def test_a_completed_and_a_never_started_scenario() -> None:
-    records = [RequestRecord(label="s.a", t_send=0.0, t_first=0.1, t_last=0.5, n_out=8, n_out_source="usage")]
+    records = [record("s.a", 0.1, 0.5, 8)]
     run = ScenarioRun(SCENARIO, ModeRuns("sequential", [ModeResult("sequential", 3.24, {"s": 3.24}, records)]),
                       ModeRuns("parallel", [ModeResult("parallel", 2.51, {"s": 2.51}, records)]))
     ran = ScenarioResult.of("code-docs-critic", "scenarios/c.yaml::c", run, 1.2, [

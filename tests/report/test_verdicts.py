@@ -13,7 +13,6 @@ from pytest_vramcap.engines.base import EngineEvidence, ServedModel
 from pytest_vramcap.engines.judge import Placement
 from pytest_vramcap.engines.logparse import ServerLog, parse_server_log
 from pytest_vramcap.errors import EngineStartError, ServerUnreachable
-from pytest_vramcap.load.measure.client import RequestRecord
 from pytest_vramcap.load.run.rounds import ModeResult, ModeRuns, ScenarioRun
 from pytest_vramcap.load.scenario.schema import Scenario
 from pytest_vramcap.model import spec_from_shape
@@ -31,6 +30,7 @@ from pytest_vramcap.report.verdicts import (
     speedup_verdict,
     start_failure_verdicts,
 )
+from tests.factories import record
 
 Q14 = spec_from_shape("qwen2.5-14b", "Q4_K_M")
 FITS = make_plan(Q14, resolve_profile("rtx4080", {}), PlanRequest(agents=4, ctx_per_agent=8192))
@@ -41,10 +41,6 @@ SCENARIO = Scenario.model_validate({"name": "pair", "steps": [
 
 def evidence(h100_logs: Path, name: str, **kwargs: object) -> EngineEvidence:
     return EngineEvidence(log=parse_server_log((h100_logs / name).read_text().splitlines()), **kwargs)  # type: ignore[arg-type]
-
-
-def record(label: str, ttft: float, e2e: float, n_out: int = 11) -> RequestRecord:
-    return RequestRecord(label=label, t_send=0.0, t_first=ttft, t_last=e2e, n_out=n_out, n_out_source="usage")
 
 
 def run(seq_s: float, par_s: float, *, errors: tuple[str, ...] = (),

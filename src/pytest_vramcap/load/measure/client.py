@@ -55,7 +55,10 @@ class ChatClient:
     """Async client over one connection pool; create it inside the event loop that uses it."""
 
     def __init__(self, base_url: str, *, model: str | None = None, connect_timeout_s: float = 5.0,
-                 read_timeout_s: float = 120.0, total_timeout_s: float = 600.0, max_connections: int = 64) -> None:
+                 read_timeout_s: float = 120.0, total_timeout_s: float = 600.0, max_connections: int = 64,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        """``transport`` replaces the network (``httpx.MockTransport`` answers in-process, for tests of the
+        client's own reading; tests of an engine's behaviour talk to the real server)."""
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.total_timeout_s = total_timeout_s
@@ -63,6 +66,7 @@ class ChatClient:
             base_url=self.base_url,
             timeout=httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=30.0, pool=None),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            transport=transport,
         )
 
     async def __aenter__(self) -> ChatClient:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ...types import RunMode
 from ..measure.client import ChatClient, ChatRequest, RequestRecord
-from ..measure.metrics import Summary, summarize
+from ..measure.metrics import Summary, parallel_speedup, summarize
 from ..measure.record import RequestError
 from ..scenario.schema import Scenario
 
@@ -103,8 +103,8 @@ class ScenarioRun:
     @property
     def round_speedups(self) -> list[float]:
         """Sequential wall over parallel wall, round by round."""
-        return [s.wall_s / p.wall_s for s, p in zip(self.sequential.passes, self.parallel.passes, strict=False)
-                if p.wall_s > 0]
+        return [parallel_speedup(s.wall_s, p.wall_s)
+                for s, p in zip(self.sequential.passes, self.parallel.passes, strict=False) if p.wall_s > 0]
 
     @property
     def speedup(self) -> float | None:

@@ -20,15 +20,24 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from ...errors import GraphError
 from .schema import GraphRef, Scenario
 
-__all__ = ["GRAPH_EXTRA", "Builder", "build_graph", "check_graph", "load_builder", "user_traceback"]
+__all__ = ["GRAPH_EXTRA", "Builder", "Graph", "build_graph", "check_graph", "load_builder", "user_traceback"]
+
+
+@runtime_checkable
+class Graph(Protocol):
+    """What a runner needs of a user's graph: LangGraph's compiled graphs (and any Runnable) have it."""
+
+    async def ainvoke(self, input: Any, config: Any = None, /) -> Any:
+        ...
+
 
 Builder = Callable[[str], Any]
-"""``build(base_url) -> graph``: what a scenario's ``graph:`` names."""
+"""``build(base_url) -> graph``: what a scenario's ``graph:`` names (its result is checked to be a :class:`Graph`)."""
 
 GRAPH_EXTRA = "pip install 'pytest-vramcap[graph]'"
 _EXTRA_MODULES = ("langgraph", "langchain_openai", "langchain_core", "openai")
@@ -103,14 +112,14 @@ def check_graph(scenario: Scenario) -> None:
         load_builder(scenario.graph)
 
 
-def build_graph(build: Builder, base_url: str, ref: GraphRef) -> Any:
+def build_graph(build: Builder, base_url: str, ref: GraphRef) -> Graph:
     """``build(base_url)``, checked to give something with ``ainvoke``; ``ref`` names it in errors."""
     try:
         graph = build(base_url)
     except Exception as exc:
         raise GraphError(f"{ref}({base_url!r}) raised {type(exc).__name__}: {str(exc)[:300]}",
                          user_traceback(exc, (ref.file,))) from None
-    if not callable(getattr(graph, "ainvoke", None)):
+    if not isinstance(graph, Graph) or not callable(graph.ainvoke):
         raise GraphError(f"{ref}(base_url) returned a {type(graph).__name__}, not a graph with "
                          f"ainvoke(input, config) (did build forget to .compile()?)")
     return graph

@@ -17,15 +17,10 @@ from pathlib import Path
 import pytest
 
 from pytest_vramcap.model import shape_metadata, write_sparse_gguf
+from tests.factories import vramcap
 from tests.helpers import misbehaving_server, sigint_reaches_python
 
 pytest_plugins = ["pytester"]
-
-
-def vramcap(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pytest_vramcap.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
 
 
 def assert_one_line(result: subprocess.CompletedProcess[str], message: str, code: int = 2) -> None:
@@ -261,5 +256,5 @@ def test_load_and_capacity_refuse_bad_input_before_any_load(args: list[str], mes
     from pytest_vramcap.engines import free_port
 
     port = free_port()  # nothing listens there
-    result = vramcap(*(arg.format(port=port) for arg in args), cwd=Path(__file__).parents[1], timeout=120)
+    result = vramcap(*(arg.format(port=port) for arg in args), cwd=Path(__file__).parents[2], timeout=120)
     assert_one_line(result, message, code)

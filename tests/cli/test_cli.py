@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-
-def vramcap(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pytest_vramcap.cli", *args], capture_output=True, text=True,
-                          timeout=120, cwd=cwd)
+from tests.factories import vramcap
 
 
 def test_plan_json_contract() -> None:
