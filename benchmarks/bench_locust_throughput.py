@@ -24,6 +24,7 @@ import platform
 import resource
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -38,12 +39,24 @@ from pytest_vramcap.load.capacity import CAPACITY_SCENARIO
 from pytest_vramcap.load.measure.client import ChatRequest
 from pytest_vramcap.load.measure.stream import ChatStream, RequestRecord
 from pytest_vramcap.locust.setup import AgentUser
+from pytest_vramcap.locust.state import VramcapRun, attach
 from pytest_vramcap.locust.vram_view import parse_llamacpp_metrics
 from pytest_vramcap.model.synth import write_gguf
 from pytest_vramcap.planner.memory import ServerConfig
 
 EDGE_S = 5.0
 """Left out at both ends of a run: the spawn ramp, and the stop."""
+
+
+@dataclass(eq=False)
+class KeepingRun(VramcapRun):
+    """The run's state, keeping every finished request too: the window below reads when each one ended."""
+
+    records: list[RequestRecord] = field(default_factory=list)
+
+    def request_ended(self, record: RequestRecord) -> None:
+        super().request_ended(record)
+        self.records.append(record)
 
 
 class RequestsChatClient:
@@ -78,9 +91,9 @@ def run(url: str, users: int, seconds: float, client: str) -> dict[str, float]:
     original = users_module.GeventChatClient
     if client == "requests":
         users_module.GeventChatClient = RequestsChatClient  # type: ignore[misc,assignment]
-    AgentUser.scenario, AgentUser.model = CAPACITY_SCENARIO, None
-    AgentUser.begin_run(keep_records=True)
     environment = Environment(user_classes=[AgentUser], events=events, host=url)
+    state = attach(environment, KeepingRun(scenario=CAPACITY_SCENARIO))
+    state.begin()
     runner = environment.create_local_runner()
     samples: list[tuple[float, float]] = []
 
@@ -101,11 +114,11 @@ def run(url: str, users: int, seconds: float, client: str) -> dict[str, float]:
     users_module.GeventChatClient = original  # type: ignore[misc]
     window = [(t, v) for t, v in samples if start + EDGE_S <= t <= start + seconds - EDGE_S]
     (t_a, v_a), (t_b, v_b) = window[0], window[-1]
-    ours = sum(r.n_out for r in AgentUser.records if r.ok and r.t_last is not None and t_a < r.t_last <= t_b)
+    ours = sum(r.n_out for r in state.records if r.ok and r.t_last is not None and t_a < r.t_last <= t_b)
     return {"server_tps": (v_b - v_a) / (t_b - t_a), "locust_tps": ours / (t_b - t_a),
-            "requests": len(AgentUser.records), "failed": sum(not r.ok for r in AgentUser.records),
+            "requests": len(state.records), "failed": sum(not r.ok for r in state.records),
             "cpu_per_user_pct": 100 * cpu / seconds / users, "cpu_per_1k_tokens_s": 1000 * cpu / max(
-                1, sum(r.n_out for r in AgentUser.records))}
+                1, sum(r.n_out for r in state.records))}
 
 
 def _cpu() -> float:

@@ -5,7 +5,8 @@
 
 Locust's tables show TTFT, TPOT and E2E per agent and GRAPH per scenario (see
 pytest_vramcap.locust.users); the web UI has a VRAM tab (and /vramcap); ``--processes N`` and
-``--master`` / ``--worker`` work, the master starting the server. ``locust -f locustfiles/agents.py --help``
+``--master`` / ``--worker`` work, the master starting the server. The run's state lives on Locust's
+Environment (``environment.vramcap``, pytest_vramcap.locust.state). ``locust -f locustfiles/agents.py --help``
 lists the vramcap options.
 """
 
@@ -13,8 +14,9 @@ from pathlib import Path
 
 from locust import events
 
+from pytest_vramcap.defaults import DEFAULT_LOAD_SCENARIO
 from pytest_vramcap.locust.setup import AgentUser, install
 
-install(events, default_scenario=Path(__file__).resolve().parents[1] / "scenarios" / "research-fanout.yaml")
+install(events, default_scenario=Path(__file__).resolve().parents[1] / DEFAULT_LOAD_SCENARIO)
 
 __all__ = ["AgentUser"]

@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_CTX_PER_AGENT",
     "DEFAULT_FIT_MARGIN_MIB",
     "DEFAULT_HOST",
+    "DEFAULT_LOAD_SCENARIO",
     "DEFAULT_MIX",
     "DEFAULT_MODEL",
     "DEFAULT_OLLAMA_URL",
@@ -60,6 +61,10 @@ DEFAULT_HOST = "127.0.0.1"
 """Servers we start bind to loopback unless told otherwise."""
 
 DEFAULT_STARTUP_TIMEOUT_S = 300.0
+
+DEFAULT_LOAD_SCENARIO = "scenarios/research-fanout.yaml"
+"""The graph ``vramcap load`` and the locustfile's users run when no scenario is named (relative to the current
+directory; locustfiles/agents.py names the one beside it)."""
 
 DEFAULT_REPORT_DIR = "reports"
 

@@ -105,17 +105,18 @@ import sys
 
 import locust  # monkey-patches the process for gevent, as under Locust
 
-from pytest_vramcap.locust.graphs import UserGraph, close_graph_hosts
+from pytest_vramcap.locust.graphs import GraphHosts, UserGraph
 from pytest_vramcap.load.scenario.schema import load_scenario
 from tests.scripted_engine import ScriptedEngine
 
 EVENTS = [{"id": "x", "choices": [{"index": 0, "delta": {"content": "t"}}]},
           {"id": "x", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}]
 with ScriptedEngine(EVENTS) as engine:
-    users = [UserGraph(load_scenario(path), engine.url, None, on_start=print, on_end=lambda record: None)
-             for path in sys.argv[1:]]
+    hosts = GraphHosts()  # what a run's users share (VramcapRun.graph_hosts)
+    users = [UserGraph(load_scenario(path), engine.url, None, hosts=hosts, on_start=print,
+                       on_end=lambda record: None) for path in sys.argv[1:]]
     print([len(user.invoke()[0]) for user in users])
-    close_graph_hosts()
+    hosts.close()
 """
 
 

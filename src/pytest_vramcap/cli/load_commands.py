@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..defaults import DEFAULT_LOAD_SCENARIO
 from ..errors import BadInputError
 from ..net import http_url
 from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options, with_run_defaults
@@ -41,8 +42,8 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
 
 def add_load_options(load: argparse.ArgumentParser) -> None:
     _add_target_options(load)
-    load.add_argument("--scenario", default="scenarios/research-fanout.yaml", metavar="YAML",
-                      help="the agent graph every user runs (default scenarios/research-fanout.yaml)")
+    load.add_argument("--scenario", default=DEFAULT_LOAD_SCENARIO, metavar="YAML",
+                      help=f"the agent graph every user runs (default {DEFAULT_LOAD_SCENARIO})")
     load.add_argument("--users", type=_positive_int, default=4, metavar="N", help="concurrent users (default 4)")
     load.add_argument("--spawn-rate", type=argparse_type(positive_float), default=None, metavar="R",
                       help="users started per second (default: all at once)")
@@ -99,7 +100,7 @@ def run_load(args: argparse.Namespace) -> int:
     from ..load.scenario.graph_source import check_graph
     from ..load.scenario.schema import load_scenario
     from ..locust.run import run_load
-    from ..report.load_output import format_load, load_json
+    from ..report.load_output import LoadReport, format_load
     from ..report.verdicts import load_verdicts
 
     scenario = load_scenario(args.scenario)
@@ -108,11 +109,11 @@ def run_load(args: argparse.Namespace) -> int:
         result = run_load(scenario, url, users=args.users, spawn_rate=args.spawn_rate or args.users,
                           duration_s=args.run_time, model=model, csv_prefix=args.csv, html_path=args.html,
                           max_graphs=args.graphs)
-    verdicts = load_verdicts(result, args.slo)
-    print(format_load(result, verdicts))
+    report = LoadReport.of(result, load_verdicts(result, args.slo))
+    print(format_load(report))
     if args.json is not None:
-        args.json.write_text(json.dumps(load_json(result, verdicts), indent=2) + "\n", encoding="utf-8")
-    return EXIT_DOES_NOT_FIT if any(verdict.failed for verdict in verdicts) else EXIT_OK
+        args.json.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return EXIT_OK if report.passed else EXIT_DOES_NOT_FIT
 
 
 def run_capacity(args: argparse.Namespace) -> int:

@@ -1,12 +1,15 @@
 """The capacity search, without Locust: judging one step of the ramp, finding the knee, the table.
 
-The ramp (load/locust_capacity.py) raises the number of concurrent agents step by step; each
-user is one agent asking one request after another (:data:`CAPACITY_SCENARIO`), so users =
-concurrent agents. A step meets the objective when none of the requests sent during it
-failed and their TTFT p95 is at most the limit. A request still waiting for its first
-token when the step ends counts with the wait so far: a queue that starves
-agents breaks the objective even before they are answered. The knee is the most agents
-of a step that met it, below the first step that did not.
+The ramp (:class:`~pytest_vramcap.locust.run.StepShape`, Locust's LoadTestShape) raises the number of
+concurrent agents step by step; each user is one agent asking one request after another
+(:data:`CAPACITY_SCENARIO`), so users = concurrent agents. A step meets the objective when none of the
+requests sent during it failed and their TTFT p95 is at most the limit. A request still waiting for its first
+token when the step ends counts with the wait so far: a queue that starves agents breaks the objective even
+before they are answered. The knee is the most agents of a step that met it, below the first step that did not.
+
+A step is counted as its requests end (:class:`StepTally`), so judging it never rescans the run: the ramp keeps
+the judged steps' results and the current step's tally, whose TTFTs are kept exact (the step's p95 is what
+decides it) and dropped when the next step starts.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from .measure.metrics import Distribution
 from .measure.stream import RequestRecord
 from .scenario.schema import Scenario
 
-__all__ = ["CAPACITY_SCENARIO", "CapacityResult", "StepResult", "capacity_json", "format_capacity", "judge_step"]
+__all__ = ["CAPACITY_SCENARIO", "CapacityResult", "StepResult", "StepTally", "capacity_json", "format_capacity",
+           "judge_step"]
 
 CAPACITY_SCENARIO = Scenario.model_validate({
     "name": "capacity-agent",
@@ -39,7 +43,7 @@ class StepResult:
     """Requests sent during the step: finished, failed, or still open at its end."""
     failed: int
     failures: dict[str, str]
-    """The first error of each failure kind (load/failures.py) among them."""
+    """The first error of each failure kind (load/measure/failures.py) among them."""
     waiting: int
     """Of those, still without a first token when the step ended."""
     ttft: Distribution | None
@@ -48,12 +52,40 @@ class StepResult:
     met: bool
 
 
-def judge_step(users: int, finished: Iterable[RequestRecord], open_requests: Iterable[RequestRecord], start: float,
-               end: float, ttft_p95_s: float) -> StepResult:
-    """One step of the ramp, from ``start`` to ``end`` (``time.monotonic``)."""
-    finished = list(finished)
-    sent = [record for record in finished if start <= record.t_send < end]
-    ttfts = [record.ttft for record in sent if record.ttft is not None]
+@dataclass
+class StepTally:
+    """The requests of one step that ended so far, counted as each ends (:meth:`add`)."""
+
+    start: float
+    """``time.monotonic()`` when the step began: requests sent before it belong to an earlier step."""
+    sent: int = 0
+    """Requests sent during the step that have ended (failed or not)."""
+    failed: int = 0
+    failures: dict[str, str] = field(default_factory=dict)
+    ttfts: list[float] = field(default_factory=list)
+    """TTFT of each of them that had a first token (this step's only: a step is one judgement)."""
+    tokens: int = 0
+    """Output tokens of requests that ended during the step, whenever they were sent."""
+
+    def add(self, record: RequestRecord) -> None:
+        if record.t_last is not None and record.t_last >= self.start:
+            self.tokens += record.n_out
+        if record.t_send < self.start:
+            return
+        self.sent += 1
+        if record.ttft is not None:
+            self.ttfts.append(record.ttft)
+        if not record.ok:
+            self.failed += 1
+            self.failures.setdefault(record.error_kind or "server_error", record.error or "")
+
+
+def judge_step(users: int, step: StepTally, open_requests: Iterable[RequestRecord], end: float,
+               ttft_p95_s: float) -> StepResult:
+    """The step that ``step`` counted, ending at ``end`` (``time.monotonic``); ``open_requests`` are those still
+    in flight."""
+    start = step.start
+    ttfts = list(step.ttfts)
     waiting = still_open = 0
     for record in open_requests:
         if start <= record.t_send < end:
@@ -63,18 +95,11 @@ def judge_step(users: int, finished: Iterable[RequestRecord], open_requests: Ite
             else:
                 waiting += 1
                 ttfts.append(end - record.t_send)  # a lower bound: it has waited this long so far
-    failed = sum(not record.ok for record in sent)
-    failures: dict[str, str] = {}
-    for record in sent:
-        if not record.ok:
-            failures.setdefault(record.error_kind or "server_error", record.error or "")
     distribution = Distribution.of(ttfts)
-    tokens = sum(record.n_out for record in finished
-                 if record.t_last is not None and start <= record.t_last < end)
-    met = failed == 0 and distribution is not None and distribution.p95 <= ttft_p95_s
-    return StepResult(users=users, seconds=end - start, requests=len(sent) + still_open, failed=failed,
-                      failures=failures, waiting=waiting, ttft=distribution,
-                      output_tps=tokens / (end - start) if end > start else 0.0, met=met)
+    met = step.failed == 0 and distribution is not None and distribution.p95 <= ttft_p95_s
+    return StepResult(users=users, seconds=end - start, requests=step.sent + still_open, failed=step.failed,
+                      failures=dict(step.failures), waiting=waiting, ttft=distribution,
+                      output_tps=step.tokens / (end - start) if end > start else 0.0, met=met)
 
 
 @dataclass

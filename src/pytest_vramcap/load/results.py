@@ -1,28 +1,153 @@
-"""What a load run measured, free of Locust (the report and the verdicts read it in processes without gevent)."""
+"""What a load run measured, free of Locust (the report and the verdicts read it in processes without gevent).
+
+:class:`LoadStats` counts a run as its requests and graphs end, in memory that stays bounded however long the
+run (Locust's stats.py way): counts, sums, first send and last token, and each latency as a histogram of
+rounded times (:class:`Histogram`), never the requests themselves. :class:`LoadResult` is what ``vramcap load``
+hands on; with its verdicts (report/load_output.py's ``LoadReport``) it is the ``--json`` file the pytest gate
+reads back.
+
+How exact: counts, output tokens, tokens/s (tokens over first send to last token), n, mean and max are exact.
+Each sample is rounded to :data:`SIGNIFICANT_DIGITS` significant digits before it is counted (Locust rounds
+response times to 2, stats.py ``StatsEntry._log_response_time``), and the percentiles are
+load/measure/metrics.py's (linear interpolation between order statistics) over the rounded samples: rounding
+keeps their order, so each percentile is within 0.5 % of the one the exact samples give (never above the exact
+max). A histogram holds at most 900 buckets per decade between 1 µs and the longest sample.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from .measure.metrics import Distribution, Summary
+from .measure.stream import RequestRecord
 
-__all__ = ["LoadResult"]
+__all__ = ["SIGNIFICANT_DIGITS", "Histogram", "LoadResult", "LoadStats"]
+
+SIGNIFICANT_DIGITS = 3
+_FLOOR_S = 1e-6
+"""Samples below a microsecond count as 0 (a clock step, or a cached answer): buckets end there."""
 
 
-@dataclass(frozen=True)
-class LoadResult:
+def bucket(value: float) -> float:
+    """``value`` rounded to :data:`SIGNIFICANT_DIGITS` significant digits (0 below :data:`_FLOOR_S`)."""
+    if value < _FLOOR_S:
+        return 0.0
+    return round(value, SIGNIFICANT_DIGITS - 1 - math.floor(math.log10(value)))
+
+
+@dataclass
+class Histogram:
+    """One metric's samples as counts of rounded values, with the exact n, sum and max."""
+
+    counts: dict[float, int] = field(default_factory=dict)
+    n: int = 0
+    total: float = 0.0
+    max: float = 0.0
+
+    def add(self, value: float) -> None:
+        key = bucket(value)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self.n += 1
+        self.total += value
+        self.max = value if self.n == 1 else max(self.max, value)
+
+    def percentile(self, q: float) -> float:
+        """metrics.percentile's formula over the rounded samples, at most the exact max."""
+        if not self.n:
+            raise ValueError("percentile of no values")
+        rank = (self.n - 1) * q / 100
+        low, high = math.floor(rank), math.ceil(rank)
+        values = self._order_statistics((low, high))
+        return min(values[0] + (values[1] - values[0]) * (rank - low), self.max)
+
+    def _order_statistics(self, ranks: tuple[int, int]) -> tuple[float, float]:
+        found: list[float] = []
+        seen = 0
+        for value in sorted(self.counts):
+            seen += self.counts[value]
+            while len(found) < len(ranks) and ranks[len(found)] < seen:
+                found.append(value)
+            if len(found) == len(ranks):
+                break
+        return found[0], found[1]
+
+    def distribution(self) -> Distribution | None:
+        if not self.n:
+            return None
+        return Distribution(n=self.n, mean=self.total / self.n, p50=self.percentile(50), p90=self.percentile(90),
+                            p95=self.percentile(95), p99=self.percentile(99), max=self.max)
+
+
+@dataclass
+class LoadStats:
+    """A run's requests and graphs as they end; :meth:`summary` is load/measure/metrics.py's ``summarize`` of them
+    (the formulas of :class:`~.measure.metrics.Summary`), from bounded counts instead of the records."""
+
+    requests: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    output_tokens: int = 0
+    token_count_sources: set[str] = field(default_factory=set)
+    first_send: float | None = None
+    """Of the successful requests: the window of tokens/s runs from the first send to the last token."""
+    last_token: float | None = None
+    ttft: Histogram = field(default_factory=Histogram)
+    tpot: Histogram = field(default_factory=Histogram)
+    e2e: Histogram = field(default_factory=Histogram)
+    graph_times: Histogram = field(default_factory=Histogram)
+    """Whole-graph times of the graphs that succeeded."""
+
+    def add_request(self, record: RequestRecord) -> None:
+        self.requests += 1
+        if not (record.ok and record.e2e is not None):
+            self.failures[record.error_kind or "no_output"] += 1
+            return
+        self.output_tokens += record.n_out
+        self.token_count_sources.add(record.n_out_source)
+        self.first_send = record.t_send if self.first_send is None else min(self.first_send, record.t_send)
+        if record.t_last is not None:
+            self.last_token = record.t_last if self.last_token is None else max(self.last_token, record.t_last)
+        self.e2e.add(record.e2e)
+        if record.ttft is not None:
+            self.ttft.add(record.ttft)
+        if record.tpot is not None:
+            self.tpot.add(record.tpot)
+
+    def add_graph(self, wall_s: float, ok: bool) -> None:
+        if ok:
+            self.graph_times.add(wall_s)
+
+    def summary(self) -> Summary:
+        wall_s = self.last_token - self.first_send if self.last_token is not None and self.first_send is not None \
+            else None
+        return Summary(requests=self.requests, errors=sum(self.failures.values()), failures=dict(self.failures),
+                       output_tokens=self.output_tokens, token_count_source=sorted(self.token_count_sources),
+                       wall_s=wall_s, output_tps=self.output_tokens / wall_s if wall_s else None,
+                       ttft_s=self.ttft.distribution(), tpot_s=self.tpot.distribution(),
+                       e2e_s=self.e2e.distribution())
+
+
+class LoadResult(BaseModel):
+    """What ``vramcap load`` measured; report/load_output.py's ``LoadReport`` adds the verdicts for ``--json``."""
+
+    model_config = ConfigDict(frozen=True)
+
     scenario: str
     users: int
     duration_s: float
-    summary: Summary
-    """Every finished request, by load/metrics.py's formulas."""
-    graph_s: Distribution | None
-    """Whole-graph completion times of the graphs that finished."""
     graphs: int
     failed_graphs: int
+    summary: Summary
+    """Every finished request, by load/measure/metrics.py's formulas (:class:`LoadStats`)."""
+    graph_s: Distribution | None
+    """Whole-graph completion times of the graphs that finished."""
     locust_failures: dict[str, int]
     """Locust's failure table: ``<kind>: <message>`` -> occurrences."""
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def failure_ratio(self) -> float:
         return self.summary.errors / self.summary.requests if self.summary.requests else 0.0

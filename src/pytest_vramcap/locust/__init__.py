@@ -4,6 +4,7 @@ Importing Locust runs gevent's ``patch_all``, which would turn pytest's threads,
 gevent's; so the pytest plugin runs ``vramcap load`` in a child process instead (``plugin/load_gate.py``).
 This ``__init__`` imports nothing, so the Locust-free modules below (tally, vram_view) load without gevent.
 
+    state.py      a run's state on Locust's Environment (``environment.vramcap``): scenario, server, counts
     users.py      agent-graph users on geventhttpclient, reporting TTFT/TPOT/E2E/GRAPH entries
     graphs.py     a user's own graph under Locust: an asyncio loop as a greenlet, a proxy channel per user
     setup.py      a locustfile's options and events, the server it plans and starts, the end of the run

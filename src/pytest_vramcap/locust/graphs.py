@@ -4,11 +4,12 @@ Locust runs its users as greenlets; a LangGraph graph is asyncio. Once Locust ha
 monkey-patched the process, asyncio's default selector is gevent's, so one asyncio
 event loop runs as one more greenlet (:class:`GraphLoop`): a user hands it a
 graph invocation and waits on a gevent result, and the other users run meanwhile.
-The recording proxy (:mod:`.proxy`) needs no change: its threads are greenlets here.
+The recording proxy (:mod:`pytest_vramcap.load.proxy`) needs no change: its threads are greenlets here.
 
-Each user builds its own copy of the graph on a channel of the process's proxy
-(:class:`UserGraph`; one event loop, and one proxy per server, serve all of a process's
-users), so the requests of its invocations are its own: the channel
+Each user builds its own copy of the graph on a channel of the run's proxy
+(:class:`UserGraph`; one event loop, and one proxy per server, serve all of a run's
+users: :class:`GraphHosts`, kept on the run's state on the Environment), so the requests of its
+invocations are its own: the channel
 reports each one as it ends (Locust's TTFT/TPOT/E2E entries), and the invocation's
 tokens make its GRAPH entry. Users run the parallel form (no ``max_concurrency``).
 """
@@ -32,7 +33,7 @@ from ..load.run.rounds import RUNNER_REQUEST_FIELDS
 from ..load.scenario.graph_source import build_graph, load_builder
 from ..load.scenario.schema import Scenario
 
-__all__ = ["GraphLoop", "UserGraph", "close_graph_hosts"]
+__all__ = ["GraphHosts", "GraphLoop", "UserGraph"]
 
 
 class GraphLoop:
@@ -90,8 +91,9 @@ class GraphLoop:
         self._loop.stop()
 
 
-class _GraphHosts:
-    """What the graph users of one process share: the event loop, and a proxy per server they load."""
+class GraphHosts:
+    """What the graph users of one run share: the event loop, and a proxy per server they load; :meth:`close` at
+    the run's end stops them (a process runs one Locust run at a time: the loop is one per OS thread)."""
 
     def __init__(self) -> None:
         self.loop: GraphLoop | None = None
@@ -116,25 +118,17 @@ class _GraphHosts:
             loop.close()
 
 
-_hosts = _GraphHosts()
-
-
-def close_graph_hosts() -> None:
-    """Stop this process's proxies and its graphs' event loop (a run's end)."""
-    _hosts.close()
-
-
 class UserGraph:
     """One Locust user's copy of the scenario's graph, built on a proxy channel of its own."""
 
-    def __init__(self, scenario: Scenario, host: str, model: str | None, *,
+    def __init__(self, scenario: Scenario, host: str, model: str | None, *, hosts: GraphHosts,
                  on_start: Callable[[RequestRecord], None], on_end: Callable[[RequestRecord], None]) -> None:
         assert scenario.graph is not None
         self.scenario = scenario
         self.stopped = False
         """Locust stopped this user: the requests its graph still ends are no answer of the server's."""
-        self._loop = _hosts.event_loop()
-        self._proxy = _hosts.proxy(host, model)
+        self._loop = hosts.event_loop()
+        self._proxy = hosts.proxy(host, model)
         self.channel = self._proxy.channel(on_start=on_start, on_end=on_end)
         try:
             self.graph = build_graph(load_builder(scenario.graph), self.channel.base_url, scenario.graph)

@@ -5,11 +5,12 @@
 * ``init_command_line_parser``: ``--vram-profile`` and the plugin's plan and engine options
   under the same names (``--vramcap-model``, ``--vramcap-agents``...), plus
   ``--vramcap-scenario`` and ``--vramcap-request-model``;
-* ``init``: the scenario is loaded (every process); on the master or a local runner, with
-  ``--vram-profile``, the plan is made and its server started (``environment.host`` is then
+* ``init``: the run's :class:`~.state.VramcapRun` is attached to the Environment and the listeners below
+  are added to ``environment.events``; the scenario is loaded (every process); on the master or a local
+  runner, with ``--vram-profile``, the plan is made and its server started (``environment.host`` is then
   its URL), or else ``--host`` is checked; a bad input is one ``vramcap: error:`` line and
   exit code 2, with no server left;
-* ``test_start`` / ``test_stop``: the run's :class:`~.tally.LoadTally` starts and stops counting;
+* ``test_start`` / ``test_stop``: the run's counts (:class:`~.tally.LoadTally`) start and stop;
 * ``report_to_master`` / ``worker_report``: a worker's output tokens and finished graphs travel to
   the master with Locust's own stats, so the master's counts (``--vramcap-graphs``, tokens/s) are
   the whole run's;
@@ -27,26 +28,35 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from ..engines.base import Server
-from ..errors import GraphError, ServerUnreachable, VramcapError
+from ..defaults import DEFAULT_LOAD_SCENARIO
+from ..errors import EngineStartError, ServerUnreachable, VramcapError
 from ..load.scenario.graph_source import check_graph
 from ..load.scenario.schema import load_scenario
 from ..net import fetch, redact
 from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options, with_run_defaults
 from ..parsers import argparse_type, choice, non_empty, positive_int
 from ..planner.output import plan_json
-from ..planner.plan import Plan
 from ..types import SERVED_ENGINES, EngineChoice
-from .graphs import close_graph_hosts
+from .state import VramcapRun, attach, vramcap_run
 from .users import AgentGraphUser
 from .web import install_vram_tab
 
-__all__ = ["AgentUser", "install", "server_from_options"]
+if TYPE_CHECKING:
+    from argparse import ArgumentParser, Namespace
 
-DEFAULT_SCENARIO = "scenarios/research-fanout.yaml"
+    from locust.env import Environment
+    from locust.event import EventHook, Events
+    from locust.runners import Runner
+
+    from ..engines.base import Server
+    from ..planner.plan import Plan
+
+__all__ = ["AgentUser", "error_text", "install", "server_from_options"]
+
 _PREFIX, _DEST = "vramcap-", "vramcap_"
 _TABLE = tuple(option for option in (*PLAN_OPTIONS, *ENGINE_OPTIONS) if option.name != "profile")
 
@@ -55,22 +65,13 @@ class AgentUser(AgentGraphUser):
     """The agent graph of ``--vramcap-scenario``, as one Locust user."""
 
 
-class _RunState:
-    server: Server | None = None
-    plan: dict[str, Any] | None = None
-    """The started server's plan (``plan_json(plan)``), for the web UI's VRAM tab."""
-    default_scenario: Path = Path(DEFAULT_SCENARIO)
-
-
-_state = _RunState()
-
-
-def add_arguments(parser: Any) -> None:
+def add_arguments(parser: ArgumentParser, *, default_scenario: Path, **_: Any) -> None:
     """Our options on Locust's parser, kept out of the web UI's form (the server is planned before it opens)."""
     group = parser.add_argument_group("vramcap", "plan and start the server (--vram-profile), or use --host")
 
     def add(*flags: str, **kwargs: Any) -> None:
-        group.add_argument(*flags, **kwargs).include_in_web_ui = False  # what LocustArgumentParser sets
+        # what LocustArgumentParser sets on an option the web UI's form leaves out
+        group.add_argument(*flags, **kwargs).include_in_web_ui = False  # type: ignore[attr-defined]
 
     add("--vram-profile", dest="vram_profile", default=None, type=argparse_type(non_empty), metavar="PROFILE",
         help="plan for this VRAM budget and start the server (embedded llama-server by default); not with --host")
@@ -78,14 +79,14 @@ def add_arguments(parser: Any) -> None:
     add("--vramcap-engine", dest="vramcap_engine", default="llamacpp", type=argparse_type(choice(SERVED_ENGINES)),
         help="with --vram-profile: llamacpp (default) or ollama")
     add("--vramcap-scenario", dest="vramcap_scenario", default=None, metavar="YAML",
-        help=f"the agent graph each user runs (default {_state.default_scenario})")
+        help=f"the agent graph each user runs (default {default_scenario})")
     add("--vramcap-request-model", dest="vramcap_request_model", default=None, metavar="NAME",
         help="with --host: the model every request names (Ollama, vLLM)")
     add("--vramcap-graphs", dest="vramcap_graphs", default=None, type=argparse_type(positive_int), metavar="N",
         help="quit once N graphs have finished (a master counts its workers' graphs; -t still applies)")
 
 
-def plan_values(parsed: Any) -> dict[str, Any]:
+def plan_values(parsed: Namespace) -> dict[str, Any]:
     """The plan options by ``dest`` from Locust's parsed options, with the plugin's defaults."""
     values = with_run_defaults({option.dest: getattr(parsed, _DEST + option.dest, None) for option in _TABLE},
                                _TABLE)
@@ -112,48 +113,60 @@ def check_reachable(url: str, option: str = "--host") -> None:
         raise ServerUnreachable(f"cannot reach {option} {redact(url)}: {exc}") from None
 
 
-def _exit(message: str) -> NoReturn:
-    stop_server()
-    print(f"vramcap: error: {message}", file=sys.stderr, flush=True)
+def error_text(exc: VramcapError) -> str:
+    """The end of a run that a VramcapError stopped, as the ``vramcap`` command shows it: one ``vramcap: error:``
+    line (a graph's traceback above it; a server's start-up failure as its cause, the log tail left in its log)."""
+    prefix = "vramcap: error: "
+    if isinstance(exc, EngineStartError):
+        return prefix + exc.one_line()
+    return exc.shown(prefix)
+
+
+def _exit(run: VramcapRun, text: str) -> NoReturn:
+    run.stop_server()
+    print(text, file=sys.stderr, flush=True)
     sys.exit(2)
 
 
-def on_init(environment: Any, **_: Any) -> None:
+def on_init(environment: Environment, *, default_scenario: Path, **_: Any) -> None:
+    """Attach the run's state and listeners; load the scenario; start the planned server or check ``--host``."""
     from locust.runners import WorkerRunner
 
+    run = attach(environment, VramcapRun())
+    listen(environment.events, run)
     parsed = environment.parsed_options
+    if parsed is None:  # a library run (run.py) sets up its own
+        return
     if parsed.vram_profile and parsed.host:
-        _exit("--host and --vram-profile both given: attach to a server, or plan and start one, not both")
+        _exit(run, "vramcap: error: --host and --vram-profile both given: attach to a server, or plan and start one, "
+                   "not both")
     try:
-        AgentUser.scenario = load_scenario(Path(parsed.vramcap_scenario or _state.default_scenario))
-        check_graph(AgentUser.scenario)  # a graph that cannot be imported stops the run here, in one line
+        run.scenario = load_scenario(Path(parsed.vramcap_scenario or default_scenario))
+        check_graph(run.scenario)  # a graph that cannot be imported stops the run here, in one line
         if isinstance(environment.runner, WorkerRunner):
             return  # the master plans, starts and names the host
         if parsed.vram_profile:
             plan, server = server_from_options(plan_values(parsed), parsed.vramcap_engine, prefix=_PREFIX)
-            _state.plan, _state.server = plan_json(plan), server
+            run.plan, run.server = plan_json(plan), server
             server.start()
             environment.host = server.url
             # Locust forwards custom options to workers with each spawn: they name the same model.
-            parsed.vramcap_request_model = AgentUser.model = server.request_model
+            parsed.vramcap_request_model = run.model = server.request_model
             print(f"vramcap: serving at {server.url}", file=sys.stderr, flush=True)
         elif parsed.host:
             check_reachable(parsed.host)
-            AgentUser.model = parsed.vramcap_request_model
+            run.model = parsed.vramcap_request_model
         _make_forwardable(parsed)
         if environment.web_ui is not None:
-            install_vram_tab(environment.web_ui, plan=lambda: _state.plan, server_url=lambda: environment.host,
-                             tally=lambda: AgentUser.tally)
+            install_vram_tab(environment.web_ui, plan=lambda: run.plan, server_url=lambda: environment.host,
+                             tally=lambda: run.tally)
     except VramcapError as exc:
-        if isinstance(exc, GraphError) and exc.user_traceback:
-            print(exc.user_traceback, file=sys.stderr)
-        one_line = getattr(exc, "one_line", None)
-        _exit(one_line() if callable(one_line) else str(exc))
+        _exit(run, error_text(exc))
     except OSError as exc:
-        _exit(f"{exc.strerror or exc}")
+        _exit(run, f"vramcap: error: {exc.strerror or exc}")
 
 
-def _make_forwardable(parsed: Any) -> None:
+def _make_forwardable(parsed: Namespace) -> None:
     """A master sends its custom options to workers with each spawn, through msgpack, which takes plain values
     only: our options are used by now, so a parsed ``Path`` travels as its text."""
     for name, value in vars(parsed).items():
@@ -161,47 +174,45 @@ def _make_forwardable(parsed: Any) -> None:
             setattr(parsed, name, str(value))
 
 
-def stop_server() -> None:
-    server, _state.server = _state.server, None
-    if server is not None:
-        server.stop()
-
-
-def quit_after_graphs(runner: Any, count: int) -> None:
-    """Spawn a watcher that quits ``runner`` once the run has finished ``count`` graphs (a master counts its
+def quit_after_graphs(runner: Runner, count: int) -> None:
+    """Spawn a watcher that quits ``runner`` once its run has finished ``count`` graphs (a master counts its
     workers' graphs as they report)."""
     import gevent
 
+    run = vramcap_run(runner.environment)
+
     def watch() -> None:
-        while AgentUser.tally.graphs < count:
+        while run.tally.graphs < count:
             gevent.sleep(0.05)
         runner.quit()
 
     gevent.spawn(watch)
 
 
-def on_test_start(environment: Any, **_: Any) -> None:
+def on_test_start(environment: Environment, **_: Any) -> None:
     from locust.runners import WorkerRunner
 
-    AgentUser.begin_run(keep_records=False)  # the tally has what the locustfile reports
-    parsed = environment.parsed_options
-    if isinstance(environment.runner, WorkerRunner):
-        AgentUser.model = getattr(parsed, "vramcap_request_model", None)
-    elif getattr(parsed, "vramcap_graphs", None):
-        quit_after_graphs(environment.runner, parsed.vramcap_graphs)
+    run = vramcap_run(environment)
+    run.begin()
+    parsed, runner = environment.parsed_options, environment.runner
+    graphs: int | None = getattr(parsed, "vramcap_graphs", None)
+    if isinstance(runner, WorkerRunner):
+        run.model = getattr(parsed, "vramcap_request_model", None)
+    elif runner is not None and graphs:
+        quit_after_graphs(runner, graphs)
 
 
-def on_test_stop(**_: Any) -> None:
-    AgentUser.tally.stopped_at = time.monotonic()
+def on_test_stop(environment: Environment, **_: Any) -> None:
+    vramcap_run(environment).tally.stopped_at = time.monotonic()
 
 
-def on_report_to_master(data: dict[str, Any], **_: Any) -> None:
-    data["vramcap"] = AgentUser.tally.take_report()
+def on_report_to_master(run: VramcapRun, client_id: str, data: dict[str, Any], **_: Any) -> None:
+    data["vramcap"] = run.tally.take_report()
 
 
-def on_worker_report(client_id: str, data: dict[str, Any], **_: Any) -> None:
+def on_worker_report(run: VramcapRun, client_id: str, data: dict[str, Any], **_: Any) -> None:
     if isinstance(data.get("vramcap"), dict):
-        AgentUser.tally.merge(data["vramcap"], worker=client_id)
+        run.tally.merge(data["vramcap"], worker=client_id)
 
 
 def finish_csv(environment: Any, prefix: str, stop_writer: Callable[[], None] | None = None) -> None:
@@ -226,17 +237,17 @@ def finish_csv(environment: Any, prefix: str, stop_writer: Callable[[], None] | 
             write(csv.writer(file))
 
 
-def on_quitting(environment: Any, **_: Any) -> None:
+def on_quitting(environment: Environment, **_: Any) -> None:
     from locust.runners import MasterRunner, WorkerRunner
 
-    stop_server()
-    close_graph_hosts()
-    if AgentUser.build_error is not None:  # a user's graph could not be built: the run was stopped for it
-        text = AgentUser.build_error.shown("vramcap: error: ")
+    run = vramcap_run(environment)
+    run.close()
+    if run.build_error is not None:  # a user's graph could not be built: the run was stopped for it
+        text = error_text(run.build_error)
         # at exit: Locust prints its tables after this event, and the error must be what the run ends with
         atexit.register(lambda: print(text, file=sys.stderr, flush=True))
         environment.process_exit_code = 2
-    tally, runner = AgentUser.tally, environment.runner
+    tally, runner = run.tally, environment.runner
     csv_prefix = getattr(environment.parsed_options, "csv_prefix", None)
     if csv_prefix and not isinstance(runner, WorkerRunner):  # a worker's stats are not the run's
         finish_csv(environment, csv_prefix)
@@ -247,19 +258,29 @@ def on_quitting(environment: Any, **_: Any) -> None:
               f"{tally.output_tokens} output tokens: {rate:.1f} tokens/s ({whole})", file=sys.stderr)
 
 
-def install(events: Any, default_scenario: Path | None = None) -> None:
+def listen(events: Events, run: VramcapRun) -> None:
+    """The listeners of ``run``, on its Environment's ``events`` (``init`` adds them, once per Environment; the
+    worker report events name no Environment, so theirs are bound to the run)."""
+    _on(events.test_start, on_test_start)
+    _on(events.test_stop, on_test_stop)
+    _on(events.report_to_master, partial(on_report_to_master, run))
+    _on(events.worker_report, partial(on_worker_report, run))
+    _on(events.quitting, on_quitting)
+
+
+def install(events: Events, default_scenario: Path | None = None) -> None:
     """Register the listeners on Locust's ``events`` (a locustfile calls this once); ``default_scenario`` is the
-    graph users run without ``--vramcap-scenario`` (else scenarios/research-fanout.yaml of the current directory)."""
-    if default_scenario is not None:
-        _state.default_scenario = default_scenario
+    graph users run without ``--vramcap-scenario`` (else :data:`~pytest_vramcap.defaults.DEFAULT_LOAD_SCENARIO`
+    of the current directory)."""
+    scenario = default_scenario if default_scenario is not None else Path(DEFAULT_LOAD_SCENARIO)
     # Locust logs at INFO; httpx would add a line per health poll of the server we start, and httpx2 (the
     # openai client's, under langchain-openai) one per request a user's graph makes.
     for client_logger in ("httpx", "httpx2"):
         logging.getLogger(client_logger).setLevel(logging.WARNING)
-    events.init_command_line_parser.add_listener(add_arguments)
-    events.init.add_listener(on_init)
-    events.test_start.add_listener(on_test_start)
-    events.test_stop.add_listener(on_test_stop)
-    events.report_to_master.add_listener(on_report_to_master)
-    events.worker_report.add_listener(on_worker_report)
-    events.quitting.add_listener(on_quitting)
+    _on(events.init_command_line_parser, partial(add_arguments, default_scenario=scenario))
+    _on(events.init, partial(on_init, default_scenario=scenario))
+
+
+def _on(hook: EventHook, listener: Callable[..., None]) -> None:
+    """``hook.add_listener(listener)``, typed (Locust's EventHook is not)."""
+    hook.add_listener(listener)  # type: ignore[no-untyped-call]

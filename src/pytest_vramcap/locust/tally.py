@@ -7,7 +7,8 @@ last report (:meth:`LoadTally.take_report`); the master merges every report into
 (:meth:`LoadTally.merge`). A local runner just counts. So "N graphs finished" and "output
 tokens per second" mean the whole run on any runner.
 
-Free of Locust: the web UI's VRAM tab and the tests read it without gevent.
+Free of Locust: the web UI's VRAM tab and the tests read it without gevent. Only counts and the last
+:data:`RATE_WINDOW_S` seconds of tokens are kept, so its memory stays the same however long the run.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ __all__ = ["LoadTally"]
 
 RATE_WINDOW_S = 10.0
 """Locust's own "current RPS" looks back 10 s too (stats.CURRENT_RESPONSE_TIME_PERCENTILE_WINDOW)."""
+_COUNTS = ("output_tokens", "requests", "failed_requests", "graphs", "failed_graphs")
+"""The counts a worker reports: every one of them adds up across processes."""
+
+
+def _empty_report() -> dict[str, int]:
+    return dict.fromkeys(_COUNTS, 0)
 
 
 @dataclass
@@ -28,8 +35,9 @@ class LoadTally:
     output_tokens: int = 0
     requests: int = 0
     failed_requests: int = 0
-    graph_walls: list[tuple[float, bool]] = field(default_factory=list)
-    """(seconds, succeeded) of every finished graph."""
+    graphs: int = 0
+    """Finished graphs, failed or not."""
+    failed_graphs: int = 0
     started_at: float | None = None
     """``time.monotonic()`` at test start, for the whole run's tokens/s."""
     stopped_at: float | None = None
@@ -38,29 +46,23 @@ class LoadTally:
     """The workers whose reports were merged."""
     _recent: deque[tuple[float, int]] = field(default_factory=deque)
     """(when counted, output tokens) of the last :data:`RATE_WINDOW_S` seconds."""
-    _unreported: dict[str, Any] = field(default_factory=lambda: _empty_report())
+    _unreported: dict[str, int] = field(default_factory=_empty_report)
 
     def add_request(self, output_tokens: int, ok: bool, now: float | None = None) -> None:
-        self._count(output_tokens, 1, 0 if ok else 1, [], now)
+        self._count({"output_tokens": output_tokens, "requests": 1, "failed_requests": 0 if ok else 1}, now)
 
-    def add_graph(self, wall_s: float, ok: bool) -> None:
-        self._count(0, 0, 0, [(wall_s, ok)], None)
+    def add_graph(self, ok: bool) -> None:
+        self._count({"graphs": 1, "failed_graphs": 0 if ok else 1}, None)
 
-    def take_report(self) -> dict[str, Any]:
-        """What was counted since the last call, for a worker's report to the master (JSON-able)."""
+    def take_report(self) -> dict[str, int]:
+        """What was counted since the last call, for a worker's report to the master (counts by name)."""
         report, self._unreported = self._unreported, _empty_report()
         return report
 
     def merge(self, report: dict[str, Any], *, worker: str, now: float | None = None) -> None:
         """Add a worker's :meth:`take_report`."""
         self.workers.add(worker)
-        graphs = [(float(wall), bool(ok)) for wall, ok in report.get("graph_walls", [])]
-        self._count(int(report.get("output_tokens", 0)), int(report.get("requests", 0)),
-                    int(report.get("failed_requests", 0)), graphs, now, forward=False)
-
-    @property
-    def graphs(self) -> int:
-        return len(self.graph_walls)
+        self._count({name: int(report.get(name, 0)) for name in _COUNTS}, now, forward=False)
 
     def rate(self, now: float | None = None) -> float:
         """Output tokens per second over the last :data:`RATE_WINDOW_S` seconds (counted as requests end)."""
@@ -79,27 +81,17 @@ class LoadTally:
         elapsed = end - self.started_at
         return self.output_tokens / elapsed if elapsed > 0 else None
 
-    def _count(self, tokens: int, requests: int, failed: int, graphs: list[tuple[float, bool]],
-               now: float | None, *, forward: bool = True) -> None:
-        now = time.monotonic() if now is None else now
-        self.output_tokens += tokens
-        self.requests += requests
-        self.failed_requests += failed
-        self.graph_walls.extend(graphs)
-        if tokens:
+    def _count(self, counts: dict[str, int], now: float | None, *, forward: bool = True) -> None:
+        for name, value in counts.items():
+            setattr(self, name, getattr(self, name) + value)
+            if forward:  # what a worker still owes its master; a master's merged counts are already there
+                self._unreported[name] += value
+        if tokens := counts.get("output_tokens", 0):
+            now = time.monotonic() if now is None else now
             self._recent.append((now, tokens))
             self._forget_before(now - RATE_WINDOW_S)  # headless runs never ask for the rate: keep only the window
-        if forward:  # what a worker still owes its master; a master's merged counts are already there
-            pending = self._unreported
-            pending["output_tokens"] += tokens
-            pending["requests"] += requests
-            pending["failed_requests"] += failed
-            pending["graph_walls"].extend(graphs)
 
     def _forget_before(self, cutoff: float) -> None:
         while self._recent and self._recent[0][0] < cutoff:
             self._recent.popleft()
 
-
-def _empty_report() -> dict[str, Any]:
-    return {"output_tokens": 0, "requests": 0, "failed_requests": 0, "graph_walls": []}

@@ -2,9 +2,10 @@
 
 A user walks the scenario's super-steps; the agents of one step run as greenlets at
 once (the step ends when all of them have), and their outputs feed the next step's
-prompts, exactly as :mod:`.fanout`'s parallel pass does. A scenario that names a
+prompts, exactly as load/run/steps.py's parallel pass does. A scenario that names a
 graph of the user's runs that graph instead, its requests recorded by the proxy
-(:mod:`.locust_graphs`); labels are the graph's ``X-Vramcap-Label`` headers. Every request is reported to
+(:mod:`.graphs`); labels are the graph's ``X-Vramcap-Label`` headers. What a user runs, and where it counts,
+is the run's :class:`~.state.VramcapRun` on its Environment. Every request is reported to
 Locust as separate entries, so Locust's tables, charts, CSV and HTML show them:
 
     request_type  name            response_time             response_length
@@ -13,7 +14,7 @@ Locust as separate entries, so Locust's tables, charts, CSV and HTML show them:
     E2E           <step>.<role>   whole request, ms         output tokens (failures land here)
     GRAPH         <scenario>      whole graph, ms           output tokens of the graph
 
-A failure is reported on E2E as ``<kind>: <message>`` (:mod:`.failures`), so Locust's
+A failure is reported on E2E as ``<kind>: <message>`` (load/measure/failures.py), so Locust's
 failure table groups them by kind. The HTTP client is geventhttpclient (what Locust's
 FastHttpUser runs on), read line by line so each SSE event is timed when it arrives.
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import time
 from http.client import HTTPException  # geventhttpclient's parse and closed-connection errors
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent import GreenletExit
@@ -42,7 +43,10 @@ from ..load.run.steps import scenario_request
 from ..load.scenario.schema import Scenario
 from ..types import FailureKind
 from .graphs import UserGraph
-from .tally import LoadTally
+from .state import vramcap_run
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 __all__ = ["AgentGraphUser", "GeventChatClient", "LoadFailure"]
 
@@ -123,55 +127,37 @@ class GeventChatClient:
 
 
 class AgentGraphUser(User):
-    """Runs :attr:`scenario` again and again, each time as one graph; set it (and :attr:`model`) before the run."""
+    """Runs its run's scenario again and again, each time as one graph (:class:`~.state.VramcapRun`: the scenario,
+    the model requests name, where requests and graphs are counted)."""
 
     abstract = True
     wait_time = constant(0)
-    scenario: ClassVar[Scenario | None] = None
-    model: ClassVar[str | None] = None
-    """The ``model`` every request names (Ollama's created model); None for a server with one model."""
-    records: ClassVar[list[RequestRecord]] = []
-    """Every finished request of this process, when :meth:`begin_run` was asked to keep them (the summaries of
-    ``vramcap load`` and the capacity search); a locustfile's users, which may run for hours, keep none."""
-    keep_records: ClassVar[bool] = False
-    open_requests: ClassVar[dict[int, RequestRecord]] = {}
-    """This process's requests in flight (by ``id``), shared by its users' clients."""
-    tally: ClassVar[LoadTally] = LoadTally()
-    """Output tokens and finished graphs; a master's also holds what its workers reported (load/tally.py)."""
-    build_error: ClassVar[GraphError | None] = None
-    """The first user's graph that could not be built: the run stops, and its end shows the user's traceback and
-    one line (``vramcap load`` raises it, the locustfile exits 2)."""
 
-    @classmethod
-    def begin_run(cls, *, keep_records: bool) -> None:
-        """Count a new run from now: the tally, the requests in flight, and (if asked) every finished request."""
-        cls.records, cls.keep_records, cls.open_requests = [], keep_records, {}
-        cls.tally = LoadTally(started_at=time.monotonic())
-        cls.build_error = None
-
-    def __init__(self, environment: Any) -> None:
+    def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         if not self.host:
             raise ValueError("no host: pass --host URL, or --vram-profile to start a server")
+        self.vramcap = run = vramcap_run(environment)
         self.chat_client: GeventChatClient | None = None
         self.user_graph: UserGraph | None = None
         self.graph_error: GraphError | None = None
-        if self.scenario is not None and self.scenario.graph is not None:
+        scenario = run.scenario
+        if scenario is not None and scenario.graph is not None:
             try:
-                self.user_graph = UserGraph(self.scenario, self.host, self.model, on_start=self._opened,
-                                            on_end=self._report)
+                self.user_graph = UserGraph(scenario, self.host, run.model, hosts=run.graph_hosts,
+                                            on_start=self._opened, on_end=self._report)
             except GraphError as exc:
                 self._cannot_build(exc)
         else:
-            width = (self.scenario.max_width if self.scenario else None) or 1
-            self.chat_client = GeventChatClient(self.host, model=self.model, concurrency=width,
-                                                open_requests=self.open_requests)
+            width = (scenario.max_width if scenario else None) or 1
+            self.chat_client = GeventChatClient(self.host, model=run.model, concurrency=width,
+                                                open_requests=run.open_requests)
 
     def _cannot_build(self, exc: GraphError) -> None:
-        """The graph's build raised: the first time in this process, the run stops (its end shows the error)."""
+        """The graph's build raised: the first time in this run, the run stops (its end shows the error)."""
         self.graph_error = exc
-        if type(self).build_error is None:  # on the class begin_run reset, the one the run's end reads
-            type(self).build_error = exc
+        if self.vramcap.build_error is None:
+            self.vramcap.build_error = exc
             runner = self.environment.runner
             if runner is not None:
                 gevent.spawn(runner.quit)  # not from here: the runner is spawning this user
@@ -184,9 +170,9 @@ class AgentGraphUser(User):
 
     @task
     def graph(self) -> None:
-        scenario = self.scenario
+        scenario = self.vramcap.scenario
         if scenario is None:
-            raise ValueError("AgentGraphUser.scenario is not set")
+            raise ValueError("the run's scenario is not set (VramcapRun.scenario)")
         if scenario.graph is not None:
             self._run_user_graph(scenario)
             return
@@ -214,7 +200,7 @@ class AgentGraphUser(User):
             if failure is not None:
                 break  # later steps would read missing outputs
         wall = time.monotonic() - start
-        self.tally.add_graph(wall, failure is None)
+        self.vramcap.graph_ended(wall, failure is None)
         self._fire("GRAPH", scenario.name, wall * 1000, tokens, failure)
 
     def _run_user_graph(self, scenario: Scenario) -> None:
@@ -228,7 +214,7 @@ class AgentGraphUser(User):
         failed = next((record for record in records if not record.ok), None)
         failure = LoadFailure(failed.error_kind or "server_error", failed.error or "") if failed is not None else \
             LoadFailure("graph_error", f"{type(error).__name__}: {error}") if error is not None else None
-        self.tally.add_graph(wall, failure is None)
+        self.vramcap.graph_ended(wall, failure is None)
         self._fire("GRAPH", scenario.name, wall * 1000, sum(record.n_out for record in records), failure)
 
     def _ask(self, request: ChatRequest) -> RequestRecord:
@@ -242,16 +228,16 @@ class AgentGraphUser(User):
         return record
 
     def _opened(self, record: RequestRecord) -> None:
-        self.open_requests[id(record)] = record
+        self.vramcap.open_requests[id(record)] = record
 
     def _report(self, record: RequestRecord) -> None:
-        """A request that ended, ours or a graph's: kept, counted, and fired as Locust's TTFT/TPOT/E2E entries."""
-        self.open_requests.pop(id(record), None)
+        """A request that ended, ours or a graph's: counted, and fired as Locust's TTFT/TPOT/E2E entries."""
+        self.vramcap.open_requests.pop(id(record), None)
         if self.user_graph is not None and self.user_graph.stopped:
             return  # cut because the run stopped this user, as a scenario of steps' requests are: not reported
         if record.ok and record.n_out == 0:  # an answer with no token is no answer for an agent
             record.error, record.error_kind = "the answer streamed no token", "no_output"
-        self._keep(record)
+        self.vramcap.request_ended(record)
         if not record.ok:  # failures land on E2E, by kind
             elapsed = (record.e2e if record.e2e is not None else time.monotonic() - record.t_send) * 1000
             self._fire("E2E", record.label, elapsed, record.n_out,
@@ -262,11 +248,6 @@ class AgentGraphUser(User):
         if record.tpot is not None:
             self._fire("TPOT", record.label, record.tpot * 1000, record.n_out)
         self._fire("E2E", record.label, (record.e2e or 0.0) * 1000, record.n_out)
-
-    def _keep(self, record: RequestRecord) -> None:
-        if self.keep_records:
-            self.records.append(record)
-        self.tally.add_request(record.n_out, record.ok)
 
     def _fire(self, metric: str, name: str, ms: float, tokens: int, failure: Exception | None = None) -> None:
         self.environment.events.request.fire(request_type=metric, name=name, response_time=ms,

@@ -3,7 +3,7 @@
 :func:`vram_snapshot` gathers one JSON-able snapshot; :func:`table_rows` turns it into the rows of
 Locust's extended table (the "VRAM" tab next to Statistics and Charts, refreshed with every
 ``/stats/requests`` poll) and :func:`page_html` is a page of its own (``/vramcap``) drawing the same
-snapshot as memory bars. The Locust glue is in locust_web.py; this module is free of Locust and
+snapshot as memory bars. The Locust glue is in web.py; this module is free of Locust and
 Flask, so tests read it without gevent.
 
 Sources:

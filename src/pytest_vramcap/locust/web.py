@@ -4,7 +4,7 @@ Locust's React UI draws extra tabs from ``template_args["extended_tabs"]`` /
 ``["extended_tables"]`` and fills them from ``extended_stats`` in each ``/stats/requests``
 answer (Locust's examples/web_ui_cache_stats.py does the same). Its tables show text, so the
 tab's bars are text; ``/vramcap`` is a page of our own with the same data as drawn bars, and
-``/vramcap/data`` its JSON. What is shown comes from load/vram_view.py.
+``/vramcap/data`` its JSON. What is shown comes from vram_view.py.
 """
 
 from __future__ import annotations

@@ -6,11 +6,12 @@
         vramcap_load.check(outcome)
 
 The load runs through Locust's library API (an Environment, a local runner, a user count, a
-spawn rate and a duration: load/locust_run.py) in a child process, ``vramcap load
+spawn rate and a duration: locust/run.py) in a child process, ``vramcap load
 --server-url``, not in the pytest process: importing Locust runs gevent's ``patch_all``, which
 would turn this process's threads, sockets and subprocesses into gevent's (the asyncio client,
 the NVML sampler and xdist's channels run on them). The child writes its result as JSON (the
-contract of ``vramcap load --json``) and its output to ``vramcap-load.log``; a failed check shows
+contract of ``vramcap load --json``, report/load_output.py's ``LoadReport``, read back as that model)
+and its output to ``vramcap-load.log``; a failed check shows
 the load's numbers and every verdict's evidence, like the other verdicts. The child is a
 ManagedProcess (engines/process.py): its own process group, stopped on timeout or Ctrl-C, and
 killed at exit if anything is left.
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     import pytest
 
     from ..engines.base import Server
+    from ..report.load_output import LoadReport
     from ..report.verdicts import Verdict
 
 __all__ = ["LoadOutcome", "LoadRunner"]
@@ -49,32 +51,40 @@ class LoadRunError(VramcapError):
 
 @dataclass(frozen=True)
 class LoadOutcome:
-    data: dict[str, Any]
+    report: LoadReport
     """``vramcap load --json``: summary (TTFT/TPOT/E2E, tokens/s), graphs, failures, verdicts."""
-    verdicts: list[Verdict] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
     """Locust's own reports of this run (``html``, the ``csv`` prefix) and the child's ``log``."""
 
     @property
+    def data(self) -> dict[str, Any]:
+        """The report as the JSON of ``vramcap load --json`` (a dict, by its keys)."""
+        return self.report.model_dump(mode="json")
+
+    @property
+    def verdicts(self) -> list[Verdict]:
+        return self.report.verdicts
+
+    @property
     def passed(self) -> bool:
-        return not any(verdict.failed for verdict in self.verdicts)
+        return self.report.passed
 
     def junit_properties(self) -> list[tuple[str, str]]:
         """The load's key numbers and each SLO's outcome, for JUnit XML ``<property>`` entries."""
         from ..report.schema import junit_properties
 
-        summary = self.data["summary"]
-        numbers = {"output_tps": summary.get("output_tps"), "failure_ratio": self.data.get("failure_ratio"),
-                   "ttft_p95_s": (summary.get("ttft_s") or {}).get("p95")}
+        summary = self.report.summary
+        numbers = {"output_tps": summary.output_tps, "failure_ratio": self.report.failure_ratio,
+                   "ttft_p95_s": summary.ttft_s.p95 if summary.ttft_s is not None else None}
         return junit_properties("vramcap_load_", numbers, self.verdicts)
 
     def describe(self) -> str:
         """The load's numbers, then every verdict with its evidence."""
-        data, summary = self.data, self.data["summary"]
-        tps = summary.get("output_tps")
-        lines = [f"{data['scenario']}: {data['users']} users for {data['duration_s']:.1f} s, {data['graphs']} graphs "
-                 f"({data['failed_graphs']} failed), {summary['requests']} requests "
-                 f"(failure ratio {data['failure_ratio']:.3f}), "
+        report, summary = self.report, self.report.summary
+        tps = summary.output_tps
+        lines = [f"{report.scenario}: {report.users} users for {report.duration_s:.1f} s, {report.graphs} graphs "
+                 f"({report.failed_graphs} failed), {summary.requests} requests "
+                 f"(failure ratio {report.failure_ratio:.3f}), "
                  f"{'-' if tps is None else f'{tps:.1f}'} output tokens/s"]
         return "\n".join([*lines, *(verdict.describe() for verdict in self.verdicts)])
 
@@ -96,7 +106,7 @@ class LoadRunner:
             slo: Mapping[str, float] | None = None) -> LoadOutcome:
         """Run ``users`` agent graphs of ``scenario`` (default: the Locust file's) for ``run_time_s`` seconds, or
         until ``graphs`` graphs have finished; ``slo`` adds to (and overrides) the marker's."""
-        from ..report.verdicts import Verdict
+        from ..report.load_output import LoadReport
 
         self._runs += 1
         out_dir = self._out_dir / f"load{self._runs}"  # each run of a test keeps its own files
@@ -128,11 +138,12 @@ class LoadRunner:
             last = next((line for line in reversed(lines) if line.startswith("vramcap: error:")),
                         lines[-1] if lines else f"exit code {code}")
             raise LoadRunError(f"vramcap load failed ({child.log_path}): {last}")
-        data = json.loads(files["json"].read_text(encoding="utf-8"))
-        outcome = LoadOutcome(data=data, verdicts=[Verdict.model_validate(verdict) for verdict in data["verdicts"]],
-                              files={"html": files["html"], "csv": files["csv"], "log": child.log_path})
+        report = LoadReport.model_validate_json(files["json"].read_text(encoding="utf-8"))
+        outcome = LoadOutcome(report=report, files={"html": files["html"], "csv": files["csv"],
+                                                    "log": child.log_path})
         if self._item is not None:
-            self._item.user_properties.append((LOAD_PROPERTY, json.dumps({"nodeid": self._item.nodeid, **data})))
+            self._item.user_properties.append((LOAD_PROPERTY, json.dumps({"nodeid": self._item.nodeid,
+                                                                          **outcome.data})))
             self._item.user_properties.extend(outcome.junit_properties())
         return outcome
 

@@ -1,19 +1,41 @@
-"""What ``vramcap load`` prints and writes: the load's numbers by the project's formulas, then its verdicts."""
+"""What ``vramcap load`` prints and writes: the load's numbers by the project's formulas, then its verdicts.
+
+:class:`LoadReport` is the one model of a load that crosses processes: ``vramcap load --json`` writes it, the
+pytest gate (plugin/load_gate.py) reads it back. Its keys are a contract (scenario, users, duration_s, graphs,
+failed_graphs, failure_ratio, summary, graph_s, locust_failures, verdicts, passed); it lives here, not beside
+:class:`~pytest_vramcap.load.results.LoadResult`, because the verdicts are the report stage's.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from pydantic import computed_field
 from tabulate import tabulate
 
+from ..load.results import LoadResult
 from .verdicts import Verdict
 
 if TYPE_CHECKING:
     from ..load.measure.metrics import Distribution
-    from ..load.results import LoadResult
 
-__all__ = ["format_load", "load_json"]
+__all__ = ["LoadReport", "format_load"]
+
+
+class LoadReport(LoadResult):
+    """A load's result and its verdicts: ``vramcap load --json``."""
+
+    verdicts: list[Verdict]
+
+    @classmethod
+    def of(cls, result: LoadResult, verdicts: Sequence[Verdict]) -> LoadReport:
+        return cls(**{name: getattr(result, name) for name in LoadResult.model_fields}, verdicts=list(verdicts))
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def passed(self) -> bool:
+        return not any(verdict.failed for verdict in self.verdicts)
 
 
 def _row(name: str, dist: Distribution | None, scale: float = 1.0, unit: str = "s") -> tuple[str, ...]:
@@ -23,26 +45,17 @@ def _row(name: str, dist: Distribution | None, scale: float = 1.0, unit: str = "
             str(dist.n))
 
 
-def format_load(result: LoadResult, verdicts: Sequence[Verdict]) -> str:
-    summary = result.summary
+def format_load(report: LoadReport) -> str:
+    summary = report.summary
     rows = [_row("TTFT", summary.ttft_s), _row("TPOT", summary.tpot_s, 1000, "ms"), _row("E2E", summary.e2e_s),
-            _row("graph", result.graph_s)]
+            _row("graph", report.graph_s)]
     failures = ", ".join(f"{kind} {count}" for kind, count in sorted(summary.failures.items())) or "none"
     tps = f"{summary.output_tps:.1f}" if summary.output_tps is not None else "-"
     counted = ", ".join(summary.token_count_source) or "nothing"
-    lines = [f"{result.scenario}: {result.users} users for {result.duration_s:.0f} s, {result.graphs} graphs "
-             f"({result.failed_graphs} failed), {summary.requests} requests, failures: {failures}",
+    lines = [f"{report.scenario}: {report.users} users for {report.duration_s:.0f} s, {report.graphs} graphs "
+             f"({report.failed_graphs} failed), {summary.requests} requests, failures: {failures}",
              f"output: {summary.output_tokens} tokens, {tps} tokens/s (counted from {counted})",
              "", tabulate(rows, headers=("", "p50", "p95", "max", "n"))]
-    if verdicts:
-        lines += ["", *(verdict.describe() for verdict in verdicts)]
+    if report.verdicts:
+        lines += ["", *(verdict.describe() for verdict in report.verdicts)]
     return "\n".join(lines)
-
-
-def load_json(result: LoadResult, verdicts: Sequence[Verdict]) -> dict[str, Any]:
-    return {"scenario": result.scenario, "users": result.users, "duration_s": result.duration_s,
-            "graphs": result.graphs, "failed_graphs": result.failed_graphs,
-            "failure_ratio": result.failure_ratio, "summary": result.summary.model_dump(),
-            "graph_s": result.graph_s.model_dump() if result.graph_s else None,
-            "locust_failures": result.locust_failures, "verdicts": [v.model_dump() for v in verdicts],
-            "passed": not any(v.failed for v in verdicts)}
