@@ -124,6 +124,10 @@ class EngineStartError(EngineError):
         errors = [line.split(" E ", 1)[1].strip() for line in self.log_tail.splitlines() if " E " in line[:24]]
         return f"{self.summary}: {errors[-1]}" if errors else self.summary
 
+    def shown(self, prefix: str = "") -> str:
+        """One line with the cause; the whole tail stays in the server's log (``str()`` keeps it, for reports)."""
+        return f"{prefix}{self.one_line()}"
+
 
 class ServerUnreachable(EngineError):
     """Nothing answers at the server URL."""

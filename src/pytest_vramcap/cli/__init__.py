@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from ..defaults import DEFAULT_HOST, DEFAULT_MIX
-from ..errors import BadInputError, EngineError, EngineStartError
+from ..errors import BadInputError, EngineError
 from ..net import host
 from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options
 from ..parsers import (
@@ -243,15 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(argv)
         return int(args.run(args))
-    except BadInputError as exc:  # a graph's shows where their code raised, its traceback once, above the line
+    except (BadInputError, EngineError) as exc:  # one line; a graph's traceback (where their code raised) above it
         print(exc.shown("vramcap: error: "), file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except EngineStartError as exc:
-        print(f"vramcap: error: {exc.one_line()}", file=sys.stderr)
-        return EXIT_ENGINE
-    except EngineError as exc:
-        print(f"vramcap: error: {exc}", file=sys.stderr)
-        return EXIT_ENGINE
+        return EXIT_BAD_INPUT if isinstance(exc, BadInputError) else EXIT_ENGINE
     except OSError as exc:  # a file or directory the command was pointed at: disk full, permissions, a bad path
         where = f"{str(exc.filename)[:200]}: " if exc.filename else ""
         print(f"vramcap: error: {where}{exc.strerror or exc}", file=sys.stderr)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..defaults import DEFAULT_LOAD_SCENARIO
-from ..errors import EngineStartError, ServerUnreachable, VramcapError
+from ..errors import ServerUnreachable, VramcapError
 from ..load.scenario.graph_source import check_graph
 from ..load.scenario.schema import load_scenario
 from ..net import fetch, redact
@@ -116,10 +116,7 @@ def check_reachable(url: str, option: str = "--host") -> None:
 def error_text(exc: VramcapError) -> str:
     """The end of a run that a VramcapError stopped, as the ``vramcap`` command shows it: one ``vramcap: error:``
     line (a graph's traceback above it; a server's start-up failure as its cause, the log tail left in its log)."""
-    prefix = "vramcap: error: "
-    if isinstance(exc, EngineStartError):
-        return prefix + exc.one_line()
-    return exc.shown(prefix)
+    return exc.shown("vramcap: error: ")
 
 
 def _exit(run: VramcapRun, text: str) -> NoReturn:
