@@ -5,7 +5,8 @@ this server does the same on purpose: it answers the first request of a connecti
 connection at the second without a byte. Both clients must finish every request: the gevent one
 Locust users run (in a child process, since importing Locust patches a process) retries itself;
 httpx's pool, under the asyncio client, already sends such a request again on a new connection (this
-test guards that). A connection that breaks after the status line stays a cut stream, never sent twice.
+test guards that); so does the recording proxy, which keeps an engine connection per client connection.
+A connection that breaks after the status line stays a cut stream, never sent twice.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pytest_vramcap.load.measure.client import ChatClient, ChatRequest
 from pytest_vramcap.load.measure.record import StreamCut
+from pytest_vramcap.load.proxy.channels import RecordingProxy
 from tests.helpers import read_request
 
 REPO = Path(__file__).parents[2]
@@ -110,3 +113,24 @@ def test_the_gevent_client_sends_again_on_a_new_connection() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[1, 1, 1]"
     assert seen == {"connections": 3, "requests": 3}
+
+
+def test_the_proxy_sends_again_on_a_new_engine_connection() -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+    with closing_server() as (url, seen), RecordingProxy(url) as proxy, httpx.Client(timeout=10) as client:
+        channel = proxy.channel()  # one client connection, kept alive: one engine connection, reused
+        answers = [client.post(channel.base_url + "/chat/completions", json=body) for _ in range(3)]
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    assert all(answer.text.endswith("data: [DONE]\n\n") for answer in answers)
+    assert [record.ok and record.n_out for record in channel.records] == [1, 1, 1]
+    assert seen == {"connections": 3, "requests": 3}  # each answered once: nothing was sent twice
+
+
+def test_the_proxy_does_not_send_again_a_request_cut_after_the_status_line() -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    with closing_server(cut_after_status=True) as (url, seen), RecordingProxy(url) as proxy:
+        channel = proxy.channel()
+        answer = httpx.post(channel.base_url + "/chat/completions", json=body, timeout=10)
+    assert answer.status_code == 502 and "the engine's stream was cut" in answer.json()["error"]["message"]
+    [record] = channel.records
+    assert record.error_kind == "connection" and seen["requests"] == 1

@@ -1,13 +1,21 @@
-"""The proxy's HTTP/1.1 reading and writing (load/wire.py) on real socket pairs, and what a client that speaks it
-plainly (curl-style heads, HTTP/1.0, garbage) gets from the proxy."""
+"""The proxy's HTTP/1.1 reading and writing (load/proxy/wire.py) on real socket pairs; the same bytes read by
+wire.py and by h11 (hypothesis: both must see the same messages); and what a client that speaks HTTP plainly
+(curl-style heads, HTTP/1.0, pipelining, garbage) gets from the proxy."""
 
 from __future__ import annotations
 
+import http.client
+import itertools
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 
+import h11
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pytest_vramcap.load.proxy.channels import RecordingProxy
 from pytest_vramcap.load.proxy.server import MAX_BODY
@@ -21,8 +29,10 @@ from pytest_vramcap.load.proxy.wire import (
     StaleConnection,
     WireError,
     encode_head,
+    persistent,
     read_head,
 )
+from tests.helpers import read_request
 from tests.scripted_engine import ScriptedEngine
 
 
@@ -108,7 +118,7 @@ def test_hosts_and_ports_in_the_host_field() -> None:
             pytest.skip(f"no {host} on this machine")
         port = listener.getsockname()[1]
         with listener:
-            engine = EngineConnection(host, port, tls=False, timeout_s=10)
+            engine = EngineConnection.open(host, port, tls=False, timeout_s=10)
             engine.send("GET", "/v1/models", [], b"")
             connection, _ = listener.accept()
             with connection:
@@ -160,7 +170,7 @@ def serve_once(answers: list[bytes]) -> tuple[int, list[bytes]]:
 def test_an_engine_connection_skips_interim_answers_and_knows_stale_from_refused() -> None:
     port, seen = serve_once([b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
                              b""])
-    engine = EngineConnection("127.0.0.1", port, tls=False, timeout_s=10)
+    engine = EngineConnection.open("127.0.0.1", port, tls=False, timeout_s=10)
     engine.send("POST", "/v1/x", [("X-Key", "v")], b"{}")
     status, _, body = engine.answer("POST")
     assert (status, body.read()) == (201, b"ok")
@@ -171,7 +181,8 @@ def test_an_engine_connection_skips_interim_answers_and_knows_stale_from_refused
         engine.send("GET", "/v1/models", [], b"")
         engine.answer("GET")
     engine.close()
-    fresh = EngineConnection("127.0.0.1", port, tls=False, timeout_s=10)  # closed without an answer: not stale
+    # closed without an answer: not stale
+    fresh = EngineConnection.open("127.0.0.1", port, tls=False, timeout_s=10)
     with pytest.raises(ConnectionError) as excinfo:
         fresh.send("GET", "/v1/models", [], b"")
         fresh.answer("GET")
@@ -217,3 +228,292 @@ def test_what_plain_clients_get_from_the_proxy() -> None:
         too_big = raw_exchange(proxy.port, encode_head(f"POST {path}/chat/completions HTTP/1.1", [
             ("Content-Length", str(MAX_BODY + 1)), ("Expect", "100-continue")]))
         assert too_big.startswith(b"HTTP/1.1 413 ")  # refused at once, no 100 Continue first
+
+
+@pytest.mark.parametrize(("fields", "status"), [
+    ([("Content-Length", "5"), ("Content-Length", "6")], b"400"),
+    ([("Content-Length", "\u00b2")], b"400"),  # a superscript two
+    ([("Content-Length", "-1")], b"400"),
+    ([("Name ", "spaced")], b"400"),
+    ([("Transfer-Encoding", "chunked"), ("Content-Length", "2")], b"411"),
+])
+def test_heads_the_proxy_refuses(fields: list[tuple[str, str]], status: bytes) -> None:
+    with RecordingProxy("http://127.0.0.1:9") as proxy:
+        answer = raw_exchange(proxy.port, encode_head("POST /c1/v1/chat/completions HTTP/1.1", fields) + b"{}")
+    assert answer.startswith(b"HTTP/1.1 " + status) and b"Connection: close\r\n" in answer
+    assert answer.count(b"\r\n\r\n") == 1  # one answer, then the connection is closed
+
+
+@contextmanager
+def raw_engine(answers: list[bytes]) -> Iterator[tuple[int, list[bytes]]]:
+    """An engine of one connection that reads a request and sends the next of ``answers`` (raw bytes), in turn,
+    then waits for the other side to close. Yields its port and the requests it read."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: list[bytes] = []
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            for answer in answers:
+                request = read_request(connection)
+                if request is None:
+                    return
+                seen.append(request)
+                connection.sendall(answer)
+            connection.recv(1)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], seen
+    finally:
+        listener.close()
+        thread.join(10)
+
+
+def test_bodiless_and_pipelined_answers_keep_the_connection() -> None:
+    answers = [b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n",  # to HEAD
+               b"HTTP/1.1 204 No Content\r\n\r\n",
+               b"HTTP/1.1 304 Not Modified\r\n\r\n",
+               b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+               b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]"]
+    with raw_engine(answers) as (port, seen), RecordingProxy(f"http://127.0.0.1:{port}") as proxy:
+        base = proxy.channel().base_url.split(str(proxy.port), 1)[1]
+        client = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)  # one connection, kept alive
+        for method, status in (("HEAD", 200), ("DELETE", 204), ("GET", 304)):
+            client.request(method, f"{base}/models")
+            answer = client.getresponse()
+            assert (answer.status, answer.read()) == (status, b"")
+        assert client.sock is not None  # still the first connection
+        client.sock.sendall(encode_head(f"GET {base}/models HTTP/1.1", [("Host", "x")]) * 2)  # two in one write
+        data = b""
+        while not data.endswith(b"[]"):
+            data += client.sock.recv(65536)
+        assert data.count(b"HTTP/1.1 200 OK\r\n") == 2 and data.index(b"{}") < data.index(b"[]")
+        client.close()
+    assert [request.split(b" ", 1)[0] for request in seen] == [b"HEAD", b"DELETE", b"GET", b"GET", b"GET"]
+
+
+# ------------------------------------------------------------------ wire.py reads what h11 reads
+
+class Segments:
+    """A socket's stand-in for the readers: each receive gives (at most) the next segment, b"" after the last."""
+
+    def __init__(self, segments: list[bytes]) -> None:
+        self._segments = list(segments)
+        self.sent = b""
+
+    def recv(self, size: int) -> bytes:
+        if not self._segments:
+            return b""
+        segment = self._segments.pop(0)
+        if len(segment) > size:
+            self._segments.insert(0, segment[size:])
+        return segment[:size]
+
+    def sendall(self, data: bytes) -> None:
+        self.sent += data
+
+
+_FRAMING = {"content-length", "transfer-encoding", "connection", "host"}
+NAMES = st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,11}", fullmatch=True).filter(lambda name: name.lower() not in _FRAMING)
+VALUES = st.from_regex(r"([!-~]([ !-~]{0,16}[!-~])?)?", fullmatch=True)
+SPACES = st.sampled_from(["", " ", "  ", "\t"])
+
+
+@st.composite
+def fields(draw: st.DrawFn, max_size: int = 4) -> list[tuple[str, str, str]]:
+    """Header fields: (name, value, the line as sent, with optional whitespace around the value)."""
+    return [(name, value, f"{name}:{draw(SPACES)}{value}{draw(SPACES)}")
+            for name, value in draw(st.lists(st.tuples(NAMES, VALUES), max_size=max_size))]
+
+
+@st.composite
+def chunked(draw: st.DrawFn) -> tuple[bytes, bytes]:
+    """A chunked body (sizes in either case, extensions, trailer fields) and what it carries."""
+    pieces = draw(st.lists(st.binary(min_size=1, max_size=40), max_size=4))
+    extension = st.sampled_from(["", ";a=b", ';name="v w"', "; x"])
+    data = b"".join(format(len(piece), draw(st.sampled_from(["x", "X", "04x"]))).encode() +
+                    draw(extension).encode() + b"\r\n" + piece + b"\r\n" for piece in pieces)
+    trailer = "".join(line + "\r\n" for _, _, line in draw(fields(max_size=2)))
+    return data + f"0{draw(extension)}\r\n{trailer}\r\n".encode(), b"".join(pieces)
+
+
+def head_bytes(start: str, lines: list[str]) -> bytes:
+    return "".join(f"{line}\r\n" for line in [start, *lines, ""]).encode("latin-1")
+
+
+@st.composite
+def answers(draw: st.DrawFn) -> tuple[list[str], bytes, list[tuple[int, list[tuple[str, str]], bytes, bool]]]:
+    """Answers on one connection, each to a request of its own method: bodies by length, chunked, none (HEAD,
+    204, 304), or until the connection ends (the last only); interim answers first; HTTP/1.0; Connection: close.
+    The methods, the bytes, and what a reader must see: (status, fields, body, the connection goes on) per
+    answer, up to the first after which the connection does not go on."""
+    methods: list[str] = []
+    data = b""
+    expected: list[tuple[int, list[tuple[str, str]], bytes, bool]] = []
+    count = draw(st.integers(1, 3))
+    for index in range(count):
+        method = draw(st.sampled_from(["GET", "POST", "HEAD"]))
+        status = draw(st.sampled_from([200, 201, 204, 304, 404, 500]))
+        version = draw(st.sampled_from(["HTTP/1.1", "HTTP/1.1", "HTTP/1.0"]))
+        bodiless = method == "HEAD" or status in (204, 304)
+        framing = draw(st.sampled_from(["length", "chunked", "none"] if index == count - 1 else ["length", "chunked"]))
+        for _ in range(draw(st.integers(0, 2))):
+            data += head_bytes(f"HTTP/1.1 {draw(st.sampled_from(['100 Continue', '103 Early Hints']))}",
+                               [line for _, _, line in draw(fields(max_size=2))])
+        listed = draw(fields())
+        sent = [(name.lower(), value) for name, value, _ in listed]
+        lines = [line for _, _, line in listed]
+        body, content = b"", b""
+        if framing == "length":
+            content = draw(st.binary(max_size=60))
+            sent.append(("content-length", str(len(content))))
+            body = b"" if bodiless else content
+        elif framing == "chunked":
+            body, content = draw(chunked())
+            sent.append(("transfer-encoding", "chunked"))
+            body = b"" if bodiless else body
+        else:
+            content = draw(st.binary(max_size=60))
+            body = b"" if bodiless else content
+        lines += [f"{name.title()}: {value}" for name, value in sent[len(listed):]]
+        close = draw(st.sampled_from([None, "close", "keep-alive"]))
+        if close:
+            sent.append(("connection", close))
+            lines.append(f"Connection: {close}")
+        goes_on = version == "HTTP/1.1" and close != "close" and (bodiless or framing != "none")
+        methods.append(method)
+        data += head_bytes(f"{version} {status} {draw(st.sampled_from(['', 'OK', 'Whatever it says']))}".rstrip()
+                           if draw(st.booleans()) else f"{version} {status} ", lines) + body
+        if not expected or expected[-1][3]:
+            expected.append((status, sent, b"" if bodiless else content, goes_on))
+    return methods, data, expected
+
+
+def cut(data: bytes, points: list[int]) -> list[bytes]:
+    edges = [0, *sorted({point % (len(data) + 1) for point in points}), len(data)]
+    return [data[start:end] for start, end in itertools.pairwise(edges) if end > start]
+
+
+def read_answers_with_wire(methods: list[str], segments: list[bytes]) -> list[tuple]:
+    engine = EngineConnection(Segments(segments), "engine")  # type: ignore[arg-type]
+    seen: list[tuple] = []
+    for method in methods:
+        engine.send(method, "/", [], b"")
+        status, headers, body = engine.answer(method)
+        content = body.read()
+        seen.append((status, [(name.lower(), value) for name, value in headers.items()], content,
+                     engine.answered(body)))
+        if not seen[-1][3]:
+            break
+    return seen
+
+
+def read_answers_with_h11(methods: list[str], segments: list[bytes]) -> list[tuple]:
+    connection = h11.Connection(h11.CLIENT)
+    left = list(segments)
+    seen: list[tuple] = []
+    for method in methods:
+        connection.send(h11.Request(method=method, target="/", headers=[("Host", "engine")]))
+        connection.send(h11.EndOfMessage())
+        status, headers, content, closed = 0, [], b"", False
+        while not isinstance(event := connection.next_event(), h11.EndOfMessage):
+            if event is h11.NEED_DATA:
+                closed = not left  # the end of the connection ends this answer (or h11 says it is cut)
+                connection.receive_data(left.pop(0) if left else b"")
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers]
+            elif isinstance(event, h11.Data):
+                content += event.data
+        goes_on = not closed and connection.our_state is h11.DONE and connection.their_state is h11.DONE
+        seen.append((status, headers, content, goes_on))
+        if not goes_on:
+            break
+        connection.start_next_cycle()
+    return seen
+
+
+@settings(max_examples=300, deadline=timedelta(seconds=10), suppress_health_check=[HealthCheck.too_slow])
+@given(answers(), st.lists(st.integers(0, 10_000), max_size=6))
+def test_wire_reads_answers_as_h11_does(answered: tuple[list[str], bytes, list[tuple]], points: list[int]) -> None:
+    methods, data, expected = answered
+    segments = cut(data, points)  # the same bytes, arriving in pieces anywhere
+    assert read_answers_with_wire(methods, segments) == read_answers_with_h11(methods, segments) == expected
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> tuple[bytes, list[tuple[str, str, str, list[tuple[str, str]], bytes, bool]]]:
+    """Requests on one connection, as a client sends them (Host, bodies by Content-Length), HTTP/1.1 or 1.0,
+    Connection: close or not: the bytes, and what a reader must see up to the first that ends the connection."""
+    data = b""
+    expected: list[tuple[str, str, str, list[tuple[str, str]], bytes, bool]] = []
+    for _ in range(draw(st.integers(1, 3))):
+        method = draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "OPTIONS"]))
+        target = draw(st.from_regex(r"/[A-Za-z0-9._~/?=&%-]{0,24}", fullmatch=True))
+        version = draw(st.sampled_from(["HTTP/1.1", "HTTP/1.1", "HTTP/1.0"]))
+        listed = draw(fields())
+        sent = [("host", "engine"), *((name.lower(), value) for name, value, _ in listed)]
+        lines = ["Host: engine", *(line for _, _, line in listed)]
+        content = draw(st.binary(max_size=60))
+        if content or draw(st.booleans()):
+            sent.append(("content-length", str(len(content))))
+            lines.append(f"Content-Length: {len(content)}")
+        close = draw(st.sampled_from([None, "close", "keep-alive"]))
+        if close:
+            sent.append(("connection", close))
+            lines.append(f"Connection: {close}")
+        data += head_bytes(f"{method} {target} {version}", lines) + content
+        if not expected or expected[-1][5]:
+            expected.append((method, target, version, sent, content, version == "HTTP/1.1" and close != "close"))
+    return data, expected
+
+
+def read_requests_with_wire(segments: list[bytes]) -> list[tuple]:
+    reader = SocketReader(Segments(segments))  # type: ignore[arg-type]
+    seen: list[tuple] = []
+    while (message := read_head(reader)) is not None:  # what ClientHandler._exchange reads
+        start, headers = message
+        method, target, version = start.split(" ")
+        content = reader.read(headers.content_length() or 0)
+        seen.append((method, target, version, [(name.lower(), value) for name, value in headers.items()], content,
+                     persistent(version, headers)))
+        if not seen[-1][5]:
+            break
+    return seen
+
+
+def read_requests_with_h11(segments: list[bytes]) -> list[tuple]:
+    connection = h11.Connection(h11.SERVER)
+    left = list(segments)
+    seen: list[tuple] = []
+    request: h11.Request | None = None
+    content = b""
+    while not isinstance(event := connection.next_event(), h11.ConnectionClosed):
+        if event is h11.NEED_DATA:
+            connection.receive_data(left.pop(0) if left else b"")
+        elif isinstance(event, h11.Request):
+            request, content = event, b""
+        elif isinstance(event, h11.Data):
+            content += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            assert request is not None
+            goes_on = connection.their_state is h11.DONE
+            seen.append((request.method.decode(), request.target.decode(), f"HTTP/{request.http_version.decode()}",
+                         [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers],
+                         content, goes_on))
+            connection.send(h11.Response(status_code=204, headers=[]))
+            connection.send(h11.EndOfMessage())
+            if not goes_on:
+                break
+            connection.start_next_cycle()
+    return seen
+
+
+@settings(max_examples=300, deadline=timedelta(seconds=10), suppress_health_check=[HealthCheck.too_slow])
+@given(requests(), st.lists(st.integers(0, 10_000), max_size=6))
+def test_wire_reads_requests_as_h11_does(sent: tuple[bytes, list[tuple]], points: list[int]) -> None:
+    data, expected = sent
+    segments = cut(data, points)
+    assert read_requests_with_wire(segments) == read_requests_with_h11(segments) == expected

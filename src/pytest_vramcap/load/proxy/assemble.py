@@ -1,6 +1,6 @@
 """A chat completion rebuilt from its stream: what the proxy answers a client that did not stream.
 
-The recording proxy (:mod:`.proxy`) asks the engine to stream every chat completion, so it
+The recording proxy (:mod:`.channels`) asks the engine to stream every chat completion, so it
 can time the first token whatever the client asked for. A client that sent
 ``stream: false`` gets back the object the engine would have sent: the chunks' deltas
 merged per choice (text concatenated, tool calls merged by their ``index``), the last

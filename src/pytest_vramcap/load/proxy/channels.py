@@ -32,8 +32,9 @@ connection is closed, which stops the generation, and the record ends as a cut s
 A client that half-closes its connection after its request looks the same and is
 taken as gone (no HTTP client library a graph uses does that).
 
-The HTTP side is :mod:`.proxy_http`: threads of the standard library's TCP server and
-blocking sockets speaking :mod:`.wire`; under Locust's gevent they are greenlets, with no change.
+The HTTP side is :mod:`.server` and :mod:`.forward`: threads of the standard library's TCP
+server and blocking sockets speaking HTTP/1.1 through :mod:`.wire`; under Locust's gevent
+they are greenlets, with no change. They see the proxy as a :class:`~.router.Router`.
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ class Channel:
 
 
 class RecordingProxy:
-    """Listens on 127.0.0.1 (an ephemeral port) and forwards to ``upstream``; a context manager."""
+    """Listens on 127.0.0.1 (an ephemeral port) and forwards to ``upstream``; a context manager. Its connections
+    see it as a :class:`~.router.Router`."""
 
     def __init__(self, upstream: str, *, model: str | None = None,
                  request_defaults: Mapping[str, Any] | None = None, read_timeout_s: float = 300.0,
@@ -116,7 +118,7 @@ class RecordingProxy:
         self.model = model
         self.request_defaults = dict(request_defaults or {})
         self.read_timeout_s = read_timeout_s
-        self._idle_timeout_s = idle_timeout_s
+        self.idle_timeout_s = idle_timeout_s
         self._channels: dict[str, Channel] = {}
         self._channels_lock = threading.Lock()  # users add and drop channels while handler threads look them up
         self._server: ProxyServer | None = None
@@ -129,7 +131,7 @@ class RecordingProxy:
         return int(self._server.server_address[1])
 
     def start(self) -> RecordingProxy:
-        server = self._server = serve(self, self._idle_timeout_s)
+        server = self._server = serve(self)
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="vramcap-proxy", daemon=True)
         self._thread.start()
@@ -167,17 +169,17 @@ class RecordingProxy:
         with self._channels_lock:
             self._channels = {prefix: known for prefix, known in self._channels.items() if known is not channel}
 
-    def route(self, path: str) -> tuple[Channel | None, str]:
-        """The channel a request path is for, and the engine path to forward it to."""
-        prefix, _, rest = path.lstrip("/").partition("/")
+    def route(self, target: str) -> tuple[Channel | None, str]:
+        """The channel a request target is for, and the engine path to forward it to."""
+        prefix, _, rest = target.lstrip("/").partition("/")
         with self._channels_lock:
             channel = self._channels.get(prefix)
         return channel, self.upstream.path.rstrip("/") + "/" + rest
 
     def connect(self) -> EngineConnection:
         tls = self.upstream.scheme == "https"
-        return EngineConnection(self.upstream.hostname or "", self.upstream.port or (443 if tls else 80), tls=tls,
-                                timeout_s=self.read_timeout_s)
+        return EngineConnection.open(self.upstream.hostname or "", self.upstream.port or (443 if tls else 80),
+                                     tls=tls, timeout_s=self.read_timeout_s)
 
     def prepare(self, body: dict[str, Any], *, chat: bool) -> tuple[bool, bool]:
         """Rewrite a (chat) completion body in place: (stream it from the engine, relay the usage-only chunk)."""

@@ -1,11 +1,12 @@
-"""The recording proxy's relaying: each client request forwarded to the engine, completions recorded on the way.
+"""The recording proxy's forwarding: each client request sent to the engine, completions recorded on the way.
 
-A client connection is a thread of :mod:`.proxy_server` (keep-alive, so a client's
-pooled connection stays one thread and one engine connection); both sides speak
-HTTP/1.1 through :mod:`.wire` (``http.server`` and ``http.client`` parsed every head
-with the ``email`` package, most of the proxy's cost before a first token); streams go
-back through :mod:`.proxy_relay`. :mod:`.proxy` says what is recorded and what is
-changed on the way.
+A client connection is a handler of :mod:`.server` (keep-alive, so a client's pooled
+connection stays one thread and one engine connection); both sides speak HTTP/1.1
+through :mod:`.wire` (``http.server`` and ``http.client`` parsed every head with the
+``email`` package, most of the proxy's cost before a first token); streams go back
+through :mod:`.relay`, unstreamed answers are rebuilt by :mod:`.assemble`. The handler
+asks the proxy only what a :class:`~.router.Router` answers; :mod:`.channels` says what
+is recorded and what is changed on the way.
 """
 
 from __future__ import annotations
@@ -16,18 +17,16 @@ import socket
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..measure.record import HTTPStatusError, RequestError, RequestRefused, RequestTimeout, StreamCut
 from ..measure.stream import STALE_CONNECTION_RETRIES, ChatStream, RequestRecord, fail
 from . import wire
 from .assemble import CompletionAssembler
 from .relay import ChunkedRelay, ClientGone, EventRelay
+from .router import Router
 from .server import ClientHandler, ProxyServer
 from .wire import BodyReader, EngineConnection, Headers
-
-if TYPE_CHECKING:
-    from .channels import RecordingProxy
 
 __all__ = ["LABEL_HEADER", "serve"]
 
@@ -42,9 +41,9 @@ _RECORDED = ("/chat/completions", "/completions")
 _ENGINE_FAILED = (OSError, wire.WireError)
 
 
-def serve(proxy: RecordingProxy, idle_timeout_s: float) -> ProxyServer:
+def serve(router: Router) -> ProxyServer:
     """The proxy's server, bound to an ephemeral port of 127.0.0.1 (``serve_forever`` it in a thread)."""
-    return ProxyServer(proxy, idle_timeout_s, _Handler)
+    return ProxyServer(router, _Handler)
 
 
 class _Handler(ClientHandler):
@@ -66,8 +65,8 @@ class _Handler(ClientHandler):
 
     def relay(self, target: str, body: bytes, arrived: float) -> None:
         method, headers = self.command, self.headers
-        channel, path = self.server.proxy.route(target)
-        if channel is None:
+        recorder, path = self.router.route(target)
+        if recorder is None:
             self._reply_error(404, f"no vramcap channel at {target.split('?')[0][:100]}")
             return
         endpoint = path.split("?")[0]
@@ -77,11 +76,11 @@ class _Handler(ClientHandler):
             self._plain(path, body)
             return
         record = RequestRecord(label=headers.get(LABEL_HEADER) or DEFAULT_LABEL, t_send=arrived)
-        channel.begin(record)
+        recorder.begin(record)
         try:
             answer_end = self._completion(path, payload, record, chat=endpoint.endswith("/chat/completions"))
         finally:
-            channel.end(record)
+            recorder.end(record)
         # Only now the client gets the end of its answer: a graph that returns has every request in the records.
         answer_end()
 
@@ -93,7 +92,7 @@ class _Handler(ClientHandler):
         fields.append(("Accept-Encoding", "identity"))
         for attempt in range(1 + STALE_CONNECTION_RETRIES):
             if self._engine is None:
-                self._engine = self.server.proxy.connect()
+                self._engine = self.router.connect()
                 if self.server.stopping:  # connected after the proxy cut its connections: nobody would cut this
                     self._drop_engine()
                     raise ConnectionAbortedError("the proxy is stopping")
@@ -118,7 +117,7 @@ class _Handler(ClientHandler):
         poller = select.poll()
         poller.register(engine.sock, select.POLLIN)
         poller.register(self.connection, select.POLLIN)
-        deadline = time.monotonic() + self.server.proxy.read_timeout_s
+        deadline = time.monotonic() + self.router.read_timeout_s
         while (left := deadline - time.monotonic()) > 0:
             ready = {fd for fd, _ in poller.poll(left * 1000)}
             if engine.sock.fileno() in ready:
@@ -127,7 +126,7 @@ class _Handler(ClientHandler):
                 if self._client_left():
                     raise ClientGone("the connection was closed")
                 poller.unregister(self.connection)  # it sent more (a pipelined request): wait for the engine only
-        raise TimeoutError(f"the engine sent nothing for {self.server.proxy.read_timeout_s:.0f} s")
+        raise TimeoutError(f"the engine sent nothing for {self.router.read_timeout_s:.0f} s")
 
     def _done_with(self, body: BodyReader) -> None:
         """The engine's answer was read: its connection is kept for the next request if it can carry one."""
@@ -171,7 +170,7 @@ class _Handler(ClientHandler):
                     chat: bool) -> Callable[[], None]:
         """Forward one (chat) completion and relay or rebuild its answer, all but its end: that is returned."""
         client_streams = payload.get("stream") is True
-        streamed, relay_usage = self.server.proxy.prepare(payload, chat=chat)
+        streamed, relay_usage = self.router.prepare(payload, chat=chat)
         try:
             status, headers, answer = self._forward(path, json.dumps(payload).encode())
             record.status = status
@@ -251,7 +250,7 @@ class _Handler(ClientHandler):
                                            f"{record.n_chunks} chunks: {exc}"))
         except TimeoutError:
             error = fail(record, RequestTimeout(f"{record.label}: the engine sent nothing for "
-                                                f"{self.server.proxy.read_timeout_s:.0f} s"))
+                                                f"{self.router.read_timeout_s:.0f} s"))
         except _ENGINE_FAILED as exc:
             error = fail(record, StreamCut(f"{record.label}: the engine's stream was cut after {record.n_chunks} "
                                            f"chunks: {type(exc).__name__}: {exc}"))

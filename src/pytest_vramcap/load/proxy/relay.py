@@ -1,6 +1,6 @@
 """What the recording proxy writes to a client that reads a stream: chunked HTTP, an SSE event per chunk.
 
-:mod:`.proxy_http` reads the engine; these send what it relays, headers with the first
+:mod:`.forward` reads the engine; these send what it relays, headers with the first
 piece, and turn a failed write into :class:`ClientGone` (the client closed its connection).
 """
 

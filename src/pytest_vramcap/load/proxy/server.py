@@ -1,6 +1,6 @@
-"""The recording proxy's server side: a threading TCP server, and a handler per client connection that reads
+"""The recording proxy's client side: a threading TCP server, and a handler per client connection that reads
 its requests (HTTP/1.1 through :mod:`.wire`) and frames the answers. What a request becomes is
-:mod:`.proxy_http`'s.
+:mod:`.forward`'s; what the proxy is, its :class:`~.router.Router` (the handler never imports the proxy).
 """
 
 from __future__ import annotations
@@ -12,13 +12,11 @@ import socketserver
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import wire
+from .router import Router
 from .wire import Headers, SocketReader
-
-if TYPE_CHECKING:
-    from .channels import RecordingProxy
 
 __all__ = ["MAX_BODY", "ClientHandler", "ProxyServer"]
 
@@ -27,15 +25,14 @@ MAX_BODY = 64 * 2**20
 
 
 class ProxyServer(socketserver.ThreadingTCPServer):
-    """Serves ``handler`` for ``proxy``; tracks its handlers so that stopping cuts their connections."""
+    """Serves ``handler`` for ``router``; tracks its handlers so that stopping cuts their connections."""
 
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, proxy: RecordingProxy, idle_timeout_s: float, handler: type[ClientHandler]) -> None:
+    def __init__(self, router: Router, handler: type[ClientHandler]) -> None:
         super().__init__(("127.0.0.1", 0), handler)
-        self.proxy = proxy
-        self.idle_timeout_s = idle_timeout_s
+        self.router = router
         self._open: set[ClientHandler] = set()
         self._open_lock = threading.Lock()
         self.stopping = False
@@ -73,7 +70,8 @@ class ClientHandler(socketserver.StreamRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.connection.settimeout(self.server.idle_timeout_s)  # an idle kept-alive connection ends its thread
+        self.router = self.server.router
+        self.connection.settimeout(self.router.idle_timeout_s)  # an idle kept-alive connection ends its thread
         # Heads, then each event, are small writes: without this, Nagle holds the next one back until the
         # client's (delayed) ACK of the last, tens of milliseconds on an answer the engine sent at once.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -117,7 +115,7 @@ class ClientHandler(socketserver.StreamRequestHandler):
         parts = start.split(" ")
         method, target, version = parts if len(parts) == 3 else ("", "", "")
         self.command, self.headers, self.version = method, headers, version
-        self.close_connection = version != "HTTP/1.1" or headers.has_token("Connection", "close")
+        self.close_connection = not wire.persistent(version, headers)
         if not method or not version.startswith("HTTP/1."):
             self.close_connection = True
             self._reply_error(400, f"not an HTTP/1.1 request: {start[:100]!r}")

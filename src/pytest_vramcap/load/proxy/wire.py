@@ -7,6 +7,11 @@ client library and an OpenAI-compatible engine needs less: a start line, header 
 a body framed by Content-Length or chunked transfer coding, or read until the connection
 closes. Anything else (a line too long, a broken chunk size) is a :class:`WireError`, and
 the connection it came on is closed.
+
+h11 (a state machine that does no I/O) was tried in its place, on these same sockets: the
+proxy then added 0.26-0.39 ms more before a first token on the 2-core VM (48-81% more at 8
+events, 30-33% at 64; ``benchmarks/bench_proxy_overhead.py --baseline-ref``). This module
+stays, and tests/load/test_wire.py holds it to h11's reading of the same bytes (hypothesis).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Iterable
 from http import HTTPStatus
 
 __all__ = ["MAX_HEADERS", "MAX_LINE", "BodyReader", "EngineConnection", "Headers", "SocketReader", "StaleConnection",
-           "WireError", "encode_head", "read_head", "reason"]
+           "WireError", "encode_head", "persistent", "read_head", "reason"]
 
 MAX_LINE = 65536
 """The longest start or header line read (``http.client`` has the same limit)."""
@@ -153,6 +158,12 @@ def reason(status: int) -> str:
         return ""
 
 
+def persistent(version: str, headers: Headers) -> bool:
+    """Whether a message leaves its connection open for the next (RFC 9112 9.3): HTTP/1.1 without Connection:
+    close (an HTTP/1.0 peer's keep-alive is not taken up)."""
+    return version == "HTTP/1.1" and not headers.has_token("Connection", "close")
+
+
 def _status(answer: tuple[str, Headers]) -> tuple[str, int, Headers]:
     start, headers = answer
     version, _, rest = start.partition(" ")
@@ -245,9 +256,20 @@ def _chunk_size(line: bytes) -> int:
 
 
 class EngineConnection:
-    """One kept-alive connection to the engine: :meth:`send` a request, then read its :meth:`answer`."""
+    """One kept-alive connection to the engine (:meth:`open`): :meth:`send` a request, then read its :meth:`answer`."""
 
-    def __init__(self, host: str, port: int, *, tls: bool, timeout_s: float) -> None:
+    def __init__(self, sock: socket.socket, host: str) -> None:
+        """Around a connected socket; ``host`` is the Host field of the requests sent on it."""
+        self.sock = sock
+        self._host = host
+        self._reader = SocketReader(sock)
+        self._kept_alive = False
+        """An answer ended on it and it was kept: if the peer closed it meanwhile, that was no answer (stale)."""
+        self._reused = False
+
+    @classmethod
+    def open(cls, host: str, port: int, *, tls: bool, timeout_s: float) -> EngineConnection:
+        """Connect to ``host``:``port`` (TLS over it with ``tls``); small writes are sent at once (no Nagle)."""
         sock = socket.create_connection((host, port), timeout=timeout_s)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -256,13 +278,8 @@ class EngineConnection:
         except (OSError, ValueError):
             sock.close()
             raise
-        self.sock = sock
         name = f"[{host}]" if ":" in host else host  # an IPv6 literal in Host is bracketed (RFC 9110 7.2)
-        self._host = name if port == (443 if tls else 80) else f"{name}:{port}"
-        self._reader = SocketReader(sock)
-        self._kept_alive = False
-        """An answer ended on it and it was kept: if the peer closed it meanwhile, that was no answer (stale)."""
-        self._reused = False
+        return cls(sock, name if port == (443 if tls else 80) else f"{name}:{port}")
 
     def send(self, method: str, target: str, fields: Iterable[tuple[str, str]], content: bytes) -> None:
         """Send a request. A StaleConnection when a kept-alive connection turned out closed."""
@@ -296,8 +313,7 @@ class EngineConnection:
                 raise ConnectionError("the engine closed the connection after an interim answer")
             version, status, headers = _status(answer)
         body = BodyReader(self._reader, headers, bodiless=method == "HEAD" or status in _NO_BODY)
-        if headers.has_token("Connection", "close") or version == "HTTP/1.0":
-            body.reusable = False
+        body.reusable = body.reusable and persistent(version, headers)
         return status, headers, body
 
     def has_buffered(self) -> bool:

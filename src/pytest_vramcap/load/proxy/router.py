@@ -1,0 +1,50 @@
+"""What a client connection's handler asks of the proxy that owns it: the seam between the two.
+
+The handlers (:mod:`.server`, :mod:`.forward`) know a :class:`Router`, never the
+:class:`~.channels.RecordingProxy` that is one: where a request goes, how to reach the
+engine, how a completion's body is changed, how long to wait. The proxy builds its
+server on these handlers, so the handlers must not import it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..measure.stream import RequestRecord
+from .wire import EngineConnection
+
+__all__ = ["Recorder", "Router"]
+
+
+class Recorder(Protocol):
+    """Where a recorded request is counted as it arrives and kept as it ends (a :class:`~.channels.Channel`)."""
+
+    def begin(self, record: RequestRecord) -> None: ...
+
+    def end(self, record: RequestRecord) -> None: ...
+
+
+class Router(Protocol):
+    """The proxy as its connections see it (:class:`~.channels.RecordingProxy` is one)."""
+
+    @property
+    def read_timeout_s(self) -> float:
+        """How long the engine may stay silent, before its answer or between its events."""
+        ...
+
+    @property
+    def idle_timeout_s(self) -> float:
+        """How long a kept-alive client connection may stay idle before its thread ends."""
+        ...
+
+    def route(self, target: str) -> tuple[Recorder | None, str]:
+        """The recorder a request target is for (None: no such channel), and the engine path to forward it to."""
+        ...
+
+    def connect(self) -> EngineConnection:
+        """A new connection to the engine."""
+        ...
+
+    def prepare(self, body: dict[str, Any], *, chat: bool) -> tuple[bool, bool]:
+        """Rewrite a (chat) completion body in place: (stream it from the engine, relay the usage-only chunk)."""
+        ...
