@@ -9,7 +9,8 @@
    CPU): parallel invocations built on the server's URL (ChatOpenAI as shipped, unstreamed;
    and with ``streaming=True``) and on a proxy channel, taking turns.
 
-With ``--baseline-ref REF``, part 1 only, for two proxies on the same host in one run: REF's
+With ``--baseline-ref REF`` (repeatable; a git ref, or a directory holding a ``pytest_vramcap`` package, where
+there is no git history), part 1 only, for several proxies on the same host in one run: REF's
 ``src/`` (``git archive``, in a temporary directory) and this tree's, each in child
 processes of its own (``PYTHONPATH`` at its ``src/``), taking turns round by round against
 the same instant engine, for each ``--chunks`` count; added ms are medians over all pairs.
@@ -161,7 +162,11 @@ def per_request(args: argparse.Namespace) -> None:
 
 
 def checkout_src(ref: str, into: Path) -> Path:
-    """``ref``'s ``src/`` written under ``into`` (git archive): the directory to put on PYTHONPATH."""
+    """``ref``'s ``src/`` written under ``into`` (git archive): the directory to put on PYTHONPATH. A directory
+    that holds the package is taken as it is."""
+    if (Path(ref) / "pytest_vramcap").is_dir():
+        return Path(ref)
+    into.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", ref, "src"], check=True,
                              capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
@@ -171,7 +176,7 @@ def checkout_src(ref: str, into: Path) -> Path:
 
 def measure_in_child(src: Path, engine: str, requests: int, chunks: int) -> dict[str, Any]:
     """One turn: a child process with ``src`` first on its path measures ``requests`` pairs."""
-    env = {**os.environ, "PYTHONPATH": str(src)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(src), os.environ.get("PYTHONPATH"))))}
     done = subprocess.run([sys.executable, __file__, "--measure-child", engine, "--requests", str(requests),
                            "--chunks", str(chunks)], env=env, check=True, capture_output=True, text=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -185,7 +190,9 @@ def compare(args: argparse.Namespace) -> None:
     rounds = max(1, args.rounds)
     per_round = math.ceil(args.requests / rounds)
     with tempfile.TemporaryDirectory() as tmp:
-        sources = {f"old ({args.baseline_ref})": checkout_src(args.baseline_ref, Path(tmp)), "new": ROOT / "src"}
+        sources = {f"old ({ref})" if len(args.baseline_ref) == 1 else ref: checkout_src(ref, Path(tmp) / str(i))
+                   for i, ref in enumerate(args.baseline_ref)}
+        sources["new"] = ROOT / "src"
         pairs: dict[tuple[str, int], dict[str, dict[str, list[float]]]] = {}
         for chunks in args.chunks:
             with instant_engine(chunks) as engine:
@@ -271,8 +278,9 @@ def main() -> None:
     parser.add_argument("--serve-engine", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--measure-child", metavar="ENGINE_URL", help=argparse.SUPPRESS)
     parser.add_argument("--skip-graph", action="store_true", help="only the per-request part")
-    parser.add_argument("--baseline-ref", metavar="GIT_REF",
-                        help="measure that commit's proxy and this tree's, taking turns (part 1 only)")
+    parser.add_argument("--baseline-ref", metavar="GIT_REF|SRC_DIR", action="append",
+                        help="measure that commit's (or src directory's) proxy and this tree's, taking turns "
+                             "(part 1 only; repeatable)")
     parser.add_argument("--rounds", type=int, default=6, help="turns each proxy takes with --baseline-ref")
     parser.add_argument("--model", default="small:F16", help="SHAPE:MIX the graph's server runs (synthesized)")
     parser.add_argument("--models-dir", help="where SHAPE-MIX.gguf is, or is written (default: a temporary one)")

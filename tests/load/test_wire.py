@@ -284,6 +284,8 @@ def test_bodiless_and_pipelined_answers_keep_the_connection() -> None:
             client.request(method, f"{base}/models")
             answer = client.getresponse()
             assert (answer.status, answer.read()) == (status, b"")
+            # A HEAD answer says the length of what it does not carry; a 204 or 304 says none (RFC 9110 8.6).
+            assert answer.getheader("Content-Length") == ("9" if method == "HEAD" else None)
         assert client.sock is not None  # still the first connection
         client.sock.sendall(encode_head(f"GET {base}/models HTTP/1.1", [("Host", "x")]) * 2)  # two in one write
         data = b""

@@ -159,11 +159,15 @@ class ClientHandler(socketserver.StreamRequestHandler):
         return {"chunked": self.version == "HTTP/1.1", "close": self.close_connection}
 
     def _reply(self, status: int, content_type: str, data: bytes, length: int | None = None) -> None:
-        """A whole answer; ``length`` is the Content-Length of a HEAD answer, whose body is not sent."""
-        fields = [("Content-Type", content_type), ("Content-Length", str(len(data) if length is None else length)),
+        """A whole answer; ``length`` is the Content-Length of a HEAD answer, whose body is not sent. A 204 or 304
+        has no body and says no length (RFC 9110 8.6 forbids one on a 204; a 304's would describe a body it never
+        carries)."""
+        bodiless = status in wire.NO_BODY_STATUSES
+        fields = [*([] if bodiless else [("Content-Type", content_type),
+                                         ("Content-Length", str(len(data) if length is None else length))]),
                   *([("Connection", "close")] if self.close_connection else [])]
         self.wfile.write(wire.encode_head(f"HTTP/1.1 {status} {wire.reason(status)}", fields) +
-                         (data if self.command != "HEAD" else b""))
+                         (data if self.command != "HEAD" and not bodiless else b""))
 
     def _reply_error(self, status: int, message: str) -> None:
         """An OpenAI-style error object, as the engines send one."""

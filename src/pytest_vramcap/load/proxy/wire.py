@@ -22,13 +22,13 @@ import ssl
 from collections.abc import Iterable
 from http import HTTPStatus
 
-__all__ = ["MAX_HEADERS", "MAX_LINE", "BodyReader", "EngineConnection", "Headers", "SocketReader", "StaleConnection",
-           "WireError", "encode_head", "persistent", "read_head", "reason"]
+__all__ = ["MAX_HEADERS", "MAX_LINE", "NO_BODY_STATUSES", "BodyReader", "EngineConnection", "Headers", "SocketReader",
+           "StaleConnection", "WireError", "encode_head", "persistent", "read_head", "reason"]
 
 MAX_LINE = 65536
 """The longest start or header line read (``http.client`` has the same limit)."""
 MAX_HEADERS = 100
-_NO_BODY = frozenset({204, 304})
+NO_BODY_STATUSES = frozenset({204, 304})
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
@@ -312,7 +312,7 @@ class EngineConnection:
             if answer is None:
                 raise ConnectionError("the engine closed the connection after an interim answer")
             version, status, headers = _status(answer)
-        body = BodyReader(self._reader, headers, bodiless=method == "HEAD" or status in _NO_BODY)
+        body = BodyReader(self._reader, headers, bodiless=method == "HEAD" or status in NO_BODY_STATUSES)
         body.reusable = body.reusable and persistent(version, headers)
         return status, headers, body
 
