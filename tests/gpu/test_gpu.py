@@ -9,7 +9,7 @@ import time
 import pytest
 
 from pytest_vramcap.errors import BallastError
-from pytest_vramcap.gpu.nvml import GpuInfo, detect_gpus, visible_gpu
+from pytest_vramcap.gpu.nvml import GpuInfo, detect_gpus, memory_in_use, visible_gpu, visible_gpus
 
 pytest_plugins = ["pytester"]
 
@@ -36,6 +36,26 @@ def test_visible_gpu_follows_cuda_visible_devices(monkeypatch: pytest.MonkeyPatc
     else:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     assert visible_gpu([H100, L4]) == expected
+
+
+@pytest.mark.parametrize("visible, expected", [(None, [H100, L4]), ("1,0", [L4, H100]), ("1,7,0", [L4]),
+                                               ("GPU-118dbb15, 1", [H100, L4]), ("", [])])
+def test_visible_gpus_are_in_cudas_order(monkeypatch: pytest.MonkeyPatch, visible: str | None,
+                                         expected: list[GpuInfo]) -> None:
+    """CUDA numbers the listed devices in the list's order and stops at the first entry it cannot resolve: the
+    VRAM tab shows the GPUs the server can use, in the order its log names them."""
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert visible_gpus([H100, L4]) == expected
+
+
+def test_memory_in_use_without_a_driver_is_a_reason() -> None:
+    if GPUS:
+        pytest.skip("this machine has a GPU")
+    gpus, why = memory_in_use()
+    assert gpus == [] and why and "\n" not in why
 
 
 def test_emulation_without_a_gpu_is_a_usage_error(pytester: pytest.Pytester) -> None:
