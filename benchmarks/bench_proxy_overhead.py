@@ -178,7 +178,9 @@ def measure_in_child(src: Path, engine: str, requests: int, chunks: int) -> dict
     """One turn: a child process with ``src`` first on its path measures ``requests`` pairs."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(src), os.environ.get("PYTHONPATH"))))}
     done = subprocess.run([sys.executable, __file__, "--measure-child", engine, "--requests", str(requests),
-                           "--chunks", str(chunks)], env=env, check=True, capture_output=True, text=True)
+                           "--chunks", str(chunks)], env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"the child measuring {src} failed:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     if Path(result["package"]).resolve().parents[1] != src.resolve():
         raise RuntimeError(f"the child imported pytest_vramcap from {result['package']}, not from {src}")
