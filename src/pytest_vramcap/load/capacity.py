@@ -21,7 +21,7 @@ from typing import Any
 from tabulate import tabulate
 
 from .measure.metrics import Distribution
-from .measure.stream import RequestRecord
+from .measure.record import RequestRecord
 from .scenario.schema import Scenario
 
 __all__ = ["CAPACITY_SCENARIO", "CapacityResult", "StepResult", "StepTally", "capacity_json", "format_capacity",

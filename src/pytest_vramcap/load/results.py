@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from .measure.metrics import Distribution, Summary
-from .measure.stream import RequestRecord
+from .measure.record import RequestRecord
 
 __all__ = ["SIGNIFICANT_DIGITS", "Histogram", "LoadResult", "LoadStats"]
 

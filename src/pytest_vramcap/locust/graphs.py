@@ -26,7 +26,7 @@ from gevent import GreenletExit
 from gevent.event import AsyncResult
 
 from ..errors import GraphError
-from ..load.measure.stream import RequestRecord
+from ..load.measure.record import RequestRecord
 from ..load.proxy.channels import RecordingProxy
 from ..load.run.graphs import graph_config, requests_left_behind
 from ..load.run.rounds import RUNNER_REQUEST_FIELDS

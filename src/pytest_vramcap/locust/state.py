@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..load.capacity import StepTally
-from ..load.measure.stream import RequestRecord
+from ..load.measure.record import RequestRecord
 from ..load.results import LoadStats
 from .graphs import GraphHosts
 from .tally import LoadTally

@@ -37,8 +37,15 @@ from locust.exception import StopUser
 
 from ..errors import GraphError
 from ..load.measure.client import ChatRequest
-from ..load.measure.record import HTTPStatusError, RequestError, RequestRefused, RequestTimeout, StreamCut
-from ..load.measure.stream import STALE_CONNECTION_RETRIES, ChatStream, RequestRecord, fail
+from ..load.measure.record import (
+    HTTPStatusError,
+    RequestError,
+    RequestRecord,
+    RequestRefused,
+    RequestTimeout,
+    StreamCut,
+)
+from ..load.measure.stream import STALE_CONNECTION_RETRIES, ChatStream, fail
 from ..load.run.steps import scenario_request
 from ..load.scenario.schema import Scenario
 from ..types import FailureKind

@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ..load.measure.client import RequestRecord
 from ..load.measure.metrics import Summary
+from ..load.measure.record import RequestRecord
 from ..load.run.rounds import ModeRuns, ScenarioRun
 from ..types import RunMode
 from .verdicts import Verdict

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 
 from ...net import redact
-from .record import HTTPStatusError, RequestRefused, RequestTimeout, StreamCut
-from .stream import ChatStream, RequestRecord, fail
+from .record import HTTPStatusError, RequestRecord, RequestRefused, RequestTimeout, StreamCut
+from .stream import ChatStream, fail
 
 __all__ = ["ChatClient", "ChatRequest", "RequestRecord"]
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
-from .client import RequestRecord
+from .record import RequestRecord
 
 __all__ = ["MIN_N_FOR_P99", "Distribution", "Summary", "parallel_speedup", "percentile", "summarize"]
 

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..measure.stream import RequestRecord
+from ..measure.record import RequestRecord
 from .forward import LABEL_HEADER, serve
 from .server import ProxyServer
 from .wire import EngineConnection

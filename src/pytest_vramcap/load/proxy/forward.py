@@ -19,8 +19,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from ..measure.record import HTTPStatusError, RequestError, RequestRefused, RequestTimeout, StreamCut
-from ..measure.stream import STALE_CONNECTION_RETRIES, ChatStream, RequestRecord, fail
+from ..measure.record import HTTPStatusError, RequestError, RequestRecord, RequestRefused, RequestTimeout, StreamCut
+from ..measure.stream import STALE_CONNECTION_RETRIES, ChatStream, fail
 from . import wire
 from .assemble import CompletionAssembler
 from .relay import ChunkedRelay, ClientGone, EventRelay

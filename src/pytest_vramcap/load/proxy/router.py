@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ..measure.stream import RequestRecord
+from ..measure.record import RequestRecord
 from .wire import EngineConnection
 
 __all__ = ["Recorder", "Router"]

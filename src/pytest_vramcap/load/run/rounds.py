@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ...types import RunMode
-from ..measure.client import ChatClient, ChatRequest, RequestRecord
+from ..measure.client import ChatClient, ChatRequest
 from ..measure.metrics import Summary, parallel_speedup, summarize
-from ..measure.record import RequestError
+from ..measure.record import RequestError, RequestRecord
 from ..scenario.schema import Scenario
 
 __all__ = ["RUNNER_REQUEST_FIELDS", "ModeResult", "ModeRuns", "ScenarioRun", "run_rounds", "warm_up"]

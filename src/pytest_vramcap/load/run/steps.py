@@ -16,8 +16,8 @@ import time
 from typing import Any
 
 from ...types import RUN_MODES, RunMode
-from ..measure.client import ChatClient, ChatRequest, RequestRecord
-from ..measure.record import RequestError
+from ..measure.client import ChatClient, ChatRequest
+from ..measure.record import RequestError, RequestRecord
 from ..scenario.graph_source import Builder
 from ..scenario.schema import Agent, Scenario, render_prompt
 from .graphs import run_graph_both
