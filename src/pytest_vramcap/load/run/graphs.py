@@ -1,7 +1,8 @@
 """Run a user's graph against a server, sequentially and in parallel.
 
-The graph is built once per run with a base URL of the recording proxy
-(:mod:`.proxy`), so every request it makes is recorded whatever client it uses.
+The graph is had once per run (:mod:`.apps`): a factory or ``build(base_url)`` is called
+with a channel of the recording proxy (:mod:`..proxy`), a module-level graph talks to the
+process's endpoint, so every request it makes is recorded whatever client it uses.
 The sequential pass invokes it with ``max_concurrency=1`` (LangGraph runs one task
 at a time, so a fan-out's agents go one by one), the parallel pass without a
 limit; both with the scenario's ``input`` and ``config``. The wall-time ratio is
@@ -15,13 +16,16 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from ...types import RunMode
 from ..measure.client import ChatClient
 from ..proxy.channels import Channel, RecordingProxy
-from ..scenario.graph_source import Builder, build_graph, load_builder, user_traceback
+from ..scenario.graph_source import App, Builder, app_of, user_traceback
 from ..scenario.schema import GraphRef, Scenario
+from .apps import app_for, endpoint
 from .rounds import RUNNER_REQUEST_FIELDS, ModeResult, ScenarioRun, run_rounds, warm_up
 
 __all__ = ["LEFT_BEHIND_TIMEOUT_S", "graph_config", "requests_left_behind", "run_graph_both", "run_graph_pass"]
@@ -66,18 +70,34 @@ async def run_graph_pass(graph: Any, scenario: Scenario, channel: Channel, mode:
     return ModeResult(mode, wall, {}, records, errors, started=start, peak_in_flight=peak, user_traceback=traceback)
 
 
-async def run_graph_both(url: str, scenario: Scenario, *, build: Builder | None = None, model: str | None = None,
-                         warmup: bool = True, read_timeout_s: float = 300.0, rounds: int = 1) -> ScenarioRun:
-    """``rounds`` of a sequential and a parallel invocation of the scenario's graph (or ``build``'s)."""
-    ref = scenario.graph if scenario.graph is not None else GraphRef.of(build)
-    if build is None:
-        if scenario.graph is None:
-            raise ValueError(f"scenario {scenario.name!r} names no graph and no build was given")
-        build = load_builder(scenario.graph)
+@asynccontextmanager
+async def _graph_channel(app: App, url: str, model: str | None, read_timeout_s: float) -> AsyncIterator[Channel]:
+    """Where ``app``'s graph sends its requests for one run: the endpoint (a module-level graph, made at import)
+    pointed at ``url``, else a proxy of the run's own."""
+    if app.shared:
+        channel = endpoint().attach(url, model=model, read_timeout_s=read_timeout_s)
+        try:
+            yield channel
+        finally:
+            endpoint().detach()
+        return
     with RecordingProxy(url, model=model, request_defaults=RUNNER_REQUEST_FIELDS,
                         read_timeout_s=read_timeout_s) as proxy:
-        channel = proxy.channel()
-        graph = build_graph(build, channel.base_url, ref)
+        yield proxy.channel()
+
+
+async def run_graph_both(url: str, scenario: Scenario, *, build: Builder | None = None, model: str | None = None,
+                         warmup: bool = True, read_timeout_s: float = 300.0, rounds: int = 1) -> ScenarioRun:
+    """``rounds`` of a sequential and a parallel invocation of the scenario's graph (or ``build``'s: a callable
+    taken by the same rule as one that ``graph:`` names)."""
+    if build is not None:
+        app = app_of(build, scenario.graph if scenario.graph is not None else GraphRef.of(build))
+    elif scenario.graph is not None:
+        app = app_for(scenario.graph)
+    else:
+        raise ValueError(f"scenario {scenario.name!r} names no graph and no build was given")
+    async with _graph_channel(app, url, model, read_timeout_s) as channel:
+        graph = app.graph(channel.base_url, graph_config(scenario, "parallel"))
         if warmup:
             async with ChatClient(url, model=model, read_timeout_s=read_timeout_s) as client:
                 await warm_up(client)
