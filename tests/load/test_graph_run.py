@@ -1,5 +1,6 @@
 """A real LangGraph graph (Send fan-out, langchain-openai's ChatOpenAI) run on a real llama-server: made by
-build(base_url), by a factory named in a langgraph.json, or at module level with no builder at all."""
+build(base_url), by a factory named in a langgraph.json, or at module level with no builder at all; and a graph
+whose requests all went past the recording, which measured nothing."""
 
 from __future__ import annotations
 
@@ -201,6 +202,7 @@ def assert_every_request_recorded(result: ModeResult) -> None:
     assert result.ok, result.errors
     assert sorted(record.label for record in result.records) == ["judge", "work", "work", "work"]
     assert all(record.ttft is not None and record.n_out == 64 for record in result.records if record.label == "work")
+    assert result.unrecorded == {}
 
 
 def test_a_module_level_chatopenai_app_runs_unchanged_through_the_proxy(server_url: str, tmp_path: Path,
@@ -233,3 +235,60 @@ def test_a_factory_named_in_langgraph_json_gets_a_config_and_a_channel(server_ur
     assert run.width == 3
     made = app_for(scenario.graph).target.__globals__["MADE"]
     assert made == [{"recursion_limit": 10, "configurable": {"user": "u1"}}]  # once per run
+
+
+UNMEASURED = '''
+import os
+
+import httpx
+from langgraph.graph import END, START, StateGraph
+from openai import AsyncOpenAI
+from typing import TypedDict
+
+CLIENT = AsyncOpenAI()  # module level: OPENAI_BASE_URL and the placeholder key
+OLLAMA = os.environ["OLLAMA_HOST"]
+
+
+class State(TypedDict):
+    topic: str
+
+
+async def look(state):
+    await CLIENT.models.list()  # passed through, not a completion
+    async with httpx.AsyncClient() as http:
+        await http.post(f"{OLLAMA}/api/chat", json={"model": "any", "messages": []})  # Ollama's API: not recorded
+    return {}
+
+
+async def idle(state):
+    return {}
+
+
+def build_graph(node):
+    graph = StateGraph(State)
+    graph.add_node("node", node)
+    graph.add_edge(START, "node")
+    graph.add_edge("node", END)
+    return graph.compile()
+
+
+graph = build_graph(look)
+silent = build_graph(idle)
+'''
+
+
+@pytest.mark.parametrize("attribute, message, unrecorded", [
+    ("graph", "nothing was measured: the graph made no chat or text completion (the requests vramcap records); it "
+              "called GET /v1/models x1, POST /api/chat x1", {"GET /v1/models": 1, "POST /api/chat": 1}),
+    ("silent", "nothing was measured: the graph made no request through vramcap's endpoint", {}),
+])
+def test_a_pass_that_measured_nothing_fails_and_names_what_the_graph_called(
+        server_url: str, tmp_path: Path, attribute: str, message: str, unrecorded: dict[str, int]) -> None:
+    (tmp_path / "unmeasured.py").write_text(UNMEASURED)
+    (tmp_path / "s.yaml").write_text(f"graph: unmeasured.py:{attribute}\ninput: {{topic: GPUs}}\n")
+    run = run_on_process_loop(run_both(server_url, load_scenario(tmp_path / "s.yaml"), rounds=2))
+    assert run.rounds == 1 and run.speedup is None  # a failed round: the second is not run
+    for result in run.sequential.passes + run.parallel.passes:
+        assert result.records == [] and result.unrecorded == unrecorded and result.peak_in_flight == 0
+        assert [error for error in result.errors if error.startswith(message)], result.errors
+    assert run.width == 0 and run.parallel.unrecorded == unrecorded

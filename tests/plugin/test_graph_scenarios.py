@@ -146,6 +146,62 @@ def test_a_graph_that_cannot_be_had_is_a_collection_error_before_any_server(pyte
     assert server_logs(pytester) == []
 
 
+MODULE_LEVEL_APP = '''
+from typing import TypedDict
+
+from langchain_openai import ChatOpenAI
+from langgraph.graph import START, StateGraph
+from langgraph.types import Send
+from openai import AsyncOpenAI
+
+llm = ChatOpenAI(model="any", max_tokens=128, temperature=0, extra_body={"ignore_eos": True})  # no base_url, no key
+embedder = AsyncOpenAI()
+
+
+class State(TypedDict):
+    width: int
+
+
+async def agent(state):
+    await llm.ainvoke(f"angle {state['i']}")
+    return {}
+
+
+async def look(state):
+    await embedder.models.list()
+    return {}
+
+
+def compiled(node):
+    graph = StateGraph(State)
+    graph.add_node("agent", node)
+    graph.add_conditional_edges(START, lambda s: [Send("agent", {"i": i}) for i in range(s["width"])], ["agent"])
+    return graph.compile()
+
+
+graph = compiled(agent)
+unmeasured = compiled(look)
+'''
+
+
+def test_a_module_level_app_runs_as_written_and_one_that_measures_nothing_fails(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+    pytester.path.joinpath("app.py").write_text(MODULE_LEVEL_APP)
+    write_scenarios(pytester, app="graph: ../app.py:graph\ninput: {width: 2}\n",
+                    app_again="graph: ../app.py:graph\ninput: {width: 3}\n",  # the same module, clients, loop
+                    unmeasured="graph: ../app.py:unmeasured\ninput: {width: 2}\n")
+    result = run("--vram-profile=16gb", "-p", "no:randomly", "scenarios")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*nothing was measured: the graph made no chat or text completion (the requests "
+                                 "vramcap records); it called GET /v1/models x2*"])
+    names = {s["name"]: s for s in report(pytester)["scenarios"]}
+    for name, width in (("app", 2), ("app_again", 3)):
+        assert len(names[name]["parallel"]["requests"]) == width and names[name]["parallel"]["unrecorded"] == {}
+    verdicts = {v["name"]: v for v in names["unmeasured"]["verdicts"]}
+    assert verdicts["slots"]["outcome"] == "n/a" and verdicts["parallel_speedup"]["outcome"] == "fail"
+    assert names["unmeasured"]["parallel"]["unrecorded"] == {"GET /v1/models": 2}
+    assert names["unmeasured"]["parallel"]["requests"] == []
+
+
 def test_a_graph_wider_than_the_slots_fails_without_a_clock(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
     pytester.mkdir("graphs")
     pytester.path.joinpath("graphs/small.py").write_text(SMALL_GRAPH)

@@ -2,7 +2,10 @@
 
 The graph is had once per run (:mod:`.apps`): a factory or ``build(base_url)`` is called
 with a channel of the recording proxy (:mod:`..proxy`), a module-level graph talks to the
-process's endpoint, so every request it makes is recorded whatever client it uses.
+process's endpoint, so every request it makes is recorded whatever client it uses. A
+pass in which it made no recorded request fails, naming what it did call: a graph
+whose clients went around the proxy, or only to endpoints it does not record
+(embeddings, Ollama's ``/api/chat``), measured nothing.
 The sequential pass invokes it with ``max_concurrency=1`` (LangGraph runs one task
 at a time, so a fan-out's agents go one by one), the parallel pass without a
 limit; both with the scenario's ``input`` and ``config``. The wall-time ratio is
@@ -16,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,7 +31,8 @@ from ..scenario.schema import GraphRef, Scenario
 from .apps import app_for, endpoint
 from .rounds import RUNNER_REQUEST_FIELDS, ModeResult, ScenarioRun, run_rounds, warm_up
 
-__all__ = ["LEFT_BEHIND_TIMEOUT_S", "graph_config", "requests_left_behind", "run_graph_both", "run_graph_pass"]
+__all__ = ["LEFT_BEHIND_TIMEOUT_S", "graph_config", "nothing_measured", "requests_left_behind", "run_graph_both",
+           "run_graph_pass"]
 
 
 def graph_config(scenario: Scenario, mode: RunMode) -> dict[str, Any]:
@@ -65,9 +69,23 @@ async def run_graph_pass(graph: Any, scenario: Scenario, channel: Channel, mode:
     # in a thread: the loop must go on running what the graph left (its cancelled requests close their connections)
     if channel.in_flight and (left_behind := await asyncio.to_thread(requests_left_behind, channel)):
         errors.append(left_behind)
+    unrecorded = dict(channel.unrecorded)
     records = channel.reset()
     errors = [f"{record.label}: {record.error}" for record in records if not record.ok] + errors
-    return ModeResult(mode, wall, {}, records, errors, started=start, peak_in_flight=peak, user_traceback=traceback)
+    if not records:
+        errors.append(nothing_measured(unrecorded))
+    return ModeResult(mode, wall, {}, records, errors, started=start, peak_in_flight=peak, user_traceback=traceback,
+                      unrecorded=unrecorded)
+
+
+def nothing_measured(unrecorded: Mapping[str, int]) -> str:
+    """The failure of a pass that made no recorded request, with the endpoints it did call through the proxy."""
+    if not unrecorded:
+        return ("nothing was measured: the graph made no request through vramcap's endpoint (do its clients take "
+                "the base URL they are given, or read OPENAI_BASE_URL / OLLAMA_HOST when they are made?)")
+    calls = ", ".join(f"{endpoint} x{count}" for endpoint, count in sorted(unrecorded.items()))
+    return (f"nothing was measured: the graph made no chat or text completion (the requests vramcap records); "
+            f"it called {calls}")
 
 
 @asynccontextmanager
