@@ -182,10 +182,6 @@ class App:
         the clients it made then (so through one channel of the proxy, the one its environment named)."""
         return self.call == "graph"
 
-    def describe(self) -> str:
-        return {"graph": f"{self.ref} (a graph)", "base_url": f"{self.ref}(base_url)",
-                "config": f"{self.ref}(config)", "none": f"{self.ref}()"}[self.call]
-
     def graph(self, base_url: str, config: Mapping[str, Any] | None = None) -> Graph:
         """The graph: the module's own, or the callable's result on ``base_url`` (a channel of the proxy). A
         callable runs with the SDKs' variables pointing at ``base_url`` (:func:`endpoint_environ`)."""
