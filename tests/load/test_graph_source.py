@@ -229,12 +229,23 @@ def test_module_level_clients_read_the_endpoint_as_the_module_loads(tmp_path: Pa
     ("thing = 3\n", r"graph.py:thing: is a int, neither a graph \(no ainvoke\) nor a callable that makes one"),
     ("def thing(a, b): ...\n", r"thing\(a, b\) needs a, b: vramcap calls it with one argument at most"),
     ("def thing(*, key): ...\n", r"thing\(key\) needs key"),
-    ("def thing(x): ...\n", r"thing\(x\): cannot tell what its parameter 'x' takes: name it base_url .* or config"),
 ])
 def test_what_cannot_be_called_is_one_line_before_anything_runs(tmp_path: Path, source: str, message: str) -> None:
     with pytest.raises(GraphError, match=message) as excinfo:
         load(ref(tmp_path, source, attribute="thing"))
     assert "\n" not in str(excinfo.value) and excinfo.value.user_traceback == ""
+
+
+def test_one_parameter_that_says_neither_gets_the_base_url_as_before() -> None:
+    """Scenarios written for build(base_url) keep working whatever they named its parameter."""
+    seen: list[str] = []
+
+    def make(u):  # type: ignore[no-untyped-def]
+        seen.append(u)
+        return FakeGraph()
+
+    app = app_of(make, PLACE)
+    assert app.call == "base_url" and isinstance(app.graph(ENDPOINT), FakeGraph) and seen == [ENDPOINT]
 
 
 def test_an_async_factory_is_refused_in_one_line() -> None:

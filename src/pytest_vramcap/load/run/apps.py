@@ -15,6 +15,7 @@ variables pointing at that channel while it runs.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -59,6 +60,10 @@ class Endpoint:
             self._attached = None
             self._proxy.retarget(None)
 
+    def stop(self) -> None:
+        """Close its port and connections (the process is ending)."""
+        self._proxy.stop()
+
 
 _endpoint: Endpoint | None = None
 _endpoint_lock = threading.Lock()
@@ -70,6 +75,7 @@ def endpoint() -> Endpoint:
     with _endpoint_lock:
         if _endpoint is None:
             _endpoint = Endpoint()
+            atexit.register(_endpoint.stop)  # its threads are daemons; its sockets are closed all the same
         return _endpoint
 
 
@@ -96,6 +102,7 @@ def run_on_process_loop(coroutine: Coroutine[Any, Any, T]) -> T:
     global _loop
     if _loop is None or _loop.is_closed():
         _loop = asyncio.new_event_loop()
+        atexit.register(_close_loop, _loop)
     loop = _loop
     try:
         return loop.run_until_complete(coroutine)
@@ -105,3 +112,14 @@ def run_on_process_loop(coroutine: Coroutine[Any, Any, T]) -> T:
             task.cancel()
         if pending:
             loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """What asyncio.run does at its end, once for the process: async generators and the executor shut down."""
+    if loop.is_closed() or loop.is_running():
+        return
+    try:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()

@@ -18,10 +18,12 @@ then by its signature, as LangGraph's own tooling takes a langgraph.json entry:
 * a callable whose first parameter is named like a config (``config``, ``cfg``,
   ``*_config``) or annotated ``RunnableConfig`` or a mapping: a LangGraph factory, called
   with a RunnableConfig-like dict (the scenario's ``config``, with ``configurable``);
-* a callable that needs no argument: a factory, called with none.
+* a callable that needs no argument: a factory, called with none;
+* a callable with one required parameter whose name and annotation say neither: ``build(base_url)``, as
+  before factories were taken.
 
-Anything else (a callable with two required parameters, or one whose name says neither)
-is a :class:`~pytest_vramcap.errors.GraphError` before anything runs. Whatever goes
+Anything else (a callable with two required parameters, or a keyword-only one) is a
+:class:`~pytest_vramcap.errors.GraphError` before anything runs. Whatever goes
 wrong is one such line; where the user's code raised, the error also carries the
 traceback from the user's first frame on, so it is shown once and without ours around it.
 """
@@ -243,10 +245,9 @@ def _call_of(target: Callable[..., Any], ref: GraphRef) -> Call:
         kind = _parameter_kind(first)
         if kind is not None:
             return kind
-    if not required:
-        return "none"
-    raise GraphError(f"{ref}: {signature}: cannot tell what its parameter {required[0].name!r} takes: name it "
-                     f"base_url (it gets the endpoint's URL) or config (it gets a RunnableConfig)")
+    # One required parameter that says neither is today's build(base_url), whatever its name (scenarios written
+    # before factories were taken keep working).
+    return "base_url" if required else "none"
 
 
 def _parameter_kind(parameter: inspect.Parameter) -> Literal["base_url", "config"] | None:
