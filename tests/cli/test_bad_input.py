@@ -258,3 +258,42 @@ def test_load_and_capacity_refuse_bad_input_before_any_load(args: list[str], mes
     port = free_port()  # nothing listens there
     result = vramcap(*(arg.format(port=port) for arg in args), cwd=Path(__file__).parents[2], timeout=120)
     assert_one_line(result, message, code)
+
+
+# --------------------------------------------------------------------- 7. a user's graph that cannot be had
+
+GRAPH_FILES = {
+    "raises.py": "import os\n\nMODEL = os.environ['VRAMCAP_TEST_NO_SUCH_VARIABLE']\n",
+    "app.py": "value = 3\n\ndef two(a, b):\n    return None\n\ndef make(*, key):\n    return None\n",
+    "langgraph.json": '{"graphs": {"agent": "./app.py:two"}}',
+    "broken.json": '{"graphs": ',
+}
+
+
+@pytest.mark.parametrize(("graph", "message", "user_frame"), [
+    ("raises.py:graph", "raises.py cannot be imported: KeyError: 'VRAMCAP_TEST_NO_SUCH_VARIABLE'",
+     'raises.py", line 3, in <module>'),
+    ("app.py:value", "app.py:value: is a int, neither a graph (no ainvoke) nor a callable that makes one", None),
+    ("app.py:two", "app.py:two: two(a, b) needs a, b: vramcap calls it with one argument at most", None),
+    ("app.py:make", "app.py:make: make(key) needs key", None),
+    ("langgraph.json:other", "langgraph.json has no graph 'other' (it names: agent)", None),
+    ("broken.json:agent", "broken.json is not JSON: Expecting value (line 1, column 12)", None),
+])
+def test_a_graph_that_cannot_be_had_is_one_line_and_exit_2(tmp_path: Path, graph: str, message: str,
+                                                           user_frame: str | None) -> None:
+    from pytest_vramcap.engines import free_port
+
+    for name, text in GRAPH_FILES.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "s.yaml").write_text(f"graph: {graph}\n")
+    # nothing listens at --server-url: the graph is refused before anything is reached
+    result = vramcap("load", "--scenario", str(tmp_path / "s.yaml"), "--server-url",
+                     f"http://127.0.0.1:{free_port()}", cwd=tmp_path, timeout=120)
+    if user_frame is None:
+        assert_one_line(result, message)
+        return
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == "Traceback (most recent call last):" and user_frame in result.stderr  # the user's, once
+    assert lines[-1].startswith("vramcap: error: ") and message in lines[-1]
+    assert "pytest_vramcap" not in result.stderr and result.stderr.count("Traceback") == 1

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import needs_llama_server, processes_with
-from tests.load.test_graph_run import scenario_file
+from tests.load.test_graph_run import scenario_file, write_app
 from tests.load.test_locust import embedded, locust
 
 pytest.importorskip("langgraph", reason="LangGraph comes with the graph extra (dev installs it)")
@@ -41,6 +41,29 @@ def test_vramcap_load_runs_a_users_graph_and_reports_each_agent(tmp_path: Path) 
     assert graphs >= 3
     for kind in ("TTFT", "TPOT", "E2E"):  # the graph's X-Vramcap-Label headers name Locust's entries
         assert int(rows[(kind, "work")]["Request Count"]) >= 2 * graphs
+        assert int(rows[(kind, "judge")]["Request Count"]) >= graphs
+    assert processes_with(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize("attribute", ["graph", "make_graph"])
+def test_vramcap_load_runs_an_app_as_written(tmp_path: Path, attribute: str) -> None:
+    # "graph": compiled at module level, its ChatOpenAI clients made as the module loaded (OPENAI_BASE_URL): one
+    # graph for the process, its requests on the endpoint's one channel; "make_graph": a factory per user
+    write_app(tmp_path / "app", attribute)
+    (tmp_path / "app.yaml").write_text("name: app\ngraph: app/langgraph.json:agent\n"
+                                       "input: {topic: GPUs, notes: []}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest_vramcap.cli", "load", "--model", "tiny:Q8_0", "--agents", "2", "--ctx", "512",
+         "--models-dir", str(tmp_path / "models"), "--scenario", str(tmp_path / "app.yaml"), "--users", "2",
+         "--graphs", "3", "--run-time", "600", "--csv", str(tmp_path / "l")],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path, env={**os.environ, "LLAMA_ARG_REPACK": "0"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "app: 2 users" in result.stdout and "failures: none" in result.stdout
+    rows = stats(tmp_path / "l")
+    graphs = int(rows[("GRAPH", "app")]["Request Count"])
+    assert graphs >= 3
+    for kind in ("TTFT", "E2E"):  # every request recorded, whoever made the client
+        assert int(rows[(kind, "work")]["Request Count"]) >= 3 * graphs
         assert int(rows[(kind, "judge")]["Request Count"]) >= graphs
     assert processes_with(str(tmp_path)) == []
 
@@ -126,6 +149,7 @@ def test_graph_users_of_two_scenarios_share_one_event_loop(tmp_path: Path) -> No
     script = tmp_path / "two.py"
     script.write_text(TWO_GRAPHS_IN_ONE_PROCESS)
     result = subprocess.run([sys.executable, str(script), *map(str, scenarios)], capture_output=True, text=True,
-                            timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+                            timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])})
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "[3, 3]"  # each user's graph: two workers and the judge

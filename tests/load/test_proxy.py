@@ -93,7 +93,7 @@ def test_engine_errors_reach_the_client_and_the_record(proxy: RecordingProxy) ->
 def test_other_paths_pass_through_and_unknown_ones_are_refused(proxy: RecordingProxy) -> None:
     channel = proxy.channel()
     assert client(channel.base_url).models.list().data  # GET /v1/models, not recorded
-    assert channel.records == []
+    assert channel.records == [] and channel.unrecorded == {"GET /v1/models": 1}
     unknown = httpx.get(f"http://127.0.0.1:{proxy.port}/nowhere/v1/models")
     assert unknown.status_code == 404 and "no vramcap channel" in unknown.json()["error"]["message"]
     chunked = httpx.post(channel.base_url + "/chat/completions", content=iter([b"{}"]))
@@ -109,6 +109,35 @@ STREAM_EVENTS = [text_event("a"), text_event("b"),
                  {"id": "x", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}]
 SLOW = [text_event("t")] * 100
 """Streamed 50 ms apart by the scripted engine: five seconds, long after the client in these tests gave up."""
+
+
+def test_unrecorded_requests_are_counted_by_endpoint_on_their_channel(proxy: RecordingProxy) -> None:
+    channel, other = proxy.channel(), proxy.channel()
+    ask = client(channel.base_url)
+    ask.models.list()
+    ask.models.list()
+    ollama_host = channel.base_url.removesuffix("/v1")  # what OLLAMA_HOST names: Ollama's API is beside /v1
+    httpx.post(f"{ollama_host}/api/chat?stream=false", json={"model": "m", "messages": QUESTION})
+    httpx.post(channel.base_url + "/chat/completions", content=b"not json")  # not a completion we can read
+    ask.chat.completions.create(model="m", messages=QUESTION, max_tokens=2)
+    assert channel.unrecorded == {"GET /v1/models": 2, "POST /api/chat": 1, "POST /v1/chat/completions": 1}
+    assert len(channel.records) == 1 and other.unrecorded == {}
+    channel.reset()
+    assert channel.unrecorded == {}
+
+
+def test_a_proxy_without_an_engine_answers_502_until_retargeted(engine: str) -> None:
+    with ScriptedEngine(STREAM_EVENTS) as scripted, RecordingProxy(None) as proxy:
+        channel = proxy.channel()
+        with httpx.Client() as http:  # one kept-alive connection to the proxy throughout
+            refused = http.get(channel.base_url + "/models")
+            assert refused.status_code == 502 and "no engine behind this endpoint" in refused.text
+            proxy.retarget(engine)
+            assert http.get(channel.base_url + "/models").json()["data"]  # the real llama-server
+            proxy.retarget(scripted.url, model="other")
+            answer = http.post(channel.base_url + "/chat/completions", json={"model": "m", "messages": QUESTION})
+            # the handler dropped its connection to the previous engine: this one went to the new one
+            assert answer.status_code == 200 and scripted.bodies[0]["model"] == "other"
 
 
 def test_text_completions_are_recorded_too(proxy: RecordingProxy) -> None:

@@ -108,16 +108,13 @@ def test_graphs_in_a_users_tests_and_their_errors(pytester: pytest.Pytester, run
     pytester.mkdir("graphs")
     pytester.path.joinpath("graphs/small.py").write_text(SMALL_GRAPH)
     pytester.path.joinpath("test_mine.py").write_text(USER_TESTS)
-    write_scenarios(pytester, missing_attribute="graph: ../graphs/small.py:biuld\n",
-                    raises="graph: ../graphs/small.py:build_badly\n")
+    write_scenarios(pytester, raises="graph: ../graphs/small.py:build_badly\n")
     result = run("--vram-profile=16gb", "-p", "no:randomly", "test_mine.py", "scenarios")
-    result.assert_outcomes(passed=2, failed=4)
+    result.assert_outcomes(passed=2, failed=3)
     output = result.stdout.str()
     result.stdout.fnmatch_lines(["run_graph(graphs/nothere.py:build): invalid scenario: graph.file: graph file "
                                  "'*nothere.py' does not exist"])
     assert "During handling" not in output
-    assert "has no attribute 'biuld' (it defines: ChatOpenAI, START, Send, State, StateGraph, TypedDict, build," \
-           in output
     # the user's frames, once per failing test, then one line; none of ours. Counted in the failure reports:
     # under CI (the CI variable set) pytest repeats every failure's whole message in its short summary.
     failures = output.split("short test summary info")[0]
@@ -126,20 +123,83 @@ def test_graphs_in_a_users_tests_and_their_errors(pytester: pytest.Pytester, run
                                  "settings for http://127.0.0.1:*"])
     assert "graph_source.py" not in output
     names = {s["name"]: s for s in report(pytester)["scenarios"]}
-    assert set(names) == {"mine", "small", "missing_attribute", "raises"} and names["mine"]["passed"] is True
-    for name in ("missing_attribute", "raises"):  # in the report as failed, by the verdict that says why
-        assert names[name]["passed"] is False and [v["name"] for v in names[name]["verdicts"]] == ["graph"]
+    assert set(names) == {"mine", "small", "raises"} and names["mine"]["passed"] is True
+    # a build that raises when it is called: in the report as failed, by the verdict that says why
+    assert names["raises"]["passed"] is False and [v["name"] for v in names["raises"]["verdicts"]] == ["graph"]
 
 
-def test_a_graph_that_cannot_be_imported_fails_before_a_server_starts(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+def test_a_graph_that_cannot_be_had_is_a_collection_error_before_any_server(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
     pytester.path.joinpath("g.py").write_text("import json\n\nCONFIG = json.loads('{not json')\n")
-    write_scenarios(pytester, broken="graph: ../g.py:build\n")
+    pytester.path.joinpath("fine.py").write_text("def build(base_url):\n    return None\n\n"
+                                                 "def thing(a, b):\n    return None\n")
+    pytester.path.joinpath("langgraph.json").write_text('{"graphs": {"agent": "./fine.py:build"}}')
+    write_scenarios(pytester, broken="graph: ../g.py:build\n", missing_attribute="graph: ../fine.py:biuld\n",
+                    two_parameters="graph: ../fine.py:thing\n", not_named="graph: ../langgraph.json:other\n")
     result = run("--vram-profile=16gb", "scenarios")
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(errors=4)  # as pytest has a test module that cannot be imported
     result.stdout.fnmatch_lines(["*g.py*line 3, in <module>*", "*g.py cannot be imported: JSONDecodeError*"])
+    output = result.stdout.str()
+    assert "fine.py has no attribute 'biuld' (it defines: build, thing)" in output
+    assert "fine.py:thing: thing(a, b) needs a, b: vramcap calls it with one argument at most" in output
+    assert "langgraph.json has no graph 'other' (it names: agent)" in output
+    assert "graph_source.py" not in output and "importlib" not in output
     assert server_logs(pytester) == []
-    [scenario] = report(pytester)["scenarios"]
-    assert scenario["passed"] is False and scenario["verdicts"][0]["name"] == "graph"
+
+
+MODULE_LEVEL_APP = '''
+from typing import TypedDict
+
+from langchain_openai import ChatOpenAI
+from langgraph.graph import START, StateGraph
+from langgraph.types import Send
+from openai import AsyncOpenAI
+
+llm = ChatOpenAI(model="any", max_tokens=128, temperature=0, extra_body={"ignore_eos": True})  # no base_url, no key
+embedder = AsyncOpenAI()
+
+
+class State(TypedDict):
+    width: int
+
+
+async def agent(state):
+    await llm.ainvoke(f"angle {state['i']}")
+    return {}
+
+
+async def look(state):
+    await embedder.models.list()
+    return {}
+
+
+def compiled(node):
+    graph = StateGraph(State)
+    graph.add_node("agent", node)
+    graph.add_conditional_edges(START, lambda s: [Send("agent", {"i": i}) for i in range(s["width"])], ["agent"])
+    return graph.compile()
+
+
+graph = compiled(agent)
+unmeasured = compiled(look)
+'''
+
+
+def test_a_module_level_app_runs_as_written_and_one_that_measures_nothing_fails(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+    pytester.path.joinpath("app.py").write_text(MODULE_LEVEL_APP)
+    write_scenarios(pytester, app="graph: ../app.py:graph\ninput: {width: 2}\n",
+                    app_again="graph: ../app.py:graph\ninput: {width: 3}\n",  # the same module, clients, loop
+                    unmeasured="graph: ../app.py:unmeasured\ninput: {width: 2}\n")
+    result = run("--vram-profile=16gb", "-p", "no:randomly", "scenarios")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*nothing was measured: the graph made no chat or text completion (the requests "
+                                 "vramcap records); it called GET /v1/models x2*"])
+    names = {s["name"]: s for s in report(pytester)["scenarios"]}
+    for name, width in (("app", 2), ("app_again", 3)):
+        assert len(names[name]["parallel"]["requests"]) == width and names[name]["parallel"]["unrecorded"] == {}
+    verdicts = {v["name"]: v for v in names["unmeasured"]["verdicts"]}
+    assert verdicts["slots"]["outcome"] == "n/a" and verdicts["parallel_speedup"]["outcome"] == "fail"
+    assert names["unmeasured"]["parallel"]["unrecorded"] == {"GET /v1/models": 2}
+    assert names["unmeasured"]["parallel"]["requests"] == []
 
 
 def test_a_graph_wider_than_the_slots_fails_without_a_clock(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]

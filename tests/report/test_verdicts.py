@@ -14,7 +14,7 @@ from pytest_vramcap.engines.judge import Placement
 from pytest_vramcap.engines.logparse import ServerLog, parse_server_log
 from pytest_vramcap.errors import EngineStartError, ServerUnreachable
 from pytest_vramcap.load.run.rounds import ModeResult, ModeRuns, ScenarioRun
-from pytest_vramcap.load.scenario.schema import Scenario
+from pytest_vramcap.load.scenario.schema import GraphRef, Scenario
 from pytest_vramcap.model import spec_from_shape
 from pytest_vramcap.planner import PlanRequest, make_plan, resolve_profile
 from pytest_vramcap.planner.memory import ServerConfig, estimate_memory
@@ -154,6 +154,33 @@ def test_fewer_slots_than_agents_fail_whatever_the_clock_says() -> None:
     assert verdict.failed and verdict.summary.startswith("the server has 1 slot(s) for 2 concurrent agents")
     assert verdict.evidence == ("step work: 2 agents on 1 slot(s)",)
     assert slots_verdict(2, run(2.0, 1.0)).outcome == "pass" and slots_verdict(4, run(2.0, 1.0)).outcome == "pass"
+
+
+GRAPH = Scenario.model_construct(name="app", steps=[], graph=GraphRef.model_construct(file=Path("app.py"),
+                                                                                     attribute="graph"),
+                                 expect=SCENARIO.expect)
+"""A graph scenario as the verdicts see one: no steps, its width counted in its passes."""
+
+
+def graph_run(peak: int, *, errors: tuple[str, ...] = (), unrecorded: dict[str, int] | None = None) -> ScenarioRun:
+    def passes(mode: str) -> ModeRuns:
+        return ModeRuns(mode, [ModeResult(mode, 1.0, {}, [], list(errors), peak_in_flight=peak,  # type: ignore[arg-type]
+                                          unrecorded=dict(unrecorded or {}))])
+    return ScenarioRun(GRAPH, passes("sequential"), passes("parallel"))
+
+
+def test_a_graph_that_made_no_recorded_request_has_no_slots_verdict() -> None:
+    # before: "4 slot(s) for at most 0 requests in flight" passed
+    nothing = graph_run(0, errors=("nothing was measured: the graph made no chat or text completion (the requests "
+                                   "vramcap records); it called POST /v1/embeddings x2",),
+                        unrecorded={"POST /v1/embeddings": 2})
+    verdict = slots_verdict(4, nothing)
+    assert verdict.outcome == "n/a" and verdict.summary == "the graph's parallel pass made no recorded request"
+    speedup = speedup_verdict(nothing, None)
+    assert speedup.failed and any(line.startswith("nothing was measured") for line in speedup.evidence)
+    assert nothing.parallel.unrecorded == {"POST /v1/embeddings": 2}
+    assert slots_verdict(4, graph_run(3)).summary == ("4 slot(s) for at most 3 requests in flight at once (the "
+                                                      "graph's fan-out)")
 
 
 def test_the_speedup_is_the_median_of_interleaved_rounds_with_its_spread() -> None:

@@ -97,7 +97,7 @@ def _load_target(args: argparse.Namespace) -> Iterator[tuple[str, str | None, Pl
 def run_load(args: argparse.Namespace) -> int:
     import locust  # noqa: F401  first: gevent monkey-patches the process before anything opens a socket
 
-    from ..load.scenario.graph_source import check_graph
+    from ..load.run.apps import check_graph
     from ..load.scenario.schema import load_scenario
     from ..locust.run import run_load
     from ..report.load_output import LoadReport, format_load
@@ -120,7 +120,7 @@ def run_capacity(args: argparse.Namespace) -> int:
     import locust  # noqa: F401  first: gevent monkey-patches the process before anything opens a socket
 
     from ..load.capacity import CAPACITY_SCENARIO, capacity_json, format_capacity
-    from ..load.scenario.graph_source import check_graph
+    from ..load.run.apps import check_graph
     from ..load.scenario.schema import load_scenario
     from ..locust.run import run_capacity
 

@@ -6,7 +6,8 @@ This ``__init__`` imports nothing, so the Locust-free modules below (tally, vram
 
     state.py      a run's state on Locust's Environment (``environment.vramcap``): scenario, server, counts
     users.py      agent-graph users on geventhttpclient, reporting TTFT/TPOT/E2E/GRAPH entries
-    graphs.py     a user's own graph under Locust: an asyncio loop as a greenlet, a proxy channel per user
+    graphs.py     a user's own graph under Locust: an asyncio loop as a greenlet, a proxy channel per user (one
+                  channel for all, the process's endpoint, for a graph made at module level)
     setup.py      a locustfile's options and events, the server it plans and starts, the end of the run
     run.py        headless runs through Locust's library API (``vramcap load``, ``vramcap capacity``'s shape)
     web.py        the VRAM tab in Locust's web UI and its page (vram_page.html)

@@ -6,12 +6,20 @@ event loop runs as one more greenlet (:class:`GraphLoop`): a user hands it a
 graph invocation and waits on a gevent result, and the other users run meanwhile.
 The recording proxy (:mod:`pytest_vramcap.load.proxy`) needs no change: its threads are greenlets here.
 
-Each user builds its own copy of the graph on a channel of the run's proxy
-(:class:`UserGraph`; one event loop, and one proxy per server, serve all of a run's
-users: :class:`GraphHosts`, kept on the run's state on the Environment), so the requests of its
-invocations are its own: the channel
-reports each one as it ends (Locust's TTFT/TPOT/E2E entries), and the invocation's
-tokens make its GRAPH entry. Users run the parallel form (no ``max_concurrency``).
+Each user of a factory or ``build(base_url)`` makes its own copy of the graph on a
+channel of the run's proxy (:class:`UserGraph`; one event loop, and one proxy per server,
+serve all of a run's users: :class:`GraphHosts`, kept on the run's state on the
+Environment), so the requests of its invocations are its own: the channel reports each one
+as it ends (Locust's TTFT/TPOT/E2E entries), and the invocation's tokens make its GRAPH
+entry. Users run the parallel form (no ``max_concurrency``).
+
+A graph made at module level is one per process, and so are the clients it made as the
+module loaded: every user invokes it, and its requests all come through the process's one
+endpoint channel (:mod:`pytest_vramcap.load.run.apps`). They are still reported one by one
+as they end (TTFT/TPOT/E2E), but no longer per user: an invocation cannot tell its requests
+from another user's, so its GRAPH entry has its wall time and its own exception only (no
+tokens, and a failed request does not fail it). Once Locust has stopped one of its users,
+failed requests of such a graph are not counted (they may be the stopped user's, cut by us).
 """
 
 from __future__ import annotations
@@ -27,10 +35,10 @@ from gevent.event import AsyncResult
 
 from ..errors import GraphError
 from ..load.measure.record import RequestRecord
-from ..load.proxy.channels import RecordingProxy
+from ..load.proxy.channels import Channel, RecordingProxy
+from ..load.run.apps import app_for, endpoint
 from ..load.run.graphs import graph_config, requests_left_behind
 from ..load.run.rounds import RUNNER_REQUEST_FIELDS
-from ..load.scenario.graph_source import build_graph, load_builder
 from ..load.scenario.schema import Scenario
 
 __all__ = ["GraphHosts", "GraphLoop", "UserGraph"]
@@ -92,18 +100,49 @@ class GraphLoop:
 
 
 class GraphHosts:
-    """What the graph users of one run share: the event loop, and a proxy per server they load; :meth:`close` at
-    the run's end stops them (a process runs one Locust run at a time: the loop is one per OS thread)."""
+    """What the graph users of one run share: the event loop, a proxy per server they load, and the process's
+    endpoint while users of a module-level graph run; :meth:`close` at the run's end stops them (a process runs one
+    Locust run at a time: the loop is one per OS thread)."""
 
     def __init__(self) -> None:
         self.loop: GraphLoop | None = None
         self.proxies: dict[tuple[str, str | None], RecordingProxy] = {}
+        self._sharing: list[UserGraph] = []
+        """The users of a module-level graph, in the order they started: the endpoint's requests are reported
+        through the first one still running."""
+        self._shared: Channel | None = None
+        self._a_sharer_stopped = False
 
     def proxy(self, host: str, model: str | None) -> RecordingProxy:
         if (host, model) not in self.proxies:
             self.proxies[host, model] = RecordingProxy(host, model=model,
                                                        request_defaults=RUNNER_REQUEST_FIELDS).start()
         return self.proxies[host, model]
+
+    def share(self, user: UserGraph, host: str, model: str | None) -> Channel:
+        """The endpoint's channel, pointed at ``host``, for a user of a module-level graph."""
+        if self._shared is None:
+            self._shared = endpoint().attach(host, model=model)
+            self._shared.on_start, self._shared.on_end = self._started, self._ended
+        self._sharing.append(user)
+        return self._shared
+
+    def unshare(self, user: UserGraph) -> None:
+        self._a_sharer_stopped = True
+        self._sharing = [other for other in self._sharing if other is not user]
+
+    def _reporter(self) -> UserGraph | None:
+        return next((user for user in self._sharing if not user.stopped), None)
+
+    def _started(self, record: RequestRecord) -> None:
+        user = self._reporter()
+        if user is not None:
+            user.on_start(record)
+
+    def _ended(self, record: RequestRecord) -> None:
+        user = self._reporter()
+        if user is not None and (record.ok or not (self._a_sharer_stopped or any(u.stopped for u in self._sharing))):
+            user.on_end(record)
 
     def event_loop(self) -> GraphLoop:
         if self.loop is None:
@@ -113,13 +152,19 @@ class GraphHosts:
     def close(self) -> None:
         while self.proxies:
             self.proxies.popitem()[1].stop()
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            shared.on_start = shared.on_end = None
+            endpoint().detach()
+        self._sharing, self._a_sharer_stopped = [], False
         loop, self.loop = self.loop, None
         if loop is not None:
             loop.close()
 
 
 class UserGraph:
-    """One Locust user's copy of the scenario's graph, built on a proxy channel of its own."""
+    """One Locust user's graph: its own copy, made on a proxy channel of its own, or the module's one graph on the
+    process's endpoint (:attr:`shared`)."""
 
     def __init__(self, scenario: Scenario, host: str, model: str | None, *, hosts: GraphHosts,
                  on_start: Callable[[RequestRecord], None], on_end: Callable[[RequestRecord], None]) -> None:
@@ -127,18 +172,28 @@ class UserGraph:
         self.scenario = scenario
         self.stopped = False
         """Locust stopped this user: the requests its graph still ends are no answer of the server's."""
+        self.on_start, self.on_end = on_start, on_end
+        self._hosts = hosts
         self._loop = hosts.event_loop()
-        self._proxy = hosts.proxy(host, model)
-        self.channel = self._proxy.channel(on_start=on_start, on_end=on_end)
+        self._proxy: RecordingProxy | None = None
+        app = app_for(scenario.graph)
+        self.shared = app.shared
+        if app.shared:
+            self.channel = hosts.share(self, host, model)
+        else:
+            self._proxy = hosts.proxy(host, model)
+            self.channel = self._proxy.channel(on_start=on_start, on_end=on_end)
         try:
-            self.graph = build_graph(load_builder(scenario.graph), self.channel.base_url, scenario.graph)
+            self.graph = app.graph(self.channel.base_url, graph_config(scenario, "parallel"))
         except GraphError:
             self.close()
             raise
 
     def invoke(self) -> tuple[list[RequestRecord], BaseException | None]:
-        """One invocation: the requests it made (each already reported as it ended) and what it raised, if any."""
-        self.channel.reset()
+        """One invocation: the requests it made (each already reported as it ended; none for a shared graph,
+        whose requests are not told apart) and what it raised, if any."""
+        if not self.shared:
+            self.channel.reset()
         error: BaseException | None = None
         try:
             self._loop.run(self.graph.ainvoke(copy.deepcopy(self.scenario.input),
@@ -148,11 +203,16 @@ class UserGraph:
             raise
         except Exception as exc:  # the user's graph failed: a failed GRAPH entry
             error = exc
+        if self.shared:
+            return [], error
         if (left_behind := requests_left_behind(self.channel)) is not None:  # waits as a greenlet: the loop runs on
             error = error or RuntimeError(left_behind)
         return self.channel.reset(), error
 
     def close(self) -> None:
-        """This user stopped: its channel is forgotten."""
+        """This user stopped: its channel is forgotten (a shared one is left to the others)."""
         self.stopped = True
-        self._proxy.release(self.channel)
+        if self._proxy is not None:
+            self._proxy.release(self.channel)
+        else:
+            self._hosts.unshare(self)

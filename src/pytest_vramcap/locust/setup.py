@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..defaults import DEFAULT_LOAD_SCENARIO
 from ..errors import ServerUnreachable, VramcapError
-from ..load.scenario.graph_source import check_graph
+from ..load.run.apps import check_graph
 from ..load.scenario.schema import load_scenario
 from ..net import fetch, redact
 from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options, with_run_defaults

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from ..errors import EngineError, GraphError, ScenarioError, below_user_traceback
+from ..load.run.apps import check_graph
 from ..load.run.rounds import ScenarioRun
 from ..load.scenario.schema import Scenario, load_scenario
 from ..report.schema import ScenarioResult
@@ -32,8 +33,14 @@ def record_result(item: pytest.Item, result: ScenarioResult) -> None:
 
 class ScenarioFile(pytest.File):
     def collect(self) -> Iterator[ScenarioItem]:
+        """The scenario, its graph's file imported and what it names checked (as pytest imports a test module when
+        it collects it): a scenario or a graph that cannot be had is a collection error, the user's traceback
+        above its line when their code raised."""
         try:
             scenario = load_scenario(self.path)
+            check_graph(scenario)
+        except GraphError as exc:
+            raise self.CollectError(exc.shown()) from None
         except ScenarioError as exc:
             raise self.CollectError(str(exc)) from None
         yield ScenarioItem.from_parent(self, name=scenario.name, scenario=scenario)
@@ -60,7 +67,8 @@ class ScenarioItem(pytest.Item):
         run: ScenarioRun | None
         try:
             run = state.run_scenario(self.scenario)
-        except GraphError as exc:  # in the report as failed; pytest shows the user's traceback and the line
+        except GraphError as exc:  # its build or factory raised: in the report as failed; pytest shows the user's
+            # traceback and the line
             record_result(self, ScenarioResult.of(self.scenario.name, self.nodeid, None, minimum,
                                                   [graph_verdict(exc)]))
             raise

@@ -73,8 +73,9 @@ class FanoutRunner:
     def run_graph(self, graph: Builder | str, input: dict[str, Any] | None = None, *,
                   name: str | None = None, config: dict[str, Any] | None = None) -> ScenarioRun:
         """Run a graph of yours sequentially (``max_concurrency=1``), then in parallel, through the recording
-        proxy. ``graph`` is its builder, ``build(base_url) -> compiled graph``, or ``"file.py:build"`` (a path
-        relative to the test file); ``input`` and ``config`` are what each pass invokes it with."""
+        proxy. ``graph`` is its builder (``build(base_url)``, or a factory taking a config or nothing), or
+        ``"file.py:ATTR"`` / ``"langgraph.json:NAME"`` as a scenario's ``graph:`` takes them (a path relative to
+        the test file); ``input`` and ``config`` are what each pass invokes it with."""
         from ..errors import ScenarioError
         from ..load.scenario.schema import GraphRef, validated_scenario
 
@@ -86,7 +87,7 @@ class FanoutRunner:
             ref, build = GraphRef.of(graph), graph
             default_name = ref.file.stem
         else:
-            raise TypeError(f"run_graph takes build(base_url) or 'file.py:build', not {type(graph).__name__}")
+            raise TypeError(f"run_graph takes build(base_url), a factory or 'file.py:ATTR', not {type(graph).__name__}")
         base = self._item.path.parent if self._item is not None else Path.cwd()
         data = {"name": name or default_name, "graph": ref, "input": input or {}, "config": config or {}}
         try:

@@ -8,16 +8,15 @@ it. Hooks live on the :class:`~.reporter.Reporter` and the :class:`~.xdist.Xdist
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 from ..engines.attached import AttachedServer
 from ..engines.base import EngineEvidence, Server
 from ..engines.provision import check_plan_runs_on, new_server
 from ..errors import ConfigError, EngineError
+from ..load.run.apps import check_graph, run_on_process_loop
 from ..load.run.rounds import ScenarioRun
 from ..load.run.steps import run_both
-from ..load.scenario.graph_source import check_graph
 from ..load.scenario.schema import Scenario
 from ..net import redact
 from ..planner.plan import Plan
@@ -145,7 +144,7 @@ class RunState:
         if build is None:
             check_graph(scenario)  # a graph that cannot be imported fails before a server is started for it
         server = self.ensure_server()
-        return asyncio.run(run_both(server.url, scenario, build=build, model=server.request_model,
+        return run_on_process_loop(run_both(server.url, scenario, build=build, model=server.request_model,
                                     rounds=self.settings.rounds))
 
     def min_speedup_for(self, scenario: Scenario, marker_value: float | None = None) -> float | None:

@@ -42,6 +42,9 @@ class ModeReport(BaseModel):
     requests: list[dict[str, Any]]
     """Every request; ``round`` is its pass, ``t_send_s`` / ``t_first_s`` / ``t_last_s`` are seconds
     from that pass's start (the report's timeline)."""
+    unrecorded: dict[str, int] = {}
+    """A graph's requests that the proxy passed through without recording them (not in ``requests``), by endpoint:
+    the method and the path after the channel's prefix (``"POST /v1/embeddings": 4``), over every pass."""
 
     @classmethod
     def of(cls, runs: ModeRuns) -> ModeReport:
@@ -49,7 +52,7 @@ class ModeReport(BaseModel):
                    step_walls_s=runs.step_walls_s, errors=runs.errors, summary=runs.summary(),
                    passes=[p.summary() for p in runs.passes],
                    requests=[_timed(record, index, p.origin) for index, p in enumerate(runs.passes)
-                             for record in p.records])
+                             for record in p.records], unrecorded=runs.unrecorded)
 
 
 def _timed(record: RequestRecord, round_index: int, origin: float) -> dict[str, Any]:

@@ -8,7 +8,7 @@
 * ``served_as_planned`` the engine reports the planned context per slot and no reload
                        mid-run (Ollama's /api/ps); n/a for llama-server, which runs the plan's flags.
 * ``slots``            the server has a slot for every agent of the widest step: decided
-                       by the plan, not by a clock.
+                       by the plan, not by a clock (n/a for a graph that made no recorded request).
 * ``parallel_speedup`` the median over interleaved rounds of sequential wall time /
                        parallel wall time reached the minimum.
 * ``slo:<objective>``  one per latency objective (``slo:ttft_p95_s``...), over the parallel passes.
@@ -165,6 +165,8 @@ def slots_verdict(slots: int, run: ScenarioRun) -> Verdict:
     width, scenario = run.width, run.scenario
     if width is None:
         return Verdict(name="slots", outcome=NA, summary="the graph's parallel pass did not run")
+    if width == 0:  # nothing to fit: a pass that measured nothing fails on its own (parallel_speedup)
+        return Verdict(name="slots", outcome=NA, summary="the graph's parallel pass made no recorded request")
     what = "concurrent agents" if scenario.graph is None else "requests in flight at once (the graph's fan-out)"
     if slots >= width:
         return Verdict(name="slots", outcome=PASS, summary=f"{slots} slot(s) for at most {width} {what}")

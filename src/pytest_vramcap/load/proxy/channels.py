@@ -25,7 +25,10 @@ three documented ways:
 
 A request is labelled by its ``X-Vramcap-Label`` header (not forwarded), else ``chat``.
 A channel is one caller's view: its records and its requests in flight, counted when
-each arrives and ends (the peak is how wide the graph really fanned out). A client
+each arrives and ends (the peak is how wide the graph really fanned out), and the
+requests it passed through unrecorded, counted by endpoint (``POST /v1/embeddings``,
+``POST /api/chat``: the method and the path after the channel's prefix), so that a graph
+whose calls all went past the recording is seen to have been measured on nothing. A client
 that gives up on a request (a cancelled task, a timeout of its own) is noticed while
 the proxy waits for the engine, before its answer or between its events: the engine
 connection is closed, which stops the generation, and the record ends as a cut stream.
@@ -45,7 +48,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from ..measure.record import RequestRecord
 from .forward import LABEL_HEADER, serve
@@ -71,12 +74,15 @@ class Channel:
     records: list[RequestRecord] = field(default_factory=list)
     in_flight: int = 0
     peak_in_flight: int = 0
+    unrecorded: dict[str, int] = field(default_factory=dict)
+    """Requests passed through unrecorded since the last reset, by endpoint (``GET /v1/models``: 2)."""
     _changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
     def reset(self) -> list[RequestRecord]:
-        """Start counting anew (a new pass); the records so far are returned."""
+        """Start counting anew (a new pass); the records so far are returned (read :attr:`unrecorded` first)."""
         with self._changed:
             records, self.records, self.peak_in_flight = self.records, [], self.in_flight
+            self.unrecorded = {}
         return records
 
     def wait_idle(self, timeout_s: float) -> bool:
@@ -103,18 +109,26 @@ class Channel:
         if self.on_end is not None:
             self.on_end(record)
 
+    def passed(self, endpoint: str) -> None:
+        with self._changed:
+            self.unrecorded[endpoint] = self.unrecorded.get(endpoint, 0) + 1
+
 
 class RecordingProxy:
     """Listens on 127.0.0.1 (an ephemeral port) and forwards to ``upstream``; a context manager. Its connections
-    see it as a :class:`~.router.Router`."""
+    see it as a :class:`~.router.Router`.
 
-    def __init__(self, upstream: str, *, model: str | None = None,
+    ``upstream`` may be None, then set by :meth:`retarget` (and set again): a proxy whose address must be known
+    before the engine is (the endpoint a user's module-level clients read as it is imported). Until it is set,
+    every request is answered 502."""
+
+    def __init__(self, upstream: str | None, *, model: str | None = None,
                  request_defaults: Mapping[str, Any] | None = None, read_timeout_s: float = 300.0,
-                 idle_timeout_s: float = 120.0) -> None:
-        parts = urlsplit(upstream)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"the proxy needs an http(s) upstream URL, got {upstream!r}")
-        self.upstream = parts
+                 idle_timeout_s: float = 120.0, name: str = "vramcap-proxy") -> None:
+        self.upstream = _upstream(upstream) if upstream is not None else None
+        self.generation = 0
+        """Bumped by :meth:`retarget`: the handlers drop engine connections of an earlier one."""
+        self.name = name
         self.model = model
         self.request_defaults = dict(request_defaults or {})
         self.read_timeout_s = read_timeout_s
@@ -133,7 +147,7 @@ class RecordingProxy:
     def start(self) -> RecordingProxy:
         server = self._server = serve(self)
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="vramcap-proxy", daemon=True)
+                                        name=self.name, daemon=True)
         self._thread.start()
         return self
 
@@ -169,16 +183,31 @@ class RecordingProxy:
         with self._channels_lock:
             self._channels = {prefix: known for prefix, known in self._channels.items() if known is not channel}
 
+    def retarget(self, upstream: str | None, *, model: str | None = None,
+                 read_timeout_s: float | None = None) -> None:
+        """Forward to ``upstream`` (None: to nothing) from the next request on; an exchange already under way
+        finishes with the previous engine, and no kept-alive connection to it is used again."""
+        self.upstream = _upstream(upstream) if upstream is not None else None
+        self.generation += 1
+        self.model = model
+        if read_timeout_s is not None:
+            self.read_timeout_s = read_timeout_s
+
     def route(self, target: str) -> tuple[Channel | None, str]:
         """The channel a request target is for, and the engine path to forward it to."""
         prefix, _, rest = target.lstrip("/").partition("/")
         with self._channels_lock:
             channel = self._channels.get(prefix)
-        return channel, self.upstream.path.rstrip("/") + "/" + rest
+        base = self.upstream.path.rstrip("/") if self.upstream is not None else ""
+        return channel, base + "/" + rest
 
     def connect(self) -> EngineConnection:
-        tls = self.upstream.scheme == "https"
-        return EngineConnection.open(self.upstream.hostname or "", self.upstream.port or (443 if tls else 80),
+        upstream = self.upstream
+        if upstream is None:
+            raise ConnectionRefusedError("no engine behind this endpoint: it forwards only while vramcap runs a "
+                                         "graph")
+        tls = upstream.scheme == "https"
+        return EngineConnection.open(upstream.hostname or "", upstream.port or (443 if tls else 80),
                                      tls=tls, timeout_s=self.read_timeout_s)
 
     def prepare(self, body: dict[str, Any], *, chat: bool) -> tuple[bool, bool]:
@@ -195,5 +224,12 @@ class RecordingProxy:
         relay_usage = client_streams and bool(options.get("include_usage"))
         body["stream"], body["stream_options"] = True, {**options, "include_usage": True}
         return True, relay_usage
+
+
+def _upstream(url: str) -> SplitResult:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"the proxy needs an http(s) upstream URL, got {url!r}")
+    return parts
 
 

@@ -51,6 +51,7 @@ class _Handler(ClientHandler):
 
     def setup(self) -> None:
         self._engine: EngineConnection | None = None
+        self._engine_generation = 0
         super().setup()
 
     def finish(self) -> None:
@@ -73,6 +74,7 @@ class _Handler(ClientHandler):
         recorded = method == "POST" and endpoint.endswith(_RECORDED)
         payload = _json_object(body) if recorded else None
         if payload is None:
+            recorder.passed(f"{method} {_after_prefix(target)}")
             self._plain(path, body)
             return
         record = RequestRecord(label=headers.get(LABEL_HEADER) or DEFAULT_LABEL, t_send=arrived)
@@ -90,8 +92,11 @@ class _Handler(ClientHandler):
         """Send the request on this connection's engine connection; once more if that one had gone stale."""
         fields = [(name, value) for name, value in self.headers.items() if name.lower() not in _NOT_FORWARDED]
         fields.append(("Accept-Encoding", "identity"))
+        if self._engine is not None and self._engine_generation != self.router.generation:
+            self._drop_engine()  # the proxy forwards elsewhere now (retarget): not on to the old engine
         for attempt in range(1 + STALE_CONNECTION_RETRIES):
             if self._engine is None:
+                self._engine_generation = self.router.generation
                 self._engine = self.router.connect()
                 if self.server.stopping:  # connected after the proxy cut its connections: nobody would cut this
                     self._drop_engine()
@@ -257,6 +262,11 @@ class _Handler(ClientHandler):
         if not complete:
             self._drop_engine()  # an unread or cut answer: this engine connection is done
         return error, complete
+
+
+def _after_prefix(target: str) -> str:
+    """A request target's path after its channel prefix: ``/c3/v1/embeddings?x=1`` -> ``/v1/embeddings``."""
+    return "/" + target.split("?")[0].lstrip("/").partition("/")[2]
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

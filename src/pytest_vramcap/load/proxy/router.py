@@ -17,11 +17,16 @@ __all__ = ["Recorder", "Router"]
 
 
 class Recorder(Protocol):
-    """Where a recorded request is counted as it arrives and kept as it ends (a :class:`~.channels.Channel`)."""
+    """Where a recorded request is counted as it arrives and kept as it ends, and an unrecorded one counted by
+    endpoint (a :class:`~.channels.Channel`)."""
 
     def begin(self, record: RequestRecord) -> None: ...
 
     def end(self, record: RequestRecord) -> None: ...
+
+    def passed(self, endpoint: str) -> None:
+        """A request passed through unrecorded: its method and path after the channel's prefix."""
+        ...
 
 
 class Router(Protocol):
@@ -30,6 +35,12 @@ class Router(Protocol):
     @property
     def read_timeout_s(self) -> float:
         """How long the engine may stay silent, before its answer or between its events."""
+        ...
+
+    @property
+    def generation(self) -> int:
+        """Counts the times the proxy was pointed at another engine: a connection to the engine kept from an
+        earlier generation is dropped, not reused."""
         ...
 
     @property

@@ -1,7 +1,11 @@
 """Run a user's graph against a server, sequentially and in parallel.
 
-The graph is built once per run with a base URL of the recording proxy
-(:mod:`.proxy`), so every request it makes is recorded whatever client it uses.
+The graph is had once per run (:mod:`.apps`): a factory or ``build(base_url)`` is called
+with a channel of the recording proxy (:mod:`..proxy`), a module-level graph talks to the
+process's endpoint, so every request it makes is recorded whatever client it uses. A
+pass in which it made no recorded request fails, naming what it did call: a graph
+whose clients went around the proxy, or only to endpoints it does not record
+(embeddings, Ollama's ``/api/chat``), measured nothing.
 The sequential pass invokes it with ``max_concurrency=1`` (LangGraph runs one task
 at a time, so a fan-out's agents go one by one), the parallel pass without a
 limit; both with the scenario's ``input`` and ``config``. The wall-time ratio is
@@ -15,16 +19,20 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 from ...types import RunMode
 from ..measure.client import ChatClient
 from ..proxy.channels import Channel, RecordingProxy
-from ..scenario.graph_source import Builder, build_graph, load_builder, user_traceback
+from ..scenario.graph_source import App, Builder, app_of, user_traceback
 from ..scenario.schema import GraphRef, Scenario
+from .apps import app_for, endpoint
 from .rounds import RUNNER_REQUEST_FIELDS, ModeResult, ScenarioRun, run_rounds, warm_up
 
-__all__ = ["LEFT_BEHIND_TIMEOUT_S", "graph_config", "requests_left_behind", "run_graph_both", "run_graph_pass"]
+__all__ = ["LEFT_BEHIND_TIMEOUT_S", "graph_config", "nothing_measured", "requests_left_behind", "run_graph_both",
+           "run_graph_pass"]
 
 
 def graph_config(scenario: Scenario, mode: RunMode) -> dict[str, Any]:
@@ -61,23 +69,53 @@ async def run_graph_pass(graph: Any, scenario: Scenario, channel: Channel, mode:
     # in a thread: the loop must go on running what the graph left (its cancelled requests close their connections)
     if channel.in_flight and (left_behind := await asyncio.to_thread(requests_left_behind, channel)):
         errors.append(left_behind)
+    unrecorded = dict(channel.unrecorded)
     records = channel.reset()
     errors = [f"{record.label}: {record.error}" for record in records if not record.ok] + errors
-    return ModeResult(mode, wall, {}, records, errors, started=start, peak_in_flight=peak, user_traceback=traceback)
+    if not records:
+        errors.append(nothing_measured(unrecorded))
+    return ModeResult(mode, wall, {}, records, errors, started=start, peak_in_flight=peak, user_traceback=traceback,
+                      unrecorded=unrecorded)
+
+
+def nothing_measured(unrecorded: Mapping[str, int]) -> str:
+    """The failure of a pass that made no recorded request, with the endpoints it did call through the proxy."""
+    if not unrecorded:
+        return ("nothing was measured: the graph made no request through vramcap's endpoint (do its clients take "
+                "the base URL they are given, or read OPENAI_BASE_URL / OLLAMA_HOST when they are made?)")
+    calls = ", ".join(f"{endpoint} x{count}" for endpoint, count in sorted(unrecorded.items()))
+    return (f"nothing was measured: the graph made no chat or text completion (the requests vramcap records); "
+            f"it called {calls}")
+
+
+@asynccontextmanager
+async def _graph_channel(app: App, url: str, model: str | None, read_timeout_s: float) -> AsyncIterator[Channel]:
+    """Where ``app``'s graph sends its requests for one run: the endpoint (a module-level graph, made at import)
+    pointed at ``url``, else a proxy of the run's own."""
+    if app.shared:
+        channel = endpoint().attach(url, model=model, read_timeout_s=read_timeout_s)
+        try:
+            yield channel
+        finally:
+            endpoint().detach()
+        return
+    with RecordingProxy(url, model=model, request_defaults=RUNNER_REQUEST_FIELDS,
+                        read_timeout_s=read_timeout_s) as proxy:
+        yield proxy.channel()
 
 
 async def run_graph_both(url: str, scenario: Scenario, *, build: Builder | None = None, model: str | None = None,
                          warmup: bool = True, read_timeout_s: float = 300.0, rounds: int = 1) -> ScenarioRun:
-    """``rounds`` of a sequential and a parallel invocation of the scenario's graph (or ``build``'s)."""
-    ref = scenario.graph if scenario.graph is not None else GraphRef.of(build)
-    if build is None:
-        if scenario.graph is None:
-            raise ValueError(f"scenario {scenario.name!r} names no graph and no build was given")
-        build = load_builder(scenario.graph)
-    with RecordingProxy(url, model=model, request_defaults=RUNNER_REQUEST_FIELDS,
-                        read_timeout_s=read_timeout_s) as proxy:
-        channel = proxy.channel()
-        graph = build_graph(build, channel.base_url, ref)
+    """``rounds`` of a sequential and a parallel invocation of the scenario's graph (or ``build``'s: a callable
+    taken by the same rule as one that ``graph:`` names)."""
+    if build is not None:
+        app = app_of(build, scenario.graph if scenario.graph is not None else GraphRef.of(build))
+    elif scenario.graph is not None:
+        app = app_for(scenario.graph)
+    else:
+        raise ValueError(f"scenario {scenario.name!r} names no graph and no build was given")
+    async with _graph_channel(app, url, model, read_timeout_s) as channel:
+        graph = app.graph(channel.base_url, graph_config(scenario, "parallel"))
         if warmup:
             async with ChatClient(url, model=model, read_timeout_s=read_timeout_s) as client:
                 await warm_up(client)

@@ -42,6 +42,8 @@ class ModeResult:
     """A graph's pass: the most of its requests in flight at once (counted by the proxy, no clock)."""
     user_traceback: str = ""
     """A graph's pass that raised: the user's traceback, shown once with the failure."""
+    unrecorded: dict[str, int] = field(default_factory=dict)
+    """A graph's pass: the requests the proxy passed through unrecorded, by endpoint (``POST /v1/embeddings``: 2)."""
 
     @property
     def ok(self) -> bool:
@@ -82,6 +84,15 @@ class ModeRuns:
     @property
     def errors(self) -> list[str]:
         return [error for p in self.passes for error in p.errors]
+
+    @property
+    def unrecorded(self) -> dict[str, int]:
+        """The unrecorded requests of every pass, by endpoint."""
+        counts: dict[str, int] = {}
+        for p in self.passes:
+            for endpoint, count in p.unrecorded.items():
+                counts[endpoint] = counts.get(endpoint, 0) + count
+        return dict(sorted(counts.items()))
 
     @property
     def ok(self) -> bool:

@@ -23,7 +23,8 @@ Or a scenario names a LangGraph graph of the user's own instead of steps; the
 path is relative to the YAML file, then the attribute to call (:mod:`.graph_source`):
 
     name: research-graph
-    graph: research_graph.py:build      # build(base_url) -> a compiled graph
+    graph: research_graph.py:build      # build(base_url) -> a compiled graph; or a module-level graph, a
+                                        # factory, or langgraph.json:NAME (the app's own)
     input: {question: "...", notes: []}
     config: {recursion_limit: 50}       # optional, merged into both passes' config
 """
@@ -95,22 +96,27 @@ class Step(_Strict):
 
 
 class GraphRef(_Strict):
-    """Where a graph's builder lives: a Python file and the name of a callable in it."""
+    """Where a graph lives: a Python file and the name of a graph, or of a callable that makes one, in it
+    (:mod:`.graph_source` says which callables). ``via`` is the langgraph.json entry that named them, if one did."""
 
     file: Path
     attribute: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+    via: str | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _from_text(cls, value: Any, info: ValidationInfo) -> Any:
-        """``path/to/file.py:build``, the path taken against the scenario file's directory."""
+        """``path/to/file.py:graph``, or ``path/to/langgraph.json:NAME``, the path taken against the scenario
+        file's directory."""
         if not isinstance(value, str):
             return value
         file, colon, attribute = value.rpartition(":")
         if not colon or not file or not attribute:
-            raise ValueError(f"{value!r} is not FILE.py:ATTRIBUTE (e.g. research_graph.py:build)")
-        base = (info.context or {}).get("base_dir") or Path.cwd()
-        return {"file": Path(base) / file, "attribute": attribute}
+            raise ValueError(f"{value!r} is not FILE.py:ATTRIBUTE or langgraph.json:NAME (e.g. agent.py:graph)")
+        base = Path((info.context or {}).get("base_dir") or Path.cwd())
+        if file.endswith(".json"):
+            return _langgraph_entry(base / file, attribute)
+        return {"file": base / file, "attribute": attribute}
 
     @field_validator("file")
     @classmethod
@@ -134,6 +140,38 @@ class GraphRef(_Strict):
 
     def __str__(self) -> str:
         return f"{self.file}:{self.attribute}"
+
+
+def _langgraph_entry(path: Path, name: str) -> dict[str, Any]:
+    """The graph ``name`` of a langgraph.json (LangGraph's own config: ``{"graphs": {"agent": "./agent.py:graph"}}``,
+    or ``{"agent": {"path": ...}}``), its path taken against the json file's directory, as LangGraph's CLI does."""
+    import json
+
+    shown = str(path)[:200]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{shown!r} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{shown} is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    except (OSError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(f"{shown} cannot be read: {type(exc).__name__}") from None
+    graphs = data.get("graphs") if isinstance(data, dict) else None
+    if not isinstance(graphs, dict):
+        raise ValueError(f"{shown} is not a langgraph.json: it has no 'graphs' mapping "
+                         f"({{\"graphs\": {{\"agent\": \"./agent.py:graph\"}}}})")
+    if name not in graphs:
+        known = ", ".join(sorted(str(key) for key in graphs))[:200] or "none"
+        raise ValueError(f"{shown} has no graph {name!r} (it names: {known})")
+    entry = graphs[name]
+    spec = entry.get("path") if isinstance(entry, dict) else entry
+    if not isinstance(spec, str):
+        raise ValueError(f"{shown}: graph {name!r} is not a \"./file.py:attribute\" string")
+    file, colon, attribute = spec.rpartition(":")
+    if not colon or not file.endswith(".py") or not attribute:
+        raise ValueError(f"{shown}: graph {name!r} is {spec[:100]!r}: vramcap imports graphs from files, "
+                         f"\"./file.py:attribute\" (a module path is not supported)")
+    return {"file": path.parent / file, "attribute": attribute, "via": f"{path.name}:{name}"}
 
 
 _STEP_KEYS = ("steps", "inputs", "shared_prefix", "max_ref_chars")
