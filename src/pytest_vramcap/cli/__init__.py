@@ -163,16 +163,18 @@ def _run_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server.start()
     try:
-        served = server.request_model or plan.spec.model_ref
-        print(f"\nserving {served} at {server.url}  (OpenAI API: {server.url}/v1; {_log_of(server)})")
-        verdict = served_verdict(plan, server.evidence())
-        if verdict.outcome == "fail":  # an attached Ollama runs with its own environment, not the plan's
-            print(f"warning: {verdict.summary}: {'; '.join(verdict.evidence)}", file=sys.stderr)
-        if server.pid is None:  # an Ollama someone else runs: provisioned, and it keeps serving without us
-            print("the model is loaded and stays loaded (keep_alive -1)")
-            return EXIT_OK
-        print("Ctrl-C stops the server.", flush=True)
+        # Ctrl-C from the moment the server runs, not only once we wait: a user (or a script) that stops it right
+        # after "serving ... at" must not meet us still asking the server what it serves.
         try:
+            served = server.request_model or plan.spec.model_ref
+            print(f"\nserving {served} at {server.url}  (OpenAI API: {server.url}/v1; {_log_of(server)})")
+            verdict = served_verdict(plan, server.evidence())
+            if verdict.outcome == "fail":  # an attached Ollama runs with its own environment, not the plan's
+                print(f"warning: {verdict.summary}: {'; '.join(verdict.evidence)}", file=sys.stderr)
+            if server.pid is None:  # an Ollama someone else runs: provisioned, and it keeps serving without us
+                print("the model is loaded and stays loaded (keep_alive -1)")
+                return EXIT_OK
+            print("Ctrl-C stops the server.", flush=True)
             while server.running and not stop.wait(0.5):
                 pass
         except KeyboardInterrupt:
