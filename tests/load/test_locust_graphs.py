@@ -153,3 +153,59 @@ def test_graph_users_of_two_scenarios_share_one_event_loop(tmp_path: Path) -> No
                                 [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])})
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "[3, 3]"  # each user's graph: two workers and the judge
+
+
+SHARED_CHANNEL = """
+import locust  # monkey-patches the process for gevent, as under Locust
+
+from pytest_vramcap.load.measure.record import RequestRecord
+from pytest_vramcap.locust.graphs import GraphHosts
+
+
+class User:  # what GraphHosts asks of a UserGraph sharing the endpoint
+    def __init__(self):
+        self.stopped, self.ended, self.forgotten = False, [], []
+
+    def on_start(self, record):
+        pass
+
+    def on_end(self, record):
+        self.ended.append(record.label)
+
+    def forget(self, record):
+        self.forgotten.append(record.label)
+
+
+def request(channel, label, ok):
+    record = RequestRecord(label=label, t_send=0.0, error=None if ok else "cut")
+    channel.begin(record)
+    channel.end(record)
+
+
+hosts = GraphHosts()
+first, second = User(), User()
+channel = hosts.share(first, "http://127.0.0.1:9", None)
+assert hosts.share(second, "http://127.0.0.1:9", None) is channel
+request(channel, "ok", True)
+first.stopped = True
+hosts.unshare(first)  # the web UI stopped a user: a failure now may be its cut request
+request(channel, "hidden", False)
+hosts.new_test()  # Start again: failures count again
+request(channel, "counted", False)
+print(first.ended + second.ended, second.forgotten, len(channel.records))  # each once, by the first still running
+hosts.close()
+assert channel.keep_records  # the endpoint keeps records again for runs that read them
+"""
+
+
+def test_a_shared_channel_keeps_no_records_and_counts_failures_again_in_a_new_test(tmp_path: Path) -> None:
+    """A module-level graph's users share one channel: every request is reported as it ends and none is kept (hours
+    of them would pile up); a failure right after a user stopped is dropped from the counts but no longer in
+    flight, and a new test (the web UI's Start) counts failures again."""
+    script = tmp_path / "shared.py"
+    script.write_text(SHARED_CHANNEL)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "['ok', 'counted'] ['hidden'] 0"

@@ -123,7 +123,9 @@ class GraphHosts:
         """The endpoint's channel, pointed at ``host``, for a user of a module-level graph."""
         if self._shared is None:
             self._shared = endpoint().attach(host, model=model)
+            self._shared.reset()
             self._shared.on_start, self._shared.on_end = self._started, self._ended
+            self._shared.keep_records = False  # each request is reported as it ends; hours of them must not pile up
         self._sharing.append(user)
         return self._shared
 
@@ -143,6 +145,12 @@ class GraphHosts:
         user = self._reporter()
         if user is not None and (record.ok or not (self._a_sharer_stopped or any(u.stopped for u in self._sharing))):
             user.on_end(record)
+        elif user is not None:
+            user.forget(record)  # a failure we cannot tell from a stopped user's cut request: not in flight any more
+
+    def new_test(self) -> None:
+        """A new test starts (the web UI's Start again): the users stopped before it no longer hide failures."""
+        self._a_sharer_stopped = False
 
     def event_loop(self) -> GraphLoop:
         if self.loop is None:
@@ -155,6 +163,7 @@ class GraphHosts:
         shared, self._shared = self._shared, None
         if shared is not None:
             shared.on_start = shared.on_end = None
+            shared.keep_records = True
             endpoint().detach()
         self._sharing, self._a_sharer_stopped = [], False
         loop, self.loop = self.loop, None
@@ -167,12 +176,15 @@ class UserGraph:
     process's endpoint (:attr:`shared`)."""
 
     def __init__(self, scenario: Scenario, host: str, model: str | None, *, hosts: GraphHosts,
-                 on_start: Callable[[RequestRecord], None], on_end: Callable[[RequestRecord], None]) -> None:
+                 on_start: Callable[[RequestRecord], None], on_end: Callable[[RequestRecord], None],
+                 on_forget: Callable[[RequestRecord], None] | None = None) -> None:
         assert scenario.graph is not None
         self.scenario = scenario
         self.stopped = False
         """Locust stopped this user: the requests its graph still ends are no answer of the server's."""
         self.on_start, self.on_end = on_start, on_end
+        self._on_forget = on_forget
+        """A request that ended unreported (a shared channel's failure after a user stopped): no longer in flight."""
         self._hosts = hosts
         self._loop = hosts.event_loop()
         self._proxy: RecordingProxy | None = None
@@ -208,6 +220,10 @@ class UserGraph:
         if (left_behind := requests_left_behind(self.channel)) is not None:  # waits as a greenlet: the loop runs on
             error = error or RuntimeError(left_behind)
         return self.channel.reset(), error
+
+    def forget(self, record: RequestRecord) -> None:
+        if self._on_forget is not None:
+            self._on_forget(record)
 
     def close(self) -> None:
         """This user stopped: its channel is forgotten (a shared one is left to the others)."""

@@ -212,7 +212,7 @@ def on_worker_report(run: VramcapRun, client_id: str, data: dict[str, Any], **_:
         run.tally.merge(data["vramcap"], worker=client_id)
 
 
-def finish_csv(environment: Any, prefix: str, stop_writer: Callable[[], None] | None = None) -> None:
+def finish_csv(environment: Environment, prefix: str, stop_writer: Callable[[], None] | None = None) -> None:
     """The run's end in its CSV files, whole. Locust's writer rewrites them every CSV_STATS_INTERVAL_SEC and, at exit,
     closes them without a last write (locust/main.py shutdown, stats.StatsCSVFileWriter): a run that ends
     mid-interval left its last second out (a graph that counted toward --vramcap-graphs was missing). Waiting one

@@ -67,6 +67,7 @@ class VramcapRun:
         self.step = None
         self.open_requests.clear()  # in place: the clients of users still alive hold this dict
         self.build_error = None
+        self.graph_hosts.new_test()
 
     def request_ended(self, record: RequestRecord) -> None:
         """A request a user reported (finished or failed)."""

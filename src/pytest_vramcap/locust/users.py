@@ -152,7 +152,7 @@ class AgentGraphUser(User):
         if scenario is not None and scenario.graph is not None:
             try:
                 self.user_graph = UserGraph(scenario, self.host, run.model, hosts=run.graph_hosts,
-                                            on_start=self._opened, on_end=self._report)
+                                            on_start=self._opened, on_end=self._report, on_forget=self._closed)
             except GraphError as exc:
                 self._cannot_build(exc)
         else:
@@ -236,6 +236,9 @@ class AgentGraphUser(User):
 
     def _opened(self, record: RequestRecord) -> None:
         self.vramcap.open_requests[id(record)] = record
+
+    def _closed(self, record: RequestRecord) -> None:
+        self.vramcap.open_requests.pop(id(record), None)
 
     def _report(self, record: RequestRecord) -> None:
         """A request that ended, ours or a graph's: counted, and fired as Locust's TTFT/TPOT/E2E entries."""

@@ -69,7 +69,7 @@ class Summary(BaseModel):
     requests: int
     errors: int
     failures: dict[str, int]
-    """Failed requests by kind (load/failures.py): queue_full, context_overflow, oom, timeout..."""
+    """Failed requests by kind (load/measure/failures.py): queue_full, context_overflow, oom, timeout..."""
     output_tokens: int
     token_count_source: list[str]
     """``usage`` (the server's count) and/or ``chunks`` (one token per content chunk)."""

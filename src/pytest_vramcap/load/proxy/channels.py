@@ -76,6 +76,9 @@ class Channel:
     peak_in_flight: int = 0
     unrecorded: dict[str, int] = field(default_factory=dict)
     """Requests passed through unrecorded since the last reset, by endpoint (``GET /v1/models``: 2)."""
+    keep_records: bool = True
+    """False where every request is handed on as it ends (:attr:`on_end`) and nobody reads :attr:`records` (Locust
+    users sharing the endpoint's channel): the records are not kept, so memory stays bounded however long the run."""
     _changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
     def reset(self) -> list[RequestRecord]:
@@ -104,7 +107,8 @@ class Channel:
     def end(self, record: RequestRecord) -> None:
         with self._changed:
             self.in_flight -= 1
-            self.records.append(record)
+            if self.keep_records:
+                self.records.append(record)
             self._changed.notify_all()
         if self.on_end is not None:
             self.on_end(record)
@@ -205,7 +209,8 @@ class RecordingProxy:
         upstream = self.upstream
         if upstream is None:
             raise ConnectionRefusedError("no engine behind this endpoint: it forwards only while vramcap runs a "
-                                         "graph")
+                                         "module-level graph (a client made at import and used by a factory or "
+                                         "build lands here: make it inside the factory, with the URL it is given)")
         tls = upstream.scheme == "https"
         return EngineConnection.open(upstream.hostname or "", upstream.port or (443 if tls else 80),
                                      tls=tls, timeout_s=self.read_timeout_s)

@@ -26,7 +26,7 @@ from typing import Any
 from ...types import RunMode
 from ..measure.client import ChatClient
 from ..proxy.channels import Channel, RecordingProxy
-from ..scenario.graph_source import App, Builder, app_of, user_traceback
+from ..scenario.graph_source import App, Builder, Graph, app_of, user_traceback
 from ..scenario.schema import GraphRef, Scenario
 from .apps import app_for, endpoint
 from .rounds import RUNNER_REQUEST_FIELDS, ModeResult, ScenarioRun, run_rounds, warm_up
@@ -53,7 +53,7 @@ def requests_left_behind(channel: Channel) -> str | None:
     return f"{channel.in_flight} request(s) still in flight {LEFT_BEHIND_TIMEOUT_S:.0f} s after the graph returned"
 
 
-async def run_graph_pass(graph: Any, scenario: Scenario, channel: Channel, mode: RunMode) -> ModeResult:
+async def run_graph_pass(graph: Graph, scenario: Scenario, channel: Channel, mode: RunMode) -> ModeResult:
     """One invocation of ``graph`` in ``mode``; its requests are those ``channel`` recorded meanwhile."""
     channel.reset()
     errors: list[str] = []
@@ -82,7 +82,9 @@ def nothing_measured(unrecorded: Mapping[str, int]) -> str:
     """The failure of a pass that made no recorded request, with the endpoints it did call through the proxy."""
     if not unrecorded:
         return ("nothing was measured: the graph made no request through vramcap's endpoint (do its clients take "
-                "the base URL they are given, or read OPENAI_BASE_URL / OLLAMA_HOST when they are made?)")
+                "the base URL they are given, or read OPENAI_BASE_URL / OLLAMA_HOST when they are made? A client "
+                "made at import and used by a factory or build reaches the module-level endpoint instead: make it "
+                "inside the factory)")
     calls = ", ".join(f"{endpoint} x{count}" for endpoint, count in sorted(unrecorded.items()))
     return (f"nothing was measured: the graph made no chat or text completion (the requests vramcap records); "
             f"it called {calls}")

@@ -3,7 +3,7 @@
 A run repeats a sequential and a parallel pass in rounds whose order alternates
 (sequential first, then parallel first, ...), so drift on a busy machine lands on
 both sides; the speedup is the median of the rounds' ratios, reported with their
-range. :mod:`.fanout` runs scenarios of steps, :mod:`.graph_run` a user's graph.
+range. :mod:`.steps` runs scenarios of steps, :mod:`.graphs` a user's graph.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ all of its agents are done. Parallel mode sends a step's agents at once;
 sequential mode sends them one by one. Same prompts, same fixed output lengths
 (``ignore_eos`` + ``max_tokens``, temperature 0, fixed seed), so the wall-time
 ratio is the parallel speedup. Rounds, passes and the speedup: :mod:`.runs`.
-:func:`run_both` runs a scenario that names a graph through :mod:`.graph_run`.
+:func:`run_both` runs a scenario that names a graph through :mod:`.graphs`.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ async def run_both(url: str, scenario: Scenario, *, build: Builder | None = None
 
     A scenario of steps runs on one client of ours; one that names a graph (or any
     scenario given ``build``, the graph's builder) runs the user's graph through the
-    recording proxy (:mod:`.graph_run`).
+    recording proxy (:mod:`.graphs`).
     """
     if scenario.graph is not None or build is not None:
         return await run_graph_both(url, scenario, build=build, model=model, warmup=warmup,

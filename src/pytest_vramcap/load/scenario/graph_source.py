@@ -72,6 +72,7 @@ PLACEHOLDER_API_KEY = "vramcap"
 
 _URL_NAMES = frozenset({"url", "base_url", "baseurl", "host", "endpoint", "api_base", "base", "server"})
 _URL_SUFFIXES = ("_url", "_host", "_endpoint", "_base")
+_ASYNC_FACTORY = "{ref} is async: a factory that returns a graph is needed (async factories are not supported yet)"
 _CONFIG_NAMES = frozenset({"config", "cfg", "conf", "configuration", "runnable_config"})
 _CONFIG_SUFFIXES = ("_config", "_cfg")
 
@@ -200,8 +201,7 @@ class App:
         if inspect.isawaitable(graph):
             if inspect.iscoroutine(graph):
                 graph.close()  # never awaited: no warning about it
-            raise GraphError(f"{self.ref} is async: a factory that returns a graph is needed (async factories are "
-                             f"not supported yet)")
+            raise GraphError(_ASYNC_FACTORY.format(ref=self.ref))  # an awaitable from a sync callable
         if not isinstance(graph, Graph) or not callable(graph.ainvoke):
             raise GraphError(f"{self.ref}({shown_args}) returned a {type(graph).__name__}, not a graph with "
                              f"ainvoke(input, config) (did it forget to .compile()?)")
@@ -224,6 +224,8 @@ def app_of(target: Any, ref: GraphRef) -> App:
     if not callable(target):
         raise GraphError(f"{ref}: is a {type(target).__name__}, neither a graph (no ainvoke) nor a callable that "
                          f"makes one (build(base_url), a factory taking a config or nothing)")
+    if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(type(target).__call__):  # an async __call__
+        raise GraphError(_ASYNC_FACTORY.format(ref=ref))  # said now, before a server starts for it
     return App(ref, target, _call_of(target, ref))
 
 
