@@ -28,12 +28,18 @@ def stats(prefix: Path) -> dict[tuple[str, str], dict[str, str]]:
     return {(row["Type"], row["Name"]): row for row in csv.DictReader(Path(f"{prefix}_stats.csv").open())}
 
 
-def test_vramcap_load_runs_a_users_graph_and_reports_each_agent(tmp_path: Path) -> None:
-    result = subprocess.run(
+def load_three_graphs(tmp_path: Path, scenario: Path) -> subprocess.CompletedProcess[str]:
+    """``vramcap load`` with 2 users on the tiny model until 3 graphs finished (time is only a backstop); CSV at
+    ``tmp_path/l``."""
+    return subprocess.run(
         [sys.executable, "-m", "pytest_vramcap.cli", "load", "--model", "tiny:Q8_0", "--agents", "2", "--ctx", "512",
-         "--models-dir", str(tmp_path / "models"), "--scenario", str(graph_scenario(tmp_path)), "--users", "2",
-         "--graphs", "3", "--run-time", "600", "--csv", str(tmp_path / "l")],  # stops at 3 graphs: time is a backstop
+         "--models-dir", str(tmp_path / "models"), "--scenario", str(scenario), "--users", "2",
+         "--graphs", "3", "--run-time", "600", "--csv", str(tmp_path / "l")],
         capture_output=True, text=True, timeout=900, cwd=tmp_path, env={**os.environ, "LLAMA_ARG_REPACK": "0"})
+
+
+def test_vramcap_load_runs_a_users_graph_and_reports_each_agent(tmp_path: Path) -> None:
+    result = load_three_graphs(tmp_path, graph_scenario(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "fan-out: 2 users" in result.stdout and "failures: none" in result.stdout
     rows = stats(tmp_path / "l")
@@ -52,11 +58,7 @@ def test_vramcap_load_runs_an_app_as_written(tmp_path: Path, attribute: str) -> 
     write_app(tmp_path / "app", attribute)
     (tmp_path / "app.yaml").write_text("name: app\ngraph: app/langgraph.json:agent\n"
                                        "input: {topic: GPUs, notes: []}\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest_vramcap.cli", "load", "--model", "tiny:Q8_0", "--agents", "2", "--ctx", "512",
-         "--models-dir", str(tmp_path / "models"), "--scenario", str(tmp_path / "app.yaml"), "--users", "2",
-         "--graphs", "3", "--run-time", "600", "--csv", str(tmp_path / "l")],
-        capture_output=True, text=True, timeout=900, cwd=tmp_path, env={**os.environ, "LLAMA_ARG_REPACK": "0"})
+    result = load_three_graphs(tmp_path, tmp_path / "app.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "app: 2 users" in result.stdout and "failures: none" in result.stdout
     rows = stats(tmp_path / "l")
