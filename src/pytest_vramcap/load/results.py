@@ -16,13 +16,16 @@ max). A histogram holds at most 900 buckets per decade between 1 µs and the lon
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
-from .measure.metrics import Distribution, Summary
+from .measure.metrics import Distribution, Summary, interpolate
 from .measure.record import RequestRecord
 
 __all__ = ["SIGNIFICANT_DIGITS", "Histogram", "LoadResult", "LoadStats"]
@@ -56,30 +59,22 @@ class Histogram:
         self.max = value if self.n == 1 else max(self.max, value)
 
     def percentile(self, q: float) -> float:
-        """metrics.percentile's formula over the rounded samples, at most the exact max."""
-        if not self.n:
-            raise ValueError("percentile of no values")
-        rank = (self.n - 1) * q / 100
-        low, high = math.floor(rank), math.ceil(rank)
-        values = self._order_statistics((low, high))
-        return min(values[0] + (values[1] - values[0]) * (rank - low), self.max)
-
-    def _order_statistics(self, ranks: tuple[int, int]) -> tuple[float, float]:
-        found: list[float] = []
-        seen = 0
-        for value in sorted(self.counts):
-            seen += self.counts[value]
-            while len(found) < len(ranks) and ranks[len(found)] < seen:
-                found.append(value)
-            if len(found) == len(ranks):
-                break
-        return found[0], found[1]
+        """metrics.interpolate over the rounded samples, at most the exact max."""
+        return self._percentile_at(self._order_statistic())(q)
 
     def distribution(self) -> Distribution | None:
         if not self.n:
             return None
-        return Distribution(n=self.n, mean=self.total / self.n, p50=self.percentile(50), p90=self.percentile(90),
-                            p95=self.percentile(95), p99=self.percentile(99), max=self.max)
+        return Distribution.at(self.n, self.total / self.n, self.max, self._percentile_at(self._order_statistic()))
+
+    def _order_statistic(self) -> Callable[[int], float]:
+        """The i-th smallest rounded sample (0-based), found in the cumulative counts of the sorted buckets."""
+        values = sorted(self.counts)
+        cumulative = list(itertools.accumulate(self.counts[value] for value in values))
+        return lambda i: values[bisect.bisect_right(cumulative, i)]
+
+    def _percentile_at(self, order_statistic: Callable[[int], float]) -> Callable[[float], float]:
+        return lambda q: min(interpolate(order_statistic, self.n, q), self.max)
 
 
 @dataclass

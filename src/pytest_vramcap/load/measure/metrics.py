@@ -11,27 +11,34 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from .record import RequestRecord
 
-__all__ = ["MIN_N_FOR_P99", "Distribution", "Summary", "parallel_speedup", "percentile", "summarize"]
+__all__ = ["MIN_N_FOR_P99", "Distribution", "Summary", "interpolate", "parallel_speedup", "percentile", "summarize"]
 
 MIN_N_FOR_P99 = 100
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100) by linear interpolation (numpy's default method)."""
-    if not values:
+def interpolate(order_statistic: Callable[[int], float], n: int, q: float) -> float:
+    """The q-th percentile (0..100) of ``n`` values by linear interpolation between order statistics (numpy's
+    default method); ``order_statistic(i)`` is the i-th smallest (0-based), from a sorted list or a histogram."""
+    if not n:
         raise ValueError("percentile of no values")
     if not 0 <= q <= 100:
         raise ValueError(f"percentile {q} outside 0..100")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
+    rank = (n - 1) * q / 100
     low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    lowest = order_statistic(low)
+    return lowest + (order_statistic(high) - lowest) * (rank - low)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) of ``values`` by linear interpolation (numpy's default method)."""
+    ordered = sorted(values)
+    return interpolate(ordered.__getitem__, len(ordered), q)
 
 
 class Distribution(BaseModel):
@@ -57,8 +64,16 @@ class Distribution(BaseModel):
         data = list(values)
         if not data:
             return None
-        return cls(n=len(data), mean=sum(data) / len(data), p50=percentile(data, 50), p90=percentile(data, 90),
-                   p95=percentile(data, 95), p99=percentile(data, 99), max=max(data))
+        ordered = sorted(data)  # once, for every percentile asked
+        return cls.at(len(data), sum(data) / len(data), max(data),
+                      lambda q: interpolate(ordered.__getitem__, len(ordered), q))
+
+    @classmethod
+    def at(cls, n: int, mean: float, maximum: float, percentile_at: Callable[[float], float]) -> Distribution:
+        """n values with this mean and max, and ``percentile_at(q)`` their q-th percentile: the percentiles
+        reported are asked of it, so a list and a histogram report the same ones."""
+        return cls(n=n, mean=mean, p50=percentile_at(50), p90=percentile_at(90), p95=percentile_at(95),
+                   p99=percentile_at(99), max=maximum)
 
 
 class Summary(BaseModel):
