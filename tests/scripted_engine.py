@@ -38,22 +38,35 @@ class Answer:
 class ScriptedEngine:
     """Streams ``events`` (one HTTP chunk each, ``delay_s`` apart, then ``data: [DONE]`` unless ``done`` is False)
     to a chat completion that asks to stream, and ``whole`` to one that does not; records each request's body and
-    each streamed :class:`Answer`. ``gather`` streamed requests are held until all of them have arrived (so they
+    each streamed :class:`Answer`. ``ollama``: the events are Ollama's NDJSON lines (no ``[DONE]``), and
+    ``GET /api/version`` answers as Ollama's does (anything else GET is a 404, as on llama-server). ``gather`` streamed requests are held until all of them have arrived (so they
     are in flight together, whatever the clock); ``head_delay_s`` holds every streamed answer back before it
     starts (a queue, a long prefill). A context manager that serves on 127.0.0.1 from a thread."""
 
     def __init__(self, events: list[dict[str, Any] | bytes], *, whole: dict[str, Any] | None = None,
                  delay_s: float = 0.0, done: bool = True, gather: int = 1, head_delay_s: float = 0.0,
-                 port: int = 0) -> None:
+                 port: int = 0, ollama: bool = False) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.answers: list[Answer] = []
         together = threading.Barrier(gather)
-        pieces = [sse(event) for event in events]
+        if ollama:
+            pieces = [json.dumps(event).encode() + b"\n" if isinstance(event, dict) else event for event in events]
+            done = False
+        else:
+            pieces = [sse(event) for event in events]
         whole_body = json.dumps(whole or {}).encode()
         engine = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                found = ollama and self.path == "/api/version"
+                data = b'{"version":"0.33.0"}' if found else b"File Not Found"
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -71,7 +84,7 @@ class ScriptedEngine:
                 time.sleep(head_delay_s)
                 try:
                     self.send_response(200)
-                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Content-Type", "application/x-ndjson" if ollama else "text/event-stream")
                     self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()
                     for piece in pieces + ([b"data: [DONE]\n\n"] if done else []):

@@ -256,7 +256,7 @@ class State(TypedDict):
 async def look(state):
     await CLIENT.models.list()  # passed through, not a completion
     async with httpx.AsyncClient() as http:
-        await http.post(f"{OLLAMA}/api/chat", json={"model": "any", "messages": []})  # Ollama's API: not recorded
+        await http.post(f"{OLLAMA}/api/chat", json={"model": "any", "messages": []})  # only loads: not recorded
     return {}
 
 

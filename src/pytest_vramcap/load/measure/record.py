@@ -42,6 +42,12 @@ class RequestRecord:
     prompt_tokens: int | None = None
     finish_reason: str | None = None
     server_timings: dict[str, Any] | None = None
+    """llama-server's ``timings`` of the answer, as it sent them."""
+    engine_metrics: dict[str, int] | None = None
+    """Ollama's api.Metrics of a native answer (``load_duration``, ``eval_count``... in nanoseconds and tokens)."""
+    client_options: dict[str, Any] | None = None
+    """What a native Ollama request asked of the engine beyond its prompt: its ``options`` and ``keep_alive``
+    (the ``client_options`` verdict compares them with the plan); None for an OpenAI request."""
     error: str | None = None
     error_kind: FailureKind | None = None
     """Set when the request failed (:mod:`.failures` says which answer is which kind)."""
@@ -68,6 +74,12 @@ class RequestRecord:
         return (self.e2e - self.ttft) / (self.n_out - 1)
 
     @property
+    def load_s(self) -> float | None:
+        """How long the request waited for the engine to load the model (Ollama's ``load_duration``)."""
+        metrics = self.engine_metrics or {}
+        return metrics["load_duration"] / 1e9 if "load_duration" in metrics else None
+
+    @property
     def ok(self) -> bool:
         return self.error is None
 
@@ -76,7 +88,8 @@ class RequestRecord:
             "label": self.label, "ttft_s": self.ttft, "e2e_s": self.e2e, "tpot_s": self.tpot, "n_out": self.n_out,
             "n_out_source": self.n_out_source, "prompt_tokens": self.prompt_tokens,
             "finish_reason": self.finish_reason, "error": self.error, "error_kind": self.error_kind,
-            "server_timings": self.server_timings,
+            "server_timings": self.server_timings, "engine_metrics": self.engine_metrics,
+            "client_options": self.client_options,
         }
 
 

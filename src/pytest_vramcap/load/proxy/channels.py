@@ -43,6 +43,7 @@ they are greenlets, with no change. They see the proxy as a :class:`~.router.Rou
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -141,6 +142,9 @@ class RecordingProxy:
         self._channels_lock = threading.Lock()  # users add and drop channels while handler threads look them up
         self._server: ProxyServer | None = None
         self._thread: threading.Thread | None = None
+        self._ollama: tuple[int, bool] | None = None
+        """(generation, whether that engine serves Ollama's API), once asked."""
+        self._ollama_lock = threading.Lock()
 
     @property
     def port(self) -> int:
@@ -198,12 +202,39 @@ class RecordingProxy:
             self.read_timeout_s = read_timeout_s
 
     def route(self, target: str) -> tuple[Channel | None, str]:
-        """The channel a request target is for, and the engine path to forward it to."""
+        """The channel a request target is for, and the engine path to forward it to. Ollama's routes are at the
+        root of its server, and may come under the channel's ``/v1`` too (a client given the base URL as is)."""
         prefix, _, rest = target.lstrip("/").partition("/")
         with self._channels_lock:
             channel = self._channels.get(prefix)
         base = self.upstream.path.rstrip("/") if self.upstream is not None else ""
+        if rest.startswith("v1/api/"):
+            rest = rest.removeprefix("v1/")
+        if rest.startswith("api/"):
+            base = base.removesuffix("/v1")
         return channel, base + "/" + rest
+
+    def speaks_ollama(self) -> bool:
+        """Whether the engine answers Ollama's ``GET /api/version`` (asked once per engine; an engine that did not
+        answer at all is asked again next time)."""
+        generation = self.generation
+        with self._ollama_lock:
+            if self._ollama is not None and self._ollama[0] == generation:
+                return self._ollama[1]
+            engine = self.connect()
+            try:
+                base = self.upstream.path.rstrip("/").removesuffix("/v1") if self.upstream is not None else ""
+                engine.send("GET", base + "/api/version", [("Accept-Encoding", "identity")], b"")
+                status, _headers, body = engine.answer("GET")
+                data = body.read()
+            finally:
+                engine.close()
+            try:
+                version = json.loads(data).get("version") if status == 200 else None
+            except (ValueError, AttributeError):
+                version = None
+            self._ollama = (generation, isinstance(version, str))
+            return self._ollama[1]
 
     def connect(self) -> EngineConnection:
         upstream = self.upstream

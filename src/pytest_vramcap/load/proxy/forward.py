@@ -4,9 +4,12 @@ A client connection is a handler of :mod:`.server` (keep-alive, so a client's po
 connection stays one thread and one engine connection); both sides speak HTTP/1.1
 through :mod:`.wire` (``http.server`` and ``http.client`` parsed every head with the
 ``email`` package, most of the proxy's cost before a first token); streams go back
-through :mod:`.relay`, unstreamed answers are rebuilt by :mod:`.assemble`. The handler
-asks the proxy only what a :class:`~.router.Router` answers; :mod:`.channels` says what
-is recorded and what is changed on the way.
+through :mod:`.relay`, unstreamed answers are rebuilt by :mod:`.assemble`. Ollama's native
+``/api/chat`` and ``/api/generate`` are recorded too: relayed as they are to an engine
+that serves them, translated by :mod:`.ollama` for one that does not (which then also
+gets ``/api/tags``, ``/api/show``, ``/api/ps`` and ``/api/version`` answered here). The
+handler asks the proxy only what a :class:`~.router.Router` answers; :mod:`.channels`
+says what is recorded and what is changed on the way.
 """
 
 from __future__ import annotations
@@ -17,14 +20,15 @@ import socket
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
+from ..measure.ollama_stream import OllamaStream
 from ..measure.record import HTTPStatusError, RequestError, RequestRecord, RequestRefused, RequestTimeout, StreamCut
 from ..measure.stream import STALE_CONNECTION_RETRIES, ChatStream, fail
-from . import wire
+from . import ollama, wire
 from .assemble import CompletionAssembler
-from .relay import ChunkedRelay, ClientGone, EventRelay
-from .router import Router
+from .relay import ChunkedRelay, ClientGone, EventRelay, NdjsonRelay, StreamRelay
+from .router import Recorder, Router
 from .server import ClientHandler, ProxyServer
 from .wire import BodyReader, EngineConnection, Headers
 
@@ -39,6 +43,16 @@ _NOT_FORWARDED = frozenset({"connection", "keep-alive", "proxy-authenticate", "p
 _RECORDED = ("/chat/completions", "/completions")
 """The endpoints whose requests are recorded (OpenAI's; llama-server and Ollama serve both under /v1)."""
 _ENGINE_FAILED = (OSError, wire.WireError)
+_OLLAMA_ANSWERED = {("GET", "tags"), ("POST", "show"), ("GET", "ps"), ("GET", "version"), ("HEAD", "version")}
+"""Ollama's routes the proxy answers itself for an engine without them (what clients ask before they chat)."""
+
+
+class _StreamReader(Protocol):
+    """What reads an engine's stream into a record: :class:`ChatStream` (SSE) or :class:`OllamaStream` (NDJSON)."""
+
+    def feed(self, line: str, now: float) -> bool: ...
+
+    def finish(self) -> None: ...
 
 
 def serve(router: Router) -> ProxyServer:
@@ -71,8 +85,11 @@ class _Handler(ClientHandler):
             self._reply_error(404, f"no vramcap channel at {target.split('?')[0][:100]}")
             return
         endpoint = path.split("?")[0]
-        recorded = method == "POST" and endpoint.endswith(_RECORDED)
+        native = endpoint.rpartition("/api/")[2] if "/api/" in endpoint else None
+        recorded = method == "POST" and (endpoint.endswith(_RECORDED) or native in ("chat", "generate"))
         payload = _json_object(body) if recorded else None
+        if native is not None and self._ollama_answered(native, target, path, recorder, payload):
+            return
         if payload is None:
             recorder.passed(f"{method} {_after_prefix(target)}")
             self._plain(path, body)
@@ -80,7 +97,10 @@ class _Handler(ClientHandler):
         record = RequestRecord(label=headers.get(LABEL_HEADER) or DEFAULT_LABEL, t_send=arrived)
         recorder.begin(record)
         try:
-            answer_end = self._completion(path, payload, record, chat=endpoint.endswith("/chat/completions"))
+            if native in ("chat", "generate"):
+                answer_end = self._native("chat" if native == "chat" else "generate", path, payload, record)
+            else:
+                answer_end = self._completion(path, payload, record, chat=endpoint.endswith("/chat/completions"))
         finally:
             recorder.end(record)
         # Only now the client gets the end of its answer: a graph that returns has every request in the records.
@@ -88,8 +108,10 @@ class _Handler(ClientHandler):
 
     # ------------------------------------------------------------------ the engine
 
-    def _forward(self, path: str, content: bytes) -> tuple[int, Headers, BodyReader]:
-        """Send the request on this connection's engine connection; once more if that one had gone stale."""
+    def _forward(self, path: str, content: bytes, method: str | None = None) -> tuple[int, Headers, BodyReader]:
+        """Send the request (as ``method``, else as it came) on this connection's engine connection; once more if
+        that one had gone stale."""
+        method = method or self.command
         fields = [(name, value) for name, value in self.headers.items() if name.lower() not in _NOT_FORWARDED]
         fields.append(("Accept-Encoding", "identity"))
         if self._engine is not None and self._engine_generation != self.router.generation:
@@ -102,9 +124,9 @@ class _Handler(ClientHandler):
                     self._drop_engine()
                     raise ConnectionAbortedError("the proxy is stopping")
             try:
-                self._engine.send(self.command, path, fields, content)
+                self._engine.send(method, path, fields, content)
                 self._await_engine()
-                return self._engine.answer(self.command)
+                return self._engine.answer(method)
             except wire.StaleConnection:  # closed by the engine after its last answer, before this one (stream.py)
                 self._drop_engine()
                 if attempt == STALE_CONNECTION_RETRIES:
@@ -202,23 +224,23 @@ class _Handler(ClientHandler):
             return partial(self._reply, status, headers.get("Content-Type") or "application/json", data)
         if client_streams:
             relay = EventRelay(self.wfile, relay_usage, **self._framing())
-            error, complete = self._read_stream(answer, status, record, relay.saw, relay)
+            error, complete = self._read_stream(answer, ChatStream(record, status, on_chunk=relay.saw), relay)
             if complete:
                 return relay.end  # the engine ended its answer: the client gets all of it, whatever we made of it
             self.close_connection = True  # the engine's stream was cut, or the client left: so is the exchange
             return lambda: None
         assembler = CompletionAssembler()
-        error, _ = self._read_stream(answer, status, record, assembler.add, None)
+        error, _ = self._read_stream(answer, ChatStream(record, status, on_chunk=assembler.add), None)
         if error is None:
             return partial(self._reply, 200, "application/json", json.dumps(assembler.completion()).encode())
         return partial(self._reply_error, 500 if isinstance(error, HTTPStatusError) else 502, str(error))
 
-    def _read_stream(self, answer: BodyReader, status: int, record: RequestRecord,
-                     on_chunk: Callable[[dict[str, Any]], None], relay: EventRelay | None,
+    def _read_stream(self, answer: BodyReader, stream: ChatStream | OllamaStream, relay: StreamRelay | None,
                      ) -> tuple[RequestError | None, bool]:
-        """Time and count the engine's stream into ``record``, what each read brought relayed at once (to a
-        streaming client): the error, if any, and whether the engine's answer was read to its end."""
-        stream = ChatStream(record, status, on_chunk=on_chunk)
+        """Time and count the engine's stream into its record (``stream`` reads it), what each read brought
+        relayed at once (to a streaming client): the error, if any, and whether the engine's answer was read to
+        its end."""
+        record = stream.record
         error: RequestError | None = None
         complete = False
         pending = b""
@@ -263,10 +285,157 @@ class _Handler(ClientHandler):
             self._drop_engine()  # an unread or cut answer: this engine connection is done
         return error, complete
 
+    # ------------------------------------------------------------------ Ollama's native API
+
+    def _ollama_answered(self, route: str, target: str, path: str, recorder: Recorder,
+                         payload: dict[str, Any] | None) -> bool:
+        """Answer, unrecorded, what Ollama's API asks that is not a completion: a request that only loads or
+        unloads the model (passed to an Ollama engine; any other is always loaded), and, for an engine without
+        Ollama's API, what clients ask before they chat. False: not answered here."""
+        key = (self.command, route)
+        completion = route in ("chat", "generate") and payload is not None
+        if not completion and key not in _OLLAMA_ANSWERED:
+            return False
+        if completion and not ollama.is_load_request(route, payload or {}):  # type: ignore[arg-type]
+            return False
+        try:
+            speaks_ollama = self.router.speaks_ollama()
+        except _ENGINE_FAILED as exc:
+            self._drop_engine()
+            self._reply_error(502, f"the engine did not answer: {type(exc).__name__}: {exc}")
+            return True
+        if speaks_ollama and not completion:
+            return False
+        recorder.passed(f"{self.command} {_after_prefix(target)}")
+        name = self.router.model or str((payload or {}).get("model") or (payload or {}).get("name") or "")
+        if speaks_ollama:  # a load or unload: the engine's to do, of the model it serves
+            self._plain(path, json.dumps({**(payload or {}), "model": name}).encode())
+            return True
+        if completion:
+            unload = (payload or {}).get("keep_alive") in (0, "0", "0s")
+            self._reply(200, "application/json; charset=utf-8",
+                        json.dumps(ollama.load_answer(route, name, unload)).encode())  # type: ignore[arg-type]
+            return True
+        if route == "version":
+            self._reply(200, "application/json; charset=utf-8", json.dumps({"version": ollama.API_VERSION}).encode())
+            return True
+        try:
+            listed = ollama.engine_model(self._engine_json("/v1/models"))
+            name = name or str(listed.get("id") or "")
+            answer: Any
+            if route == "tags":
+                answer = {"models": [ollama.model_entry(name, listed)]}
+            elif route == "show":
+                answer = ollama.show_answer(name, listed)
+            else:
+                answer = ollama.ps_answer(name, listed, self._engine_json("/props"))
+        except (ValueError, *_ENGINE_FAILED) as exc:
+            self._drop_engine()
+            self._reply(502, "application/json", json.dumps({"error": f"the engine did not answer: {exc}"}).encode())
+            return True
+        self._reply(200, "application/json; charset=utf-8", json.dumps(answer).encode())
+        return True
+
+    def _engine_json(self, path: str) -> Any:
+        """GET ``path`` (beside the engine's OpenAI routes) from the engine: its JSON, or a ValueError."""
+        status, _headers, answer = self._forward(path, b"", "GET")
+        data = answer.read()
+        self._done_with(answer)
+        if status >= 400:
+            raise ValueError(f"GET {path}: HTTP {status}")
+        return json.loads(data)
+
+    def _native(self, route: ollama.OllamaRoute, path: str, payload: dict[str, Any],
+                record: RequestRecord) -> Callable[[], None]:
+        """Forward one ``/api/chat`` or ``/api/generate`` request, relayed to an engine that serves Ollama's API,
+        translated for one that does not; its answer in Ollama's shapes, all but its end (that is returned)."""
+        record.client_options = ollama.client_options(payload)
+        client_streams = payload.get("stream") is not False  # Ollama streams unless told not to
+        try:
+            native = self.router.speaks_ollama()
+        except _ENGINE_FAILED as exc:
+            self._drop_engine()
+            message = str(fail(record, RequestRefused(f"{record.label}: the engine did not answer: "
+                                                      f"{type(exc).__name__}: {exc}")))
+            return partial(self._reply, 502, "application/json", json.dumps({"error": message}).encode())
+        model = self.router.model or str(payload.get("model") or "")
+        if native:
+            request, engine_path = payload, path
+            request["model"], request["stream"] = model, True
+        else:
+            openai_path, request = ollama.openai_request(route, payload)
+            request["stream"] = True
+            self.router.prepare(request, chat=True)
+            engine_path = path[:path.rindex("/api/")] + "/v1" + openai_path
+        try:
+            status, _headers, answer = self._forward(engine_path, json.dumps(request).encode(), "POST")
+            record.status = status
+            data = answer.read() if status >= 400 else None
+        except ClientGone as exc:
+            self._drop_engine()
+            self.close_connection = True
+            fail(record, StreamCut(f"{record.label}: the client closed its connection before the engine "
+                                   f"answered: {exc}"))
+            return lambda: None
+        except _ENGINE_FAILED as exc:
+            self._drop_engine()
+            timeout = isinstance(exc, TimeoutError)
+            message = str(fail(record, (RequestTimeout if timeout else RequestRefused)(
+                f"{record.label}: the engine did not answer: {type(exc).__name__}: {exc}")))
+            return partial(self._reply, 504 if timeout else 502, "application/json",
+                           json.dumps({"error": message}).encode())
+        if data is not None:
+            record.t_last = time.monotonic()
+            self._done_with(answer)
+            message = _error_message(data)
+            fail(record, HTTPStatusError(status, message))
+            return partial(self._reply, status, "application/json; charset=utf-8",
+                           json.dumps({"error": message}).encode())
+        relay = NdjsonRelay(self.wfile, passthrough=native, **self._framing()) if client_streams else None
+        whole = ollama.NativeAnswer(route, with_tools=bool(payload.get("tools")))
+        sink = relay.put if relay is not None else whole.add
+        translation = None if native else ollama.Translation(route, model, record.t_send)
+
+        def translate(chunk: dict[str, Any]) -> None:
+            assert translation is not None
+            for each in translation.add(chunk):
+                sink(each)
+
+        stream: ChatStream | OllamaStream = (
+            ChatStream(record, status, on_chunk=translate) if translation is not None
+            else OllamaStream(record, on_chunk=relay.saw if relay is not None else sink))
+        error, complete = self._read_stream(answer, stream, relay)
+        if translation is not None and complete:
+            sink(translation.final(time.monotonic()) if error is None else {"error": _in_stream_error(error)})
+        if relay is not None:
+            if complete:
+                return relay.end
+            self.close_connection = True
+            return lambda: None
+        if error is not None:
+            return partial(self._reply, 500, "application/json; charset=utf-8",
+                           json.dumps({"error": _in_stream_error(error)}).encode())
+        return partial(self._reply, 200, "application/json; charset=utf-8", json.dumps(whole.whole()).encode())
+
 
 def _after_prefix(target: str) -> str:
     """A request target's path after its channel prefix: ``/c3/v1/embeddings?x=1`` -> ``/v1/embeddings``."""
     return "/" + target.split("?")[0].lstrip("/").partition("/")[2]
+
+
+def _error_message(data: bytes) -> str:
+    """An engine's error answer as Ollama's one ``error`` string (OpenAI's object, Ollama's own, or its text)."""
+    text = data.decode("utf-8", errors="replace")
+    answer = _json_object(data) or {}
+    error = answer.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    return error if isinstance(error, str) else text[:500]
+
+
+def _in_stream_error(error: RequestError) -> str:
+    """What a failed answer tells its client: the engine's own words where it sent some."""
+    return _error_message(error.body.encode()) if isinstance(error, HTTPStatusError) else str(error)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

@@ -1,17 +1,29 @@
-"""What the recording proxy writes to a client that reads a stream: chunked HTTP, an SSE event per chunk.
+"""What the recording proxy writes to a client that reads a stream: chunked HTTP, an SSE event per chunk or an
+NDJSON object per line (Ollama's native API).
 
 :mod:`.forward` reads the engine; these send what it relays, headers with the first
 piece, and turn a failed write into :class:`ClientGone` (the client closed its connection).
+Both stream relays hold the answer's last event (``[DONE]``, Ollama's ``done`` object)
+until :meth:`~ChunkedRelay.end`: the proxy records the request before its client sees it end.
 """
 
 from __future__ import annotations
 
+import json
 from io import BufferedIOBase
-from typing import Any
+from typing import Any, Protocol
 
 from .wire import encode_head, reason
 
-__all__ = ["ChunkedRelay", "ClientGone", "EventRelay"]
+__all__ = ["ChunkedRelay", "ClientGone", "EventRelay", "NdjsonRelay", "StreamRelay"]
+
+
+class StreamRelay(Protocol):
+    """What the proxy's stream reader relays to: the engine's lines as they are read, a flush after each read."""
+
+    def line(self, line: bytes) -> None: ...
+
+    def flush(self) -> None: ...
 
 
 class ClientGone(ConnectionError):
@@ -85,3 +97,38 @@ class EventRelay(ChunkedRelay):
         """The rest of the stream (``[DONE]`` and anything after it) and the end of the HTTP body."""
         ready, self._ready = b"".join(self._ready), []
         super().end(ready + (self._held or b"") + b"".join(self._lines) + piece)
+
+
+class NdjsonRelay(ChunkedRelay):
+    """Ollama's NDJSON to a streaming client: the engine's own lines (``passthrough``), or objects the proxy made
+    (:meth:`put`: a translated answer); the ``done`` object and what follows wait for :meth:`end`."""
+
+    def __init__(self, wfile: BufferedIOBase, *, passthrough: bool, chunked: bool = True, close: bool = False) -> None:
+        super().__init__(wfile, "application/x-ndjson", chunked=chunked, close=close)
+        self._passthrough = passthrough
+        self._ready: list[bytes] = []
+        self._held: list[bytes] = []
+        self._holding = False
+
+    def saw(self, answer: dict[str, Any]) -> None:
+        """The object of the line about to be relayed: from the ``done`` one on, lines are held."""
+        if answer.get("done") is True:
+            self._holding = True
+
+    def put(self, answer: dict[str, Any]) -> None:
+        """An object of the proxy's making, sent at the next flush (the ``done`` one at the end)."""
+        (self._held if answer.get("done") is True else self._ready).append(
+            json.dumps(answer, ensure_ascii=False).encode() + b"\n")
+
+    def line(self, line: bytes) -> None:
+        if self._passthrough and line.strip():
+            (self._held if self._holding else self._ready).append(line)
+
+    def flush(self) -> None:
+        if self._ready:
+            ready, self._ready = b"".join(self._ready), []
+            self.send(ready)
+
+    def end(self, piece: bytes = b"") -> None:
+        ready, self._ready = b"".join(self._ready), []
+        super().end(ready + b"".join(self._held) + piece)

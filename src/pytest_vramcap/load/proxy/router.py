@@ -48,6 +48,15 @@ class Router(Protocol):
         """How long a kept-alive client connection may stay idle before its thread ends."""
         ...
 
+    @property
+    def model(self) -> str | None:
+        """The model every request is sent to (None: the one the client named)."""
+        ...
+
+    def speaks_ollama(self) -> bool:
+        """Whether the engine serves Ollama's native API itself (else the proxy translates it)."""
+        ...
+
     def route(self, target: str) -> tuple[Recorder | None, str]:
         """The recorder a request target is for (None: no such channel), and the engine path to forward it to."""
         ...
