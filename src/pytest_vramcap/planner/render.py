@@ -18,6 +18,7 @@ from .memory import ServerConfig
 __all__ = [
     "OLLAMA_SINGLE_SLOT_ARCHS",
     "llama_server_args",
+    "modelfile_parameters",
     "ollama_create_request",
     "ollama_env",
     "ollama_model_name",
@@ -111,7 +112,8 @@ def ollama_env(config: ServerConfig, *, fit_margin_mib: int) -> dict[str, str]:
     return env
 
 
-def _parameters(config: ServerConfig) -> dict[str, Any]:
+def modelfile_parameters(config: ServerConfig) -> dict[str, Any]:
+    """The runner options the plan's Modelfile sets (what a request's options are compared with)."""
     # num_batch is always set: Ollama starts llama-server with -b N -ub N, and without it
     # picks N itself (512 to 2048 by context and free memory, server/sched.go
     # automaticGenerationBatch), a compute buffer up to 4x the plan's. The plan's memory
@@ -124,7 +126,7 @@ def _parameters(config: ServerConfig) -> dict[str, Any]:
 
 def ollama_modelfile(config: ServerConfig, base_model: str, system: str | None = None) -> str:
     lines = [f"FROM {base_model}"]
-    lines += [f"PARAMETER {key} {value}" for key, value in _parameters(config).items()]
+    lines += [f"PARAMETER {key} {value}" for key, value in modelfile_parameters(config).items()]
     if system:
         # Ollama's Modelfile parser has no escapes: a triple-quoted value ends at the first
         # '"""' followed by white space (parser/parser.go, unquote).
@@ -143,7 +145,7 @@ def ollama_create_request(config: ServerConfig, name: str, base_model: str,
     ``from``: that is how ``ollama create`` sends a local GGUF.
     """
     source: dict[str, Any] = {"files": files} if files else {"from": base_model}
-    body: dict[str, Any] = {"model": name, **source, "parameters": _parameters(config), "stream": False}
+    body: dict[str, Any] = {"model": name, **source, "parameters": modelfile_parameters(config), "stream": False}
     if system:
         body["system"] = system
     return body

@@ -7,6 +7,8 @@
                        put on the GPU found in host memory (engines/judge.py).
 * ``served_as_planned`` the engine reports the planned context per slot and no reload
                        mid-run (Ollama's /api/ps); n/a for llama-server, which runs the plan's flags.
+* ``client_options``   the Ollama options and keep_alive of the app's own requests match the plan
+                       (report/client_options.py); n/a when no request carried any.
 * ``slots``            the server has a slot for every agent of the widest step: decided
                        by the plan, not by a clock (n/a for a graph that made no recorded request).
 * ``parallel_speedup`` the median over interleaved rounds of sequential wall time /
@@ -21,9 +23,7 @@ verdict comes from one place, :meth:`Server.evidence() <pytest_vramcap.engines.b
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final
-
-from pydantic import BaseModel, ConfigDict
+from typing import TYPE_CHECKING
 
 from ..engines.base import EngineEvidence
 from ..engines.judge import Placement, judge_spill
@@ -31,7 +31,8 @@ from ..engines.logparse import mentions_oom
 from ..errors import EngineError, EngineStartError, GraphError
 from ..load.run.rounds import ScenarioRun
 from ..parsers import LOAD_SLO_FLOORS
-from ..types import Outcome
+from .client_options import client_options_verdict
+from .verdict import FAIL, NA, PASS, Verdict
 
 if TYPE_CHECKING:
     from ..load.measure.metrics import Distribution, Summary
@@ -55,31 +56,7 @@ __all__ = [
     "start_failure_verdicts",
 ]
 
-PASS: Final = "pass"
-FAIL: Final = "fail"
-NA: Final = "n/a"
-
 _MAX_LINES = 5  # evidence lines quoted per source
-
-
-class Verdict(BaseModel):
-    """One judgement: its outcome, a one-line summary, and the lines that decided it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    outcome: Outcome
-    summary: str
-    evidence: tuple[str, ...] = ()
-
-    @property
-    def failed(self) -> bool:
-        return self.outcome == FAIL
-
-    def describe(self) -> str:
-        lines = [f"[{self.outcome.upper()}] {self.name}: {self.summary}"]
-        lines += [f"    - {line}" for line in self.evidence]
-        return "\n".join(lines)
 
 
 def oom_verdict(plan: Plan | None, engine: EngineEvidence, errors: Iterable[str] = ()) -> Verdict:
@@ -234,9 +211,10 @@ def scenario_verdicts(plan: Plan, engine: EngineEvidence, run: ScenarioRun, mini
                       slos: Iterable[tuple[str, float]]) -> list[Verdict]:
     """Every verdict on one scenario run."""
     errors = run.sequential.errors + run.parallel.errors
+    passes = [mode_pass.records for mode in (run.sequential, run.parallel) for mode_pass in mode.passes]
     return [oom_verdict(plan, engine, errors), offload_verdict(engine, Placement.planned(plan.memory)),
-            served_verdict(plan, engine), slots_verdict(plan.config.parallel, run),
-            speedup_verdict(run, minimum), *slo_verdicts(run, slos)]
+            served_verdict(plan, engine), client_options_verdict(plan, passes),
+            slots_verdict(plan.config.parallel, run), speedup_verdict(run, minimum), *slo_verdicts(run, slos)]
 
 
 def _error_summary(error: EngineError) -> str:
