@@ -5,11 +5,29 @@
 REAL llama-server exactly as llm/llama_server.go does, and answers Ollama's API with its
 response shapes and status codes. Each behaviour names the Ollama file it copies.
 
+What it follows: keep_alive (the request's, a Go duration or seconds, negative forever, 0 at
+once; else ``$OLLAMA_KEEP_ALIVE``, default 5m) sets the runner's session, whose idle timer starts
+when its last request finishes and unloads it on expiry, with ``/api/ps`` ``expires_at`` the real
+expiry (server/sched.go); a request whose runner options (num_ctx, num_batch, num_gpu, main_gpu,
+use_mmap, num_thread, draft_num_predict) differ from the loaded ones reloads it (needsReload); an
+/api/chat request becomes the llama-server body llm/llama_server.go llamaServerChatRequest builds
+(DefaultOptions < the model's parameters < the request's options, num_predict bounded, tools,
+format, think), its tool calls come back on the done chunk, ``stream: false`` gets one object
+(options.py holds these rules).
+
 What it simplifies (and says so): pulled models are read from ``$OLLAMA_MODELS`` in Ollama's own
 layout (manifests and blobs: :func:`pull` puts one there), but there is no registry, so
-``/api/pull`` only finds them; created models live in memory, not as manifests; there is no
-keep-alive expiry other than ``keep_alive: 0``; the CUDA-only batch rules of
-server/sched.go apply only when ``VRAMCAP_OLLAMA_DOUBLE_CUDA=1``.
+``/api/pull`` only finds them; created models live in memory, not as manifests; one model is
+loaded at a time (OLLAMA_MAX_LOADED_MODELS=1: another replaces it once its requests are done)
+and no VRAM is predicted; the CUDA-only batch rules of server/sched.go apply only when
+``VRAMCAP_OLLAMA_DOUBLE_CUDA=1``. ``/api/generate`` with a prompt sends ``[system?, user prompt]``
+to llama-server's /v1/chat/completions (Ollama renders the template and calls /completion: the
+same for a chat template), ``raw: true`` the prompt as is to /completion; it answers without
+``context`` (Ollama tokenizes its own rendered prompt for it) and refuses ``suffix``,
+``template``, ``context`` and ``images``. Messages carry text and tool calls, not images; no
+logprobs, no token-repeat abort, no context shift. ``/v1/chat/completions`` serves streamed
+requests only and passes llama-server's OpenAI chunks through instead of rebuilding them from
+Ollama's ChatResponse (so tool calls stream as llama-server sends them).
 """
 
 from __future__ import annotations

@@ -59,6 +59,9 @@ class LaunchOptions:
     num_gpu: int = -1
     kv_cache_type: str = ""
     flash_attention: str = "auto"
+    main_gpu: int | None = None
+    use_mmap: bool | None = None
+    num_thread: int = 0
 
 
 @dataclass
@@ -83,6 +86,8 @@ class Runner:
         args = [self.binary, "--model", self.model_path, "--port", str(self.port), "--host", "127.0.0.1",
                 "--no-webui", "--offline", "-c", str(opts.num_ctx * opts.num_parallel), "-np", str(opts.num_parallel),
                 "--log-verbosity", "4", "--no-log-prefix", "--no-log-timestamps"]
+        if opts.use_mmap is False:  # appendLoadModeArgs: use_mmap false loads without mmap
+            args += ["--load-mode", "none"]
         if opts.kv_cache_type:
             args += ["--cache-type-k", opts.kv_cache_type, "--cache-type-v", opts.kv_cache_type]
         args += ["--flash-attn", opts.flash_attention]
@@ -90,6 +95,10 @@ class Runner:
             args += ["-b", str(opts.num_batch), "-ub", str(opts.num_batch)]
         if opts.num_gpu >= 0:
             args += ["-ngl", str(opts.num_gpu)]
+        if opts.num_thread > 0:  # only an explicit thread count; llama-server picks one otherwise
+            args += ["-t", str(opts.num_thread)]
+        if opts.main_gpu is not None:  # appendMainGPUArgs
+            args += ["--split-mode", "none", "--main-gpu", str(opts.main_gpu)]
         return args
 
     @property
@@ -180,8 +189,8 @@ class LoadError(Exception):
     """A load that failed; the message is the one Ollama returns with HTTP 500."""
 
 
-def log(message: str) -> None:
+def log(message: str, level: str = "INFO") -> None:
     """A server log line in slog's text form, as `ollama serve` writes them."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-    sys.stderr.write(f"time={stamp} level=INFO source=double {message}\n")
+    sys.stderr.write(f"time={stamp} level={level} source=double {message}\n")
     sys.stderr.flush()

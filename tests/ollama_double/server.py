@@ -1,7 +1,7 @@
 """The double's HTTP side: Ollama's routes, response shapes, status codes and scheduler rules.
 
 Sources (ollama/ollama fb3076099): server/routes.go (routes, errors, NDJSON), server/sched.go
-(parallelism, num_batch, queue, reloads), api/types.go (shapes), openai/openai.go (the /v1
+(parallelism, num_batch, queue, reloads, keep_alive expiry), api/types.go (shapes), openai/openai.go (the /v1
 translation), envconfig/config.go (environment).
 """
 
@@ -12,6 +12,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +24,20 @@ import httpx
 
 from pytest_vramcap.engines import find_llama_server, free_port
 
+from .options import (
+    FOREVER_S,
+    OptionError,
+    RunnerOptions,
+    chat_body,
+    chat_message,
+    completion_body,
+    env_keep_alive,
+    merged_options,
+    needs_reload,
+    openai_request,
+    request_keep_alive,
+    tool_calls,
+)
 from .runner import LaunchOptions, LoadError, Runner, log
 
 VERSION = os.environ.get("VRAMCAP_OLLAMA_DOUBLE_VERSION", "0.33.0")
@@ -60,9 +75,12 @@ class Model:
         return dict(gguf_info(str(self.path), self.path.stat().st_mtime_ns))
 
     def messages(self, body: dict[str, Any]) -> list[Any]:
-        """The request's messages after the model's SYSTEM (routes.go: a created model's system prompt leads)."""
-        system = [{"role": "system", "content": self.system}] if self.system else []
-        return system + list(body.get("messages") or [])
+        """The request's messages, after the model's SYSTEM unless the request starts with its own system
+        message (routes.go ChatHandler)."""
+        messages = list(body.get("messages") or [])
+        first = messages[0].get("role") if messages and isinstance(messages[0], dict) else None
+        system = [{"role": "system", "content": self.system}] if self.system and first != "system" else []
+        return system + messages
 
     def details(self, info: dict[str, Any]) -> dict[str, Any]:
         arch = str(info.get("general.architecture", ""))
@@ -91,11 +109,9 @@ class Scheduler:
         self.models_dir = models_dir
         self.created: dict[str, Model] = {}
         self.lock = threading.Lock()
+        self.idle = threading.Condition(self.lock)  # a runner's last request finished
         self.load_lock = threading.Lock()
-        self.runner: Runner | None = None
-        self.loaded: Model | None = None
-        self.loaded_key: tuple[int, int, int] | None = None
-        self.semaphore: threading.Semaphore | None = None
+        self.current: Loaded | None = None
         self.pending = 0
         self.max_queue = env_int("OLLAMA_MAX_QUEUE", 512)
         self.binary = os.environ.get("VRAMCAP_LLAMA_SERVER") or str(find_llama_server())
@@ -149,26 +165,40 @@ class Scheduler:
             self.created[model.name] = model
         return model
 
-    def launch_options(self, model: Model, info: dict[str, Any], options: dict[str, Any]) -> LaunchOptions:
+    def launch_options(self, model: Model, info: dict[str, Any], options: dict[str, Any],
+                       request: dict[str, Any]) -> tuple[LaunchOptions, RunnerOptions]:
+        """How ``model`` loads for merged ``options`` (``request``: the request's own, to tell what was asked
+        for): the runner's flags and the api.Runner that server/sched.go needsReload compares."""
         arch = str(info.get("general.architecture", ""))
-        params = {**model.parameters, **options}
         num_parallel = max(env_int("OLLAMA_NUM_PARALLEL", 1), 1)
         if arch in SINGLE_SLOT and num_parallel != 1:
-            log(f'level=WARN msg="model architecture does not currently support parallel requests" architecture={arch}')
+            log(f'msg="model architecture does not currently support parallel requests" architecture={arch}',
+                level="WARN")
             num_parallel = 1
         # routes.go: request options > Modelfile num_ctx > OLLAMA_CONTEXT_LENGTH > the VRAM tier (4096 below 23 GiB)
-        num_ctx = int(params.get("num_ctx") or env_int("OLLAMA_CONTEXT_LENGTH", 0) or 4096)
+        num_ctx_auto = "num_ctx" not in request and "num_ctx" not in model.parameters \
+            and env_int("OLLAMA_CONTEXT_LENGTH", 0) == 0
+        num_ctx = max(int(options["num_ctx"] or env_int("OLLAMA_CONTEXT_LENGTH", 0) or 4096), 4)  # sched.go: >= 4
         trained = int(info.get(f"{arch}.context_length", 0) or 0)
         if trained and num_ctx > trained:  # llm/server.go: clamp to the training context
-            log(f'level=WARN msg="requested context size too large for model" num_ctx={num_ctx} n_ctx_train={trained}')
+            log(f'msg="requested context size too large for model" num_ctx={num_ctx} n_ctx_train={trained}',
+                level="WARN")
             num_ctx = trained
-        num_batch = int(params.get("num_batch") or 0) or self.automatic_batch(num_ctx * num_parallel)
+        # routes.go usesAutomaticNumBatch: neither the request nor the model names num_batch
+        num_batch_auto = "num_batch" not in request and "num_batch" not in model.parameters
+        num_batch = self.automatic_batch(num_ctx * num_parallel) if num_batch_auto else int(options["num_batch"])
         flash = os.environ.get("OLLAMA_FLASH_ATTENTION", "").lower()
         flash_attention = "on" if flash in ("1", "true") else "off" if flash in ("0", "false") else "auto"
-        return LaunchOptions(num_ctx=num_ctx, num_parallel=num_parallel, num_batch=num_batch,
-                             num_gpu=int(params.get("num_gpu", -1)),
-                             kv_cache_type=os.environ.get("OLLAMA_KV_CACHE_TYPE", ""),
-                             flash_attention=flash_attention)
+        launch = LaunchOptions(num_ctx=num_ctx, num_parallel=num_parallel, num_batch=num_batch,
+                               num_gpu=int(options["num_gpu"]),
+                               kv_cache_type=os.environ.get("OLLAMA_KV_CACHE_TYPE", ""),
+                               flash_attention=flash_attention, main_gpu=options["main_gpu"],
+                               use_mmap=options["use_mmap"], num_thread=int(options["num_thread"]))
+        wanted = RunnerOptions(num_ctx=num_ctx, num_batch=num_batch, num_gpu=launch.num_gpu, main_gpu=launch.main_gpu,
+                               use_mmap=launch.use_mmap, num_thread=launch.num_thread,
+                               draft_num_predict=int(options["draft_num_predict"]), num_ctx_auto=num_ctx_auto,
+                               num_batch_auto=num_batch_auto)
+        return launch, wanted
 
     @staticmethod
     def automatic_batch(effective_ctx: int) -> int:
@@ -178,38 +208,119 @@ class Scheduler:
             return 512
         return 2048 if effective_ctx > 32768 else 1024 if effective_ctx > 4096 else 512
 
-    def acquire(self, model: Model, options: dict[str, Any]) -> tuple[Runner, float]:
-        """The runner for ``model`` with a slot held (release with :meth:`release`); loads or reloads it first."""
+    def acquire(self, model: Model, request: dict[str, Any], keep_alive: float | None) -> tuple[Loaded, dict[str, Any],
+                                                                                                 float]:
+        """The loaded runner for ``model`` with a slot held (give it back with :meth:`release`), the request's
+        merged options, and the seconds it took; loads or reloads first (server/sched.go getRunner).
+        ``keep_alive``: the request's, in seconds (None: not given)."""
         started = time.monotonic()
         info = model.info()
-        launch = self.launch_options(model, info, options)
-        key = (launch.num_ctx, launch.num_batch, launch.num_gpu)
+        options = merged_options(model.parameters, request)
+        launch, wanted = self.launch_options(model, info, options, request)
         with self.lock:
-            ready = self.loaded is not None and self.loaded.path == model.path and self.loaded_key == key \
-                and self.loaded.name == model.name
-            if not ready:
+            loaded = self._use_loaded(model, wanted, keep_alive, log_reload=False)
+            if loaded is None:
                 if self.pending >= self.max_queue:
                     raise Busy(BUSY)
                 self.pending += 1
-        if not ready:
+        if loaded is None:
             try:
-                with self.load_lock:
-                    self._load(model, launch, key)
+                with self.load_lock:  # sched.go processPending: one load at a time, then look again
+                    with self.lock:
+                        loaded = self._use_loaded(model, wanted, keep_alive, log_reload=True)
+                    if loaded is None:
+                        loaded = self._load(model, launch, wanted, keep_alive)
             finally:
                 with self.lock:
                     self.pending -= 1
-        assert self.semaphore is not None and self.runner is not None
-        self.semaphore.acquire()  # llm/llama_server.go: requests wait without limit for a slot
-        return self.runner, time.monotonic() - started
+        loaded.semaphore.acquire()  # llm/llama_server.go: requests wait without limit for a slot
+        return loaded, options, time.monotonic() - started
 
-    def release(self) -> None:
-        if self.semaphore is not None:
-            self.semaphore.release()
+    def _use_loaded(self, model: Model, wanted: RunnerOptions, keep_alive: float | None,
+                    log_reload: bool) -> Loaded | None:
+        """sched.go needsReload + useLoadedRunner (self.lock held): the loaded runner, counted as in use, its
+        expiry timer stopped and its session duration the request's keep_alive if it gave one; None to load."""
+        loaded = self.current
+        if loaded is None or loaded.model.name != model.name or loaded.model.path != model.path:
+            return None
+        # needsReload also reloads a runner that no longer answers (Ping); here: a llama-server that exited.
+        exited = loaded.runner.process is None or loaded.runner.process.poll() is not None
+        if exited or needs_reload(loaded.options, wanted):
+            if log_reload:  # sched.go processPending logs it (at debug level) before expiring the old runner
+                log(f'msg=reloading runner="name={loaded.model.name} pid={loaded.pid} '
+                    f'options={loaded.options}" wanted="{wanted}"', level="DEBUG")
+            return None
+        loaded.ref_count += 1
+        loaded.disarm()
+        if keep_alive is not None:
+            loaded.session_s = keep_alive
+        return loaded
 
-    def _load(self, model: Model, launch: LaunchOptions, key: tuple[int, int, int]) -> None:
-        if self.loaded is not None and self.loaded.name == model.name and self.loaded_key == key:
+    def release(self, loaded: Loaded) -> None:
+        """sched.go processCompleted: a request is done with the runner; once none holds it, the expiry timer
+        starts (or, with a session duration of 0, the runner expires now)."""
+        loaded.semaphore.release()
+        with self.lock:
+            loaded.ref_count -= 1
+            if loaded.ref_count <= 0:
+                self.idle.notify_all()
+                self._arm(loaded)
+
+    def _arm(self, loaded: Loaded) -> None:
+        """The expiry timer of an idle runner (self.lock held); sched.go sets expiresAt with it."""
+        loaded.disarm()
+        loaded.token += 1
+        token = loaded.token
+        if loaded.session_s == FOREVER_S:
+            loaded.expires_at = FOREVER_S
             return
-        self.unload()
+        loaded.expires_at = time.time() + loaded.session_s
+        # Go's timers take up to 292 years; Python's waits stop at threading.TIMEOUT_MAX (about as long).
+        delay = min(max(loaded.session_s, 0.0), threading.TIMEOUT_MAX)
+        timer = threading.Timer(delay, self._expire, args=(loaded, token))
+        timer.daemon = True
+        loaded.timer = timer
+        timer.start()
+
+    def _expire(self, loaded: Loaded, token: int) -> None:
+        """sched.go processCompleted, the expired event: unload the runner unless a request took it meanwhile
+        (it re-arms the timer when it finishes) or it is already gone."""
+        with self.load_lock:
+            with self.lock:
+                if self.current is not loaded or loaded.ref_count > 0 or loaded.token != token:
+                    return
+                self.current = None
+                loaded.timer = None
+            log(f'msg="timer expired, expiring to unload" model={loaded.model.name} pid={loaded.pid}',
+                level="DEBUG")
+            loaded.runner.stop()
+
+    def expire(self, model: Model) -> None:
+        """sched.go expireRunner (an empty request with keep_alive 0): the runner expires now, or as soon as
+        the requests that hold it finish."""
+        with self.lock:
+            loaded = self.current
+            if loaded is None or loaded.model.name != model.name:
+                return
+            loaded.session_s = 0.0
+            loaded.disarm()
+            if loaded.ref_count <= 0:
+                self._arm(loaded)
+            loaded.expires_at = time.time()
+
+    def _load(self, model: Model, launch: LaunchOptions, wanted: RunnerOptions, keep_alive: float | None) -> Loaded:
+        """sched.go processPending + load (self.load_lock held): the old runner expires once its requests are
+        done, then the new one starts, counted as in use by this request."""
+        old = self.current
+        if old is not None:
+            with self.lock:
+                old.session_s = 0.0
+                old.disarm()
+                while old.ref_count > 0:
+                    self.idle.wait()
+                if self.current is old:
+                    self.current = None
+            old.runner.stop()
         runner = Runner(self.binary, str(model.path), launch, free_port())
         runner.start()
         try:
@@ -217,23 +328,68 @@ class Scheduler:
         except LoadError:
             runner.stop()
             raise
-        self.runner, self.loaded, self.loaded_key = runner, model, key
-        self.semaphore = threading.Semaphore(launch.num_parallel)
+        # sched.go load: the session duration is the request's keep_alive, else OLLAMA_KEEP_ALIVE
+        session = keep_alive if keep_alive is not None else env_keep_alive()
+        loaded = Loaded(model, runner, wanted, threading.Semaphore(launch.num_parallel), session, ref_count=1)
+        with self.lock:
+            self.current = loaded
         log(f'msg="loaded runners" count=1 model={model.name}')
+        return loaded
 
     def unload(self) -> None:
-        if self.runner is not None:
-            self.runner.stop()
-        self.runner = self.loaded = self.loaded_key = self.semaphore = None
+        """Stop the runner now, whatever holds it (``ollama serve`` shutting down)."""
+        with self.lock:
+            loaded, self.current = self.current, None
+            if loaded is not None:
+                loaded.disarm()
+        if loaded is not None:
+            loaded.runner.stop()
 
     def ps(self) -> list[dict[str, Any]]:
-        if self.runner is None or self.loaded is None:
-            return []
-        size, vram = self.runner.memory_size()
-        model = self.loaded
+        """server/routes.go PsHandler over sched.go loadedModels: expires_at is when the idle timer fires; before
+        the first request finished, now plus the session duration."""
+        with self.lock:
+            loaded = self.current
+            if loaded is None:
+                return []
+            expires = loaded.expires_at if loaded.expires_at is not None else time.time() + loaded.session_s
+        size, vram = loaded.runner.memory_size()
+        model = loaded.model
         return [{"name": model.name, "model": model.name, "size": size, "digest": "", "details":
-                 model.details(model.info()), "expires_at": FOREVER, "size_vram": vram,
-                 "context_length": self.runner.options.num_ctx}]
+                 model.details(model.info()), "expires_at": rfc3339(expires), "size_vram": vram,
+                 "context_length": loaded.runner.options.num_ctx}]
+
+
+@dataclass(eq=False)
+class Loaded:
+    """server/sched.go runnerRef: a loaded runner and what the scheduler keeps about it."""
+
+    model: Model
+    runner: Runner
+    options: RunnerOptions
+    semaphore: threading.Semaphore
+    session_s: float  # sessionDuration, seconds (FOREVER_S for a negative keep_alive)
+    ref_count: int = 0
+    timer: threading.Timer | None = None
+    token: int = 0  # which arming of the timer is current: a timer cancelled too late must not unload
+    expires_at: float | None = None  # expiresAt, epoch seconds; None until the first request is done
+
+    @property
+    def pid(self) -> int | None:
+        return self.runner.process.pid if self.runner.process is not None else None
+
+    def disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.token += 1
+
+
+def rfc3339(epoch_s: float) -> str:
+    """A time.Time as encoding/json writes it (RFC 3339); a forever session shows Ollama's year-2318 value."""
+    if epoch_s == FOREVER_S:
+        return FOREVER
+    return datetime.fromtimestamp(epoch_s, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 class Busy(Exception):
@@ -441,127 +597,202 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._json(200, {"status": "success"})
 
-    def generate(self, body: dict[str, Any]) -> None:
-        """routes.go GenerateHandler: an empty prompt loads (done_reason "load") or, with keep_alive 0, unloads."""
-        model = self._model(body)
-        if model is None:
-            return
-        sched = self.server.scheduler
-        if body.get("prompt"):
-            self._error(400, "the vramcap Ollama double generates through /api/chat and /v1/chat/completions only")
-            return
-        if body.get("keep_alive") in (0, "0", "0s"):
-            with sched.load_lock:
-                sched.unload()
-            self._json(200, {"model": model.name, "created_at": now_iso(), "response": "", "done": True,
-                             "done_reason": "unload"})
-            return
+    # -- inference -------------------------------------------------------------------------
+    def _keep_alive(self, body: dict[str, Any]) -> tuple[bool, float | None]:
+        """(ok, seconds): api/types.go Duration.UnmarshalJSON; a bad keep_alive fails the JSON binding, a 400."""
         try:
-            _, load_s = sched.acquire(model, body.get("options") or {})
-        except Busy as exc:
-            self._error(503, str(exc))
-            return
-        except LoadError as exc:
-            self._error(500, str(exc))
-            return
-        sched.release()
-        self._json(200, {"model": model.name, "created_at": now_iso(), "response": "", "done": True,
-                         "done_reason": "load", "total_duration": int(load_s * 1e9),
-                         "load_duration": int(load_s * 1e9)})
+            return True, request_keep_alive(body.get("keep_alive"))
+        except OptionError as exc:
+            self._error(400, str(exc))
+            return False, None
 
-    def _upstream(self, model: Model, body: dict[str, Any], options: dict[str, Any],
-                  openai: bool) -> tuple[Runner, float] | None:
+    def _schedule(self, model: Model, options: dict[str, Any], keep_alive: float | None,
+                  openai: bool = False) -> tuple[Loaded, dict[str, Any]] | None:
+        """routes.go scheduleRunner + handleScheduleError: the runner and the merged options, or the error sent."""
+        error = self._openai_error if openai else self._error
         try:
-            return self.server.scheduler.acquire(model, options)
+            loaded, merged, _ = self.server.scheduler.acquire(model, options, keep_alive)
+            return loaded, merged
         except Busy as exc:
-            (self._openai_error if openai else self._error)(503, str(exc))
-        except LoadError as exc:
-            (self._openai_error if openai else self._error)(500, str(exc))
+            error(503, str(exc))
+        except (LoadError, OptionError) as exc:  # a wrongly typed option is Options.FromMap's error: a 500
+            error(500, str(exc))
         return None
 
-    def chat(self, body: dict[str, Any]) -> None:
-        """routes.go ChatHandler: NDJSON chunks, then a final one with done_reason and the *_count/*_duration."""
+    def _respond(self, stream: bool, chunks: Iterator[dict[str, Any]],
+                 combine: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> None:
+        """routes.go streamResponse, or the ``stream: false`` branch: NDJSON lines as they come, or one object
+        combined from all of them. An error before the first line is its status and {"error"}; after it, an
+        in-band {"error"} line."""
+        started, collected = False, []
+        try:
+            for chunk in chunks:
+                if not stream:
+                    collected.append(chunk)
+                    continue
+                if not started:
+                    self._start_stream("application/x-ndjson")
+                    started = True
+                self._chunk(json.dumps(chunk).encode() + b"\n")
+        except RunnerError as exc:
+            if started:
+                self._chunk(json.dumps({"error": exc.message}).encode() + b"\n")
+                self._end_stream()
+            else:
+                self._error(exc.status, exc.message)
+            return
+        if not stream:
+            self._json(200, combine(collected) if collected else {})
+            return
+        if not started:
+            self._start_stream("application/x-ndjson")
+        self._end_stream()
+
+    def generate(self, body: dict[str, Any]) -> None:
+        """routes.go GenerateHandler: an empty prompt loads (done_reason "load") or, with keep_alive 0, unloads;
+        a prompt is answered as GenerateResponse NDJSON (one object with ``stream: false``).
+
+        Ollama renders the model's template and sends the text to llama-server's /completion. The double sends
+        ``[system?, user prompt]`` to llama-server's /v1/chat/completions instead, which applies the same chat
+        template itself (routes.go takes this path too for a model with a native chat template, rendering
+        through llama-server's /apply-template first). ``raw: true`` goes to /completion with the prompt as is,
+        as Ollama sends it. ``context`` (deprecated) is left out of the answer: Ollama tokenizes its own
+        rendered prompt for it, which the double never builds. ``suffix``, ``template``, ``context`` and
+        ``images`` in a request are refused rather than silently ignored."""
+        checkpoint = time.monotonic()
         model = self._model(body)
         if model is None:
             return
-        options = body.get("options") or {}
-        acquired = self._upstream(model, body, options, openai=False)
+        ok, keep_alive = self._keep_alive(body)
+        if not ok:
+            return
+        sched, name, prompt = self.server.scheduler, str(body.get("model") or body.get("name")), body.get("prompt")
+        if not prompt and keep_alive == 0:  # routes.go: expire the runner (sched.go expireRunner)
+            sched.expire(model)
+            self._json(200, {"model": name, "created_at": now_iso(), "response": "", "done": True,
+                             "done_reason": "unload"})
+            return
+        raw = bool(body.get("raw"))
+        if raw and (body.get("template") or body.get("system") or body.get("context")):
+            self._error(400, "raw mode does not support template, system, or context")
+            return
+        unsupported = [key for key in ("suffix", "template", "context", "images") if body.get(key)]
+        if prompt and unsupported:
+            self._error(400, f"the vramcap Ollama double does not implement {', '.join(unsupported)} on /api/generate")
+            return
+        acquired = self._schedule(model, body.get("options") or {}, keep_alive)
         if acquired is None:
             return
-        runner, load_s = acquired
-        started = time.monotonic()
-        request = {"messages": model.messages(body), "stream": True, "stream_options": {"include_usage": True},
-                   "max_tokens": options.get("num_predict", -1), "temperature": options.get("temperature", 0.8),
-                   "seed": options.get("seed", -1)}
-        stream = body.get("stream", True)
+        loaded, options = acquired
+        load_s = time.monotonic() - checkpoint
         try:
-            if stream:
-                self._start_stream("application/x-ndjson")
-            text, final = "", {}
-            for event in sse_events(runner.url, request):
-                for choice in event.get("choices") or []:
-                    delta = choice.get("delta") or {}
-                    message = {"role": "assistant", "content": delta.get("content") or ""}
-                    if delta.get("reasoning_content"):
-                        message["thinking"] = delta["reasoning_content"]
-                    text += message["content"]
-                    if stream and (message["content"] or message.get("thinking")):
-                        self._chunk(json.dumps({"model": model.name, "created_at": now_iso(), "message": message,
-                                                "done": False}).encode() + b"\n")
-                    if choice.get("finish_reason"):
-                        final["done_reason"] = choice["finish_reason"]
-                if isinstance(event.get("timings"), dict):
-                    final["timings"] = event["timings"]
-            timings = final.get("timings", {})
-            done = {"model": model.name, "created_at": now_iso(),
-                    "message": {"role": "assistant", "content": "" if stream else text}, "done": True,
-                    "done_reason": final.get("done_reason", "stop"),
-                    "total_duration": int((time.monotonic() - started + load_s) * 1e9),
-                    "load_duration": int(load_s * 1e9),
-                    "prompt_eval_count": int(timings.get("prompt_n", 0)) + int(timings.get("cache_n", 0)),
-                    "prompt_eval_duration": int(float(timings.get("prompt_ms", 0)) * 1e6),
-                    "eval_count": int(timings.get("predicted_n", 0)),
-                    "eval_duration": int(float(timings.get("predicted_ms", 0)) * 1e6)}
-            if stream:
-                self._chunk(json.dumps(done).encode() + b"\n")
-                self._end_stream()
-            else:
-                self._json(200, done)
-        except httpx.HTTPError as exc:  # routes.go: an error after the stream began is an in-band line
-            if stream:
-                self._chunk(json.dumps({"error": str(exc)}).encode() + b"\n")
-                self._end_stream()
-            else:
+            if not prompt:
+                self._json(200, {"model": name, "created_at": now_iso(), "response": "", "done": True,
+                                 "done_reason": "load", "total_duration": int(load_s * 1e9),
+                                 "load_duration": int(load_s * 1e9)})
+                return
+            num_ctx = loaded.runner.options.num_ctx
+            try:
+                if raw:
+                    request = completion_body(str(prompt), options, num_ctx, body.get("format"))
+                    events = sse_events(loaded.runner.url, "/completion", request)
+                    chunks = completion_chunks(events, name, checkpoint, load_s)
+                else:
+                    system = body.get("system") or model.system
+                    messages = ([{"role": "system", "content": system}] if system else []) + \
+                        [{"role": "user", "content": str(prompt)}]
+                    request = chat_body(messages, options, num_ctx, fmt=body.get("format"), think=body.get("think"))
+                    events = sse_events(loaded.runner.url, "/v1/chat/completions", request)
+                    chunks = (generate_shape(chunk) for chunk in chat_chunks(events, name, checkpoint, load_s))
+            except OptionError as exc:  # an invalid format: the runner's error, a 500
                 self._error(500, str(exc))
+                return
+            log(f'msg="llama-server completion request" raw={str(raw).lower()} prompt_len={len(str(prompt))}',
+                level="DEBUG")
+            self._respond(body.get("stream") is not False, chunks, combine_generate)
         finally:
-            self.server.scheduler.release()
+            sched.release(loaded)
+
+    def chat(self, body: dict[str, Any]) -> None:
+        """routes.go ChatHandler: no messages loads (or, with keep_alive 0, unloads); otherwise the body
+        llm/llama_server.go llamaServerChatRequest builds goes to llama-server, and the answer comes back as
+        NDJSON chunks and a final one with done_reason, the metrics and any tool calls (writeChatResponse
+        combines them into one object for ``stream: false``)."""
+        checkpoint = time.monotonic()
+        model = self._model(body)
+        if model is None:
+            return
+        ok, keep_alive = self._keep_alive(body)
+        if not ok:
+            return
+        sched, name = self.server.scheduler, str(body.get("model") or body.get("name"))
+        messages = body.get("messages") or []
+        if not messages and keep_alive == 0:
+            sched.expire(model)
+            self._json(200, {"model": name, "created_at": now_iso(), "message": {"role": "assistant", "content": ""},
+                             "done": True, "done_reason": "unload"})
+            return
+        acquired = self._schedule(model, body.get("options") or {}, keep_alive)
+        if acquired is None:
+            return
+        loaded, options = acquired
+        load_s = time.monotonic() - checkpoint
+        try:
+            if not messages:
+                self._json(200, {"model": name, "created_at": now_iso(),
+                                 "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "load"})
+                return
+            tools = body.get("tools") or []
+            try:
+                request = chat_body([chat_message(message) for message in model.messages(body)], options,
+                                    loaded.runner.options.num_ctx, tools=tools, fmt=body.get("format"),
+                                    think=body.get("think"))
+            except OptionError as exc:
+                self._error(500, str(exc))
+                return
+            # llm/llama_server.go Chat logs this at debug level; the stop strings too, so a test can see them.
+            log(f'msg="llama-server chat request" messages={len(request["messages"])} tools={len(tools)} '
+                f"stop={json.dumps(options['stop'])}", level="DEBUG")
+            events = sse_events(loaded.runner.url, "/v1/chat/completions", request)
+            self._respond(body.get("stream") is not False, chat_chunks(events, name, checkpoint, load_s),
+                          functools.partial(combine_chat, tools_given=bool(tools)))
+        finally:
+            sched.release(loaded)
 
     def openai_chat(self, body: dict[str, Any]) -> None:
-        """openai/openai.go + middleware/openai.go: max_tokens -> num_predict, temperature/top_p default 1.0,
-        no num_ctx, reasoning streamed as delta.reasoning, usage only with stream_options.include_usage."""
+        """openai/openai.go FromChatRequest + middleware/openai.go: max_tokens -> num_predict, temperature/top_p
+        default 1.0, stop (a string or a list), tools and response_format passed on, no num_ctx and no
+        keep_alive; reasoning streamed as delta.reasoning, usage only with stream_options.include_usage.
+        Streamed requests only; llama-server's OpenAI chunks are passed through (renamed where Ollama renames)
+        rather than rebuilt from Ollama's ChatResponse, so tool calls stream as llama-server sends them."""
         name = body.get("model")
         model = self.server.scheduler.find(str(name)) if name else None
         if model is None:
             self._openai_error(404, f"model '{name}' not found")
             return
-        acquired = self._upstream(model, body, {}, openai=True)
+        if not body.get("stream"):
+            self._openai_error(400, "the vramcap Ollama double serves streamed /v1 requests only")
+            return
+        try:
+            options, fmt, think = openai_request(body)
+        except OptionError as exc:
+            self._openai_error(400, str(exc))
+            return
+        acquired = self._schedule(model, options, None, openai=True)
         if acquired is None:
             return
-        runner, _ = acquired
-        request = {"messages": model.messages(body), "stream": True, "stream_options": {"include_usage": True},
-                   "temperature": body.get("temperature", 1.0), "top_p": body.get("top_p", 1.0)}
-        for key in ("max_tokens", "seed", "stop"):
-            if key in body:
-                request[key] = body[key]
+        loaded, merged = acquired
         want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        started = False
         try:
-            if not body.get("stream"):
-                self._openai_error(400, "the vramcap Ollama double serves streamed /v1 requests only")
-                return
-            self._start_stream("text/event-stream")
-            for event in sse_events(runner.url, request):
+            request = chat_body(model.messages(body), merged, loaded.runner.options.num_ctx,
+                                tools=body.get("tools"), fmt=fmt, think=think)
+            # Ollama builds its usage chunk from the final ChatResponse; passing llama-server's chunks through,
+            # the double asks llama-server for its usage chunk instead.
+            request["stream_options"] = {"include_usage": True}
+            for event in sse_events(loaded.runner.url, "/v1/chat/completions", request):
                 event.pop("timings", None)
-                event["model"], event["system_fingerprint"] = model.name, "fp_ollama"
+                event["model"], event["system_fingerprint"] = name, "fp_ollama"
                 for choice in event.get("choices") or []:
                     delta = choice.get("delta") or {}
                     if "reasoning_content" in delta:
@@ -570,31 +801,155 @@ class Handler(BaseHTTPRequestHandler):
                     continue
                 if not want_usage:
                     event.pop("usage", None)
+                if not started:
+                    self._start_stream("text/event-stream")
+                    started = True
                 self._chunk(b"data: " + json.dumps(event).encode() + b"\n\n")
+            if not started:
+                self._start_stream("text/event-stream")
             self._chunk(b"data: [DONE]\n\n")
             self._end_stream()
-        except httpx.HTTPError as exc:
-            self._chunk(b"data: " + json.dumps({"error": {"message": str(exc), "type": "api_error"}}).encode()
+        except (RunnerError, OptionError) as exc:
+            status, message = (exc.status, exc.message) if isinstance(exc, RunnerError) else (500, str(exc))
+            if not started:
+                self._openai_error(status, message)
+                return
+            self._chunk(b"data: " + json.dumps({"error": {"message": message, "type": "api_error"}}).encode()
                         + b"\n\n")
             self._end_stream()
         finally:
-            self.server.scheduler.release()
+            self.server.scheduler.release(loaded)
 
 
-def sse_events(url: str, request: dict[str, Any]) -> Any:
-    """The JSON events of llama-server's OpenAI stream (ends at [DONE])."""
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=request, timeout=httpx.Timeout(600, connect=5)) \
-            as response:
-        if response.status_code >= 400:
-            raise httpx.HTTPStatusError(response.read().decode(errors="replace")[:500], request=response.request,
-                                        response=response)
-        for line in response.iter_lines():
-            if not line.startswith("data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == "[DONE]":
-                return
-            yield json.loads(payload)
+class RunnerError(Exception):
+    """What llama-server answered instead of a stream (its status, and the body as Ollama quotes it), or why it
+    could not be reached."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def sse_events(url: str, path: str, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The JSON events of a llama-server stream (to ``[DONE]`` or its end); llm/llama_server.go's errors."""
+    try:
+        with httpx.stream("POST", f"{url}{path}", json=request, timeout=httpx.Timeout(600, connect=5)) as response:
+            if response.status_code >= 400:  # statusErrorMessage: the body, trimmed, as the error
+                raise RunnerError(response.status_code, response.read().decode(errors="replace").strip())
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    return
+                yield json.loads(payload)
+    except httpx.ConnectError:
+        raise RunnerError(500, "model runner has unexpectedly stopped, this may be due to resource limitations or "
+                               "an internal error, check ollama server logs for details") from None
+    except httpx.HTTPError as exc:
+        raise RunnerError(500, f"error reading llama-server response: {exc}") from None
+
+
+def metrics(timings: dict[str, Any], checkpoint: float, load_s: float) -> dict[str, Any]:
+    """routes.go: total_duration since the request came, load_duration until the runner was ready; the counts
+    from llama-server's timings (llamaServerTimings: prompt_eval_count is cache_n + prompt_n)."""
+    return {"total_duration": int((time.monotonic() - checkpoint) * 1e9), "load_duration": int(load_s * 1e9),
+            "prompt_eval_count": int(timings.get("prompt_n", 0)) + int(timings.get("cache_n", 0)),
+            "prompt_eval_duration": int(float(timings.get("prompt_ms", 0)) * 1e6),
+            "eval_count": int(timings.get("predicted_n", 0)),
+            "eval_duration": int(float(timings.get("predicted_ms", 0)) * 1e6)}
+
+
+def chat_chunks(events: Iterable[dict[str, Any]], model: str, checkpoint: float,
+                load_s: float) -> Iterator[dict[str, Any]]:
+    """llm/llama_server.go Chat + routes.go handleNativeChat: a chunk per delta with content or thinking, and
+    the final one at finish_reason with done_reason ("length" or "stop"), the metrics, and the tool calls
+    accumulated over the stream (arguments as objects)."""
+    calls: dict[int, dict[str, str]] = {}
+    for event in events:
+        if event.get("error"):
+            raise RunnerError(500, f"llama-server chat error: {event['error']}")
+        choices = event.get("choices") or []
+        if not choices:
+            continue
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        message: dict[str, Any] = {"role": "assistant", "content": delta.get("content") or ""}
+        if delta.get("reasoning_content"):
+            message["thinking"] = delta["reasoning_content"]
+        for call in delta.get("tool_calls") or []:
+            acc = calls.setdefault(int(call.get("index", 0)), {"id": "", "name": "", "arguments": ""})
+            function = call.get("function") or {}
+            acc["id"] += call.get("id") or ""
+            acc["name"] += function.get("name") or ""
+            acc["arguments"] += function.get("arguments") or ""
+        if choice.get("finish_reason") is not None:
+            try:
+                found = tool_calls(calls)
+            except OptionError as exc:
+                raise RunnerError(500, str(exc)) from None
+            if found:
+                message["tool_calls"] = found
+            yield {"model": model, "created_at": now_iso(), "message": message,
+                   "done_reason": "length" if choice["finish_reason"] == "length" else "stop", "done": True,
+                   **metrics(event.get("timings") or {}, checkpoint, load_s)}
+            return
+        if message["content"] or "thinking" in message:
+            yield {"model": model, "created_at": now_iso(), "message": message, "done": False}
+
+
+def completion_chunks(events: Iterable[dict[str, Any]], model: str, checkpoint: float,
+                      load_s: float) -> Iterator[dict[str, Any]]:
+    """llm/llama_server.go Completion + routes.go GenerateHandler: a GenerateResponse per piece of content, and
+    the final one at ``stop`` (done_reason "length" for llama-server's stop_type "limit")."""
+    for event in events:
+        content = event.get("content") or ""
+        if not event.get("stop"):
+            if content:
+                yield {"model": model, "created_at": now_iso(), "response": content, "done": False}
+            continue
+        yield {"model": model, "created_at": now_iso(), "response": content, "done": True,
+               "done_reason": "length" if event.get("stop_type") == "limit" else "stop",
+               **metrics(event.get("timings") or {}, checkpoint, load_s)}
+        return
+
+
+def generate_shape(chunk: dict[str, Any]) -> dict[str, Any]:
+    """A chat chunk as GenerateResponse: the message's content is ``response``, its thinking ``thinking``."""
+    message = chunk["message"]
+    shaped = {"model": chunk["model"], "created_at": chunk["created_at"], "response": message["content"]}
+    if message.get("thinking"):
+        shaped["thinking"] = message["thinking"]
+    return {**shaped, **{key: value for key, value in chunk.items() if key not in ("model", "created_at", "message")}}
+
+
+def combine_chat(chunks: list[dict[str, Any]], tools_given: bool) -> dict[str, Any]:
+    """routes.go writeChatResponse for ``stream: false``: the last chunk, with all the content and thinking,
+    and with tools in the request, all the tool calls."""
+    combined = dict(chunks[-1])
+    message = dict(combined["message"])
+    message["content"] = "".join(chunk["message"].get("content", "") for chunk in chunks)
+    thinking = "".join(chunk["message"].get("thinking", "") for chunk in chunks)
+    message.pop("thinking", None)
+    if thinking:
+        message["thinking"] = thinking
+    calls = [call for chunk in chunks for call in chunk["message"].get("tool_calls", [])] if tools_given else []
+    if calls:
+        message["tool_calls"] = calls
+    combined["message"] = message
+    return combined
+
+
+def combine_generate(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """routes.go GenerateHandler for ``stream: false``: the last chunk with all the response and thinking."""
+    combined = dict(chunks[-1])
+    combined["response"] = "".join(chunk.get("response", "") for chunk in chunks)
+    thinking = "".join(chunk.get("thinking", "") for chunk in chunks)
+    combined.pop("thinking", None)
+    if thinking:
+        combined = {**{k: v for k, v in combined.items() if k != "done"}, "thinking": thinking,
+                    "done": combined["done"]}
+    return combined
 
 
 class DoubleServer(ThreadingHTTPServer):
