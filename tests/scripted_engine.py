@@ -39,9 +39,10 @@ class ScriptedEngine:
     """Streams ``events`` (one HTTP chunk each, ``delay_s`` apart, then ``data: [DONE]`` unless ``done`` is False)
     to a chat completion that asks to stream, and ``whole`` to one that does not; records each request's body and
     each streamed :class:`Answer`. ``ollama``: the events are Ollama's NDJSON lines (no ``[DONE]``), and
-    ``GET /api/version`` answers as Ollama's does (anything else GET is a 404, as on llama-server). ``gather`` streamed requests are held until all of them have arrived (so they
-    are in flight together, whatever the clock); ``head_delay_s`` holds every streamed answer back before it
-    starts (a queue, a long prefill). A context manager that serves on 127.0.0.1 from a thread."""
+    ``GET /api/version`` answers as Ollama's does (anything else GET is a 404, as on llama-server). ``gather``
+    streamed requests are held until all of them have arrived (so they are in flight together, whatever the
+    clock); ``head_delay_s`` holds every streamed answer back before it starts (a queue, a long prefill). A
+    context manager that serves on 127.0.0.1 from a thread."""
 
     def __init__(self, events: list[dict[str, Any] | bytes], *, whole: dict[str, Any] | None = None,
                  delay_s: float = 0.0, done: bool = True, gather: int = 1, head_delay_s: float = 0.0,

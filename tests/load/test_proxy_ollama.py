@@ -128,7 +128,8 @@ def test_a_native_request_becomes_the_body_ollamas_runner_sends_llama_server() -
                          {"function": {"index": 0, "name": "add", "arguments": {"a": 1}}}]},
                      {"role": "tool", "content": "2", "tool_name": "add"}]})
     assert path == "/chat/completions" and body["max_tokens"] == 64 and body["stop"] == ["\n\n"]
-    assert body["top_k"] == 5 and body["n_keep"] == 8 and body["temperature"] == 0.8  # DefaultOptions under the client's
+    # api.DefaultOptions under the client's options
+    assert body["top_k"] == 5 and body["n_keep"] == 8 and body["temperature"] == 0.8
     assert "num_ctx" not in body and "cache_prompt" not in body  # a runner option; the proxy's defaults decide
     assert body["tools"] == [tool] and body["chat_template_kwargs"] == {"enable_thinking": True,
                                                                         "reasoning_effort": "high"}
@@ -162,7 +163,8 @@ def test_an_ollama_engine_gets_the_request_as_sent_and_its_metrics_reach_the_rec
                                                                                     tmp_path: Path) -> None:
     server = OllamaServer(ServerConfig(parallel=2, ctx_per_agent=512), tiny_model, "tiny-vramcap",
                           fit_margin_mib=1024, binary=launcher(tmp_path), log_dir=tmp_path / "logs",
-                          startup_timeout_s=120, env={"OLLAMA_MODELS": str(tmp_path / "store"), "LLAMA_ARG_REPACK": "0"})
+                          startup_timeout_s=120,
+                          env={"OLLAMA_MODELS": str(tmp_path / "store"), "LLAMA_ARG_REPACK": "0"})
     with server, RecordingProxy(server.url, model=server.request_model) as proxy:
         channel = proxy.channel()
         # the client names a model the engine does not have: the proxy sends the one it serves

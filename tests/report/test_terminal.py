@@ -21,7 +21,8 @@ def test_a_completed_and_a_never_started_scenario() -> None:
     run = ScenarioRun(SCENARIO, ModeRuns("sequential", [ModeResult("sequential", 3.24, {"s": 3.24}, records)]),
                       ModeRuns("parallel", [ModeResult("parallel", 2.51, {"s": 2.51}, records)]))
     ran = ScenarioResult.of("code-docs-critic", "scenarios/c.yaml::c", run, 1.2, [
-        verdict("oom", "pass"), verdict("cpu_offload", "n/a"), verdict("client_options", "fail"), verdict("slots", "pass"),
+        verdict("oom", "pass"), verdict("cpu_offload", "n/a"), verdict("client_options", "fail"),
+        verdict("slots", "pass"),
         verdict("parallel_speedup", "pass"), verdict("slo:ttft_p95_s", "fail")])
     never = ScenarioResult.of("long-context-pair", "scenarios/l.yaml::l", None, None, [
         verdict("oom", "fail"), verdict("cpu_offload", "n/a")])

@@ -10,7 +10,8 @@ from .schema import ScenarioResult
 
 __all__ = ["summary_table"]
 
-_HEADERS = ("scenario", "seq s", "par s", "speedup", "min", "oom", "offload", "options", "slots", "speedup", "slo", "result")
+_HEADERS = ("scenario", "seq s", "par s", "speedup", "min", "oom", "offload", "options", "slots", "speedup", "slo",
+            "result")
 
 
 def _seconds(value: float | None) -> str:
