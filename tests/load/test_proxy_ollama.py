@@ -195,3 +195,57 @@ def test_an_error_line_mid_stream_fails_the_record_and_reaches_the_client() -> N
     (record,) = channel.records
     assert record.error_kind == "server_error" and "unexpectedly stopped" in (record.error or "")
     assert record.ttft is not None and record.n_chunks == 1
+
+
+def test_the_engine_kind_is_asked_once_per_engine_and_again_after_a_retarget(tiny_server: str) -> None:
+    # tests/scripted_engine.py stands in for an Ollama (it answers /api/version) and for another OpenAI server
+    with ScriptedEngine([], ollama=True) as ollama_like, ScriptedEngine([]) as other, \
+            RecordingProxy(tiny_server) as proxy:
+        assert proxy.engine_kind() == "llama-server"
+        proxy.retarget(ollama_like.url)
+        assert proxy.engine_kind() == "ollama"
+        proxy.retarget(other.url)
+        assert proxy.engine_kind() == "openai"
+
+
+def test_a_dead_engine_is_ollamas_error_and_a_later_engine_is_asked_anew() -> None:
+    with RecordingProxy(None) as proxy:
+        channel = proxy.channel()
+        with ScriptedEngine([]) as engine:
+            dead = f"http://127.0.0.1:{engine.url.rsplit(':', 1)[1]}"
+        proxy.retarget(dead)  # nothing listens there any more
+        with pytest.raises(ollama.ResponseError) as raised:
+            client(channel.base_url).chat(model="m", messages=QUESTION)
+        assert raised.value.status_code == 502 and "did not answer" in raised.value.error
+        (record,) = channel.records
+        assert record.error_kind == "connection"
+
+
+def test_another_openai_server_gets_only_the_options_openai_has() -> None:
+    # tests/scripted_engine.py: an OpenAI server that is neither llama-server nor Ollama, showing what it received
+    events = [{"choices": [{"index": 0, "delta": {"content": "hi"}}]},
+              {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+               "usage": {"prompt_tokens": 3, "completion_tokens": 1}}]
+    with ScriptedEngine(events) as engine, RecordingProxy(engine.url) as proxy:
+        channel = proxy.channel()
+        answer = client(channel.base_url).chat(model="m", messages=QUESTION,
+                                               options={"num_predict": 8, "top_k": 3, "temperature": 0.1})
+    assert answer.message.content == "hi" and answer.eval_count == 1 and answer.prompt_eval_count == 3
+    (body,) = engine.bodies
+    assert body["max_tokens"] == 8 and body["temperature"] == 0.1
+    assert not {"top_k", "n_keep", "repeat_last_n", "min_p", "typical_p"} & set(body)
+
+
+def test_tool_call_arguments_that_are_not_an_object_fail_as_ollama_fails_them() -> None:
+    # tests/scripted_engine.py: no real engine streams broken tool call arguments on demand
+    events = [{"choices": [{"index": 0, "delta": {"tool_calls": [
+                  {"index": 0, "id": "c1", "function": {"name": "add", "arguments": '{"a": '}}]}}]},
+              {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}]
+    with ScriptedEngine(events) as engine, RecordingProxy(engine.url) as proxy:
+        channel = proxy.channel()
+        with httpx.stream("POST", channel.base_url.removesuffix("/v1") + "/api/chat", timeout=30,
+                          json={"model": "m", "messages": QUESTION}) as answer:
+            lines = [json.loads(line) for line in answer.iter_lines() if line]
+    assert lines[-1].keys() == {"error"} and "invalid tool call arguments for 'add'" in lines[-1]["error"]
+    (record,) = channel.records
+    assert record.error_kind == "protocol"

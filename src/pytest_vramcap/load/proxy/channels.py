@@ -51,13 +51,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
+from ...engines.honoured import EngineKind
 from ..measure.record import RequestRecord
 from .forward import LABEL_HEADER, serve
 from .server import ProxyServer
-from .wire import EngineConnection
+from .wire import EngineConnection, WireError
 
 __all__ = ["LABEL_HEADER", "Channel", "RecordingProxy"]
 
+_PROBE_TIMEOUT_S = 5.0
 _channel_numbers = itertools.count(1)
 """Channel prefixes are unique in the process, not per proxy: a later proxy may get an earlier one's port, and
 clients cache connections by base URL (langchain-openai keeps one httpx client per base URL and timeout)."""
@@ -142,9 +144,9 @@ class RecordingProxy:
         self._channels_lock = threading.Lock()  # users add and drop channels while handler threads look them up
         self._server: ProxyServer | None = None
         self._thread: threading.Thread | None = None
-        self._ollama: tuple[int, bool] | None = None
-        """(generation, whether that engine serves Ollama's API), once asked."""
-        self._ollama_lock = threading.Lock()
+        self._kind: tuple[int, EngineKind] | None = None
+        """(generation, what that engine is), once asked."""
+        self._kind_lock = threading.Lock()
 
     @property
     def port(self) -> int:
@@ -157,6 +159,7 @@ class RecordingProxy:
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name=self.name, daemon=True)
         self._thread.start()
+        self._probe_soon()
         return self
 
     def stop(self) -> None:
@@ -200,6 +203,8 @@ class RecordingProxy:
         self.model = model
         if read_timeout_s is not None:
             self.read_timeout_s = read_timeout_s
+        if self._server is not None:
+            self._probe_soon()
 
     def route(self, target: str) -> tuple[Channel | None, str]:
         """The channel a request target is for, and the engine path to forward it to. Ollama's routes are at the
@@ -214,27 +219,52 @@ class RecordingProxy:
             base = base.removesuffix("/v1")
         return channel, base + "/" + rest
 
-    def speaks_ollama(self) -> bool:
-        """Whether the engine answers Ollama's ``GET /api/version`` (asked once per engine; an engine that did not
-        answer at all is asked again next time)."""
+    def engine_kind(self) -> EngineKind:
+        """What the engine is, asked once per engine (``GET /api/version`` answers on Ollama, ``GET /props`` on
+        llama-server; anything else is another OpenAI server); an engine that did not answer is asked again next
+        time. :meth:`start` and :meth:`retarget` ask at once, so a first request seldom waits for it."""
         generation = self.generation
-        with self._ollama_lock:
-            if self._ollama is not None and self._ollama[0] == generation:
-                return self._ollama[1]
-            engine = self.connect()
+        with self._kind_lock:
+            if self._kind is not None and self._kind[0] == generation:
+                return self._kind[1]
+            kind: EngineKind = ("ollama" if self._answers("/api/version", "version")
+                                else "llama-server" if self._answers("/props", "default_generation_settings")
+                                else "openai")
+            self._kind = (generation, kind)
+            return kind
+
+    def _answers(self, path: str, key: str) -> bool:
+        """Whether ``GET path`` beside the engine's /v1 answers 200 with a JSON object holding ``key``; short
+        timeouts: a hung engine must not hold the requests that wait for this answer."""
+        upstream = self.upstream
+        if upstream is None:
+            raise ConnectionRefusedError("no engine behind this endpoint")
+        tls = upstream.scheme == "https"
+        engine = EngineConnection.open(upstream.hostname or "", upstream.port or (443 if tls else 80), tls=tls,
+                                       timeout_s=_PROBE_TIMEOUT_S)
+        try:
+            engine.send("GET", upstream.path.rstrip("/").removesuffix("/v1") + path,
+                        [("Accept-Encoding", "identity")], b"")
+            status, _headers, body = engine.answer("GET")
+            data = body.read()
+        finally:
+            engine.close()
+        try:
+            answer = json.loads(data) if status == 200 else None
+        except ValueError:
+            return False
+        return isinstance(answer, dict) and key in answer
+
+    def _probe_soon(self) -> None:
+        """Ask what the engine is in the background (a failure is left for the first request to meet)."""
+        def probe() -> None:
             try:
-                base = self.upstream.path.rstrip("/").removesuffix("/v1") if self.upstream is not None else ""
-                engine.send("GET", base + "/api/version", [("Accept-Encoding", "identity")], b"")
-                status, _headers, body = engine.answer("GET")
-                data = body.read()
-            finally:
-                engine.close()
-            try:
-                version = json.loads(data).get("version") if status == 200 else None
-            except (ValueError, AttributeError):
-                version = None
-            self._ollama = (generation, isinstance(version, str))
-            return self._ollama[1]
+                self.engine_kind()
+            except (OSError, WireError):
+                pass
+
+        if self.upstream is not None:
+            threading.Thread(target=probe, name=f"{self.name}-probe", daemon=True).start()
 
     def connect(self) -> EngineConnection:
         upstream = self.upstream

@@ -20,10 +20,18 @@ import socket
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from ..measure.ollama_stream import OllamaStream
-from ..measure.record import HTTPStatusError, RequestError, RequestRecord, RequestRefused, RequestTimeout, StreamCut
+from ..measure.record import (
+    HTTPStatusError,
+    ProtocolError,
+    RequestError,
+    RequestRecord,
+    RequestRefused,
+    RequestTimeout,
+    StreamCut,
+)
 from ..measure.stream import STALE_CONNECTION_RETRIES, ChatStream, fail
 from . import ollama, wire
 from .assemble import CompletionAssembler
@@ -45,14 +53,6 @@ _RECORDED = ("/chat/completions", "/completions")
 _ENGINE_FAILED = (OSError, wire.WireError)
 _OLLAMA_ANSWERED = {("GET", "tags"), ("POST", "show"), ("GET", "ps"), ("GET", "version"), ("HEAD", "version")}
 """Ollama's routes the proxy answers itself for an engine without them (what clients ask before they chat)."""
-
-
-class _StreamReader(Protocol):
-    """What reads an engine's stream into a record: :class:`ChatStream` (SSE) or :class:`OllamaStream` (NDJSON)."""
-
-    def feed(self, line: str, now: float) -> bool: ...
-
-    def finish(self) -> None: ...
 
 
 def serve(router: Router) -> ProxyServer:
@@ -90,6 +90,7 @@ class _Handler(ClientHandler):
         payload = _json_object(body) if recorded else None
         if native is not None and self._ollama_answered(native, target, path, recorder, payload):
             return
+        completion_route = _completion_route(native)
         if payload is None:
             recorder.passed(f"{method} {_after_prefix(target)}")
             self._plain(path, body)
@@ -97,8 +98,8 @@ class _Handler(ClientHandler):
         record = RequestRecord(label=headers.get(LABEL_HEADER) or DEFAULT_LABEL, t_send=arrived)
         recorder.begin(record)
         try:
-            if native in ("chat", "generate"):
-                answer_end = self._native("chat" if native == "chat" else "generate", path, payload, record)
+            if completion_route is not None:
+                answer_end = self._native(completion_route, path, payload, record)
             else:
                 answer_end = self._completion(path, payload, record, chat=endpoint.endswith("/chat/completions"))
         finally:
@@ -292,35 +293,35 @@ class _Handler(ClientHandler):
         """Answer, unrecorded, what Ollama's API asks that is not a completion: a request that only loads or
         unloads the model (passed to an Ollama engine; any other is always loaded), and, for an engine without
         Ollama's API, what clients ask before they chat. False: not answered here."""
-        key = (self.command, route)
-        completion = route in ("chat", "generate") and payload is not None
-        if not completion and key not in _OLLAMA_ANSWERED:
+        completion = _completion_route(route) if payload is not None else None
+        if completion is None and (self.command, route) not in _OLLAMA_ANSWERED:
             return False
-        if completion and not ollama.is_load_request(route, payload or {}):  # type: ignore[arg-type]
+        if completion is not None and not ollama.is_load_request(completion, payload or {}):
             return False
         try:
-            speaks_ollama = self.router.speaks_ollama()
+            speaks_ollama = self.router.engine_kind() == "ollama"
         except _ENGINE_FAILED as exc:
             self._drop_engine()
-            self._reply_error(502, f"the engine did not answer: {type(exc).__name__}: {exc}")
+            self._reply(502, "application/json", json.dumps({"error": f"the engine did not answer: {exc}"}).encode())
             return True
-        if speaks_ollama and not completion:
+        if speaks_ollama and completion is None:
             return False
         recorder.passed(f"{self.command} {_after_prefix(target)}")
         name = self.router.model or str((payload or {}).get("model") or (payload or {}).get("name") or "")
         if speaks_ollama:  # a load or unload: the engine's to do, of the model it serves
             self._plain(path, json.dumps({**(payload or {}), "model": name}).encode())
             return True
-        if completion:
-            unload = (payload or {}).get("keep_alive") in (0, "0", "0s")
+        if completion is not None:
+            unload = ollama.keep_alive_s((payload or {}).get("keep_alive")) == 0
             self._reply(200, "application/json; charset=utf-8",
-                        json.dumps(ollama.load_answer(route, name, unload)).encode())  # type: ignore[arg-type]
+                        json.dumps(ollama.load_answer(completion, name, unload=unload)).encode())
             return True
         if route == "version":
             self._reply(200, "application/json; charset=utf-8", json.dumps({"version": ollama.API_VERSION}).encode())
             return True
+        base = path[:path.rindex("/api/")]  # the upstream's own base path, beside which /v1 is
         try:
-            listed = ollama.engine_model(self._engine_json("/v1/models"))
+            listed = ollama.engine_model(self._engine_json(base + "/v1/models"))
             name = name or str(listed.get("id") or "")
             answer: Any
             if route == "tags":
@@ -328,7 +329,11 @@ class _Handler(ClientHandler):
             elif route == "show":
                 answer = ollama.show_answer(name, listed)
             else:
-                answer = ollama.ps_answer(name, listed, self._engine_json("/props"))
+                try:  # llama-server's; another OpenAI server has none: the context is left out
+                    props = self._engine_json(base + "/props")
+                except ValueError:
+                    props = None
+                answer = ollama.ps_answer(name, listed, props)
         except (ValueError, *_ENGINE_FAILED) as exc:
             self._drop_engine()
             self._reply(502, "application/json", json.dumps({"error": f"the engine did not answer: {exc}"}).encode())
@@ -352,18 +357,19 @@ class _Handler(ClientHandler):
         record.client_options = ollama.client_options(payload)
         client_streams = payload.get("stream") is not False  # Ollama streams unless told not to
         try:
-            native = self.router.speaks_ollama()
+            kind = self.router.engine_kind()
         except _ENGINE_FAILED as exc:
             self._drop_engine()
             message = str(fail(record, RequestRefused(f"{record.label}: the engine did not answer: "
                                                       f"{type(exc).__name__}: {exc}")))
             return partial(self._reply, 502, "application/json", json.dumps({"error": message}).encode())
         model = self.router.model or str(payload.get("model") or "")
+        native = kind == "ollama"
         if native:
             request, engine_path = payload, path
             request["model"], request["stream"] = model, True
         else:
-            openai_path, request = ollama.openai_request(route, payload)
+            openai_path, request = ollama.openai_request(route, payload, llama_server=kind == "llama-server")
             request["stream"] = True
             self.router.prepare(request, chat=True)
             engine_path = path[:path.rindex("/api/")] + "/v1" + openai_path
@@ -406,7 +412,13 @@ class _Handler(ClientHandler):
             else OllamaStream(record, on_chunk=relay.saw if relay is not None else sink))
         error, complete = self._read_stream(answer, stream, relay)
         if translation is not None and complete:
-            sink(translation.final(time.monotonic()) if error is None else {"error": _in_stream_error(error)})
+            if error is None:
+                try:
+                    sink(translation.final(time.monotonic()))
+                except ValueError as exc:  # tool call arguments that are not JSON: Ollama fails the request
+                    error = fail(record, ProtocolError(f"{record.label}: {exc}"))
+            if error is not None:
+                sink({"error": _in_stream_error(error)})
         if relay is not None:
             if complete:
                 return relay.end
@@ -416,6 +428,11 @@ class _Handler(ClientHandler):
             return partial(self._reply, 500, "application/json; charset=utf-8",
                            json.dumps({"error": _in_stream_error(error)}).encode())
         return partial(self._reply, 200, "application/json; charset=utf-8", json.dumps(whole.whole()).encode())
+
+
+def _completion_route(route: str | None) -> ollama.OllamaRoute | None:
+    """Ollama's completion routes by name (``chat``, ``generate``); None for any other."""
+    return "chat" if route == "chat" else "generate" if route == "generate" else None
 
 
 def _after_prefix(target: str) -> str:

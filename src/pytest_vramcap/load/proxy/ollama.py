@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 __all__ = ["API_VERSION", "DEFAULT_OPTIONS", "FOREVER", "RUNNER_OPTIONS", "NativeAnswer", "OllamaRoute",
-           "Translation", "client_options", "engine_model", "is_load_request", "load_answer", "model_entry",
+           "Translation", "client_options", "engine_model", "is_load_request", "keep_alive_s", "load_answer",
+           "model_entry",
            "openai_request", "ps_answer", "show_answer"]
 
 OllamaRoute = Literal["chat", "generate"]
@@ -64,9 +66,33 @@ def _as_object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+_OPENAI_FIELDS = frozenset({"temperature", "top_p", "stop", "seed", "frequency_penalty", "presence_penalty"})
+
+
 def now_iso() -> str:
     """``created_at`` as Go writes a UTC time.Time (RFC 3339 with fractional seconds)."""
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+_DURATION = re.compile(r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:ns|us|\u00b5s|\u03bcs|ms|s|m|h))+|[-+]?0")
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_UNIT_S = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def keep_alive_s(value: Any) -> float | None:
+    """A ``keep_alive`` in seconds as Ollama reads it (api/types.go Duration.UnmarshalJSON: a number is seconds, a
+    string goes to Go's time.ParseDuration: ``"5m"``, ``"1h30m"``, one optional sign, no spaces); below 0 is
+    forever (``inf``); None where Ollama refuses it."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and _DURATION.fullmatch(value):
+        seconds = sum(float(number) * _UNIT_S[unit] for number, unit in _DURATION_PART.findall(value))
+        seconds = -seconds if value.startswith("-") else seconds
+    else:
+        return None
+    return float("inf") if seconds < 0 else seconds
 
 
 def is_load_request(route: OllamaRoute, body: Mapping[str, Any]) -> bool:
@@ -83,13 +109,16 @@ def client_options(body: Mapping[str, Any]) -> dict[str, Any]:
     return asked
 
 
-def openai_request(route: OllamaRoute, body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+def openai_request(route: OllamaRoute, body: Mapping[str, Any], *,
+                   llama_server: bool = True) -> tuple[str, dict[str, Any]]:
     """The OpenAI endpoint (``/chat/completions`` or ``/completions``) and body for a native request, as
-    ``llamaServerChatRequest`` builds it: api.DefaultOptions under the client's options."""
-    options = {**DEFAULT_OPTIONS, **_as_object(body.get("options"))}
+    ``llamaServerChatRequest`` builds it for llama-server: api.DefaultOptions under the client's options. Another
+    OpenAI server gets only the options the client set that OpenAI's API has (a strict one refuses the others)."""
+    asked = _as_object(body.get("options"))
+    options = {**DEFAULT_OPTIONS, **asked} if llama_server else asked
     request: dict[str, Any] = {}  # cache_prompt (Ollama: always on) is left to the proxy's request defaults
     for option, field in _SAMPLING.items():
-        if options.get(option) is not None:
+        if options.get(option) is not None and (llama_server or field in _OPENAI_FIELDS):
             request[field] = options[option]
     if isinstance(options.get("num_predict"), int) and options["num_predict"] >= 0:
         request["max_tokens"] = options["num_predict"]
@@ -109,7 +138,8 @@ def openai_request(route: OllamaRoute, body: Mapping[str, Any]) -> tuple[str, di
     think = body.get("think")
     if think is not None:  # llamaServerChatTemplateKwargs: a level ("high") also means thinking on
         request["chat_template_kwargs"] = {"enable_thinking": bool(think),
-                                           **({"reasoning_effort": think} if isinstance(think, str) else {})}
+                                           **({"reasoning_effort": think} if isinstance(think, str) and think
+                                              else {})}
     response_format = _response_format(body.get("format"))
     if response_format is not None:
         request["response_format"] = response_format
@@ -139,6 +169,7 @@ def _openai_message(message: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _openai_tool_call(call: Mapping[str, Any]) -> dict[str, Any]:
+    """llamaServerChatToolCalls: Ollama's tool call (arguments an object) as OpenAI's (arguments JSON text)."""
     function = _as_object(call.get("function"))
     arguments = function.get("arguments", {})
     return {**({"id": call["id"]} if call.get("id") else {}), "index": function.get("index", 0), "type": "function",
@@ -204,7 +235,7 @@ class Translation:
         return objects
 
     def final(self, now: float) -> dict[str, Any]:
-        """The ``done`` object that ends the answer."""
+        """The ``done`` object that ends the answer (a ValueError for tool calls that are not Ollama's)."""
         final = self._object("", "", done=True)
         final["done_reason"] = "length" if self._finish == "length" else "stop"
         timings, usage = self._timings, self._usage
@@ -231,7 +262,8 @@ class Translation:
     def _add_call(self, call: Any) -> None:
         if not isinstance(call, dict):
             return
-        slot = self._calls.setdefault(int(call.get("index") or 0), {"id": "", "name": "", "arguments": ""})
+        index = call.get("index")
+        slot = self._calls.setdefault(index if isinstance(index, int) else 0, {"id": "", "name": "", "arguments": ""})
         function = _as_object(call.get("function"))
         for key, value in (("id", call.get("id")), ("name", function.get("name")),
                            ("arguments", function.get("arguments"))):
@@ -239,14 +271,18 @@ class Translation:
                 slot[key] += value
 
     def _tool_calls(self) -> list[dict[str, Any]]:
-        """accumulatedToolCalls: in index order, arguments parsed into an object."""
+        """accumulatedToolCalls: in index order, arguments parsed into an object; a ValueError where they are not
+        one (Ollama fails the request: "llama-server returned invalid tool call arguments")."""
         calls = []
         for index in sorted(self._calls):
             call = self._calls[index]
             try:
                 arguments = json.loads(call["arguments"]) if call["arguments"].strip() else {}
             except ValueError:
-                arguments = call["arguments"]  # Ollama fails the request here; the client sees what was sent
+                arguments = None
+            if not isinstance(arguments, dict):
+                raise ValueError(f"the engine returned invalid tool call arguments for {call['name']!r}: "
+                                 f"{call['arguments'][:200]!r}")
             calls.append({**({"id": call["id"]} if call["id"] else {}),
                           "function": {"index": index, "name": call["name"], "arguments": arguments}})
         return calls
@@ -270,6 +306,7 @@ class NativeAnswer:
         self._calls: list[Any] = []
 
     def add(self, answer: Mapping[str, Any]) -> None:
+        """One object of the stream, in order."""
         self._last = dict(answer)
         part = answer.get("message") if self._route == "chat" else answer
         if not isinstance(part, dict):
@@ -283,6 +320,7 @@ class NativeAnswer:
             self._calls += part["tool_calls"]
 
     def whole(self) -> dict[str, Any]:
+        """The answer as one object: the last one's fields, the text, thinking and tool calls of all."""
         answer = dict(self._last)
         thinking = "".join(self._thinking)
         if self._route == "chat":
@@ -300,7 +338,7 @@ class NativeAnswer:
         return answer
 
 
-def load_answer(route: OllamaRoute, model: str, unload: bool) -> dict[str, Any]:
+def load_answer(route: OllamaRoute, model: str, *, unload: bool) -> dict[str, Any]:
     """What Ollama answers a request that only loads (or, with keep_alive 0, unloads) the model: the proxy's
     answer on an engine that is always loaded."""
     done_reason = "unload" if unload else "load"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from ...engines.honoured import EngineKind
 from ..measure.record import RequestRecord
 from .wire import EngineConnection
 
@@ -53,8 +54,9 @@ class Router(Protocol):
         """The model every request is sent to (None: the one the client named)."""
         ...
 
-    def speaks_ollama(self) -> bool:
-        """Whether the engine serves Ollama's native API itself (else the proxy translates it)."""
+    def engine_kind(self) -> EngineKind:
+        """What the engine is: Ollama serves its native API itself (else the proxy translates it); what each kind
+        reads of a request is in :mod:`pytest_vramcap.engines.honoured`."""
         ...
 
     def route(self, target: str) -> tuple[Recorder | None, str]:
