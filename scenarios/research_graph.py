@@ -8,7 +8,9 @@ limit (parallel). Needs the ``graph`` extra: ``pip install 'pytest-vramcap[graph
 
 Two things make the wall times comparable, as vramcap's own scenarios do: fixed
 output lengths (``max_tokens`` with ``ignore_eos``, a llama-server field that Ollama
-ignores), temperature 0 and a seed. The ``X-Vramcap-Label`` header names each
+ignores), temperature 0 and a seed. ``max_tokens`` goes in ``extra_body`` too:
+langchain-openai sends ``max_tokens=`` as ``max_completion_tokens``, which Ollama's ``/v1``
+drops (the ``output_budget`` verdict says so), so on Ollama only the copy keeps the lengths. The ``X-Vramcap-Label`` header names each
 agent in the report and in Locust's tables; it is not sent on to the engine.
 """
 
@@ -39,7 +41,7 @@ class Angle(TypedDict):
 def build(base_url: str) -> Any:
     def agent(label: str, max_tokens: int) -> ChatOpenAI:
         return ChatOpenAI(base_url=base_url, api_key="unused", model="local", temperature=0, seed=42,
-                          max_tokens=max_tokens, extra_body={"ignore_eos": True},
+                          max_tokens=max_tokens, extra_body={"ignore_eos": True, "max_tokens": max_tokens},
                           default_headers={"X-Vramcap-Label": label})
 
     researcher, synthesizer = agent("research", 320), agent("synthesis", 16)

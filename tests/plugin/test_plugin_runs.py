@@ -30,8 +30,8 @@ def test_passing_run_writes_the_report(pytester: pytest.Pytester, run) -> None: 
     scenario = data["scenarios"][0]
     assert scenario["name"] == "pair" and scenario["speedup"] > 0
     assert {v["name"]: v["outcome"] for v in scenario["verdicts"]} == {
-        "oom": "pass", "cpu_offload": "n/a", "served_as_planned": "n/a", "client_options": "n/a", "slots": "pass",
-        "parallel_speedup": "n/a"}
+        "oom": "pass", "cpu_offload": "n/a", "served_as_planned": "n/a", "client_options": "n/a",
+        "output_budget": "n/a", "slots": "pass", "parallel_speedup": "n/a"}
     assert len(scenario["parallel"]["requests"]) == 3
     assert all(r["n_out"] in (24, 8) for r in scenario["parallel"]["requests"])
     assert data["engine"]["exit_code"] is not None  # stopped at the end of the run

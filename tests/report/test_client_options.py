@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from pytest_vramcap.load.measure.record import RequestRecord
+from pytest_vramcap.load.proxy.ollama import keep_alive_s
 from pytest_vramcap.model import spec_from_shape
 from pytest_vramcap.planner import PlanRequest, make_plan, resolve_profile
 from pytest_vramcap.planner.memory import estimate_memory
 from pytest_vramcap.planner.plan import fits_budget
-from pytest_vramcap.load.proxy.ollama import keep_alive_s
 from pytest_vramcap.report.client_options import client_options_verdict
 from tests.factories import record
 

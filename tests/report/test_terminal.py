@@ -28,10 +28,11 @@ def test_a_completed_and_a_never_started_scenario() -> None:
         verdict("oom", "fail"), verdict("cpu_offload", "n/a")])
     lines = summary_table([ran, never]).splitlines()
     assert lines[0].split() == ["scenario", "seq", "s", "par", "s", "speedup", "min", "oom", "offload", "options",
-                                "slots", "speedup", "slo", "result"]
-    assert lines[2].split() == ["code-docs-critic", "3.24", "2.51", "1.29x", "1.20x", "pass", "n/a", "fail", "pass",
-                                "pass", "fail", "FAILED"]
-    assert lines[3].split() == ["long-context-pair", "-", "-", "-", "-", "fail", "n/a", "-", "-", "-", "-", "FAILED"]
+                                "budget", "slots", "speedup", "slo", "result"]
+    assert lines[2].split() == ["code-docs-critic", "3.24", "2.51", "1.29x", "1.20x", "pass", "n/a", "fail", "-",
+                                "pass", "pass", "fail", "FAILED"]
+    assert lines[3].split() == ["long-context-pair", "-", "-", "-", "-", "fail", "n/a", "-", "-", "-", "-", "-",
+                                "FAILED"]
 
 
 def test_results_travel_as_json_and_come_back_typed() -> None:

@@ -20,9 +20,11 @@ is not judged.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["OUTPUT_LIMIT_FIELDS", "EngineKind", "Route", "dropped_fields", "output_limit"]
+__all__ = ["OUTPUT_LIMIT_FIELDS", "Audit", "EngineKind", "Route", "audit", "dropped_fields", "output_limit",
+           "would_drop"]
 
 EngineKind = Literal["llama-server", "ollama", "openai"]
 """What the proxy found behind it: ``openai`` is any other OpenAI-compatible server (not judged)."""
@@ -108,3 +110,39 @@ def output_limit(route: Route, body: Mapping[str, Any]) -> tuple[str, int] | Non
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return field, value
     return None
+
+
+@dataclass(frozen=True)
+class Audit:
+    """What one request asked of its engine, read as it went by: the fields it carried, the output limit it asked
+    for, and what its engine dropped of them."""
+
+    engine: EngineKind
+    route: Route
+    fields: tuple[str, ...]
+    """The request body's top-level fields (and ``options.X`` for Ollama's native options)."""
+    limit: tuple[str, int] | None
+    """(field, tokens) of the output limit it asked for; None: none."""
+    dropped: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"engine": self.engine, "route": self.route,
+                "output_limit": None if self.limit is None else {"field": self.limit[0], "tokens": self.limit[1]},
+                "dropped_fields": list(self.dropped)}
+
+
+def audit(engine: EngineKind, route: Route, body: Mapping[str, Any]) -> Audit:
+    """``body`` (as the client sent it, before the proxy adds its own fields) on its way to ``engine``."""
+    options = body.get("options")
+    fields = tuple(body) + (tuple(f"options.{option}" for option in options) if isinstance(options, dict) else ())
+    return Audit(engine, route, fields, output_limit(route, body), dropped_fields(engine, route, body))
+
+
+def would_drop(engine: EngineKind, route: Route, fields: tuple[str, ...]) -> tuple[str, ...]:
+    """The fields of an audited request that ``engine`` would drop on the same route (what another engine would
+    make of the app's requests)."""
+    body: dict[str, Any] = {field: None for field in fields if not field.startswith("options.")}
+    options = {field.removeprefix("options."): None for field in fields if field.startswith("options.")}
+    if options:
+        body["options"] = options
+    return dropped_fields(engine, route, body)

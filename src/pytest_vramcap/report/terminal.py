@@ -10,8 +10,8 @@ from .schema import ScenarioResult
 
 __all__ = ["summary_table"]
 
-_HEADERS = ("scenario", "seq s", "par s", "speedup", "min", "oom", "offload", "options", "slots", "speedup", "slo",
-            "result")
+_HEADERS = ("scenario", "seq s", "par s", "speedup", "min", "oom", "offload", "options", "budget", "slots", "speedup",
+            "slo", "result")
 
 
 def _seconds(value: float | None) -> str:
@@ -36,6 +36,7 @@ def summary_table(results: Sequence[ScenarioResult], tablefmt: str = "simple") -
             result.outcome("oom"),
             result.outcome("cpu_offload"),
             result.outcome("client_options"),
+            result.outcome("output_budget"),
             result.outcome("slots"),
             result.outcome("parallel_speedup"),
             "fail" if any(v.failed for v in slos) else ("pass" if slos else "-"),

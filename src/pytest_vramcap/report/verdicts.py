@@ -9,6 +9,8 @@
                        mid-run (Ollama's /api/ps); n/a for llama-server, which runs the plan's flags.
 * ``client_options``   the Ollama options and keep_alive of the app's own requests match the plan
                        (report/client_options.py); n/a when no request carried any.
+* ``output_budget``    every request of a graph stopped at the output limit it asked for (a field its engine
+                       drops leaves it unbounded: report/output_budget.py); n/a for the YAML runner.
 * ``slots``            the server has a slot for every agent of the widest step: decided
                        by the plan, not by a clock (n/a for a graph that made no recorded request).
 * ``parallel_speedup`` the median over interleaved rounds of sequential wall time /
@@ -32,6 +34,7 @@ from ..errors import EngineError, EngineStartError, GraphError
 from ..load.run.rounds import ScenarioRun
 from ..parsers import LOAD_SLO_FLOORS
 from .client_options import client_options_verdict
+from .output_budget import output_budget_verdict
 from .verdict import FAIL, NA, PASS, Verdict
 
 if TYPE_CHECKING:
@@ -213,7 +216,7 @@ def scenario_verdicts(plan: Plan, engine: EngineEvidence, run: ScenarioRun, mini
     errors = run.sequential.errors + run.parallel.errors
     passes = [mode_pass.records for mode in (run.sequential, run.parallel) for mode_pass in mode.passes]
     return [oom_verdict(plan, engine, errors), offload_verdict(engine, Placement.planned(plan.memory)),
-            served_verdict(plan, engine), client_options_verdict(plan, passes),
+            served_verdict(plan, engine), client_options_verdict(plan, passes), output_budget_verdict(passes),
             slots_verdict(plan.config.parallel, run), speedup_verdict(run, minimum), *slo_verdicts(run, slos)]
 
 

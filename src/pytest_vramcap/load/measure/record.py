@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...engines.honoured import Audit
 from ...errors import EngineError, ServerUnreachable
 from ...types import FailureKind
 
@@ -45,6 +46,8 @@ class RequestRecord:
     """llama-server's ``timings`` of the answer, as it sent them."""
     engine_metrics: dict[str, int] | None = None
     """Ollama's api.Metrics of a native answer (``load_duration``, ``eval_count``... in nanoseconds and tokens)."""
+    audit: Audit | None = None
+    """What the request asked of its engine and what the engine drops of it (the recording proxy's requests)."""
     client_options: dict[str, Any] | None = None
     """What a native Ollama request asked of the engine beyond its prompt: its ``options`` and ``keep_alive``
     (the ``client_options`` verdict compares them with the plan); None for an OpenAI request."""
@@ -89,7 +92,7 @@ class RequestRecord:
             "n_out_source": self.n_out_source, "prompt_tokens": self.prompt_tokens,
             "finish_reason": self.finish_reason, "error": self.error, "error_kind": self.error_kind,
             "server_timings": self.server_timings, "engine_metrics": self.engine_metrics,
-            "client_options": self.client_options,
+            "client_options": self.client_options, "audit": self.audit.to_dict() if self.audit is not None else None,
         }
 
 

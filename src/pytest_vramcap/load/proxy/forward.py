@@ -22,6 +22,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from ...engines.honoured import Route, audit
 from ..measure.ollama_stream import OllamaStream
 from ..measure.record import (
     HTTPStatusError,
@@ -96,16 +97,28 @@ class _Handler(ClientHandler):
             self._plain(path, body)
             return
         record = RequestRecord(label=headers.get(LABEL_HEADER) or DEFAULT_LABEL, t_send=arrived)
+        chat = endpoint.endswith("/chat/completions")
+        route: Route = ("api/chat" if completion_route == "chat" else "api/generate" if completion_route
+                        else "chat/completions" if chat else "completions")
+        self._audit(record, route, payload)
         recorder.begin(record)
         try:
             if completion_route is not None:
                 answer_end = self._native(completion_route, path, payload, record)
             else:
-                answer_end = self._completion(path, payload, record, chat=endpoint.endswith("/chat/completions"))
+                answer_end = self._completion(path, payload, record, chat=chat)
         finally:
             recorder.end(record)
         # Only now the client gets the end of its answer: a graph that returns has every request in the records.
         answer_end()
+
+    def _audit(self, record: RequestRecord, route: Route, payload: dict[str, Any]) -> None:
+        """What the request asks of its engine, before the proxy adds its own fields (an engine whose kind could
+        not be asked is left unaudited: its request fails on its own)."""
+        try:
+            record.audit = audit(self.router.engine_kind(), route, payload)
+        except _ENGINE_FAILED:
+            self._drop_engine()
 
     # ------------------------------------------------------------------ the engine
 
