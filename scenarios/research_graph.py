@@ -10,7 +10,8 @@ Two things make the wall times comparable, as vramcap's own scenarios do: fixed
 output lengths (``max_tokens`` with ``ignore_eos``, a llama-server field that Ollama
 ignores), temperature 0 and a seed. ``max_tokens`` goes in ``extra_body`` too:
 langchain-openai sends ``max_tokens=`` as ``max_completion_tokens``, which Ollama's ``/v1``
-drops (the ``output_budget`` verdict says so), so on Ollama only the copy keeps the lengths. The ``X-Vramcap-Label`` header names each
+drops (the ``output_budget`` verdict says so), so on Ollama only the copy bounds the
+lengths (there ``ignore_eos`` is dropped: an answer may still end early). The ``X-Vramcap-Label`` header names each
 agent in the report and in Locust's tables; it is not sent on to the engine.
 """
 

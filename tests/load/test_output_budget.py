@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vramcap.engines.honoured import audit, dropped_fields, output_limit
+from pytest_vramcap.engines.honoured import audit, dropped_fields, output_limit, would_drop
 from pytest_vramcap.engines.llamacpp import EngineOptions, LlamaServer
 from pytest_vramcap.engines.ollama import OllamaServer
 from pytest_vramcap.load.measure.record import RequestRecord
@@ -124,16 +124,29 @@ def test_no_request_through_the_proxy_is_not_applicable() -> None:
     assert output_budget_verdict([[record("a", 0.1, 1.0)]]).outcome == "n/a"
 
 
-@pytest.mark.parametrize("route, body, limit", [
-    ("chat/completions", {"max_tokens": 8, "max_completion_tokens": 9}, ("max_tokens", 8)),
-    ("completions", {"n_predict": 5}, ("n_predict", 5)),
-    ("chat/completions", {"max_tokens": -1}, None),
-    ("api/chat", {"options": {"num_predict": 64}}, ("num_predict", 64)),
-    ("api/generate", {"options": {"num_predict": -1}}, None),
+@pytest.mark.parametrize("engine, route, body, limit", [
+    ("llama-server", "chat/completions", {"max_tokens": 16, "max_completion_tokens": 64},
+     ("max_completion_tokens", 64)),  # n_predict, then its aliases in server-schema.cpp's order
+    ("ollama", "chat/completions", {"max_tokens": 16, "max_completion_tokens": 64}, ("max_tokens", 16)),
+    ("ollama", "chat/completions", {"max_completion_tokens": 64, "n_predict": 32}, ("n_predict", 32)),  # none read
+    ("llama-server", "completions", {"n_predict": 5}, ("n_predict", 5)),
+    ("openai", "chat/completions", {"max_tokens": -1}, None),
+    ("ollama", "api/chat", {"options": {"num_predict": 64}}, ("num_predict", 64)),
+    ("llama-server", "api/generate", {"options": {"num_predict": -1}}, None),
 ])
-def test_the_output_limit_a_request_asked_for(route: str, body: dict[str, object],
-                                              limit: tuple[str, int] | None) -> None:
-    assert output_limit(route, body) == limit  # type: ignore[arg-type]
+def test_the_output_limit_is_the_one_the_engine_uses(engine: str, route: str, body: dict[str, object],
+                                                     limit: tuple[str, int] | None) -> None:
+    assert output_limit(route, body, engine) == limit  # type: ignore[arg-type]
+
+
+def test_the_engine_going_past_a_limit_it_reads_is_named_and_a_limit_of_0_may_make_one_token() -> None:
+    both = counted(40, {"max_tokens": 16, "max_completion_tokens": 64}, engine="llama-server")
+    assert output_budget_verdict([[both]]).outcome == "pass"  # llama-server used the 64
+    zero = counted(1, {"max_tokens": 0}, engine="llama-server")
+    assert output_budget_verdict([[zero]]).outcome == "pass"  # it checks the budget after a token
+    past = counted(80, {"max_tokens": 16}, engine="llama-server")
+    verdict = output_budget_verdict([[past]])
+    assert verdict.outcome == "fail" and "llama-server reads max_tokens" in verdict.evidence[0]
 
 
 def test_what_each_engine_drops() -> None:
@@ -144,3 +157,5 @@ def test_what_each_engine_drops() -> None:
     native = {"model": "m", "messages": [], "options": {"num_predict": 3, "mirostat": 1}, "truncate": False}
     assert dropped_fields("ollama", "api/chat", native) == ("options.mirostat",)
     assert dropped_fields("llama-server", "api/chat", native) == ("truncate", "options.mirostat")
+    assert dropped_fields("llama-server", "chat/completions", {"thinking_budget_tokens": 64}) == ()
+    assert would_drop("ollama", "api/chat", ("model", "options.mirostat", "options.num_ctx")) == ("options.mirostat",)

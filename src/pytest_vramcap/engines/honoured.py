@@ -47,10 +47,11 @@ response_fields return_progress return_tokens samplers seed sse_ping_interval st
 t_max_predict_ms t_max_prompt_ms temperature timings_per_token top_k top_n_sigma top_p typical_p verbose
 xtc_probability xtc_threshold
 model messages prompt tools tool_choice parallel_tool_calls response_format chat_template_kwargs reasoning_effort
-add_generation_prompt top_logprobs id_slot
+add_generation_prompt top_logprobs id_slot thinking_budget_tokens
 """)
 """server-schema.cpp's fields and aliases, the chat fields of oaicompat_chat_params_parse, ``model``, and
-``id_slot`` (server-context.cpp reads it to pin a slot)."""
+``id_slot`` (server-context.cpp reads it to pin a slot); ``thinking_budget_tokens``, an older name
+oaicompat_chat_params_parse still reads."""
 
 _OLLAMA_V1 = {
     "chat/completions": _fields("""model messages stream stream_options max_tokens seed stop temperature
@@ -73,10 +74,14 @@ _TRANSLATED = {
 _OLLAMA_OPTIONS = _fields("""num_keep seed num_predict top_k top_p min_p typical_p repeat_last_n temperature
     repeat_penalty presence_penalty frequency_penalty stop num_ctx num_batch num_gpu main_gpu use_mmap num_thread
     draft_num_predict""")
-"""api.Options and api.Runner (an unknown option is an error on Ollama, not dropped: listed for completeness)."""
+"""api.Options and api.Runner (Options.FromMap logs an unknown option and skips it: dropped)."""
 
 OUTPUT_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens", "n_predict")
 """Where an OpenAI-style request says how many tokens it wants at most (Ollama's native: ``options.num_predict``)."""
+_LIMIT_READ = {"llama-server": ("n_predict", "max_completion_tokens", "max_tokens"), "ollama": ("max_tokens",),
+               "openai": ("max_tokens", "max_completion_tokens")}
+"""The output limit fields each engine reads, the one it uses first: llama-server's n_predict wins over its aliases
+in the order server-schema.cpp adds them; Ollama's /v1 reads max_tokens only."""
 
 
 def dropped_fields(engine: EngineKind, route: Route, body: Mapping[str, Any]) -> tuple[str, ...]:
@@ -97,19 +102,22 @@ def dropped_fields(engine: EngineKind, route: Route, body: Mapping[str, Any]) ->
     return tuple(dropped)
 
 
-def output_limit(route: Route, body: Mapping[str, Any]) -> tuple[str, int] | None:
-    """The output limit a request asked for, as (field, tokens): Ollama's ``options.num_predict`` for its native
-    API, else the first of :data:`OUTPUT_LIMIT_FIELDS` present; None when it set none (or a negative one:
-    "until the model stops")."""
+def output_limit(route: Route, body: Mapping[str, Any], engine: EngineKind = "openai") -> tuple[str, int] | None:
+    """The output limit a request asked of ``engine``, as (field, tokens): Ollama's ``options.num_predict`` for its
+    native API; else the field the engine uses, or, where it reads none of those sent, the smallest limit sent (a
+    dropped one); None when the request set none (or a negative one: "until the model stops")."""
     if route in ("api/chat", "api/generate"):
         options = body.get("options")
         candidates = [("num_predict", options.get("num_predict"))] if isinstance(options, dict) else []
     else:
         candidates = [(field, body.get(field)) for field in OUTPUT_LIMIT_FIELDS]
-    for field, value in candidates:
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return field, value
-    return None
+    asked = {field: value for field, value in candidates
+             if isinstance(value, int) and not isinstance(value, bool) and value >= 0}
+    if not asked:
+        return None
+    read = next((field for field in _LIMIT_READ[engine] if field in asked), None)
+    field = read if read is not None else min(asked, key=lambda name: asked[name])
+    return field, asked[field]
 
 
 @dataclass(frozen=True)
@@ -135,7 +143,7 @@ def audit(engine: EngineKind, route: Route, body: Mapping[str, Any]) -> Audit:
     """``body`` (as the client sent it, before the proxy adds its own fields) on its way to ``engine``."""
     options = body.get("options")
     fields = tuple(body) + (tuple(f"options.{option}" for option in options) if isinstance(options, dict) else ())
-    return Audit(engine, route, fields, output_limit(route, body), dropped_fields(engine, route, body))
+    return Audit(engine, route, fields, output_limit(route, body, engine), dropped_fields(engine, route, body))
 
 
 def would_drop(engine: EngineKind, route: Route, fields: tuple[str, ...]) -> tuple[str, ...]:

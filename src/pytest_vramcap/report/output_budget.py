@@ -45,8 +45,10 @@ def output_budget_verdict(passes: Iterable[Sequence[RequestRecord]]) -> Verdict:
     for index, record in audited:
         assert record.audit is not None
         limit = record.audit.limit
-        if limit is None or record.n_out_source != "usage" or record.n_out <= limit[1]:
-            continue  # counted tokens only: a chunk count may not be one token each
+        # counted tokens only (a chunk count may not be one token each); a limit of 0 still makes one token on
+        # llama-server, which checks the budget after a token (server-context.cpp)
+        if limit is None or record.n_out_source != "usage" or record.n_out <= max(limit[1], 1):
+            continue
         field, tokens = limit
         if (record.label, field) in seen:
             continue
@@ -77,5 +79,7 @@ def output_budget_verdict(passes: Iterable[Sequence[RequestRecord]]) -> Verdict:
     if over:
         return Verdict(name="output_budget", outcome=FAIL, evidence=shown,
                        summary=f"{over} agent(s) generated past the output limit they asked for")
+    judged = sum(1 for _, record in audited if record.audit is not None and record.audit.limit is not None
+                 and record.ok and record.n_out_source == "usage")
     return Verdict(name="output_budget", outcome=PASS, evidence=shown,
-                   summary=f"{len(audited)} request(s) stayed within the output limit they asked for")
+                   summary=f"{judged} request(s) with a limit and a token count stayed within it")

@@ -100,7 +100,7 @@ class _Handler(ClientHandler):
         chat = endpoint.endswith("/chat/completions")
         route: Route = ("api/chat" if completion_route == "chat" else "api/generate" if completion_route
                         else "chat/completions" if chat else "completions")
-        self._audit(record, route, payload)
+        asked = dict(payload)  # as the client sent it: the proxy adds fields of its own on the way
         recorder.begin(record)
         try:
             if completion_route is not None:
@@ -108,6 +108,7 @@ class _Handler(ClientHandler):
             else:
                 answer_end = self._completion(path, payload, record, chat=chat)
         finally:
+            self._audit(record, route, asked)  # after the answer's last byte was timed: a probe costs no latency
             recorder.end(record)
         # Only now the client gets the end of its answer: a graph that returns has every request in the records.
         answer_end()
@@ -118,7 +119,7 @@ class _Handler(ClientHandler):
         try:
             record.audit = audit(self.router.engine_kind(), route, payload)
         except _ENGINE_FAILED:
-            self._drop_engine()
+            pass
 
     # ------------------------------------------------------------------ the engine
 
