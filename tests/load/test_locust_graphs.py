@@ -42,6 +42,8 @@ def test_vramcap_load_runs_a_users_graph_and_reports_each_agent(tmp_path: Path) 
     result = load_three_graphs(tmp_path, graph_scenario(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "fan-out: 2 users" in result.stdout and "failures: none" in result.stdout
+    # every request of the graph audited through the proxy: llama-server reads its max_tokens
+    assert "[PASS] output_budget:" in result.stdout
     rows = stats(tmp_path / "l")
     graphs = int(rows[("GRAPH", "fan-out")]["Request Count"])
     assert graphs >= 3

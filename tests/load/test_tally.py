@@ -8,10 +8,12 @@ import random
 
 import pytest
 
+from pytest_vramcap.engines.honoured import audit
 from pytest_vramcap.load.measure.metrics import summarize
 from pytest_vramcap.load.measure.stream import RequestRecord
 from pytest_vramcap.load.results import Histogram, LoadStats, bucket
 from pytest_vramcap.locust.tally import RATE_WINDOW_S, LoadTally
+from pytest_vramcap.report.output_budget import budget_verdict
 
 
 def test_a_master_counts_what_each_worker_reported_once() -> None:
@@ -29,8 +31,35 @@ def test_a_master_counts_what_each_worker_reported_once() -> None:
     assert (master.output_tokens, master.requests, master.failed_requests, master.graphs, master.failed_graphs) == \
         (16, 3, 1, 2, 1)
     assert master.workers == {"w0", "w1"}
-    assert set(master.take_report().values()) == {0}  # a master does not forward what it merged
+    forwarded = master.take_report()  # a master does not forward what it merged
+    assert {value for name, value in forwarded.items() if name != "budget"} == {0}
+    assert forwarded["budget"]["audited"] == 0
     assert workers[0].output_tokens == 12  # a worker keeps its own totals after reporting
+
+
+def over_budget(label: str, n_out: int) -> RequestRecord:
+    """A request through the proxy to Ollama that asked max_completion_tokens 48 (which Ollama's /v1 drops)."""
+    made = RequestRecord(label=label, t_send=0.0, t_first=0.1, t_last=1.0, n_out=n_out, n_out_source="usage")
+    made.audit = audit("ollama", "chat/completions", {"model": "m", "messages": [], "max_completion_tokens": 48})
+    return made
+
+
+def test_the_output_budget_adds_up_across_workers_and_names_the_field() -> None:
+    workers = [LoadTally(started_at=0.0), LoadTally(started_at=0.0)]
+    master = LoadTally(started_at=0.0)
+    workers[0].add_audit(over_budget("research", 900))
+    workers[0].add_audit(over_budget("research", 40))
+    workers[1].add_audit(over_budget("synthesis", 700))
+    workers[1].add_audit(RequestRecord(label="yaml", t_send=0.0))  # not through the proxy: not counted
+    for name, worker in zip(("w0", "w1"), workers, strict=True):
+        master.merge(json.loads(json.dumps(worker.take_report())), worker=name)
+        assert worker.take_report()["budget"]["audited"] == 0  # reported once
+    budget = master.budget
+    assert (budget.audited, budget.judged, budget.over) == (3, 3, 2)
+    verdict = budget_verdict(budget)
+    assert verdict.outcome == "fail" and verdict.summary.startswith("2 request(s) generated past")
+    assert verdict.evidence[0].startswith("research: asked max_completion_tokens 48, generated 900")
+    assert "research: ollama dropped max_completion_tokens x2" in verdict.evidence
 
 
 def test_rates_cover_the_last_window_and_the_whole_run() -> None:

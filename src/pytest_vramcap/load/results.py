@@ -22,6 +22,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
@@ -141,6 +142,8 @@ class LoadResult(BaseModel):
     """Whole-graph completion times of the graphs that finished."""
     locust_failures: dict[str, int]
     """Locust's failure table: ``<kind>: <message>`` -> occurrences."""
+    output_budget: dict[str, Any] = {}
+    """The audited requests' limits and dropped fields (:class:`~.measure.budget.BudgetTally`'s ``to_dict``)."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -78,7 +78,8 @@ def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, dur
     failures = {str(error.error): error.occurrences for error in environment.stats.errors.values()}
     return LoadResult(scenario=scenario.name, users=users, duration_s=elapsed, summary=run.stats.summary(),
                       graph_s=run.stats.graph_times.distribution(), graphs=run.tally.graphs,
-                      failed_graphs=run.tally.failed_graphs, locust_failures=failures)
+                      failed_graphs=run.tally.failed_graphs, locust_failures=failures,
+                      output_budget=run.tally.budget.to_dict())
 
 
 class StepShape(LoadTestShape):

@@ -72,6 +72,7 @@ class VramcapRun:
     def request_ended(self, record: RequestRecord) -> None:
         """A request a user reported (finished or failed)."""
         self.tally.add_request(record.n_out, record.ok)
+        self.tally.add_audit(record)
         self.stats.add_request(record)
         if self.step is not None:
             self.step.add(record)

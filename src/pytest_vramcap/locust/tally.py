@@ -18,6 +18,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..load.measure.budget import BudgetTally
+from ..load.measure.record import RequestRecord
+
 __all__ = ["LoadTally"]
 
 RATE_WINDOW_S = 10.0
@@ -44,6 +47,9 @@ class LoadTally:
     """``time.monotonic()`` at test stop: the whole run's tokens/s ends there."""
     workers: set[str] = field(default_factory=set)
     """The workers whose reports were merged."""
+    budget: BudgetTally = field(default_factory=BudgetTally)
+    """The audited requests' output limits and dropped fields (a graph's requests through the proxy)."""
+    _unreported_budget: BudgetTally = field(default_factory=BudgetTally)
     _recent: deque[tuple[float, int]] = field(default_factory=deque)
     """(when counted, output tokens) of the last :data:`RATE_WINDOW_S` seconds."""
     _unreported: dict[str, int] = field(default_factory=_empty_report)
@@ -51,18 +57,28 @@ class LoadTally:
     def add_request(self, output_tokens: int, ok: bool, now: float | None = None) -> None:
         self._count({"output_tokens": output_tokens, "requests": 1, "failed_requests": 0 if ok else 1}, now)
 
+    def add_audit(self, record: RequestRecord) -> None:
+        """What an ended request asked of its engine and got (nothing for one the proxy did not audit)."""
+        if record.audit is not None:
+            self.budget.add(record)
+            self._unreported_budget.add(record)
+
     def add_graph(self, ok: bool) -> None:
         self._count({"graphs": 1, "failed_graphs": 0 if ok else 1}, None)
 
-    def take_report(self) -> dict[str, int]:
+    def take_report(self) -> dict[str, Any]:
         """What was counted since the last call, for a worker's report to the master (counts by name)."""
-        report, self._unreported = self._unreported, _empty_report()
+        report: dict[str, Any] = dict(self._unreported)
+        report["budget"], self._unreported, self._unreported_budget = (
+            self._unreported_budget.to_dict(), _empty_report(), BudgetTally())
         return report
 
     def merge(self, report: dict[str, Any], *, worker: str, now: float | None = None) -> None:
         """Add a worker's :meth:`take_report`."""
         self.workers.add(worker)
         self._count({name: int(report.get(name, 0)) for name in _COUNTS}, now, forward=False)
+        if isinstance(report.get("budget"), dict):
+            self.budget.merge(report["budget"])
 
     def rate(self, now: float | None = None) -> float:
         """Output tokens per second over the last :data:`RATE_WINDOW_S` seconds (counted as requests end)."""

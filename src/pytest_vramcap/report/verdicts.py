@@ -31,10 +31,11 @@ from ..engines.base import EngineEvidence
 from ..engines.judge import Placement, judge_spill
 from ..engines.logparse import mentions_oom
 from ..errors import EngineError, EngineStartError, GraphError
+from ..load.measure.budget import BudgetTally
 from ..load.run.rounds import ScenarioRun
 from ..parsers import LOAD_SLO_FLOORS
 from .client_options import client_options_verdict
-from .output_budget import output_budget_verdict
+from .output_budget import budget_verdict, output_budget_verdict
 from .verdict import FAIL, NA, PASS, Verdict
 
 if TYPE_CHECKING:
@@ -275,4 +276,7 @@ def load_verdicts(result: LoadResult, slos: Iterable[tuple[str, float]]) -> list
                                 summary=f"{value:.3f}, {'at least' if floor else 'at most'} {limit:g}",
                                 evidence=(f"{name} = {value:.4f} over n = {n} ({result.users} users, "
                                           f"{result.duration_s:.0f} s)",)))
+    budget = BudgetTally.from_dict(result.output_budget)
+    if budget.audited:  # a graph's requests, through the proxy: what the engine did with their limits
+        verdicts.append(budget_verdict(budget))
     return verdicts
