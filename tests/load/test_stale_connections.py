@@ -117,7 +117,8 @@ def test_the_gevent_client_sends_again_on_a_new_connection() -> None:
 
 def test_the_proxy_sends_again_on_a_new_engine_connection() -> None:
     body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
-    with closing_server() as (url, seen), RecordingProxy(url) as proxy, httpx.Client(timeout=10) as client:
+    with closing_server() as (url, seen), RecordingProxy(url, engine_kind="openai") as proxy, \
+            httpx.Client(timeout=10) as client:
         channel = proxy.channel()  # one client connection, kept alive: one engine connection, reused
         answers = [client.post(channel.base_url + "/chat/completions", json=body) for _ in range(3)]
     assert [answer.status_code for answer in answers] == [200, 200, 200]
@@ -128,7 +129,7 @@ def test_the_proxy_sends_again_on_a_new_engine_connection() -> None:
 
 def test_the_proxy_does_not_send_again_a_request_cut_after_the_status_line() -> None:
     body = {"messages": [{"role": "user", "content": "hi"}]}
-    with closing_server(cut_after_status=True) as (url, seen), RecordingProxy(url) as proxy:
+    with closing_server(cut_after_status=True) as (url, seen), RecordingProxy(url, engine_kind="openai") as proxy:
         channel = proxy.channel()
         answer = httpx.post(channel.base_url + "/chat/completions", json=body, timeout=10)
     assert answer.status_code == 502 and "the engine's stream was cut" in answer.json()["error"]["message"]

@@ -277,7 +277,9 @@ def test_bodiless_and_pipelined_answers_keep_the_connection() -> None:
                b"HTTP/1.1 304 Not Modified\r\n\r\n",
                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]"]
-    with raw_engine(answers) as (port, seen), RecordingProxy(f"http://127.0.0.1:{port}") as proxy:
+    # engine_kind given: the proxy does not ask the engine what it is (this one answers only what the test scripts)
+    with raw_engine(answers) as (port, seen), \
+            RecordingProxy(f"http://127.0.0.1:{port}", engine_kind="openai") as proxy:
         base = proxy.channel().base_url.split(str(proxy.port), 1)[1]
         client = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)  # one connection, kept alive
         for method, status in (("HEAD", 200), ("DELETE", 204), ("GET", 304)):

@@ -131,7 +131,8 @@ class RecordingProxy:
 
     def __init__(self, upstream: str | None, *, model: str | None = None,
                  request_defaults: Mapping[str, Any] | None = None, read_timeout_s: float = 300.0,
-                 idle_timeout_s: float = 120.0, name: str = "vramcap-proxy") -> None:
+                 idle_timeout_s: float = 120.0, name: str = "vramcap-proxy",
+                 engine_kind: EngineKind | None = None) -> None:
         self.upstream = _upstream(upstream) if upstream is not None else None
         self.generation = 0
         """Bumped by :meth:`retarget`: the handlers drop engine connections of an earlier one."""
@@ -144,8 +145,8 @@ class RecordingProxy:
         self._channels_lock = threading.Lock()  # users add and drop channels while handler threads look them up
         self._server: ProxyServer | None = None
         self._thread: threading.Thread | None = None
-        self._kind: tuple[int, EngineKind] | None = None
-        """(generation, what that engine is), once asked."""
+        self._kind: tuple[int, EngineKind] | None = (0, engine_kind) if engine_kind is not None else None
+        """(generation, what that engine is), once asked or given (then it is not asked)."""
         self._kind_lock = threading.Lock()
 
     @property
@@ -159,7 +160,8 @@ class RecordingProxy:
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name=self.name, daemon=True)
         self._thread.start()
-        self._probe_soon()
+        if self._kind is None:
+            self._probe_soon()
         return self
 
     def stop(self) -> None:
@@ -194,16 +196,18 @@ class RecordingProxy:
         with self._channels_lock:
             self._channels = {prefix: known for prefix, known in self._channels.items() if known is not channel}
 
-    def retarget(self, upstream: str | None, *, model: str | None = None,
-                 read_timeout_s: float | None = None) -> None:
+    def retarget(self, upstream: str | None, *, model: str | None = None, read_timeout_s: float | None = None,
+                 engine_kind: EngineKind | None = None) -> None:
         """Forward to ``upstream`` (None: to nothing) from the next request on; an exchange already under way
         finishes with the previous engine, and no kept-alive connection to it is used again."""
         self.upstream = _upstream(upstream) if upstream is not None else None
         self.generation += 1
+        with self._kind_lock:
+            self._kind = (self.generation, engine_kind) if engine_kind is not None else None
         self.model = model
         if read_timeout_s is not None:
             self.read_timeout_s = read_timeout_s
-        if self._server is not None:
+        if self._server is not None and engine_kind is None:
             self._probe_soon()
 
     def route(self, target: str) -> tuple[Channel | None, str]:
