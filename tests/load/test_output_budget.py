@@ -8,6 +8,7 @@ openai/openai.go: no Ollama can be installed here). The same module-level app pa
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from pytest_vramcap.report.output_budget import output_budget_verdict
 from pytest_vramcap.report.verdict import Verdict
 from tests.factories import record
 from tests.helpers import needs_llama_server
+from tests.load.test_seed_agents import ONE_THREAD
 from tests.ollama_double import launcher
 
 pytest.importorskip("langchain_openai", reason="the app needs the graph extra (dev installs it)")
@@ -75,7 +77,8 @@ def judged(run: ScenarioRun) -> Verdict:
 @needs_llama_server
 def test_a_module_level_chatopenai_keeps_its_limit_on_llama_server(tiny_model: Path, tmp_path: Path) -> None:
     with LlamaServer(ServerConfig(parallel=2, ctx_per_agent=256), tiny_model,
-                     EngineOptions(log_dir=tmp_path, startup_timeout_s=120)) as server:
+                     EngineOptions(log_dir=tmp_path, startup_timeout_s=120,
+                                   env={**os.environ, **ONE_THREAD})) as server:
         run = run_app(tmp_path, server.url)
     records = run.sequential.records + run.parallel.records
     assert len(records) == 4 and all(r.n_out <= 48 and r.audit is not None for r in records)
@@ -91,7 +94,7 @@ def test_the_same_app_runs_away_on_ollama_and_the_verdict_names_the_field(tiny_m
     server = OllamaServer(ServerConfig(parallel=2, ctx_per_agent=256), tiny_model, "tiny-vramcap",
                           fit_margin_mib=1024, binary=launcher(tmp_path), log_dir=tmp_path / "logs",
                           startup_timeout_s=120,
-                          env={"OLLAMA_MODELS": str(tmp_path / "store"), "LLAMA_ARG_REPACK": "0"})
+                          env={"OLLAMA_MODELS": str(tmp_path / "store"), "LLAMA_ARG_REPACK": "0", **ONE_THREAD})
     with server:
         run = run_app(tmp_path, server.url, model=server.request_model)
     records = run.sequential.records + run.parallel.records

@@ -8,6 +8,7 @@ client_options verdict holds against the plan.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -30,6 +31,9 @@ pytest.importorskip("langchain_ollama", reason="the seed graph needs the graph e
 pytestmark = needs_llama_server
 
 SEED = Path(__file__).parents[2] / "scenarios" / "seed-agents.yaml"
+ONE_THREAD = {"LLAMA_ARG_THREADS": "1"}
+"""The graph asks for 512 tokens an answer: on a busy 2-core machine (-n 2) two servers with a thread per core spin
+against each other (measured: 1.2 tokens/s instead of about 100); one thread each keeps it to seconds."""
 SHAPE = spec_from_shape("qwen2.5-14b", "Q4_K_M")
 
 
@@ -55,7 +59,8 @@ def test_the_seed_graph_runs_as_written_on_the_embedded_llama_server(tiny_model:
     # 2048 tokens a slot: the reviewer reads 400 characters of the others' answers, which the synthesized model's
     # stand-in tokenizer makes about 530 tokens (more than the shared tiny server's 256)
     with LlamaServer(ServerConfig(parallel=2, ctx_per_agent=2048), tiny_model,
-                     EngineOptions(log_dir=tmp_path, startup_timeout_s=120)) as server:
+                     EngineOptions(log_dir=tmp_path, startup_timeout_s=120,
+                                   env={**os.environ, **ONE_THREAD})) as server:
         run = run_on_process_loop(run_both(server.url, load_scenario(SEED), rounds=1))
     check_every_request_was_timed(run)
     assert run.width == 2  # the coder and the writer at once
@@ -73,7 +78,7 @@ def test_the_seed_graph_runs_as_written_on_ollama(ollama: str, tiny_model: Path,
     # planned as the app asks (num_ctx 8192), so nothing reloads; the tiny model is trained for 8192
     server = OllamaServer(ServerConfig(parallel=2, ctx_per_agent=8192), tiny_model, "tiny-vramcap",
                           fit_margin_mib=1024, binary=Path(binary), log_dir=tmp_path / "logs", startup_timeout_s=120,
-                          env={"OLLAMA_MODELS": str(tmp_path / "store"), "LLAMA_ARG_REPACK": "0"})
+                          env={"OLLAMA_MODELS": str(tmp_path / "store"), "LLAMA_ARG_REPACK": "0", **ONE_THREAD})
     with server:
         run = run_on_process_loop(run_both(server.url, load_scenario(SEED), model=server.request_model, rounds=1))
         assert not server.evidence().reloads
