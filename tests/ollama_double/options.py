@@ -246,16 +246,19 @@ def chat_message(message: dict[str, Any]) -> dict[str, Any]:
     return converted
 
 
+def sampling(options: dict[str, Any], num_ctx: int) -> dict[str, Any]:
+    """The sampling fields both llama-server bodies of llm/llama_server.go carry, from the merged options."""
+    return {"n_predict": bounded_num_predict(options["num_predict"], num_ctx), "n_keep": options["num_keep"],
+            **{key: options[key] for key in ("temperature", "top_k", "top_p", "min_p", "stop", "repeat_penalty",
+                                              "repeat_last_n", "frequency_penalty", "presence_penalty", "typical_p",
+                                              "seed")}}
+
+
 def chat_body(messages: list[dict[str, Any]], options: dict[str, Any], num_ctx: int, *, tools: Any = None,
               fmt: Any = None, think: Any = None) -> dict[str, Any]:
     """llm/llama_server.go Chat + llamaServerChatRequest: the /v1/chat/completions body llama-server gets."""
     body: dict[str, Any] = {
-        "messages": messages, "stream": True, "cache_prompt": True,
-        "n_predict": bounded_num_predict(options["num_predict"], num_ctx), "n_keep": options["num_keep"],
-        "temperature": options["temperature"], "top_k": options["top_k"], "top_p": options["top_p"],
-        "min_p": options["min_p"], "stop": options["stop"], "repeat_penalty": options["repeat_penalty"],
-        "repeat_last_n": options["repeat_last_n"], "frequency_penalty": options["frequency_penalty"],
-        "presence_penalty": options["presence_penalty"], "typical_p": options["typical_p"], "seed": options["seed"]}
+        "messages": messages, "stream": True, "cache_prompt": True, **sampling(options, num_ctx)}
     if tools:
         body["tools"] = tools
     if (kwargs := think_kwargs(think)) is not None:
@@ -269,12 +272,7 @@ def completion_body(prompt: str, options: dict[str, Any], num_ctx: int, fmt: Any
     """llm/llama_server.go Completion + llamaServerCompletionRequest: the /completion body (omitempty fields
     left out when zero, as encoding/json does)."""
     body: dict[str, Any] = {
-        "prompt": prompt, "stream": True, "cache_prompt": True,
-        "n_predict": bounded_num_predict(options["num_predict"], num_ctx), "n_keep": options["num_keep"],
-        "temperature": options["temperature"], "top_k": options["top_k"], "top_p": options["top_p"],
-        "min_p": options["min_p"], "stop": options["stop"], "repeat_penalty": options["repeat_penalty"],
-        "repeat_last_n": options["repeat_last_n"], "frequency_penalty": options["frequency_penalty"],
-        "presence_penalty": options["presence_penalty"], "typical_p": options["typical_p"], "seed": options["seed"]}
+        "prompt": prompt, "stream": True, "cache_prompt": True, **sampling(options, num_ctx)}
     for key in ("n_predict", "n_keep", "stop", "typical_p"):
         if not body[key]:
             del body[key]

@@ -11,12 +11,11 @@ time the request waited for the model to load. An error after the stream began i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
-from .record import HTTPStatusError, ProtocolError, RequestRecord, StreamCut
-from .stream import fail
+from .record import HTTPStatusError, RequestRecord, StreamCut
+from .stream import fail, json_object
 
 __all__ = ["OllamaStream"]
 
@@ -37,7 +36,7 @@ class OllamaStream:
         """Take one line received at ``now`` (monotonic); True once the ``done`` object arrived."""
         if not line.strip():
             return self.done
-        answer = self._object(line)
+        answer = json_object(self.record, line, "an answer line")
         if self.on_chunk is not None:
             self.on_chunk(answer)
         if "error" in answer:
@@ -50,18 +49,6 @@ class OllamaStream:
         if not self.done:
             raise fail(self.record, StreamCut(f"{self.record.label or 'request'}: the answer ended after "
                                               f"{self.record.n_chunks} chunks without its done object"))
-
-    def _object(self, line: str) -> dict[str, Any]:
-        record = self.record
-        try:
-            answer = json.loads(line)
-        except (ValueError, RecursionError):
-            raise fail(record, ProtocolError(f"{record.label or 'request'}: an answer line is not JSON: "
-                                             f"{line[:80]!r}")) from None
-        if not isinstance(answer, dict):
-            raise fail(record, ProtocolError(f"{record.label or 'request'}: an answer line is "
-                                             f"{type(answer).__name__}, not an object"))
-        return answer
 
     def _absorb(self, answer: dict[str, Any], now: float) -> None:
         record = self.record

@@ -15,7 +15,7 @@ from ...parsers import checked_number
 from .failures import failure_kind
 from .record import HTTPStatusError, ProtocolError, RequestError, RequestRecord, StreamCut
 
-__all__ = ["STALE_CONNECTION_RETRIES", "ChatStream", "RequestRecord", "fail"]
+__all__ = ["STALE_CONNECTION_RETRIES", "ChatStream", "RequestRecord", "fail", "json_object"]
 
 STALE_CONNECTION_RETRIES = 1
 """A request whose pooled keep-alive connection is closed before any answer is sent again on a new one, once.
@@ -49,6 +49,19 @@ def _tool_call_text(choice: dict[str, Any]) -> str:
     functions = [call.get("function") for call in calls if isinstance(call, dict)]
     return "".join(part for function in functions if isinstance(function, dict)
                    for part in (function.get("name"), function.get("arguments")) if isinstance(part, str))
+
+
+def json_object(record: RequestRecord, text: str, what: str) -> dict[str, Any]:
+    """``text`` (one event or line of an answer, ``what`` names it) as a JSON object; else ``record`` fails with a
+    ProtocolError naming what came instead, which is raised."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise fail(record, ProtocolError(f"{record.label or 'request'}: {what} is not JSON: {text[:80]!r}")) from None
+    if not isinstance(value, dict):
+        raise fail(record, ProtocolError(f"{record.label or 'request'}: {what} is {type(value).__name__}, "
+                                         f"not an object"))
+    return value
 
 
 def fail(record: RequestRecord, error: RequestError) -> RequestError:
@@ -94,16 +107,7 @@ class ChatStream:
 
     def _chunk(self, payload: str) -> dict[str, Any]:
         """One ``data:`` event as a JSON object, or a ProtocolError naming what came instead."""
-        record = self.record
-        try:
-            chunk = json.loads(payload)
-        except (ValueError, RecursionError):
-            raise fail(record, ProtocolError(f"{record.label or 'request'}: a stream event is not JSON: "
-                                             f"{payload[:80]!r}")) from None
-        if not isinstance(chunk, dict):
-            raise fail(record, ProtocolError(f"{record.label or 'request'}: a stream event is "
-                                             f"{type(chunk).__name__}, not an object"))
-        return chunk
+        return json_object(self.record, payload, "a stream event")
 
     def _absorb(self, chunk: dict[str, Any], now: float) -> None:
         record = self.record

@@ -214,21 +214,9 @@ class _Handler(ClientHandler):
         client_streams = payload.get("stream") is True
         streamed, relay_usage = self.router.prepare(payload, chat=chat)
         try:
-            status, headers, answer = self._forward(path, json.dumps(payload).encode())
-            record.status = status
-            data = answer.read() if status >= 400 or not streamed else None
-        except ClientGone as exc:  # before the engine answered: it is dropped, and so stops
-            self._drop_engine()
-            self.close_connection = True
-            fail(record, StreamCut(f"{record.label}: the client closed its connection before the engine "
-                                   f"answered: {exc}"))
-            return lambda: None
-        except _ENGINE_FAILED as exc:
-            self._drop_engine()
-            timeout = isinstance(exc, TimeoutError)
-            refused = (RequestTimeout if timeout else RequestRefused)(
-                f"{record.label}: the engine did not answer: {type(exc).__name__}: {exc}")
-            return partial(self._reply_error, 504 if timeout else 502, str(fail(record, refused)))
+            status, headers, answer, data = self._ask_engine(path, payload, record, whole=not streamed)
+        except _Unanswered as unanswered:
+            return unanswered.reply(self._reply_error)
         if data is not None:
             record.t_last = time.monotonic()
             self._done_with(answer)
@@ -316,7 +304,7 @@ class _Handler(ClientHandler):
             speaks_ollama = self.router.engine_kind() == "ollama"
         except _ENGINE_FAILED as exc:
             self._drop_engine()
-            self._reply(502, "application/json", json.dumps({"error": f"the engine did not answer: {exc}"}).encode())
+            self._ollama_error(502, f"the engine did not answer: {exc}")
             return True
         if speaks_ollama and completion is None:
             return False
@@ -350,10 +338,36 @@ class _Handler(ClientHandler):
                 answer = ollama.ps_answer(name, listed, props)
         except (ValueError, *_ENGINE_FAILED) as exc:
             self._drop_engine()
-            self._reply(502, "application/json", json.dumps({"error": f"the engine did not answer: {exc}"}).encode())
+            self._ollama_error(502, f"the engine did not answer: {exc}")
             return True
         self._reply(200, "application/json; charset=utf-8", json.dumps(answer).encode())
         return True
+
+    def _ask_engine(self, path: str, body: dict[str, Any], record: RequestRecord, *, whole: bool,
+                    method: str | None = None) -> tuple[int, Headers, BodyReader, bytes | None]:
+        """Send a recorded request's ``body``: the answer's status, head, body reader and, for an error or when
+        ``whole``, its whole body. If no answer came, the record fails and :class:`_Unanswered` says what the
+        client is told."""
+        try:
+            status, headers, answer = self._forward(path, json.dumps(body).encode(), method)
+            record.status = status
+            return status, headers, answer, answer.read() if status >= 400 or whole else None
+        except ClientGone as exc:  # before the engine answered: it is dropped, and so stops
+            self._drop_engine()
+            self.close_connection = True
+            fail(record, StreamCut(f"{record.label}: the client closed its connection before the engine "
+                                   f"answered: {exc}"))
+            raise _Unanswered(None, "") from None
+        except _ENGINE_FAILED as exc:
+            self._drop_engine()
+            timeout = isinstance(exc, TimeoutError)
+            refused = (RequestTimeout if timeout else RequestRefused)(
+                f"{record.label}: the engine did not answer: {type(exc).__name__}: {exc}")
+            raise _Unanswered(504 if timeout else 502, str(fail(record, refused))) from None
+
+    def _ollama_error(self, status: int, message: str) -> None:
+        """An error as Ollama answers one: ``{"error": message}``."""
+        self._reply(status, "application/json", json.dumps({"error": message}).encode())
 
     def _engine_json(self, path: str) -> Any:
         """GET ``path`` (beside the engine's OpenAI routes) from the engine: its JSON, or a ValueError."""
@@ -376,7 +390,7 @@ class _Handler(ClientHandler):
             self._drop_engine()
             message = str(fail(record, RequestRefused(f"{record.label}: the engine did not answer: "
                                                       f"{type(exc).__name__}: {exc}")))
-            return partial(self._reply, 502, "application/json", json.dumps({"error": message}).encode())
+            return partial(self._ollama_error, 502, message)
         model = self.router.model or str(payload.get("model") or "")
         native = kind == "ollama"
         if native:
@@ -388,22 +402,9 @@ class _Handler(ClientHandler):
             self.router.prepare(request, chat=True)
             engine_path = path[:path.rindex("/api/")] + "/v1" + openai_path
         try:
-            status, _headers, answer = self._forward(engine_path, json.dumps(request).encode(), "POST")
-            record.status = status
-            data = answer.read() if status >= 400 else None
-        except ClientGone as exc:
-            self._drop_engine()
-            self.close_connection = True
-            fail(record, StreamCut(f"{record.label}: the client closed its connection before the engine "
-                                   f"answered: {exc}"))
-            return lambda: None
-        except _ENGINE_FAILED as exc:
-            self._drop_engine()
-            timeout = isinstance(exc, TimeoutError)
-            message = str(fail(record, (RequestTimeout if timeout else RequestRefused)(
-                f"{record.label}: the engine did not answer: {type(exc).__name__}: {exc}")))
-            return partial(self._reply, 504 if timeout else 502, "application/json",
-                           json.dumps({"error": message}).encode())
+            status, _headers, answer, data = self._ask_engine(engine_path, request, record, whole=False, method="POST")
+        except _Unanswered as unanswered:
+            return unanswered.reply(self._ollama_error)
         if data is not None:
             record.t_last = time.monotonic()
             self._done_with(answer)
@@ -442,6 +443,19 @@ class _Handler(ClientHandler):
             return partial(self._reply, 500, "application/json; charset=utf-8",
                            json.dumps({"error": _in_stream_error(error)}).encode())
         return partial(self._reply, 200, "application/json; charset=utf-8", json.dumps(whole.whole()).encode())
+
+
+class _Unanswered(Exception):
+    """No answer came from the engine: what the client is told (``status`` None: nothing, it left)."""
+
+    def __init__(self, status: int | None, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def reply(self, error: Callable[[int, str], None]) -> Callable[[], None]:
+        """The end of the exchange, with ``error`` (the route's error shape) if the client is still there."""
+        return (lambda: None) if self.status is None else partial(error, self.status, self.message)
 
 
 def _completion_route(route: str | None) -> ollama.OllamaRoute | None:

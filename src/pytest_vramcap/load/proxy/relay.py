@@ -60,7 +60,25 @@ class ChunkedRelay:
         self.send(piece, last=True)
 
 
-class EventRelay(ChunkedRelay):
+class _BufferedRelay(ChunkedRelay):
+    """A stream relay that gathers what one engine read brought (:attr:`_ready`) and sends it in one write."""
+
+    def __init__(self, wfile: BufferedIOBase, content_type: str, *, chunked: bool, close: bool) -> None:
+        super().__init__(wfile, content_type, chunked=chunked, close=close)
+        self._ready: list[bytes] = []
+
+    def flush(self) -> None:
+        """Send what was completed since the last flush (the engine's read that brought it is done)."""
+        if self._ready:
+            ready, self._ready = b"".join(self._ready), []
+            self.send(ready)
+
+    def _take_ready(self) -> bytes:
+        ready, self._ready = b"".join(self._ready), []
+        return ready
+
+
+class EventRelay(_BufferedRelay):
     """The engine's SSE stream to a streaming client: the events that arrived in one read go out in one write
     (:meth:`flush`) as they complete; the final ``[DONE]`` waits for :meth:`end`."""
 
@@ -68,7 +86,6 @@ class EventRelay(ChunkedRelay):
         super().__init__(wfile, "text/event-stream", chunked=chunked, close=close)
         self._relay_usage = relay_usage
         self._lines: list[bytes] = []
-        self._ready: list[bytes] = []
         self._skip = False
         self._held: bytes | None = None
 
@@ -87,26 +104,18 @@ class EventRelay(ChunkedRelay):
         elif not skip:
             self._ready.append(event)
 
-    def flush(self) -> None:
-        """Send the events completed since the last flush (the engine's read that brought them is done)."""
-        if self._ready:
-            ready, self._ready = b"".join(self._ready), []
-            self.send(ready)
-
     def end(self, piece: bytes = b"") -> None:
         """The rest of the stream (``[DONE]`` and anything after it) and the end of the HTTP body."""
-        ready, self._ready = b"".join(self._ready), []
-        super().end(ready + (self._held or b"") + b"".join(self._lines) + piece)
+        super().end(self._take_ready() + (self._held or b"") + b"".join(self._lines) + piece)
 
 
-class NdjsonRelay(ChunkedRelay):
+class NdjsonRelay(_BufferedRelay):
     """Ollama's NDJSON to a streaming client: the engine's own lines (``passthrough``), or objects the proxy made
     (:meth:`put`: a translated answer); the ``done`` object and what follows wait for :meth:`end`."""
 
     def __init__(self, wfile: BufferedIOBase, *, passthrough: bool, chunked: bool = True, close: bool = False) -> None:
         super().__init__(wfile, "application/x-ndjson", chunked=chunked, close=close)
         self._passthrough = passthrough
-        self._ready: list[bytes] = []
         self._held: list[bytes] = []
         self._holding = False
 
@@ -124,11 +133,5 @@ class NdjsonRelay(ChunkedRelay):
         if self._passthrough and line.strip():
             (self._held if self._holding else self._ready).append(line)
 
-    def flush(self) -> None:
-        if self._ready:
-            ready, self._ready = b"".join(self._ready), []
-            self.send(ready)
-
     def end(self, piece: bytes = b"") -> None:
-        ready, self._ready = b"".join(self._ready), []
-        super().end(ready + b"".join(self._held) + piece)
+        super().end(self._take_ready() + b"".join(self._held) + piece)
