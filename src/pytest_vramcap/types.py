@@ -16,6 +16,7 @@ __all__ = [
     "ON_OFF",
     "RUN_MODES",
     "SERVED_ENGINES",
+    "TOKENIZER_KINDS",
     "UNQUANTIZED_KV_TYPES",
     "WEIGHTS_MODES",
     "EmulateMode",
@@ -27,6 +28,7 @@ __all__ = [
     "OnOff",
     "Outcome",
     "RunMode",
+    "TokenizerKind",
     "WeightsMode",
 ]
 
@@ -59,6 +61,10 @@ RUN_MODES: tuple[RunMode, ...] = get_args(RunMode)
 WeightsMode = Literal["random", "zeros", "sparse"]
 """What a synthetic GGUF's data region holds."""
 WEIGHTS_MODES: tuple[WeightsMode, ...] = get_args(WeightsMode)
+
+TokenizerKind = Literal["real", "stand-in"]
+"""A synthetic GGUF's tokenizer: its family's real one (llama.cpp's vocab files), or the byte stand-in."""
+TOKENIZER_KINDS: tuple[TokenizerKind, ...] = get_args(TokenizerKind)
 
 GateMetric = Literal["speedup", "seq_wall", "par_wall", "ttft_p50", "ttft_p95", "tpot_p50", "tpot_p95",
                      "output_tps", "peak_vram"]

@@ -85,7 +85,7 @@ def test_serve_until_ctrl_c(tmp_path: Path) -> None:
     try:
         assert "FITS" in printed and "OLLAMA_NUM_PARALLEL=2" in printed
         assert httpx.get(f"{url}/health", timeout=5).status_code == 200
-        assert (tmp_path / "tiny-Q8_0.gguf").is_file()
+        assert (tmp_path / "tiny-Q8_0.llama-spm.gguf").is_file()  # the tokenizer in the name
         servers = llama_server_children(proc.pid)
         assert len(servers) == 1
     finally:

@@ -56,8 +56,8 @@ def check_every_request_was_timed(run: ScenarioRun) -> None:
 
 
 def test_the_seed_graph_runs_as_written_on_the_embedded_llama_server(tiny_model: Path, tmp_path: Path) -> None:
-    # 2048 tokens a slot: the reviewer reads 400 characters of the others' answers, which the synthesized model's
-    # stand-in tokenizer makes about 530 tokens (more than the shared tiny server's 256)
+    # 2048 tokens a slot: the reviewer reads 400 characters of each of the others' answers (random tokens, which
+    # detokenize to long pieces) under its instructions, more than the shared tiny server's 256
     with LlamaServer(ServerConfig(parallel=2, ctx_per_agent=2048), tiny_model,
                      EngineOptions(log_dir=tmp_path, startup_timeout_s=120,
                                    env={**os.environ, **ONE_THREAD})) as server:

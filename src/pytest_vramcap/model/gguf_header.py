@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import struct
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from .metadata import spec_from_metadata
 from .source import GgufFile
 from .spec import ModelSpec, Tensor
 
-__all__ = ["MAX_ARRAY", "MAX_KV", "MAX_TENSORS", "spec_from_gguf"]
+__all__ = ["MAX_ARRAY", "MAX_KV", "MAX_TENSORS", "MetadataValue", "read_metadata", "spec_from_gguf"]
 
 # Bounds on what a header may declare. gguf's reader loops over declared counts,
 # and a sparse file's zeros parse as endless empty entries: 2^40 tensors on a
@@ -41,8 +42,14 @@ class _HeaderReader(GGUFReader):
     array element: seconds for a Qwen tokenizer (152k tokens, 151k merges). We
     only need those arrays' lengths, so this subclass steps over string arrays
     with their length prefixes and reads numeric arrays in one view. Everything
-    else is gguf's own parsing.
+    else is gguf's own parsing. With ``keep_strings`` the walk also keeps each
+    string's bytes (a tokenizer copied into a synthesized file): 0.1 s for the
+    Qwen vocabulary where the stock reader takes 6 s.
     """
+
+    def __init__(self, path: str | Path, keep_strings: bool = False) -> None:
+        self._keep_strings = keep_strings
+        super().__init__(path)
 
     def _check_count(self, what: str, count: int, limit: int, offs: int, min_bytes: int) -> None:
         left = len(self.data) - offs
@@ -89,13 +96,19 @@ class _HeaderReader(GGUFReader):
         if itype == GGUFValueType.STRING:
             # Walk the u64 length prefixes with struct: ~0.1 us per string.
             view, fmt, end = self.data.data, self._length_format, len(self.data)
+            strings: list[bytes] = []
             for _ in range(count):
                 if offs + 8 > end:
                     raise ValueError("string array runs past the end of the file")
-                offs += 8 + struct.unpack_from(fmt, view, offs)[0]
+                length = struct.unpack_from(fmt, view, offs)[0]
+                if self._keep_strings:
+                    strings.append(bytes(view[offs + 8:offs + 8 + length]))
+                offs += 8 + length
             if offs > end:
                 raise ValueError("string array runs past the end of the file")
-            return offs - orig_offs, [raw_itype, alen], [], [GGUFValueType.ARRAY, itype]
+            # Kept strings ride in the field's parts (gguf skips summing parts' sizes for KV fields).
+            return (offs - orig_offs, [raw_itype, alen, *strings], list(range(2, 2 + len(strings))),
+                    [GGUFValueType.ARRAY, itype])
         nptype = self.gguf_scalar_to_np.get(itype)
         if nptype is None:
             return super()._get_field_parts(orig_offs, raw_type)
@@ -116,6 +129,36 @@ def _field_value(field: Any) -> Any:
     if types[0] == GGUFValueType.STRING:
         return bytes(field.parts[-1]).decode("utf-8", errors="replace")
     return field.parts[-1].tolist()[0]
+
+
+@dataclass(frozen=True)
+class MetadataValue:
+    """One metadata key as stored: string arrays as the strings' bytes, numeric arrays as lists."""
+
+    key: str
+    value: Any
+    vtype: GGUFValueType
+    sub_type: GGUFValueType | None = None
+
+
+def read_metadata(path: str | Path, prefix: str = "") -> list[MetadataValue]:
+    """The metadata keys of a GGUF file that start with ``prefix``, values as written (no tensor data read)."""
+    reader = _HeaderReader(path, keep_strings=True)
+    values = []
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or not name.startswith(prefix) or not field.types:
+            continue
+        vtype = field.types[0]
+        if vtype == GGUFValueType.ARRAY:
+            sub_type = field.types[-1]
+            items = [field.parts[i] for i in field.data] if sub_type == GGUFValueType.STRING else \
+                (field.parts[field.data[0]].tolist() if field.data else [])
+            values.append(MetadataValue(name, items, vtype, sub_type))
+        elif vtype == GGUFValueType.STRING:
+            values.append(MetadataValue(name, bytes(field.parts[-1]).decode("utf-8"), vtype))
+        else:
+            values.append(MetadataValue(name, field.parts[-1].tolist()[0], vtype))
+    return values
 
 
 def spec_from_gguf(path: str | Path) -> ModelSpec:

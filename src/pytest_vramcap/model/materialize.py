@@ -30,12 +30,16 @@ def materialize_model(spec: ModelSpec, models_dir: str | Path | None = None,
         return source.path
     if not isinstance(source, ShapeSource):
         raise ModelSourceError(f"{source}: an Ollama model is served by Ollama, not by the embedded engine")
+    from .shapes import get_shape
     from .synth import write_gguf
+    from .tokenizer import tokenizer_label
 
-    path = Path(models_dir or default_models_dir()) / source.ref
+    # The tokenizer is in the name: a file cached before synthesized files carried real tokenizers is not reused.
+    tokenizer = tokenizer_label(get_shape(source.shape))
+    path = Path(models_dir or default_models_dir()) / f"{Path(source.ref).stem}.{tokenizer}.gguf"
     if not path.exists():
         if announce:
-            announce(f"vramcap: synthesizing {spec.name} ({spec.weights_bytes / MIB:,.0f} MiB of random weights) "
-                     f"-> {path}")
+            announce(f"vramcap: synthesizing {spec.name} ({spec.weights_bytes / MIB:,.0f} MiB of random weights, "
+                     f"{tokenizer} tokenizer) -> {path}")
         write_gguf(source.shape, source.mix, path, weights="random", progress=True)
     return path

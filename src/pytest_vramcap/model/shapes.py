@@ -14,12 +14,33 @@ from dataclasses import dataclass, field, replace
 
 from ..errors import ModelSourceError
 
-__all__ = ["SHAPES", "SWA_PATTERN", "Shape", "TensorDef", "get_shape", "swa_layers", "tensor_layout"]
+__all__ = ["SHAPES", "SWA_PATTERN", "Shape", "TensorDef", "Tokenizer", "get_shape", "swa_layers", "tensor_layout"]
 
 # Layer il uses the sliding window iff il % n < n - 1 (llama-hparams.cpp
 # set_swa_pattern); architectures missing here have no SWA in llama.cpp
 # (Phi-3's window and Mistral-7B-v0.1's window are ignored there).
 SWA_PATTERN: dict[str, int] = {"gemma2": 2, "gemma3": 6, "gpt-oss": 2, "cohere2": 4}
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """The tokenizer a synthesized file of a shape carries (:mod:`.tokenizer` writes it).
+
+    ``vocab`` names llama.cpp's vocab-only GGUF of the family (``models/ggml-vocab-<vocab>.gguf``, whose
+    test vectors share the name); empty means the stand-in byte vocabulary, and ``note`` says why.
+    ``template`` names a released chat template (``models/templates/<template>.jinja``); None keeps the
+    vocab file's own, if it has one. ``add_bos`` is what the released GGUF sets, where the vocab file
+    leaves it to llama.cpp's default.
+    """
+
+    vocab: str = ""
+    template: str | None = None
+    add_bos: bool | None = None
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.vocab or "stand-in"
 
 
 @dataclass(frozen=True)
@@ -44,6 +65,7 @@ class Shape:
     n_expert_used: int = 0
     n_ff_exp: int = 0
     rope_freqs: bool = False
+    tokenizer: Tokenizer = Tokenizer()
     aliases: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -162,9 +184,21 @@ def _s(name: str, arch: str, L: int, E: int, H: int, KV: int, HD: int, FF: int, 
     return Shape(name, arch, L, E, H, KV, HD, FF, V, CTX, **kw)  # type: ignore[arg-type]
 
 
-_QWEN25 = dict(qkv_bias=True)
-_QWEN3 = dict(qk_norm=True)
-_LLAMA3 = dict(rope_freqs=True)
+# Tokenizers: the released instruct models' templates; add_bos as their GGUFs set it.
+_QWEN25_TOK = Tokenizer("qwen2", "Qwen-Qwen2.5-7B-Instruct", add_bos=False)
+_QWEN3_TOK = Tokenizer("qwen2", "Qwen-Qwen3-0.6B", add_bos=False)
+_LLAMA31_TOK = Tokenizer("llama-bpe", "meta-llama-Llama-3.1-8B-Instruct", add_bos=True)
+_LLAMA32_TOK = Tokenizer("llama-bpe", "meta-llama-Llama-3.2-3B-Instruct", add_bos=True)
+# Phi-3.5's template: the vocab file's (Phi-3's first) drops system messages.
+_PHI3_TOK = Tokenizer("phi-3", "microsoft-Phi-3.5-mini-instruct")
+# CI shapes: a 32,000-token llama layout takes LLaMA 2's vocabulary as it is.
+_SPM_TOK = Tokenizer("llama-spm", note="LLaMA 2's vocabulary; no chat template (llama-server falls back to ChatML)")
+_GEMMA_TOK = Tokenizer(note="llama.cpp ships Gemma 4's vocabulary, not Gemma 2's or 3's")
+_MISTRAL_TOK = Tokenizer(note="llama.cpp ships no Mistral vocabulary")
+
+_QWEN25 = dict(qkv_bias=True, tokenizer=_QWEN25_TOK)
+_QWEN3 = dict(qk_norm=True, tokenizer=_QWEN3_TOK)
+_LLAMA3 = dict(rope_freqs=True, tokenizer=_LLAMA31_TOK)
 
 _REGISTRY: list[Shape] = [
     _s("qwen2.5-0.5b", "qwen2", 24, 896, 14, 2, 64, 4864, 151936, 32768, tied_embeddings=True, **_QWEN25),
@@ -182,34 +216,46 @@ _REGISTRY: list[Shape] = [
     _s("qwen3-32b", "qwen3", 64, 5120, 64, 8, 128, 25600, 151936, 40960, **_QWEN3),
     _s("qwen3-30b-a3b", "qwen3moe", 48, 2048, 32, 4, 128, 0, 151936, 40960,
        n_expert=128, n_expert_used=8, n_ff_exp=768, **_QWEN3),
-    _s("llama3-8b", "llama", 32, 4096, 32, 8, 128, 14336, 128256, 8192),
+    _s("llama3-8b", "llama", 32, 4096, 32, 8, 128, 14336, 128256, 8192,
+       tokenizer=replace(_LLAMA31_TOK, note="Llama 3.1's template: llama.cpp's tree has none of 3.0's")),
     _s("llama3.1-8b", "llama", 32, 4096, 32, 8, 128, 14336, 128256, 131072, **_LLAMA3),
     _s("llama3.1-70b", "llama", 80, 8192, 64, 8, 128, 28672, 128256, 131072, aliases=("llama3.3-70b",), **_LLAMA3),
-    _s("llama3.2-1b", "llama", 16, 2048, 32, 8, 64, 8192, 128256, 131072, tied_embeddings=True, **_LLAMA3),
-    _s("llama3.2-3b", "llama", 28, 3072, 24, 8, 128, 8192, 128256, 131072, tied_embeddings=True, **_LLAMA3),
-    _s("mistral-7b", "llama", 32, 4096, 32, 8, 128, 14336, 32768, 32768, aliases=("mistral-7b-v0.3",)),
-    _s("mistral-nemo-12b", "llama", 40, 5120, 32, 8, 128, 14336, 131072, 131072),
-    _s("mistral-small-24b", "llama", 40, 5120, 32, 8, 128, 32768, 131072, 32768),
-    _s("gemma2-2b", "gemma2", 26, 2304, 8, 4, 256, 9216, 256000, 8192, tied_embeddings=True, n_swa=4096),
-    _s("gemma2-9b", "gemma2", 42, 3584, 16, 8, 256, 14336, 256000, 8192, tied_embeddings=True, n_swa=4096),
-    _s("gemma2-27b", "gemma2", 46, 4608, 32, 16, 128, 36864, 256000, 8192, tied_embeddings=True, n_swa=4096),
-    _s("gemma3-1b", "gemma3", 26, 1152, 4, 1, 256, 6912, 262144, 32768, tied_embeddings=True, n_swa=512, qk_norm=True),
-    _s("gemma3-4b", "gemma3", 34, 2560, 8, 4, 256, 10240, 262208, 131072, tied_embeddings=True, n_swa=1024, qk_norm=True),
+    _s("llama3.2-1b", "llama", 16, 2048, 32, 8, 64, 8192, 128256, 131072, tied_embeddings=True, rope_freqs=True,
+       tokenizer=_LLAMA32_TOK),
+    _s("llama3.2-3b", "llama", 28, 3072, 24, 8, 128, 8192, 128256, 131072, tied_embeddings=True, rope_freqs=True,
+       tokenizer=_LLAMA32_TOK),
+    _s("mistral-7b", "llama", 32, 4096, 32, 8, 128, 14336, 32768, 32768, aliases=("mistral-7b-v0.3",),
+       tokenizer=_MISTRAL_TOK),
+    _s("mistral-nemo-12b", "llama", 40, 5120, 32, 8, 128, 14336, 131072, 131072, tokenizer=_MISTRAL_TOK),
+    _s("mistral-small-24b", "llama", 40, 5120, 32, 8, 128, 32768, 131072, 32768, tokenizer=_MISTRAL_TOK),
+    _s("gemma2-2b", "gemma2", 26, 2304, 8, 4, 256, 9216, 256000, 8192, tied_embeddings=True, n_swa=4096,
+       tokenizer=_GEMMA_TOK),
+    _s("gemma2-9b", "gemma2", 42, 3584, 16, 8, 256, 14336, 256000, 8192, tied_embeddings=True, n_swa=4096,
+       tokenizer=_GEMMA_TOK),
+    _s("gemma2-27b", "gemma2", 46, 4608, 32, 16, 128, 36864, 256000, 8192, tied_embeddings=True, n_swa=4096,
+       tokenizer=_GEMMA_TOK),
+    _s("gemma3-1b", "gemma3", 26, 1152, 4, 1, 256, 6912, 262144, 32768, tied_embeddings=True, n_swa=512, qk_norm=True,
+       tokenizer=_GEMMA_TOK),
+    _s("gemma3-4b", "gemma3", 34, 2560, 8, 4, 256, 10240, 262208, 131072, tied_embeddings=True, n_swa=1024, qk_norm=True,
+       tokenizer=_GEMMA_TOK),
     _s("gemma3-12b", "gemma3", 48, 3840, 16, 8, 256, 15360, 262208, 131072, tied_embeddings=True, n_swa=1024,
-       qk_norm=True),
+       qk_norm=True, tokenizer=_GEMMA_TOK),
     _s("gemma3-27b", "gemma3", 62, 5376, 32, 16, 128, 21504, 262208, 131072, tied_embeddings=True, n_swa=1024,
-       qk_norm=True),
-    _s("phi3-mini", "phi3", 32, 3072, 32, 32, 96, 8192, 32064, 4096, aliases=("phi3.5-mini",)),
-    _s("phi3-medium", "phi3", 40, 5120, 40, 10, 128, 17920, 32064, 4096),
-    _s("phi4", "phi3", 40, 5120, 40, 10, 128, 17920, 100352, 16384, aliases=("phi4-14b",)),
-    _s("phi4-mini", "phi3", 32, 3072, 24, 8, 128, 8192, 200064, 131072, tied_embeddings=True),
+       qk_norm=True, tokenizer=_GEMMA_TOK),
+    _s("phi3-mini", "phi3", 32, 3072, 32, 32, 96, 8192, 32064, 4096, aliases=("phi3.5-mini",), tokenizer=_PHI3_TOK),
+    _s("phi3-medium", "phi3", 40, 5120, 40, 10, 128, 17920, 32064, 4096, tokenizer=_PHI3_TOK),
+    _s("phi4", "phi3", 40, 5120, 40, 10, 128, 17920, 100352, 16384, aliases=("phi4-14b",),
+       tokenizer=Tokenizer(note="llama.cpp ships no vocabulary of Phi-4's 100k BPE")),
+    _s("phi4-mini", "phi3", 32, 3072, 24, 8, 128, 8192, 200064, 131072, tied_embeddings=True,
+       tokenizer=Tokenizer(note="llama.cpp ships no vocabulary of Phi-4-mini's 200k BPE")),
     # CI-sized: a llama layout that loads in a second and decodes fast on 2 CPU cores.
-    _s("tiny", "llama", 8, 512, 8, 4, 64, 1408, 32000, 8192),
+    _s("tiny", "llama", 8, 512, 8, 4, 64, 1408, 32000, 8192, tokenizer=_SPM_TOK),
     # Wide and shallow: in F16 a CPU decode step is bound by reading the weights, so
     # batching agents pays off on a CPU too (docs/benchmarks.md). The main job's default.
-    _s("small", "llama", 4, 1024, 16, 4, 64, 4096, 32000, 8192),
+    _s("small", "llama", 4, 1024, 16, 4, 64, 4096, 32000, 8192, tokenizer=_SPM_TOK),
     _s("gpt-oss-20b", "gpt-oss", 24, 2880, 64, 8, 64, 0, 201088, 131072, qkv_bias=True, n_swa=128,
-       n_expert=32, n_expert_used=4, n_ff_exp=2880),
+       n_expert=32, n_expert_used=4, n_ff_exp=2880,
+       tokenizer=Tokenizer(note="llama.cpp ships no vocabulary of GPT-OSS's o200k_harmony")),
 ]
 
 
@@ -218,14 +264,19 @@ def _distill(name: str, base: str, **changes: object) -> Shape:
     return replace(source, name=name, aliases=(), **changes)  # type: ignore[arg-type]
 
 
-# DeepSeek-R1 distills keep their base's shape; the Qwen ones untie the embeddings.
+# DeepSeek-R1 distills keep their base's shape and vocabulary under DeepSeek's template; the Qwen ones untie
+# the embeddings. DeepSeek renamed some of the base's special tokens (User, Assistant, in full-width bars): here they
+# are text, a few tokens each per message.
+_DEEPSEEK_NOTE = "the base's vocabulary: DeepSeek's renamed special tokens are text here"
+_R1_QWEN_TOK = replace(_QWEN25_TOK, template="deepseek-ai-DeepSeek-R1-Distill-Qwen-32B", note=_DEEPSEEK_NOTE)
+_R1_LLAMA_TOK = replace(_LLAMA31_TOK, template="deepseek-ai-DeepSeek-R1-Distill-Llama-8B", note=_DEEPSEEK_NOTE)
 _REGISTRY += [
-    _distill("deepseek-r1-distill-qwen-1.5b", "qwen2.5-1.5b", tied_embeddings=False),
-    _distill("deepseek-r1-distill-qwen-7b", "qwen2.5-7b"),
-    _distill("deepseek-r1-distill-qwen-14b", "qwen2.5-14b"),
-    _distill("deepseek-r1-distill-qwen-32b", "qwen2.5-32b"),
-    _distill("deepseek-r1-distill-llama-8b", "llama3.1-8b"),
-    _distill("deepseek-r1-distill-llama-70b", "llama3.1-70b"),
+    _distill("deepseek-r1-distill-qwen-1.5b", "qwen2.5-1.5b", tied_embeddings=False, tokenizer=_R1_QWEN_TOK),
+    _distill("deepseek-r1-distill-qwen-7b", "qwen2.5-7b", tokenizer=_R1_QWEN_TOK),
+    _distill("deepseek-r1-distill-qwen-14b", "qwen2.5-14b", tokenizer=_R1_QWEN_TOK),
+    _distill("deepseek-r1-distill-qwen-32b", "qwen2.5-32b", tokenizer=_R1_QWEN_TOK),
+    _distill("deepseek-r1-distill-llama-8b", "llama3.1-8b", tokenizer=_R1_LLAMA_TOK),
+    _distill("deepseek-r1-distill-llama-70b", "llama3.1-70b", tokenizer=_R1_LLAMA_TOK),
 ]
 
 SHAPES: dict[str, Shape] = {shape.name: shape for shape in _REGISTRY}

