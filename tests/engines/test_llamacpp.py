@@ -210,3 +210,21 @@ def test_a_log_directory_of_its_own_is_removed(tiny_model: Path, tmp_path: Path)
         failed.start()
     assert not failed.log_path.parent.exists() and excinfo.value.log_tail  # the error carries the log
     assert failed.evidence().died and failed.evidence().log is not None
+
+
+def test_a_repeated_prompt_is_served_from_the_prompt_cache_and_the_record_says_so(tiny_server: str) -> None:
+    messages = [{"role": "system", "content": "You review design documents. " * 6},
+                {"role": "user", "content": "Where can this lose data?"}]
+
+    async def three() -> list:  # type: ignore[type-arg]
+        async with ChatClient(tiny_server) as client:
+            return [await client.chat(ChatRequest(messages, 4, label=label, extra={"cache_prompt": cache}))
+                    for label, cache in (("first", True), ("again", True), ("uncached", False))]
+
+    first, again, uncached = asyncio.run(three())
+    assert first.prompt_tokens == again.prompt_tokens == uncached.prompt_tokens
+    # llama-server keeps the last prompt token to evaluate again (it needs its logits): all but one are reused
+    assert again.cached_tokens == again.prompt_tokens - 1 == again.server_timings["cache_n"]
+    assert uncached.cached_tokens == 0
+    assert all(record.prefill_s is not None and record.prefill_s >= 0 for record in (first, again, uncached))
+    assert again.to_dict()["cached_tokens"] == again.cached_tokens

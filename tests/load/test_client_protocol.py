@@ -44,7 +44,12 @@ DONE = {"choices": [{"delta": {}, "finish_reason": "length"}]}
     (sse(TOKEN, {**DONE, "usage": {"completion_tokens": -40}}, "[DONE]"), "usage.completion_tokens must be >= 0"),
     (sse(TOKEN, {**DONE, "usage": {"completion_tokens": 4, "prompt_tokens": 1e400}}, "[DONE]"),
      "usage.prompt_tokens must be a finite number"),
-], ids=["garbage", "nested", "list", "choices", "usage-string", "usage-negative", "usage-inf"])
+    (sse(TOKEN, {**DONE, "usage": {"completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": -1}}}, "[DONE]"),
+     "usage.prompt_tokens_details.cached_tokens must be >= 0"),
+    (sse(TOKEN, {**DONE, "usage": {"completion_tokens": 1}, "timings": {"cache_n": "all"}}, "[DONE]"),
+     "timings.cache_n must be an"),
+], ids=["garbage", "nested", "list", "choices", "usage-string", "usage-negative", "usage-inf", "cached-negative",
+        "cache_n-string"])
 def test_malformed_streams(body: bytes, message: str) -> None:
     with pytest.raises(ProtocolError, match=message) as excinfo:
         ask(body)
@@ -55,6 +60,17 @@ def test_a_well_formed_stream_still_counts() -> None:
     body = sse(TOKEN, TOKEN, {**DONE, "usage": {"completion_tokens": 2, "prompt_tokens": 3}}, "[DONE]")
     record = ask(body)
     assert (record.n_out, record.n_out_source, record.prompt_tokens, record.text) == (2, "usage", 3, "xx")
+
+
+@pytest.mark.parametrize(("final", "cached"), [
+    ({"usage": {"completion_tokens": 1, "prompt_tokens": 9, "prompt_tokens_details": {"cached_tokens": 6}}}, 6),
+    ({"usage": {"completion_tokens": 1, "prompt_tokens": 9}, "timings": {"cache_n": 8, "prompt_ms": 2.5}}, 8),
+    ({"usage": {"completion_tokens": 1, "prompt_tokens": 9}}, None),
+], ids=["openai-details", "llama-server-timings", "not-said"])
+def test_cached_prompt_tokens_are_what_the_engine_says(final: dict, cached: int | None) -> None:  # type: ignore[type-arg]
+    record = ask(sse(TOKEN, {**DONE, **final}, "[DONE]"))
+    assert record.cached_tokens == cached
+    assert record.prefill_s == (0.0025 if "timings" in final else None)
 
 
 def test_a_stream_without_done_is_cut_even_after_a_finish_reason() -> None:

@@ -41,6 +41,10 @@ class RequestRecord:
     n_out_source: str = "chunks"
     """``usage`` when the server reported completion_tokens, else one token per content chunk."""
     prompt_tokens: int | None = None
+    cached_tokens: int | None = None
+    """Prompt tokens the engine served from its prompt cache: ``usage.prompt_tokens_details.cached_tokens``
+    (OpenAI's field; llama-server and vLLM send it), else llama-server's ``timings.cache_n``. None where the
+    engine does not say: Ollama's native answers fold cached and evaluated tokens into ``prompt_eval_count``."""
     finish_reason: str | None = None
     server_timings: dict[str, Any] | None = None
     """llama-server's ``timings`` of the answer, as it sent them."""
@@ -83,6 +87,16 @@ class RequestRecord:
         return metrics["load_duration"] / 1e9 if "load_duration" in metrics else None
 
     @property
+    def prefill_s(self) -> float | None:
+        """The engine's own prompt-processing time: llama-server's ``timings.prompt_ms``, or Ollama's
+        ``prompt_eval_duration``; None where the engine reports neither."""
+        prompt_ms = (self.server_timings or {}).get("prompt_ms")
+        if isinstance(prompt_ms, (int, float)) and prompt_ms >= 0:
+            return float(prompt_ms) / 1000
+        metrics = self.engine_metrics or {}
+        return metrics["prompt_eval_duration"] / 1e9 if "prompt_eval_duration" in metrics else None
+
+    @property
     def ok(self) -> bool:
         return self.error is None
 
@@ -90,6 +104,7 @@ class RequestRecord:
         return {
             "label": self.label, "ttft_s": self.ttft, "e2e_s": self.e2e, "tpot_s": self.tpot, "n_out": self.n_out,
             "n_out_source": self.n_out_source, "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens, "prefill_s": self.prefill_s,
             "finish_reason": self.finish_reason, "error": self.error, "error_kind": self.error_kind,
             "server_timings": self.server_timings, "engine_metrics": self.engine_metrics,
             "client_options": self.client_options, "audit": self.audit.to_dict() if self.audit is not None else None,

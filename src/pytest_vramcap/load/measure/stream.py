@@ -131,13 +131,18 @@ class ChatStream:
             record.n_out_source = "usage"
             if usage.get("prompt_tokens") is not None:
                 record.prompt_tokens = self._count(usage, "prompt_tokens")
+            details = usage.get("prompt_tokens_details")
+            if isinstance(details, dict) and details.get("cached_tokens") is not None:
+                record.cached_tokens = self._count(details, "cached_tokens", "usage.prompt_tokens_details")
         elif record.n_out_source == "chunks":
             record.n_out = record.n_chunks
         if isinstance(chunk.get("timings"), dict):
             record.server_timings = chunk["timings"]
+            if record.cached_tokens is None and chunk["timings"].get("cache_n") is not None:
+                record.cached_tokens = self._count(chunk["timings"], "cache_n", "timings")
 
-    def _count(self, usage: dict[str, Any], key: str) -> int:
+    def _count(self, values: dict[str, Any], key: str, where: str = "usage") -> int:
         try:
-            return int(checked_number(usage[key], integer=True, lo=0, hi=2**31 - 1))
+            return int(checked_number(values[key], integer=True, lo=0, hi=2**31 - 1))
         except ValueError as exc:
-            raise fail(self.record, ProtocolError(f"{self.record.label or 'request'}: usage.{key} {exc}")) from None
+            raise fail(self.record, ProtocolError(f"{self.record.label or 'request'}: {where}.{key} {exc}")) from None
