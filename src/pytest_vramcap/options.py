@@ -125,6 +125,8 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("min-speedup", positive_float, None, "override every scenario's minimum parallel speedup", "X"),
     Option("rounds", positive_int, 3, "interleaved sequential/parallel rounds per scenario; the speedup is their "
            "median (default 3)", "N"),
+    Option("prompt-cache", choice(ON_OFF), "on", "on (as engines run; each pass starts cold for its own prompts) "
+           "or off (llama-server's cache_prompt false: no prefill reused)", "on|off"),
     Option("emulate", choice(EMULATE_MODES), "auto", "hold a VRAM ballast so a bigger GPU offers only the profile's "
            "memory (auto: when the GPU is bigger)", "MODE"),
     Option("save-baseline", baseline_name, None, "store this run as baseline NAME (<baseline-dir>/NAME.json), or at "

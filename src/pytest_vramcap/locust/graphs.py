@@ -38,7 +38,7 @@ from ..load.measure.record import RequestRecord
 from ..load.proxy.channels import Channel, RecordingProxy
 from ..load.run.apps import app_for, endpoint
 from ..load.run.graphs import graph_config, requests_left_behind
-from ..load.run.rounds import RUNNER_REQUEST_FIELDS
+from ..load.run.rounds import runner_request_fields
 from ..load.scenario.schema import Scenario
 
 __all__ = ["GraphHosts", "GraphLoop", "UserGraph"]
@@ -116,7 +116,7 @@ class GraphHosts:
     def proxy(self, host: str, model: str | None) -> RecordingProxy:
         if (host, model) not in self.proxies:
             self.proxies[host, model] = RecordingProxy(host, model=model,
-                                                       request_defaults=RUNNER_REQUEST_FIELDS).start()
+                                                       request_defaults=runner_request_fields(False)).start()
         return self.proxies[host, model]
 
     def share(self, user: UserGraph, host: str, model: str | None) -> Channel:

@@ -22,7 +22,7 @@ from ..planner.output import plan_json
 from ..report.files import write_report
 from ..report.markdown import append_step_summary, render_markdown
 from ..report.schema import RunReport, ScenarioResult, machine, versions
-from ..report.terminal import summary_table
+from ..report.terminal import summary_table, turns_table
 from ..report.verdicts import Verdict, session_verdicts
 from .gate import RegressionGate
 from .runstate import RunState
@@ -141,6 +141,9 @@ class Reporter:
         terminalreporter.section("vramcap")
         if self.results:
             write(summary_table(self.results))
+            if turns := turns_table(self.results):
+                write("")
+                write(turns)
         for verdict in self.session_verdicts:
             write(verdict.describe(), red=True)
         for line, bad in self.gate.summary_lines():

@@ -145,7 +145,7 @@ class RunState:
             check_graph(scenario)  # a graph that cannot be imported fails before a server is started for it
         server = self.ensure_server()
         return run_on_process_loop(run_both(server.url, scenario, build=build, model=server.request_model,
-                                    rounds=self.settings.rounds))
+                                    rounds=self.settings.rounds, prompt_cache=self.settings.prompt_cache))
 
     def min_speedup_for(self, scenario: Scenario, marker_value: float | None = None) -> float | None:
         """The command line wins over a test's marker, which wins over the scenario file."""

@@ -97,6 +97,7 @@ class Settings:
     report_dir: Path
     min_speedup: float | None
     rounds: int
+    prompt_cache: bool
     startup_timeout: float
     models_dir: Path | None
     fit: bool
@@ -141,7 +142,7 @@ class Settings:
         return cls(engine=engine,
                    plan_values={option.dest: values[option.dest] for option in PLAN_OPTIONS},
                    server_url=server_url, report_dir=values["report_dir"], min_speedup=values["min_speedup"],
-                   rounds=values["rounds"],
+                   rounds=values["rounds"], prompt_cache=values["prompt_cache"] == "on",
                    startup_timeout=values["startup_timeout"], models_dir=values["models_dir"],
                    fit=values["fit"] == "on", emulate=values["emulate"],
                    save_baseline=_baseline_file(*found["save_baseline"], values["baseline_dir"]),

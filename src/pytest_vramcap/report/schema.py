@@ -18,6 +18,7 @@ from ..load.measure.metrics import Summary
 from ..load.measure.record import RequestRecord
 from ..load.run.rounds import ModeRuns, ScenarioRun
 from ..types import RunMode
+from .conversation import turn_rows
 from .verdicts import Verdict
 
 __all__ = ["SCHEMA_VERSION", "ModeReport", "RunReport", "ScenarioResult", "junit_properties", "machine", "versions"]
@@ -80,6 +81,10 @@ class ScenarioResult(BaseModel):
     clock in every process of the machine, so the controller can find its NVML samples."""
     peak_vram_mib: float | None = None
     """The most GPU memory the server's process held while the scenario ran (NVML; None without a GPU)."""
+    prompt_cache: bool | None = None
+    """Whether the engine's prompt cache was on (each pass then started cold for its own prompts)."""
+    turns: list[dict[str, Any]] = []
+    """TTFT, prompt, cached tokens and prefill time by mode, agent (label) and turn: medians over the rounds."""
 
     @classmethod
     def of(cls, name: str, nodeid: str, run: ScenarioRun | None, min_speedup: float | None,
@@ -89,7 +94,8 @@ class ScenarioResult(BaseModel):
                    min_speedup=min_speedup,
                    sequential=ModeReport.of(run.sequential) if run else None,
                    parallel=ModeReport.of(run.parallel) if run else None, verdicts=verdicts,
-                   window=_window(run) if run else None)
+                   window=_window(run) if run else None, prompt_cache=run.prompt_cache if run else None,
+                   turns=turn_rows(run) if run else [])
 
     def junit_properties(self) -> list[tuple[str, str]]:
         """The key metrics and each verdict's outcome, for JUnit XML ``<property>`` entries (CI systems show them)."""

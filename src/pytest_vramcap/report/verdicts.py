@@ -13,6 +13,10 @@
                        drops leaves it unbounded: report/output_budget.py); n/a for the YAML runner.
 * ``slots``            the server has a slot for every agent of the widest step: decided
                        by the plan, not by a clock (n/a for a graph that made no recorded request).
+* ``context``          every agent's conversation fits its slot at every turn: predicted for a scenario of steps,
+                       observed for every run (report/conversation.py).
+* ``prompt_cache``     later turns were served from the prompt cache, at least the scenario's share of the
+                       conversation so far: catches slot thrash (report/conversation.py).
 * ``parallel_speedup`` the median over interleaved rounds of sequential wall time /
                        parallel wall time reached the minimum.
 * ``slo:<objective>``  one per latency objective (``slo:ttft_p95_s``...), over the parallel passes.
@@ -35,6 +39,7 @@ from ..load.measure.budget import BudgetTally
 from ..load.run.rounds import ScenarioRun
 from ..parsers import LOAD_SLO_FLOORS
 from .client_options import client_options_verdict
+from .conversation import context_verdict, prompt_cache_verdict
 from .output_budget import budget_verdict, output_budget_verdict
 from .verdict import FAIL, NA, PASS, Verdict
 
@@ -218,7 +223,9 @@ def scenario_verdicts(plan: Plan, engine: EngineEvidence, run: ScenarioRun, mini
     passes = [mode_pass.records for mode in (run.sequential, run.parallel) for mode_pass in mode.passes]
     return [oom_verdict(plan, engine, errors), offload_verdict(engine, Placement.planned(plan.memory)),
             served_verdict(plan, engine), client_options_verdict(plan, passes), output_budget_verdict(passes),
-            slots_verdict(plan.config.parallel, run), speedup_verdict(run, minimum), *slo_verdicts(run, slos)]
+            slots_verdict(plan.config.parallel, run), context_verdict(plan.config.ctx_per_agent, run),
+            prompt_cache_verdict(run, run.scenario.expect.prompt_cache_min), speedup_verdict(run, minimum),
+            *slo_verdicts(run, slos)]
 
 
 def _error_summary(error: EngineError) -> str:

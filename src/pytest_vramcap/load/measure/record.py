@@ -22,7 +22,7 @@ from ...errors import EngineError, ServerUnreachable
 from ...types import FailureKind
 
 __all__ = ["HTTPStatusError", "ProtocolError", "RequestError", "RequestRecord", "RequestRefused", "RequestTimeout",
-           "StreamCut"]
+           "StreamCut", "number_turns"]
 
 
 @dataclass
@@ -31,6 +31,9 @@ class RequestRecord:
 
     label: str
     t_send: float
+    turn: int | None = None
+    """Which request of its agent (label) in the pass this is, from 1: the turn of a conversation. Numbered by
+    the runner when the pass ends (:func:`number_turns`)."""
     t_first: float | None = None
     t_last: float | None = None
     text_parts: list[str] = field(default_factory=list, repr=False)
@@ -102,13 +105,24 @@ class RequestRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "label": self.label, "ttft_s": self.ttft, "e2e_s": self.e2e, "tpot_s": self.tpot, "n_out": self.n_out,
+            "label": self.label, "turn": self.turn, "ttft_s": self.ttft, "e2e_s": self.e2e, "tpot_s": self.tpot,
+            "n_out": self.n_out,
             "n_out_source": self.n_out_source, "prompt_tokens": self.prompt_tokens,
             "cached_tokens": self.cached_tokens, "prefill_s": self.prefill_s,
             "finish_reason": self.finish_reason, "error": self.error, "error_kind": self.error_kind,
             "server_timings": self.server_timings, "engine_metrics": self.engine_metrics,
             "client_options": self.client_options, "audit": self.audit.to_dict() if self.audit is not None else None,
         }
+
+
+def number_turns(records: list[RequestRecord]) -> None:
+    """Set each record's :attr:`~RequestRecord.turn`: its place, by send time, among its label's requests. An
+    agent's conversation sends one turn after another, so this is the turn, for the runner's own conversations
+    and for a graph's agents (which carry their history themselves) alike."""
+    counts: dict[str, int] = {}
+    for record in sorted(records, key=lambda r: r.t_send):
+        counts[record.label] = counts.get(record.label, 0) + 1
+        record.turn = counts[record.label]
 
 
 class RequestError(EngineError):

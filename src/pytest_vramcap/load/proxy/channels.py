@@ -79,6 +79,9 @@ class Channel:
     peak_in_flight: int = 0
     unrecorded: dict[str, int] = field(default_factory=dict)
     """Requests passed through unrecorded since the last reset, by endpoint (``GET /v1/models``: 2)."""
+    pass_marker: str = ""
+    """Set by a runner for one pass: a line the proxy puts before the first message of every request recorded on
+    this channel, so that no pass reuses another's prompt cache (:func:`~..run.rounds.pass_marker`)."""
     keep_records: bool = True
     """False where every request is handed on as it ends (:attr:`on_end`) and nobody reads :attr:`records` (Locust
     users sharing the endpoint's channel): the records are not kept, so memory stays bounded however long the run."""
@@ -197,9 +200,11 @@ class RecordingProxy:
             self._channels = {prefix: known for prefix, known in self._channels.items() if known is not channel}
 
     def retarget(self, upstream: str | None, *, model: str | None = None, read_timeout_s: float | None = None,
-                 engine_kind: EngineKind | None = None) -> None:
+                 engine_kind: EngineKind | None = None, request_defaults: Mapping[str, Any] | None = None) -> None:
         """Forward to ``upstream`` (None: to nothing) from the next request on; an exchange already under way
         finishes with the previous engine, and no kept-alive connection to it is used again."""
+        if request_defaults is not None:
+            self.request_defaults = dict(request_defaults)
         self.upstream = _upstream(upstream) if upstream is not None else None
         self.generation += 1
         with self._kind_lock:

@@ -101,6 +101,8 @@ class _Handler(ClientHandler):
         route: Route = ("api/chat" if completion_route == "chat" else "api/generate" if completion_route
                         else "chat/completions" if chat else "completions")
         asked = dict(payload)  # as the client sent it: the proxy adds fields of its own on the way
+        if recorder.pass_marker:
+            lead_with(payload, recorder.pass_marker)
         recorder.begin(record)
         try:
             if completion_route is not None:
@@ -456,6 +458,20 @@ class _Unanswered(Exception):
     def reply(self, error: Callable[[int, str], None]) -> Callable[[], None]:
         """The end of the exchange, with ``error`` (the route's error shape) if the client is still there."""
         return (lambda: None) if self.status is None else partial(error, self.status, self.message)
+
+
+def lead_with(body: dict[str, Any], marker: str) -> None:
+    """Put ``marker`` on a line before the text of the first message (a chat: OpenAI's or Ollama's) or of the
+    prompt (a completion, Ollama's generate), in place."""
+    messages = body.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[0], dict):
+        content = messages[0].get("content")
+        if isinstance(content, str):
+            messages[0] = {**messages[0], "content": f"{marker}\n{content}"}
+        elif isinstance(content, list):  # OpenAI's content parts
+            messages[0] = {**messages[0], "content": [{"type": "text", "text": marker}, *content]}
+    elif isinstance(body.get("prompt"), str):
+        body["prompt"] = f"{marker}\n{body['prompt']}"
 
 
 def _completion_route(route: str | None) -> ollama.OllamaRoute | None:

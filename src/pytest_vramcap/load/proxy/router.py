@@ -21,6 +21,9 @@ class Recorder(Protocol):
     """Where a recorded request is counted as it arrives and kept as it ends, and an unrecorded one counted by
     endpoint (a :class:`~.channels.Channel`)."""
 
+    pass_marker: str
+    """A line to put before the first message of each recorded request ("": none)."""
+
     def begin(self, record: RequestRecord) -> None: ...
 
     def end(self, record: RequestRecord) -> None: ...

@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import atexit
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
 from ..proxy.channels import Channel, RecordingProxy
 from ..scenario.graph_source import App, endpoint_environ, load_app
 from ..scenario.schema import GraphRef, Scenario
-from .rounds import RUNNER_REQUEST_FIELDS
+from .rounds import runner_request_fields
 
 __all__ = ["Endpoint", "app_for", "check_graph", "endpoint", "run_on_process_loop"]
 
@@ -35,7 +35,8 @@ class Endpoint:
     whichever run's server :meth:`attach` named last (none between runs: requests then get a 502)."""
 
     def __init__(self) -> None:
-        self._proxy = RecordingProxy(None, request_defaults=RUNNER_REQUEST_FIELDS, name="vramcap-endpoint").start()
+        self._proxy = RecordingProxy(None, request_defaults=runner_request_fields(False),
+                                     name="vramcap-endpoint").start()
         self.channel = self._proxy.channel()
         self._lock = threading.Lock()
         self._attached: tuple[str, str | None] | None = None
@@ -44,7 +45,8 @@ class Endpoint:
         """The SDKs' variables for this endpoint's channel (what a module is imported with)."""
         return endpoint_environ(self.channel.base_url)
 
-    def attach(self, upstream: str, *, model: str | None = None, read_timeout_s: float = 300.0) -> Channel:
+    def attach(self, upstream: str, *, model: str | None = None, read_timeout_s: float = 300.0,
+               request_defaults: Mapping[str, Any] | None = None) -> Channel:
         """Forward this endpoint to ``upstream`` (a run's server) until :meth:`detach`; its channel is returned.
         One server at a time: a second run on another server while one is attached is refused."""
         with self._lock:
@@ -52,7 +54,8 @@ class Endpoint:
                 raise RuntimeError(f"the module-level graphs' endpoint already serves {self._attached[0]}: one "
                                    f"server at a time per process")
             self._attached = (upstream, model)
-            self._proxy.retarget(upstream, model=model, read_timeout_s=read_timeout_s)
+            self._proxy.retarget(upstream, model=model, read_timeout_s=read_timeout_s,
+                                 request_defaults=request_defaults)
         return self.channel
 
     def detach(self) -> None:

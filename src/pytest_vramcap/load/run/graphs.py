@@ -29,7 +29,7 @@ from ..proxy.channels import Channel, RecordingProxy
 from ..scenario.graph_source import App, Builder, Graph, app_of, user_traceback
 from ..scenario.schema import GraphRef, Scenario
 from .apps import app_for, endpoint
-from .rounds import RUNNER_REQUEST_FIELDS, ModeResult, ScenarioRun, run_rounds, warm_up
+from .rounds import ModeResult, ScenarioRun, pass_marker, run_rounds, runner_request_fields, warm_up
 
 __all__ = ["LEFT_BEHIND_TIMEOUT_S", "graph_config", "nothing_measured", "requests_left_behind", "run_graph_both",
            "run_graph_pass"]
@@ -53,9 +53,12 @@ def requests_left_behind(channel: Channel) -> str | None:
     return f"{channel.in_flight} request(s) still in flight {LEFT_BEHIND_TIMEOUT_S:.0f} s after the graph returned"
 
 
-async def run_graph_pass(graph: Graph, scenario: Scenario, channel: Channel, mode: RunMode) -> ModeResult:
-    """One invocation of ``graph`` in ``mode``; its requests are those ``channel`` recorded meanwhile."""
+async def run_graph_pass(graph: Graph, scenario: Scenario, channel: Channel, mode: RunMode,
+                         prompt_cache: bool = False) -> ModeResult:
+    """One invocation of ``graph`` in ``mode``; its requests are those ``channel`` recorded meanwhile. With the
+    prompt cache on, the pass's requests lead with a marker of its own (:func:`~.rounds.pass_marker`)."""
     channel.reset()
+    channel.pass_marker = pass_marker() if prompt_cache else ""
     errors: list[str] = []
     traceback = ""
     start = time.monotonic()
@@ -71,6 +74,7 @@ async def run_graph_pass(graph: Graph, scenario: Scenario, channel: Channel, mod
         errors.append(left_behind)
     unrecorded = dict(channel.unrecorded)
     records = channel.reset()
+    channel.pass_marker = ""
     errors = [f"{record.label}: {record.error}" for record in records if not record.ok] + errors
     if not records:
         errors.append(nothing_measured(unrecorded))
@@ -91,23 +95,25 @@ def nothing_measured(unrecorded: Mapping[str, int]) -> str:
 
 
 @asynccontextmanager
-async def _graph_channel(app: App, url: str, model: str | None, read_timeout_s: float) -> AsyncIterator[Channel]:
+async def _graph_channel(app: App, url: str, model: str | None, read_timeout_s: float,
+                         prompt_cache: bool) -> AsyncIterator[Channel]:
     """Where ``app``'s graph sends its requests for one run: the endpoint (a module-level graph, made at import)
     pointed at ``url``, else a proxy of the run's own."""
+    fields = runner_request_fields(prompt_cache)
     if app.shared:
-        channel = endpoint().attach(url, model=model, read_timeout_s=read_timeout_s)
+        channel = endpoint().attach(url, model=model, read_timeout_s=read_timeout_s, request_defaults=fields)
         try:
             yield channel
         finally:
             endpoint().detach()
         return
-    with RecordingProxy(url, model=model, request_defaults=RUNNER_REQUEST_FIELDS,
-                        read_timeout_s=read_timeout_s) as proxy:
+    with RecordingProxy(url, model=model, request_defaults=fields, read_timeout_s=read_timeout_s) as proxy:
         yield proxy.channel()
 
 
 async def run_graph_both(url: str, scenario: Scenario, *, build: Builder | None = None, model: str | None = None,
-                         warmup: bool = True, read_timeout_s: float = 300.0, rounds: int = 1) -> ScenarioRun:
+                         warmup: bool = True, read_timeout_s: float = 300.0, rounds: int = 1,
+                         prompt_cache: bool = False) -> ScenarioRun:
     """``rounds`` of a sequential and a parallel invocation of the scenario's graph (or ``build``'s: a callable
     taken by the same rule as one that ``graph:`` names)."""
     if build is not None:
@@ -116,9 +122,10 @@ async def run_graph_both(url: str, scenario: Scenario, *, build: Builder | None 
         app = app_for(scenario.graph)
     else:
         raise ValueError(f"scenario {scenario.name!r} names no graph and no build was given")
-    async with _graph_channel(app, url, model, read_timeout_s) as channel:
+    async with _graph_channel(app, url, model, read_timeout_s, prompt_cache) as channel:
         graph = app.graph(channel.base_url, graph_config(scenario, "parallel"))
         if warmup:
             async with ChatClient(url, model=model, read_timeout_s=read_timeout_s) as client:
                 await warm_up(client)
-        return await run_rounds(scenario, lambda mode: run_graph_pass(graph, scenario, channel, mode), rounds)
+        return await run_rounds(scenario, lambda mode: run_graph_pass(graph, scenario, channel, mode, prompt_cache),
+                                rounds, prompt_cache)

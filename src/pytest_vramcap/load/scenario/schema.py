@@ -72,6 +72,11 @@ class Expectations(_Strict):
     min_speedup: float | None = Field(default=None, gt=0)
     """Sequential wall time over parallel wall time must reach this."""
     slo: SLO = SLO()
+    prompt_cache_min: float = Field(default=0.9, ge=0, le=1)
+    """On an agent's turns after its first, at least this share of the conversation so far (its previous prompt)
+    must come from the engine's prompt cache: the ``prompt_cache`` verdict, which catches slot thrash. A turn
+    that kept its slot reuses all of it; one whose slot another agent took still finds the prefix the agents
+    share (a long system prompt) in some slot, so the default asks for nearly all: 90%."""
 
 
 class Agent(_Strict):
@@ -79,6 +84,10 @@ class Agent(_Strict):
     prompt: str = Field(min_length=1)
     system: str | None = None
     max_tokens: int = Field(default=64, ge=1, le=32768)
+    turns: int = Field(default=1, ge=1, le=1000)
+    """A conversation: after each answer the agent sends its whole history again with one more user message
+    (a tool result) of ``turn_tokens`` synthetic tokens, as a tool-calling loop does."""
+    turn_tokens: int = Field(default=200, ge=1, le=131072)
 
 
 class Step(_Strict):
@@ -174,7 +183,7 @@ def _langgraph_entry(path: Path, name: str) -> dict[str, Any]:
     return {"file": path.parent / file, "attribute": attribute, "via": f"{path.name}:{name}"}
 
 
-_STEP_KEYS = ("steps", "inputs", "shared_prefix", "max_ref_chars")
+_STEP_KEYS = ("steps", "inputs", "shared_prefix", "system_tokens", "max_ref_chars")
 _GRAPH_KEYS = ("graph", "input", "config")
 
 
@@ -184,6 +193,8 @@ class Scenario(_Strict):
     inputs: dict[str, str] = Field(default_factory=dict)
     shared_prefix: str = ""
     """A system-prompt prefix every agent shares (what prompt caching can reuse)."""
+    system_tokens: int = Field(default=0, ge=0, le=1_048_576)
+    """A shared system prompt of this many synthetic tokens (rules, tool schemas), before ``shared_prefix``."""
     max_ref_chars: int = Field(default=1200, ge=1)
     """Earlier outputs are cut to this many characters when spliced into a prompt."""
     expect: Expectations = Expectations()

@@ -1,0 +1,132 @@
+"""Agents that talk for many turns: does each conversation fit its slot (``context``), does the prompt cache
+serve what it could on later turns (``prompt_cache``), and TTFT and reuse by agent and turn.
+
+* ``context``      predicted before any request for a scenario of steps (:mod:`..load.scenario.context`: the
+                   first turn an agent would overflow its slot), and observed in every run (a request the engine
+                   refused as too long for the context); the evidence gives each agent's largest prompt.
+* ``prompt_cache`` on each agent's turns after its first, the share of its previous prompt (all of which the new
+                   one repeats) that the engine served from its cache, against the scenario's
+                   ``expect.prompt_cache_min``: a low share means another agent's request took the slot (slot
+                   thrash). n/a with the cache off, and where the engine does not say (Ollama's native API).
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from ..load.measure.record import RequestRecord
+from ..load.run.rounds import ModeResult, ScenarioRun
+from ..load.scenario.context import agent_contexts
+from ..load.scenario.schema import Scenario
+from .verdict import FAIL, NA, PASS, Verdict
+
+__all__ = ["context_verdict", "predicted_context_verdict", "prompt_cache_verdict", "turn_rows"]
+
+
+def _passes(run: ScenarioRun) -> list[ModeResult]:
+    return [*run.sequential.passes, *run.parallel.passes]
+
+
+def predicted_context_verdict(slot_tokens: int, scenario: Scenario) -> Verdict | None:
+    """The failing ``context`` verdict of a scenario of steps whose conversations would not fit, known before any
+    request (the plugin runs nothing when one already overflows at turn 1); None when every turn fits."""
+    predicted = [(context.label, turn, context.needs[turn - 1]) for context in agent_contexts(scenario)
+                 if (turn := context.overflow(slot_tokens)) is not None]
+    if not predicted:
+        return None
+    label, turn, need = min(predicted, key=lambda item: item[1])
+    evidence = tuple(f"{name}: about {tokens:,} tokens at turn {at} (prompt and answer)"
+                     for name, at, tokens in predicted)
+    return Verdict(name="context", outcome=FAIL, evidence=evidence,
+                   summary=f"agent {label} would overflow its {slot_tokens:,}-token slot at turn {turn} "
+                           f"(about {need:,} tokens)")
+
+
+def context_verdict(slot_tokens: int, run: ScenarioRun) -> Verdict:
+    """``slot_tokens``: the context of one slot (the plan's context per agent)."""
+    predicted = predicted_context_verdict(slot_tokens, run.scenario)
+    if predicted is not None:
+        return predicted
+    records = [record for mode_pass in _passes(run) for record in mode_pass.records]
+    overflowed = [record for record in records if record.error_kind == "context_overflow"]
+    if overflowed:
+        first = min(overflowed, key=lambda record: (record.turn or 0, record.label))
+        return Verdict(name="context", outcome=FAIL,
+                       summary=f"agent {first.label} overflowed its {slot_tokens:,}-token slot at turn "
+                               f"{first.turn or 1}",
+                       evidence=tuple(f"{record.label} turn {record.turn or 1}: {(record.error or '')[:160]}"
+                                      for record in overflowed[:5]))
+    used = [(record.prompt_tokens + record.n_out, record) for record in records
+            if record.ok and record.prompt_tokens is not None]
+    if not used:
+        return Verdict(name="context", outcome=NA, summary="no request reported its prompt tokens")
+    peak, record = max(used, key=lambda pair: pair[0])
+    evidence = tuple(f"{label}: at most {most:,} tokens" for label, most in _peaks(used).items())
+    return Verdict(name="context", outcome=PASS, evidence=evidence,
+                   summary=f"at most {peak:,} of {slot_tokens:,} tokens a slot ({record.label}, turn {record.turn})")
+
+
+def _peaks(used: list[tuple[int, RequestRecord]]) -> dict[str, int]:
+    peaks: dict[str, int] = {}
+    for tokens, record in used:
+        peaks[record.label] = max(peaks.get(record.label, 0), tokens)
+    return dict(sorted(peaks.items()))
+
+
+def _reuse(mode_pass: ModeResult) -> list[tuple[RequestRecord, float]]:
+    """(record, share of the previous turn's prompt served from the cache) for every later turn of the pass."""
+    previous: dict[str, RequestRecord] = {}
+    shares = []
+    for record in sorted(mode_pass.records, key=lambda r: r.t_send):
+        before = previous.get(record.label)
+        previous[record.label] = record
+        if (before is None or not record.ok or record.cached_tokens is None or not before.prompt_tokens):
+            continue
+        shares.append((record, min(1.0, record.cached_tokens / before.prompt_tokens)))
+    return shares
+
+
+def prompt_cache_verdict(run: ScenarioRun, minimum: float) -> Verdict:
+    if not run.prompt_cache:
+        return Verdict(name="prompt_cache", outcome=NA, summary="the prompt cache was off (--vramcap-prompt-cache)")
+    shares = [(mode_pass.mode, record, share) for mode_pass in _passes(run) for record, share in _reuse(mode_pass)]
+    if not shares:
+        later = any((record.turn or 1) > 1 for mode_pass in _passes(run) for record in mode_pass.records)
+        why = ("the engine did not report cached prompt tokens" if later
+               else "no agent sent a second turn")
+        return Verdict(name="prompt_cache", outcome=NA, summary=why)
+    worst = min(shares, key=lambda item: item[2])
+    low = [item for item in shares if item[2] < minimum]
+    evidence = tuple(f"{mode} {record.label} turn {record.turn}: {record.cached_tokens:,} cached tokens, "
+                     f"{share:.0%} of the turn before" for mode, record, share in (low or [worst])[:5])
+    mode, record, share = worst
+    if low:
+        return Verdict(name="prompt_cache", outcome=FAIL, evidence=evidence,
+                       summary=f"{len(low)} of {len(shares)} later turns reused less than {minimum:.0%} of the "
+                               f"conversation (worst: {mode} {record.label} turn {record.turn}, {share:.0%}): "
+                               f"another request took the agent's slot")
+    return Verdict(name="prompt_cache", outcome=PASS, evidence=evidence,
+                   summary=f"every later turn reused at least {share:.0%} of its conversation from the cache "
+                           f"({len(shares)} turns, minimum {minimum:.0%})")
+
+
+def turn_rows(run: ScenarioRun) -> list[dict[str, Any]]:
+    """TTFT and cache reuse by mode, agent and turn (medians over the rounds): the report's table and chart."""
+    groups: dict[tuple[str, str, int], list[RequestRecord]] = {}
+    for mode_pass in _passes(run):
+        for record in mode_pass.records:
+            groups.setdefault((mode_pass.mode, record.label, record.turn or 1), []).append(record)
+    rows = []
+    for (mode, label, turn), records in sorted(groups.items()):
+        def median(values: list[float]) -> float | None:
+            return statistics.median(values) if values else None
+
+        rows.append({
+            "mode": mode, "label": label, "turn": turn, "requests": len(records),
+            "ttft_s": median([r.ttft for r in records if r.ttft is not None]),
+            "prompt_tokens": median([float(r.prompt_tokens) for r in records if r.prompt_tokens is not None]),
+            "cached_tokens": median([float(r.cached_tokens) for r in records if r.cached_tokens is not None]),
+            "prefill_s": median([r.prefill_s for r in records if r.prefill_s is not None]),
+        })
+    return rows
