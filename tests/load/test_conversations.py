@@ -136,3 +136,22 @@ def test_four_agents_on_three_slots_thrash_and_the_verdict_catches_it(tiny_serve
     verdict = prompt_cache_verdict(run, scenario.expect.prompt_cache_min)
     assert verdict.outcome == "fail" and "another request took the agent's slot" in verdict.summary
     assert all(line.startswith("parallel work.agent") for line in verdict.evidence)  # in sequence, nobody waits
+
+
+def test_requests_under_one_label_are_a_conversation_only_when_each_carries_the_last() -> None:
+    def record(t_send: float, prompt: int, cached: int) -> RequestRecord:
+        return RequestRecord("agent", t_send, t_first=t_send + 0.1, t_last=t_send + 1.0, n_out=8, prompt_tokens=prompt,
+                             cached_tokens=cached)
+
+    def judged(*records: RequestRecord) -> tuple[str, str]:
+        run = ScenarioRun(loop(), ModeRuns("sequential", [ModeResult("sequential", 1.0, {}, list(records))]),
+                          ModeRuns("parallel", []), prompt_cache=True)
+        verdict = prompt_cache_verdict(run, 0.9)
+        return verdict.outcome, verdict.summary
+
+    # a fan-out: at once, or one after another with prompts of the same size
+    assert judged(record(0.0, 40, 0), record(0.0, 41, 0))[1] == "no agent held a conversation"
+    assert judged(record(0.0, 40, 0), record(2.0, 41, 0))[1] == "no agent held a conversation"
+    # a conversation: the next prompt carries the last one and its answer
+    assert judged(record(0.0, 40, 0), record(2.0, 70, 44))[0] == "pass"
+    assert judged(record(0.0, 40, 0), record(2.0, 70, 10))[0] == "fail"

@@ -56,6 +56,18 @@ def test_too_few_slots_fail_without_a_clock(pytester: pytest.Pytester, run) -> N
                                  "*step work: 4 agents on 1 slot(s)*"])
 
 
+def test_a_conversation_that_cannot_fit_its_first_turn_fails_before_a_server_starts(  # type: ignore[no-untyped-def]
+        pytester: pytest.Pytester, run) -> None:
+    write_scenarios(pytester, loop="system_tokens: 2000\nsteps:\n  - name: work\n    agents:\n"
+                                   "      - {role: coder, prompt: go, turns: 3}\n")
+    result = run("--vram-profile=16gb", "scenarios")  # 1024 tokens a slot
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*[[]FAIL[]] context: agent work.coder would overflow its 1,024-token slot at turn 1 "
+                                 "(about 2,* tokens)*"])
+    assert "starting llama-server" not in result.stdout.str() + result.stderr.str()
+    assert report(pytester)["scenarios"][0]["verdicts"][0]["name"] == "context"
+
+
 def test_rounds_interleave_and_report_each_pass(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
     write_scenarios(pytester, pair=scenario_yaml("pair", max_tokens=8))
     result = run("--vram-profile=16gb", "--vramcap-rounds=3", "scenarios")

@@ -5,7 +5,8 @@ serve what it could on later turns (``prompt_cache``), and TTFT and reuse by age
                    first turn an agent would overflow its slot), and observed in every run (a request the engine
                    refused as too long for the context); the evidence gives each agent's largest prompt.
 * ``prompt_cache`` on each agent's turns after its first, the share of its previous prompt (all of which the new
-                   one repeats) that the engine served from its cache, against the scenario's
+                   one repeats) that the engine served from its cache (a turn is a request that continues its
+                   label's previous one: sent after it, its prompt grown by the answer), against the scenario's
                    ``expect.prompt_cache_min``: a low share means another agent's request took the slot (slot
                    thrash). n/a with the cache off, and where the engine does not say (Ollama's native API).
 """
@@ -74,17 +75,31 @@ def _peaks(used: list[tuple[int, RequestRecord]]) -> dict[str, int]:
     return dict(sorted(peaks.items()))
 
 
-def _reuse(mode_pass: ModeResult) -> list[tuple[RequestRecord, float]]:
-    """(record, share of the previous turn's prompt served from the cache) for every later turn of the pass."""
+def _continues(before: RequestRecord, record: RequestRecord) -> bool:
+    """Whether ``record`` is the next turn of ``before``'s conversation: sent after it ended, with a prompt that
+    grew by at least half of its answer (the history carried). A graph's fan-out sends several requests under one
+    label: at once, or one after another with prompts of the same size; neither is a conversation."""
+    if before.t_last is None or record.t_send < before.t_last or before.prompt_tokens is None:
+        return False
+    return record.prompt_tokens is not None and record.prompt_tokens >= before.prompt_tokens + max(1, before.n_out // 2)
+
+
+def _turns(mode_pass: ModeResult) -> list[tuple[RequestRecord, RequestRecord]]:
+    """(turn before, turn) for every later turn of a conversation in the pass."""
     previous: dict[str, RequestRecord] = {}
-    shares = []
+    pairs = []
     for record in sorted(mode_pass.records, key=lambda r: r.t_send):
         before = previous.get(record.label)
         previous[record.label] = record
-        if (before is None or not record.ok or record.cached_tokens is None or not before.prompt_tokens):
-            continue
-        shares.append((record, min(1.0, record.cached_tokens / before.prompt_tokens)))
-    return shares
+        if before is not None and record.ok and _continues(before, record):
+            pairs.append((before, record))
+    return pairs
+
+
+def _reuse(mode_pass: ModeResult) -> list[tuple[RequestRecord, float]]:
+    """(record, share of the previous turn's prompt served from the cache) for every later turn of the pass."""
+    return [(record, min(1.0, record.cached_tokens / before.prompt_tokens)) for before, record in _turns(mode_pass)
+            if record.cached_tokens is not None and before.prompt_tokens]
 
 
 def prompt_cache_verdict(run: ScenarioRun, minimum: float) -> Verdict:
@@ -92,9 +107,8 @@ def prompt_cache_verdict(run: ScenarioRun, minimum: float) -> Verdict:
         return Verdict(name="prompt_cache", outcome=NA, summary="the prompt cache was off (--vramcap-prompt-cache)")
     shares = [(mode_pass.mode, record, share) for mode_pass in _passes(run) for record, share in _reuse(mode_pass)]
     if not shares:
-        later = any((record.turn or 1) > 1 for mode_pass in _passes(run) for record in mode_pass.records)
-        why = ("the engine did not report cached prompt tokens" if later
-               else "no agent sent a second turn")
+        later = any(_turns(mode_pass) for mode_pass in _passes(run))
+        why = "the engine did not report cached prompt tokens" if later else "no agent held a conversation"
         return Verdict(name="prompt_cache", outcome=NA, summary=why)
     worst = min(shares, key=lambda item: item[2])
     low = [item for item in shares if item[2] < minimum]
@@ -112,7 +126,10 @@ def prompt_cache_verdict(run: ScenarioRun, minimum: float) -> Verdict:
 
 
 def turn_rows(run: ScenarioRun) -> list[dict[str, Any]]:
-    """TTFT and cache reuse by mode, agent and turn (medians over the rounds): the report's table and chart."""
+    """TTFT and cache reuse by mode, agent and turn (medians over the rounds): the report's table and chart; none
+    for a run in which no agent held a conversation."""
+    if not any(_turns(mode_pass) for mode_pass in _passes(run)):
+        return []
     groups: dict[tuple[str, str, int], list[RequestRecord]] = {}
     for mode_pass in _passes(run):
         for record in mode_pass.records:
