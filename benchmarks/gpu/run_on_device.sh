@@ -130,6 +130,7 @@ for stage in "$@"; do
     optimality) build; optimality ;;
     seed) build; seed ;;
     agents) build; agents ;;
+    loop) build; loop ;;
     overbudget) build; overbudget ;;
     gate) build; gate ;;
     proxy) build; proxy ;;
