@@ -36,7 +36,7 @@ steps:
       - {role: writer, prompt: "Docs about {topic}", max_tokens: 6}
   - name: review
     agents:
-      - {role: critic, prompt: "Judge {draft.coder} and {draft.writer}", max_tokens: 4}
+      - {role: critic, prompt: "Judge {draft.coder} and {draft.writer}", max_tokens: 4, turns: 2, turn_tokens: 20}
 """
 
 
@@ -73,6 +73,8 @@ def test_the_locustfile_starts_the_plan_reports_agent_metrics_and_stops(tmp_path
             assert int(rows[(metric, agent)]["Request Count"]) >= 1, (metric, agent)
     # response_length is output tokens: ignore_eos fixes them to max_tokens
     assert float(rows[("E2E", "draft.coder")]["Average Content Size"]) == 6
+    # the critic holds a two-turn conversation in every graph: two requests in each that finished
+    assert int(rows[("E2E", "review.critic")]["Request Count"]) >= 2 * int(graphs["Request Count"])
     assert processes_with(str(tmp_path)) == []  # llama-server (its model is under tmp_path) is gone
 
 

@@ -46,8 +46,8 @@ from ..load.measure.record import (
     StreamCut,
 )
 from ..load.measure.stream import STALE_CONNECTION_RETRIES, ChatStream, fail
-from ..load.run.steps import scenario_request
-from ..load.scenario.schema import Scenario
+from ..load.run.steps import next_turn, scenario_request
+from ..load.scenario.schema import Agent, Scenario
 from ..types import FailureKind
 from .graphs import UserGraph
 from .state import vramcap_run
@@ -188,7 +188,8 @@ class AgentGraphUser(User):
         failure: LoadFailure | None = None
         for step in scenario.steps:
             requests = [scenario_request(scenario, step.name, agent, state, seed=42) for agent in step.agents]
-            jobs = [gevent.spawn(self._ask, request) for request in requests]
+            jobs = [gevent.spawn(self._converse, request, step.name, agent)
+                    for request, agent in zip(requests, step.agents, strict=True)]
             try:
                 gevent.joinall(jobs)
             except GreenletExit:  # the runner stops this user: its agents stop with it, not after on_stop
@@ -196,11 +197,11 @@ class AgentGraphUser(User):
                 raise
             outputs = {}
             for agent, request, job in zip(step.agents, requests, jobs, strict=True):
-                record = job.value if job.successful() and job.value is not None else RequestRecord(
+                record, spoken = job.value if job.successful() and job.value is not None else (RequestRecord(
                     label=request.label, t_send=start, error=f"{type(job.exception).__name__}: {job.exception}",
-                    error_kind="internal")  # a bug of ours, not the server's: gevent has printed its traceback
+                    error_kind="internal"), 0)  # a bug of ours, not the server's: gevent has printed its traceback
                 outputs[agent.role] = record.text if record.ok else ""
-                tokens += record.n_out
+                tokens += spoken
                 if not record.ok and failure is None:
                     failure = LoadFailure(record.error_kind or "server_error", record.error or "")
             state[step.name] = outputs
@@ -223,6 +224,18 @@ class AgentGraphUser(User):
             LoadFailure("graph_error", f"{type(error).__name__}: {error}") if error is not None else None
         self.vramcap.graph_ended(wall, failure is None)
         self._fire("GRAPH", scenario.name, wall * 1000, sum(record.n_out for record in records), failure)
+
+    def _converse(self, request: ChatRequest, step: str, agent: Agent) -> tuple[RequestRecord, int]:
+        """Every turn of one agent's conversation (one request unless it has ``turns``), each reported as it ends:
+        the last turn's record (the one that failed, if one did) and the tokens of all its answers."""
+        record, tokens = self._ask(request), 0
+        for turn in range(2, agent.turns + 1):
+            tokens += record.n_out
+            if not record.ok:
+                return record, tokens
+            request = next_turn(request, record.text, step, agent, turn)
+            record = self._ask(request)
+        return record, tokens + record.n_out
 
     def _ask(self, request: ChatRequest) -> RequestRecord:
         assert self.chat_client is not None  # a scenario of steps has one
