@@ -31,7 +31,9 @@ def test_passing_run_writes_the_report(pytester: pytest.Pytester, run) -> None: 
     assert scenario["name"] == "pair" and scenario["speedup"] > 0
     assert {v["name"]: v["outcome"] for v in scenario["verdicts"]} == {
         "oom": "pass", "cpu_offload": "n/a", "served_as_planned": "n/a", "client_options": "n/a",
-        "output_budget": "n/a", "slots": "pass", "parallel_speedup": "n/a"}
+        "output_budget": "n/a", "slots": "pass", "context": "pass", "prompt_cache": "n/a", "parallel_speedup": "n/a"}
+    # the prompt cache is on, but no agent held a conversation
+    assert scenario["prompt_cache"] is True and scenario["turns"] == []
     assert len(scenario["parallel"]["requests"]) == 3
     assert all(r["n_out"] in (24, 8) for r in scenario["parallel"]["requests"])
     assert data["engine"]["exit_code"] is not None  # stopped at the end of the run
