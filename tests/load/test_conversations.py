@@ -155,3 +155,23 @@ def test_requests_under_one_label_are_a_conversation_only_when_each_carries_the_
     # a conversation: the next prompt carries the last one and its answer
     assert judged(record(0.0, 40, 0), record(2.0, 70, 44))[0] == "pass"
     assert judged(record(0.0, 40, 0), record(2.0, 70, 10))[0] == "fail"
+
+
+@needs_llama_server
+def test_an_answer_cut_at_the_end_of_its_slot_fails_the_context_verdict(tiny_server: str) -> None:
+    from pytest_vramcap.load.measure.client import ChatClient, ChatRequest
+
+    async def long_answer() -> RequestRecord:
+        async with ChatClient(tiny_server) as client:
+            return await client.chat(ChatRequest([{"role": "user", "content": "write on"}], 400, label="work.coder"))
+
+    record = run_on_process_loop(long_answer())
+    # llama-server without context shift stops the answer when the 256-token slot is full
+    assert record.finish_reason == "length" and record.n_out < 400 and record.prompt_tokens + record.n_out >= 255
+    record.turn = 1
+    run = ScenarioRun(loop(turns=1), ModeRuns("sequential", [ModeResult("sequential", 1.0, {}, [record])]),
+                      ModeRuns("parallel", []))
+    verdict = context_verdict(256, run)
+    assert verdict.outcome == "fail"
+    assert verdict.summary == "agent work.coder filled its 256-token slot at turn 1: its answer was cut at the end " \
+                              "of the context"

@@ -3,7 +3,8 @@ serve what it could on later turns (``prompt_cache``), and TTFT and reuse by age
 
 * ``context``      predicted before any request for a scenario of steps (:mod:`..load.scenario.context`: the
                    first turn an agent would overflow its slot), and observed in every run (a request the engine
-                   refused as too long for the context); the evidence gives each agent's largest prompt.
+                   refused as too long for the context, or an answer that filled the slot and was cut there);
+                   the evidence gives each agent's largest prompt.
 * ``prompt_cache`` on each agent's turns after its first, the share of its previous prompt (all of which the new
                    one repeats) that the engine served from its cache (a turn is a request that continues its
                    label's previous one: sent after it, its prompt grown by the answer), against the scenario's
@@ -62,6 +63,15 @@ def context_verdict(slot_tokens: int, run: ScenarioRun) -> Verdict:
             if record.ok and record.prompt_tokens is not None]
     if not used:
         return Verdict(name="context", outcome=NA, summary="no request reported its prompt tokens")
+    # llama-server without context shift stops an answer when the slot is full (finish_reason "length")
+    filled = [record for tokens, record in used if tokens >= slot_tokens - 1]
+    if filled:
+        first = min(filled, key=lambda r: (r.turn or 0, r.label))
+        return Verdict(name="context", outcome=FAIL,
+                       summary=f"agent {first.label} filled its {slot_tokens:,}-token slot at turn {first.turn or 1}: "
+                               f"its answer was cut at the end of the context",
+                       evidence=tuple(f"{r.label} turn {r.turn or 1}: {r.prompt_tokens:,} prompt + {r.n_out:,} "
+                                      f"answer tokens ({r.finish_reason})" for r in filled[:5]))
     peak, record = max(used, key=lambda pair: pair[0])
     evidence = tuple(f"{label}: at most {most:,} tokens" for label, most in _peaks(used).items())
     return Verdict(name="context", outcome=PASS, evidence=evidence,
