@@ -71,16 +71,18 @@ def models_dir(vocabs: Iterable[str], version: str | None = None) -> Path:
     """
     version = version or llama_cpp_version()
     target = _cache_root() / version
-    wanted = sorted(set(vocabs))
-    missing = [name for vocab in wanted for name in vocab_files(vocab) if not (target / name).is_file()]
-    if not missing and (target / _TEMPLATES).is_dir():
+    names = {name for vocab in vocabs for name in vocab_files(vocab)}
+
+    def complete() -> bool:
+        return (target / _TEMPLATES).is_dir() and all((target / name).is_file() for name in names)
+
+    if complete():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with _locked(target.with_name(f"{version}.lock")):
-        missing = [name for vocab in wanted for name in vocab_files(vocab) if not (target / name).is_file()]
-        if missing or not (target / _TEMPLATES).is_dir():
+        if not complete():  # another process may have fetched them while this one waited for the lock
             with _sdist(version) as sdist:
-                _extract(sdist, target, {name for vocab in wanted for name in vocab_files(vocab)}, version)
+                _extract(sdist, target, names, version)
     return target
 
 

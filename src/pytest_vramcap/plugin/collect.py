@@ -17,9 +17,8 @@ import pytest
 from ..errors import EngineError, GraphError, ScenarioError, below_user_traceback
 from ..load.run.apps import check_graph
 from ..load.run.rounds import ScenarioRun
-from ..load.scenario.context import agent_contexts
 from ..load.scenario.schema import Scenario, load_scenario
-from ..report.conversation import predicted_context_verdict
+from ..report.conversation import first_turn_overflow
 from ..report.schema import ScenarioResult
 from ..report.verdicts import Verdict, graph_verdict, scenario_verdicts, start_failure_verdicts
 from .stash import RESULT_PROPERTY, RUN_STATE_KEY
@@ -66,10 +65,8 @@ class ScenarioItem(pytest.Item):
     def runtest(self) -> None:
         state = self.config.stash[RUN_STATE_KEY]
         minimum = state.min_speedup_for(self.scenario)
-        slot = state.plan.config.ctx_per_agent
-        overflow = predicted_context_verdict(slot, self.scenario)
-        if overflow is not None and any(agent.overflow(slot) == 1 for agent in agent_contexts(self.scenario)):
-            # nothing could run: no server is started for it
+        overflow = first_turn_overflow(state.plan.config.ctx_per_agent, self.scenario)
+        if overflow is not None:  # nothing could run: no server is started for it
             record_result(self, ScenarioResult.of(self.scenario.name, self.nodeid, None, minimum, [overflow]))
             raise ScenarioFailed([overflow])
         run: ScenarioRun | None

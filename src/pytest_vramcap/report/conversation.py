@@ -15,6 +15,7 @@ serve what it could on later turns (``prompt_cache``), and TTFT and reuse by age
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 from ..load.measure.record import RequestRecord
@@ -23,20 +24,20 @@ from ..load.scenario.context import agent_contexts
 from ..load.scenario.schema import Scenario
 from .verdict import FAIL, NA, PASS, Verdict
 
-__all__ = ["context_verdict", "predicted_context_verdict", "prompt_cache_verdict", "turn_rows"]
+__all__ = ["context_verdict", "first_turn_overflow", "prompt_cache_verdict", "turn_rows"]
 
 
 def _passes(run: ScenarioRun) -> list[ModeResult]:
     return [*run.sequential.passes, *run.parallel.passes]
 
 
-def predicted_context_verdict(slot_tokens: int, scenario: Scenario) -> Verdict | None:
-    """The failing ``context`` verdict of a scenario of steps whose conversations would not fit, known before any
-    request (the plugin runs nothing when one already overflows at turn 1); None when every turn fits."""
-    predicted = [(context.label, turn, context.needs[turn - 1]) for context in agent_contexts(scenario)
-                 if (turn := context.overflow(slot_tokens)) is not None]
-    if not predicted:
-        return None
+def _overflows(slot_tokens: int, scenario: Scenario) -> list[tuple[str, int, int]]:
+    """(agent, first turn that overflows, tokens it needs) for each agent of a scenario of steps that would not fit."""
+    return [(context.label, turn, context.needs[turn - 1]) for context in agent_contexts(scenario)
+            if (turn := context.overflow(slot_tokens)) is not None]
+
+
+def _predicted_failure(slot_tokens: int, predicted: list[tuple[str, int, int]]) -> Verdict:
     label, turn, need = min(predicted, key=lambda item: item[1])
     evidence = tuple(f"{name}: about {tokens:,} tokens at turn {at} (prompt and answer)"
                      for name, at, tokens in predicted)
@@ -45,20 +46,33 @@ def predicted_context_verdict(slot_tokens: int, scenario: Scenario) -> Verdict |
                            f"(about {need:,} tokens)")
 
 
+def first_turn_overflow(slot_tokens: int, scenario: Scenario) -> Verdict | None:
+    """The failing ``context`` verdict of a scenario of steps in which some agent cannot fit even its first turn:
+    nothing could run, so the plugin starts no server for it. None otherwise."""
+    predicted = _overflows(slot_tokens, scenario)
+    return _predicted_failure(slot_tokens, predicted) if any(turn == 1 for _, turn, _ in predicted) else None
+
+
+def _observed_failure(slot_tokens: int, records: list[RequestRecord], what: str,
+                      line: Callable[[RequestRecord], str]) -> Verdict:
+    """The failing ``context`` verdict for records the engine refused or cut: the earliest turn named (``what``: how
+    its agent met the slot's end), each record quoted by ``line``."""
+    first = min(records, key=lambda record: (record.turn or 0, record.label))
+    return Verdict(name="context", outcome=FAIL,
+                   summary=what.format(agent=first.label, slot=f"{slot_tokens:,}-token slot", turn=first.turn or 1),
+                   evidence=tuple(f"{record.label} turn {record.turn or 1}: {line(record)}" for record in records[:5]))
+
+
 def context_verdict(slot_tokens: int, run: ScenarioRun) -> Verdict:
     """``slot_tokens``: the context of one slot (the plan's context per agent)."""
-    predicted = predicted_context_verdict(slot_tokens, run.scenario)
-    if predicted is not None:
-        return predicted
+    predicted = _overflows(slot_tokens, run.scenario)
+    if predicted:
+        return _predicted_failure(slot_tokens, predicted)
     records = [record for mode_pass in _passes(run) for record in mode_pass.records]
     overflowed = [record for record in records if record.error_kind == "context_overflow"]
     if overflowed:
-        first = min(overflowed, key=lambda record: (record.turn or 0, record.label))
-        return Verdict(name="context", outcome=FAIL,
-                       summary=f"agent {first.label} overflowed its {slot_tokens:,}-token slot at turn "
-                               f"{first.turn or 1}",
-                       evidence=tuple(f"{record.label} turn {record.turn or 1}: {(record.error or '')[:160]}"
-                                      for record in overflowed[:5]))
+        return _observed_failure(slot_tokens, overflowed, "agent {agent} overflowed its {slot} at turn {turn}",
+                                 lambda r: (r.error or "")[:160])
     used = [(record.prompt_tokens + record.n_out, record) for record in records
             if record.ok and record.prompt_tokens is not None]
     if not used:
@@ -66,12 +80,10 @@ def context_verdict(slot_tokens: int, run: ScenarioRun) -> Verdict:
     # llama-server without context shift stops an answer when the slot is full (finish_reason "length")
     filled = [record for tokens, record in used if tokens >= slot_tokens - 1]
     if filled:
-        first = min(filled, key=lambda r: (r.turn or 0, r.label))
-        return Verdict(name="context", outcome=FAIL,
-                       summary=f"agent {first.label} filled its {slot_tokens:,}-token slot at turn {first.turn or 1}: "
-                               f"its answer was cut at the end of the context",
-                       evidence=tuple(f"{r.label} turn {r.turn or 1}: {r.prompt_tokens:,} prompt + {r.n_out:,} "
-                                      f"answer tokens ({r.finish_reason})" for r in filled[:5]))
+        return _observed_failure(slot_tokens, filled, "agent {agent} filled its {slot} at turn {turn}: its answer "
+                                 "was cut at the end of the context",
+                                 lambda r: f"{r.prompt_tokens:,} prompt + {r.n_out:,} answer tokens "
+                                           f"({r.finish_reason})")
     peak, record = max(used, key=lambda pair: pair[0])
     evidence = tuple(f"{label}: at most {most:,} tokens" for label, most in _peaks(used).items())
     return Verdict(name="context", outcome=PASS, evidence=evidence,
@@ -144,11 +156,11 @@ def turn_rows(run: ScenarioRun) -> list[dict[str, Any]]:
     for mode_pass in _passes(run):
         for record in mode_pass.records:
             groups.setdefault((mode_pass.mode, record.label, record.turn or 1), []).append(record)
+    def median(values: list[float]) -> float | None:
+        return statistics.median(values) if values else None
+
     rows = []
     for (mode, label, turn), records in sorted(groups.items()):
-        def median(values: list[float]) -> float | None:
-            return statistics.median(values) if values else None
-
         rows.append({
             "mode": mode, "label": label, "turn": turn, "requests": len(records),
             "ttft_s": median([r.ttft for r in records if r.ttft is not None]),

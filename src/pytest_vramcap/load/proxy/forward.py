@@ -102,7 +102,7 @@ class _Handler(ClientHandler):
                         else "chat/completions" if chat else "completions")
         asked = dict(payload)  # as the client sent it: the proxy adds fields of its own on the way
         if recorder.pass_marker:
-            lead_with(payload, recorder.pass_marker)
+            _lead_with(payload, recorder.pass_marker)
         recorder.begin(record)
         try:
             if completion_route is not None:
@@ -460,7 +460,7 @@ class _Unanswered(Exception):
         return (lambda: None) if self.status is None else partial(error, self.status, self.message)
 
 
-def lead_with(body: dict[str, Any], marker: str) -> None:
+def _lead_with(body: dict[str, Any], marker: str) -> None:
     """Put ``marker`` on a line before the text of the first message (a chat: OpenAI's or Ollama's) or of the
     prompt (a completion, Ollama's generate), in place."""
     messages = body.get("messages")

@@ -39,8 +39,9 @@ class AgentContext:
         return next((turn for turn, need in enumerate(self.needs, start=1) if need > slot_tokens), None)
 
 
-def _text_tokens(text: str) -> int:
-    return -(-len(text) // CHARS_PER_TOKEN)
+def _tokens(chars: int) -> int:
+    """The estimate for ``chars`` characters of the user's text, rounded up."""
+    return -(-chars // CHARS_PER_TOKEN)
 
 
 def _prompt_chars(template: str, max_ref_chars: int, inputs: dict[str, str]) -> int:
@@ -63,9 +64,9 @@ def agent_contexts(scenario: Scenario) -> list[AgentContext]:
 
 
 def _needs(scenario: Scenario, agent: Agent) -> tuple[int, ...]:
-    system = (scenario.system_tokens + _text_tokens(scenario.shared_prefix) + _text_tokens(agent.system or "")
+    system = (scenario.system_tokens + _tokens(len(scenario.shared_prefix)) + _tokens(len(agent.system or ""))
               + _MARKER_TOKENS)
-    prompt = -(-_prompt_chars(agent.prompt, scenario.max_ref_chars, scenario.inputs) // CHARS_PER_TOKEN)
+    prompt = _tokens(_prompt_chars(agent.prompt, scenario.max_ref_chars, scenario.inputs))
     first = system + prompt + 3 * MESSAGE_TOKENS  # system, user, the generation prompt
     per_turn = agent.max_tokens + agent.turn_tokens + 2 * MESSAGE_TOKENS  # the answer kept, the tool result
     return tuple(first + (turn - 1) * per_turn + agent.max_tokens for turn in range(1, agent.turns + 1))
