@@ -197,6 +197,22 @@ def test_an_error_line_mid_stream_fails_the_record_and_reaches_the_client() -> N
     assert record.ttft is not None and record.n_chunks == 1
 
 
+def test_text_with_characters_httpx_reads_as_line_breaks_stays_one_ndjson_line() -> None:
+    # A synthesized model's random tokens produced U+0085 and U+2028 in an answer; raw in the NDJSON, the ollama
+    # client's httpx iter_lines split the line there and failed with a JSONDecodeError. tests/scripted_engine.py
+    # stands in for llama-server's stream here: a real one emits them only by chance.
+    pieces = ["one\u2028two", "three\x85four", "five\u2029six"]
+    events = [{"choices": [{"delta": {"content": piece}, "finish_reason": None}]} for piece in pieces]
+    events.append({"choices": [{"delta": {}, "finish_reason": "stop"}],
+                   "usage": {"prompt_tokens": 3, "completion_tokens": 3}})
+    with ScriptedEngine(events) as engine, RecordingProxy(engine.url) as proxy:
+        channel = proxy.channel()
+        parts = list(client(channel.base_url).chat(model="m", messages=QUESTION, stream=True))
+    assert "".join(part.message.content for part in parts) == "".join(pieces) and parts[-1].done
+    (record,) = channel.records
+    assert record.ok and record.text == "".join(pieces)
+
+
 def test_the_engine_kind_is_asked_once_per_engine_and_again_after_a_retarget(tiny_server: str) -> None:
     # tests/scripted_engine.py stands in for an Ollama (it answers /api/version) and for another OpenAI server
     with ScriptedEngine([], ollama=True) as ollama_like, ScriptedEngine([]) as other, \

@@ -125,9 +125,12 @@ class NdjsonRelay(_BufferedRelay):
             self._holding = True
 
     def put(self, answer: dict[str, Any]) -> None:
-        """An object of the proxy's making, sent at the next flush (the ``done`` one at the end)."""
-        (self._held if answer.get("done") is True else self._ready).append(
-            json.dumps(answer, ensure_ascii=False).encode() + b"\n")
+        """An object of the proxy's making, sent at the next flush (the ``done`` one at the end).
+
+        Non-ASCII text goes out escaped: the ollama client reads lines with httpx's ``iter_lines``, which also
+        breaks a line at U+0085, U+2028 and U+2029 (``str.splitlines``), and a model's text may hold any of them
+        (Go's json.Marshal, Ollama's encoder, escapes only the last two). Escaped, every object stays one line."""
+        (self._held if answer.get("done") is True else self._ready).append(json.dumps(answer).encode() + b"\n")
 
     def line(self, line: bytes) -> None:
         if self._passthrough and line.strip():
