@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 
 from pytest_vramcap.cli import _build_parser
-from pytest_vramcap.errors import BadInputError
-from pytest_vramcap.options import ENGINE_OPTIONS, PLAN_OPTIONS, RUN_OPTIONS, add_options
+from pytest_vramcap.errors import BadInputError, ConfigError
+from pytest_vramcap.options import DEFAULT_ROLE, ENGINE_OPTIONS, PLAN_OPTIONS, RUN_OPTIONS, add_options, role_values
+from pytest_vramcap.parsers import RoleValue, role_value
 from pytest_vramcap.planner import PlanRequest
 from pytest_vramcap.plugin.settings import PROFILE_OPTION
 
@@ -78,7 +80,39 @@ def test_add_options_registers_aliases_and_required_options() -> None:
     add_options(parser.add_argument, PLAN_OPTIONS, prefix="x-", dest_prefix="x_", with_defaults=False,
                 required={"model"})
     args = parser.parse_args(["--x-model", "m", "--x-ctx", "512"])
-    assert args.x_ctx_per_agent == 512 and args.x_agents is None and args.x_kv_cache is None
+    assert args.x_ctx_per_agent == [RoleValue(None, 512)] and args.x_agents is None and args.x_kv_cache is None
+
+
+def test_per_role_options_split_by_model() -> None:
+    parser = argparse.ArgumentParser()
+    add_options(parser.add_argument, PLAN_OPTIONS)
+    args = parser.parse_args(["--model", "chat=qwen2.5-7b", "--model", "embed=qwen3-embedding-0.6b",
+                              "--agents", "4", "--ctx", "chat=4096", "--ctx", "embed=2048"])
+    roles = role_values(vars(args))
+    assert list(roles) == ["chat", "embed"]
+    assert [(r["model"], r["agents"], r["ctx_per_agent"]) for r in roles.values()] == [
+        ("qwen2.5-7b", 4, 4096), ("qwen3-embedding-0.6b", 4, 2048)]
+    one = role_values(vars(parser.parse_args(["--model", "./dir=x/m.gguf", "--agents", "2"])))
+    assert one == {DEFAULT_ROLE: {**one[DEFAULT_ROLE], "model": "./dir=x/m.gguf", "agents": 2}}
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--model", "chat=a", "--model", "chat=b"], "role chat is named twice"),
+    (["--model", "a", "--model", "b"], "name each model ROLE=SRC"),
+    (["--model", "chat=a", "--agents", "critic=2"], "no model has role critic (roles: chat)"),
+    (["--model", "chat=a", "--agents", "2", "--agents", "3"], "given 2 times without a role"),
+    (["--model", "chat=a", "--ctx", "chat=512", "--ctx", "chat=1024"], "role chat is named twice"),
+])
+def test_bad_roles_are_one_line(argv: list[str], message: str) -> None:
+    parser = argparse.ArgumentParser()
+    add_options(parser.add_argument, PLAN_OPTIONS)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        role_values(vars(parser.parse_args(argv)))
+
+
+def test_a_role_with_nothing_after_it_is_refused_by_the_parser() -> None:
+    with pytest.raises(ValueError, match="nothing after chat="):
+        role_value(str)("chat= ")
 
 
 def test_the_headline_option_is_not_prefixed(pytester: pytest.Pytester) -> None:

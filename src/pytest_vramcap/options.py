@@ -32,8 +32,10 @@ from .defaults import (
     DEFAULT_STARTUP_TIMEOUT_S,
     DEFAULT_UBATCH,
 )
+from .errors import ConfigError
 from .net import http_url, ollama_url
 from .parsers import (
+    RoleValue,
     argparse_type,
     baseline_name,
     boolean,
@@ -44,10 +46,12 @@ from .parsers import (
     non_negative_int,
     positive_float,
     positive_int,
+    role_value,
 )
 from .types import EMULATE_MODES, ENGINE_CHOICES, KV_CACHE_TYPES, ON_OFF
 
-__all__ = ["ENGINE_OPTIONS", "PLAN_OPTIONS", "RUN_OPTIONS", "Option", "add_options", "plan_change", "with_run_defaults"]
+__all__ = ["DEFAULT_ROLE", "ENGINE_OPTIONS", "PLAN_OPTIONS", "ROLE_OPTIONS", "RUN_OPTIONS", "Option", "add_options",
+           "plan_change", "role_values", "single_model_values", "with_run_defaults"]
 
 _SAME = object()
 
@@ -69,6 +73,9 @@ class Option:
     """Takes no value: present means True."""
     pytest_default: Any = _SAME
     """Where the plugin's default differs from the CLI's (a test run needs a concrete model and slots)."""
+    per_role: bool = False
+    """Repeatable, each value for one model role (``chat=SRC``) or, without a role, for every model: the
+    parsed value is a list of :class:`~.parsers.RoleValue` (:func:`role_values` splits it by role)."""
 
     @property
     def dest(self) -> str:
@@ -80,19 +87,25 @@ class Option:
     def default_for_pytest(self) -> Any:
         return self.default if self.pytest_default is _SAME else self.pytest_default
 
+    def parse_value(self, text: str) -> Any:
+        """One value as given on a command line (``chat=4`` for an option per role)."""
+        return role_value(self.parse)(text) if self.per_role else self.parse(text)
+
 
 PLAN_OPTIONS: tuple[Option, ...] = (
     Option("model", non_empty, None, "a .gguf path, a known shape (qwen2.5-14b or qwen2.5-14b:Q4_K_M), ollama:NAME, "
-           "or an /api/show JSON file (pytest: a shape is synthesized; default small:F16)", "SRC",
-           pytest_default=DEFAULT_MODEL),
+           "or an /api/show JSON file (pytest: a shape is synthesized; default small:F16); ROLE=SRC, repeated, "
+           "plans several models on one card, each its own server", "SRC",
+           pytest_default=DEFAULT_MODEL, per_role=True),
     Option("quant", non_empty, None, "quantization mix for a shape named without one (default Q4_K_M)", "MIX"),
     Option("profile", non_empty, DEFAULT_PROFILE, "VRAM profile: 16gb, 16GiB, 16384MiB, a GPU name (vramcap profiles), "
            "or a user profile", "P"),
     Option("profiles-file", Path, None, "user-defined profiles ([profiles.NAME] tables)", "TOML"),
     Option("agents", positive_int, None, "parallel agents (slots); left out: vramcap plan solves for the most that "
-           "fit, pytest plans 4", "N", pytest_default=DEFAULT_AGENTS),
+           "fit, pytest plans 4; ROLE=N for one model of several", "N", pytest_default=DEFAULT_AGENTS, per_role=True),
     Option("ctx-per-agent", positive_int, None, "context per agent (Ollama num_ctx); left out: vramcap plan solves for "
-           "the largest that fits, pytest plans 8192", "C", aliases=("ctx",), pytest_default=DEFAULT_CTX_PER_AGENT),
+           "the largest that fits, pytest plans 8192; ROLE=C for one model of several", "C", aliases=("ctx",),
+           pytest_default=DEFAULT_CTX_PER_AGENT, per_role=True),
     Option("kv-cache", choice(KV_CACHE_TYPES), "f16", "KV cache type: f16 (default), q8_0, q4_0...", "TYPE"),
     Option("flash-attn", choice(ON_OFF), "on", "flash attention (a quantized KV cache needs it on)", "on|off"),
     Option("ubatch", positive_int, DEFAULT_UBATCH, f"llama.cpp -ub (default {DEFAULT_UBATCH})", "U"),
@@ -161,6 +174,8 @@ def add_options(addoption: Callable[..., Any], options: Iterable[Option], *, pre
             kwargs["default"] = option.default if with_defaults else None
         if option.flag:
             kwargs["action"] = "store_true"
+        elif option.per_role:
+            kwargs.update(action="append", type=argparse_type(option.parse_value), metavar=option.metavar)
         else:
             kwargs.update(type=argparse_type(option.parse), metavar=option.metavar)
         addoption(*option.flags(prefix), **kwargs)
@@ -187,3 +202,68 @@ def plan_change(text: str) -> tuple[str, Any]:
             return option.dest, option.parse(value)
     names = ", ".join(option.name for option in PLAN_OPTIONS)
     raise ValueError(f"{text[:60]!r}: use OPTION=VALUE with OPTION one of {names}")
+
+
+DEFAULT_ROLE = "model"
+"""The role of the one model of a run that names none (``--model SRC``)."""
+
+ROLE_OPTIONS = ("agents", "ctx_per_agent")
+"""The per-role options besides ``model``: a value without a role applies to every model a ROLE= form does not
+name."""
+
+
+def _role_list(value: Any) -> list[RoleValue[Any]]:
+    """An option's value as a list of RoleValue (a plain value, as tests and defaults give it, is one)."""
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [item if isinstance(item, RoleValue) else RoleValue(None, item) for item in items]
+
+
+def role_values(values: dict[str, Any] | Any, *, prefix: str = "") -> dict[str, dict[str, Any]]:
+    """The option values (by ``dest``) of each model role, in the order the models were given: ``model``,
+    ``agents`` and ``ctx_per_agent`` become that role's plain values, the rest is shared.
+
+    ``--model SRC`` alone is one model of role ``model``; ``--model chat=A --model embed=B`` two. ``--agents 4``
+    applies to every model, ``--agents chat=4`` to one. Raises ConfigError (one line, options named with
+    ``prefix``) for a role named twice, a model given twice without roles, or a role no model has.
+    """
+    models = _role_list(values["model"])
+    if not models:
+        raise ConfigError(f"--{prefix}model is required")
+    unnamed = [item for item in models if item.role is None]
+    if unnamed and len(models) > 1:
+        raise ConfigError(f"--{prefix}model given {len(models)} times: name each model ROLE=SRC "
+                          f"(--{prefix}model chat={models[0].value})")
+    roles = [item.role or DEFAULT_ROLE for item in models]
+    twice = sorted({role for role in roles if roles.count(role) > 1})
+    if twice:
+        raise ConfigError(f"--{prefix}model: role {twice[0]} is named twice")
+    by_role = {role: {**values, "model": item.value} for role, item in zip(roles, models, strict=True)}
+    for dest in ROLE_OPTIONS:
+        flag = f"--{prefix}{dest.replace('_', '-')}"
+        items = _role_list(values.get(dest))
+        shared = [item for item in items if item.role is None]
+        if len(shared) > 1:
+            raise ConfigError(f"{flag} given {len(shared)} times without a role: name the model (ROLE=N)")
+        named: dict[str, Any] = {}
+        for item in items:
+            if item.role is None:
+                continue
+            if item.role not in by_role:
+                raise ConfigError(f"{flag} {item}: no model has role {item.role} (roles: {', '.join(by_role)})")
+            if item.role in named:
+                raise ConfigError(f"{flag}: role {item.role} is named twice")
+            named[item.role] = item.value
+        for role, role_dict in by_role.items():
+            role_dict[dest] = named.get(role, shared[0].value if shared else None)
+    return by_role
+
+
+def single_model_values(values: dict[str, Any], *, prefix: str = "", command: str = "this command") -> dict[str, Any]:
+    """The values of a run of one model; ConfigError when ``--model ROLE=SRC`` names several."""
+    roles = role_values(values, prefix=prefix)
+    if len(roles) > 1:
+        raise ConfigError(f"{command} runs one model; --{prefix}model names {len(roles)} ({', '.join(roles)}): "
+                          f"plan them with vramcap plan, run them with pytest")
+    return next(iter(roles.values()))

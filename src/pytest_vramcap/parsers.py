@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 __all__ = [
+    "RoleValue",
     "argparse_type",
     "baseline_name",
     "boolean",
@@ -25,9 +28,11 @@ __all__ = [
     "port",
     "positive_float",
     "positive_int",
+    "role_value",
 ]
 
 T = TypeVar("T", bound=str)
+V = TypeVar("V")
 
 
 def checked_number(value: object, *, integer: bool, lo: float, hi: float, strict_lo: bool = False) -> float:
@@ -201,3 +206,40 @@ def argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
     wrapper.__name__ = getattr(parse, "__name__", "value")
     return wrapper
+
+
+_ROLE_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_-]{0,31})=(.*)$", re.S)
+
+
+@dataclass(frozen=True)
+class RoleValue(Generic[V]):
+    """One value of a repeatable option, for one model role (``chat=qwen2.5-7b``) or for every model (``4``)."""
+
+    role: str | None
+    value: V
+
+    def __str__(self) -> str:
+        return f"{self.role}={self.value}" if self.role else str(self.value)
+
+
+def role_value(parse: Callable[[str], V]) -> Callable[[str], RoleValue[V]]:
+    """A parser of ``ROLE=VALUE`` or ``VALUE``, the value parsed by ``parse``.
+
+    A role is a short name (a letter, then letters, digits, ``_`` or ``-``): a path or
+    ``ollama:NAME`` before an ``=`` is not one, so ``./a=b.gguf`` stays a value.
+    """
+
+    def parser(text: str) -> RoleValue[V]:
+        match = _ROLE_RE.match(text.strip())
+        if match is None:
+            return RoleValue(None, parse(text))
+        role, value = match.groups()
+        if not value.strip():
+            raise ValueError(f"{text.strip()[:60]!r}: nothing after {role}=")
+        try:
+            return RoleValue(role, parse(value))
+        except ValueError as exc:
+            raise ValueError(f"{role}: {exc}") from None
+
+    parser.__name__ = getattr(parse, "__name__", "value")
+    return parser

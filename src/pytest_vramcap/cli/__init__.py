@@ -127,16 +127,14 @@ def _plan(args: argparse.Namespace) -> Plan:
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    from ..planner.output import format_plan, plan_json
+    from ..planner.output import format_plan_set, plan_set_json
+    from ..planner.resolve import plan_set_from_options
 
     if args.compare:
         return run_plan_compare(args)
-    plan = _plan(args)
-    if args.json:
-        print(json.dumps(plan_json(plan), indent=2))
-    else:
-        print(format_plan(plan))
-    return EXIT_OK if plan.fits else EXIT_DOES_NOT_FIT
+    plans = plan_set_from_options(vars(args))
+    print(json.dumps(plan_set_json(plans), indent=2) if args.json else format_plan_set(plans))
+    return EXIT_OK if plans.fits else EXIT_DOES_NOT_FIT
 
 
 def _run_synth(args: argparse.Namespace) -> int:

@@ -44,6 +44,8 @@ def shape_metadata(shape: Shape | str, mix: str) -> tuple[dict[str, Any], list[T
     }
     if shape.n_ff:
         kv[f"{arch}.feed_forward_length"] = shape.n_ff
+    if shape.pooling:
+        kv[f"{arch}.pooling_type"] = shape.pooling
     if shape.n_swa:
         kv[f"{arch}.attention.sliding_window"] = shape.n_swa
     if shape.n_expert:

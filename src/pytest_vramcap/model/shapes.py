@@ -65,6 +65,8 @@ class Shape:
     n_expert_used: int = 0
     n_ff_exp: int = 0
     rope_freqs: bool = False
+    pooling: int = 0
+    """llama.cpp's pooling type of an embedding model (1 mean, 2 cls, 3 last); 0: a model that generates."""
     tokenizer: Tokenizer = Tokenizer()
     aliases: tuple[str, ...] = field(default=(), compare=False)
 
@@ -277,6 +279,18 @@ _REGISTRY += [
     _distill("deepseek-r1-distill-qwen-32b", "qwen2.5-32b", tokenizer=_R1_QWEN_TOK),
     _distill("deepseek-r1-distill-llama-8b", "llama3.1-8b", tokenizer=_R1_LLAMA_TOK),
     _distill("deepseek-r1-distill-llama-70b", "llama3.1-70b", tokenizer=_R1_LLAMA_TOK),
+]
+
+# Embedding models: Qwen3-Embedding keeps its base's layers without an output head and pools the last token
+# (its GGUFs set qwen3.pooling_type 3); Ollama loads an embedding model with one slot (server/sched.go).
+_QWEN3_EMBED_TOK = Tokenizer("qwen2", note="an embedding model: no chat template is used")
+_REGISTRY += [
+    _distill("qwen3-embedding-0.6b", "qwen3-0.6b", n_vocab=151669, n_ctx_train=32768, pooling=3,
+             tokenizer=_QWEN3_EMBED_TOK),
+    _distill("qwen3-embedding-4b", "qwen3-4b", n_vocab=151665, n_ctx_train=32768, pooling=3,
+             tokenizer=_QWEN3_EMBED_TOK),
+    _distill("qwen3-embedding-8b", "qwen3-8b", n_vocab=151665, n_ctx_train=32768, pooling=3, tied_embeddings=True,
+             tokenizer=_QWEN3_EMBED_TOK),
 ]
 
 SHAPES: dict[str, Shape] = {shape.name: shape for shape in _REGISTRY}

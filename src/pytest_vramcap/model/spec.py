@@ -90,6 +90,13 @@ class ModelSpec:
         return self.source.ref
 
     @property
+    def embedding(self) -> bool:
+        """An embedding model (its GGUF names a pooling type), which Ollama loads with one slot whatever
+        OLLAMA_NUM_PARALLEL says (server/sched.go: "Embedding models should always be loaded with parallel=1")."""
+        pooling = self.metadata.get(f"{self.arch}.pooling_type")
+        return isinstance(pooling, int) and pooling > 0
+
+    @property
     def tied_embeddings(self) -> bool:
         return not any(tensor.name == "output.weight" for tensor in self.tensors)
 

@@ -86,6 +86,8 @@ class ServerConfig:
     swa_full: bool = False
     n_ctx: int | None = None
     """An explicit ``-c`` that is not ``parallel x ctx_per_agent`` (llama-server only)."""
+    embedding: bool = False
+    """Serve embeddings (``--embeddings``): an embedding model's server answers /v1/embeddings, not chats."""
 
     def __post_init__(self) -> None:
         if self.parallel < 1:

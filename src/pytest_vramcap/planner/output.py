@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..defaults import MIB
+from .memory import estimate_memory
 from .render import llama_server_args, ollama_rendering
 
 if TYPE_CHECKING:
+    from .modelset import PlanSet
     from .plan import Plan
 
-__all__ = ["format_plan", "plan_json"]
+__all__ = ["format_plan", "format_plan_set", "plan_json", "plan_set_json"]
 
 
-def plan_json(plan: Plan, model_path: str | None = None) -> dict[str, Any]:
+def plan_json(plan: Plan, model_path: str | None = None, role: str | None = None) -> dict[str, Any]:
     """The plan as the documented JSON object (keys in README "JSON contract")."""
     config, spec, memory = plan.config, plan.spec, plan.memory
     model_ref = model_path or spec.model_ref
@@ -60,7 +63,7 @@ def plan_json(plan: Plan, model_path: str | None = None) -> dict[str, Any]:
             "per_agent_tps": round(plan.decode.per_agent_tps, 1),
             "parallel_speedup": round(plan.decode.parallel_speedup, 2),
         },
-        "ollama": ollama_rendering(config, spec, model_ref, fit_margin_mib=plan.fit_margin_mib),
+        "ollama": ollama_rendering(config, spec, model_ref, fit_margin_mib=plan.fit_margin_mib, role=role),
         "llama_server": {"args": llama_server_args(config, model_ref, fit_margin_mib=plan.fit_margin_mib)},
         "notes": list(plan.notes),
     }
@@ -125,4 +128,109 @@ def format_plan(plan: Plan) -> str:
         "  llama-server " + " ".join(shlex.quote(arg) for arg in data["llama_server"]["args"]),
     ]
     lines += ["", *(f"note: {note}" for note in plan.notes)]
+    return "\n".join(lines)
+
+
+def _ollama_set(plans: PlanSet) -> dict[str, Any]:
+    """Ollama's side of several models: one environment for ``ollama serve``, one created model per role.
+
+    OLLAMA_MAX_LOADED_MODELS is the count, so no load evicts another; OLLAMA_NUM_PARALLEL is global (every
+    runner but an embedding model's gets it), so it is the most slots any model needs, and a model planned with
+    fewer is priced at what Ollama gives it.
+    """
+    models, refused, notes = [], [], []
+    env: dict[str, str] = {}
+    generating = {role: plan for role, plan in plans.plans.items() if not plan.spec.embedding}
+    parallel = max((plan.config.parallel for plan in generating.values()), default=1)
+    for role, plan in plans.plans.items():
+        rendered = ollama_rendering(plan.config, plan.spec, plan.spec.model_ref, fit_margin_mib=plans.fit_margin_mib,
+                                    role=role)
+        if rendered["refused"]:
+            refused.append(f"{role}: {rendered['refused']}")
+            continue
+        env = env or dict(rendered["env"])
+        models.append({"role": role, **{key: rendered[key] for key in ("model", "modelfile", "create_request")}})
+        if role in generating and plan.config.parallel < parallel:
+            forced = estimate_memory(plan.spec, replace(plan.config, parallel=parallel), plans.profile)
+            extra = (forced.gpu.total - plan.memory.gpu.total) / MIB
+            notes.append(f"OLLAMA_NUM_PARALLEL={parallel} is global: Ollama gives {role} {parallel} slots, not the "
+                         f"planned {plan.config.parallel} ({extra:,.0f} MiB more on the GPU there); llama-server "
+                         f"runs each model with its own -np")
+    if refused:
+        return {"refused": "; ".join(refused), "env": None, "models": models, "notes": notes}
+    env.update(OLLAMA_NUM_PARALLEL=str(parallel), OLLAMA_MAX_LOADED_MODELS=str(len(plans.plans)),
+               OLLAMA_MAX_QUEUE=str(max(512, 4 * parallel)))
+    return {"refused": None, "env": env, "models": models, "notes": notes}
+
+
+def plan_set_json(plans: PlanSet) -> dict[str, Any]:
+    """Several models as one JSON object: each model's plan (the one-model keys, priced alone on the card) by
+    role, and the set's total, fit and engine configs. One model gives :func:`plan_json` unchanged."""
+    if not plans.several:
+        return plan_json(plans.primary)
+    return {
+        "roles": plans.roles,
+        "models": {role: {"role": role, **plan_json(plan, role=role)} for role, plan in plans.plans.items()},
+        "profile": plans.profile.to_dict(),
+        "total": {
+            "gpu_mib": plans.total_mib,
+            "usable_mib": plans.profile.usable_mib,
+            "fit_margin_mib": plans.fit_margin_mib,
+            "headroom_mib": plans.headroom_mib,
+            "processes": len(plans.plans),
+        },
+        "fits": plans.fits,
+        "headroom_mib": plans.headroom_mib,
+        "breaking_term": plans.breaking_term,
+        "ollama": _ollama_set(plans),
+        "llama_server": {role: {"args": llama_server_args(plan.config, plan.spec.model_ref,
+                                                           fit_margin_mib=plans.fit_margin_mib)}
+                         for role, plan in plans.plans.items()},
+        "notes": list(plans.notes),
+    }
+
+
+def format_plan_set(plans: PlanSet) -> str:
+    """Several models as ``vramcap plan`` prints them: one row per model and the total, the verdict, the engine
+    configs. One model prints as :func:`format_plan`."""
+    from tabulate import tabulate
+
+    if not plans.several:
+        return format_plan(plans.primary)
+    profile = plans.profile
+    rows: list[tuple[object, ...]] = []
+    for role, plan in plans.plans.items():
+        gpu = plan.memory.gpu.mib()
+        kind = f"{plan.config.parallel} x {plan.config.ctx_per_agent}" + (" (embedding)" if plan.spec.embedding else "")
+        rows.append((role, plan.spec.name, kind, gpu["model_mib"], gpu["context_mib"], gpu["compute_mib"],
+                     gpu["overhead_mib"], gpu["total_mib"]))
+    rows.append(("total", f"{len(rows)} processes", "", "", "", "", "", plans.total_mib))
+    verdict = "FITS" if plans.fits else "DOES NOT FIT"
+    lines = [
+        f"profile  {profile.name}: {profile.usable_mib} MiB usable ({profile.total_mib} total - "
+        f"{profile.reserved_mib} reserved)",
+        "",
+        tabulate(rows, headers=("role", "model", "agents x ctx", "weights", "KV cache", "compute", "CUDA overhead",
+                                "GPU MiB"), floatfmt=".2f"),
+        "",
+        f"{verdict}: {plans.headroom_mib:.0f} MiB free at peak, llama.cpp --fit keeps {plans.fit_margin_mib} MiB",
+    ]
+    if plans.breaking_term:
+        lines.append(f"breaks on: {plans.breaking_term}")
+    ollama = _ollama_set(plans)
+    if ollama["refused"]:
+        lines += ["", f"ollama: cannot run this set: {ollama['refused']}"]
+    else:
+        lines += ["", "ollama serve environment (then create each model from its Modelfile):",
+                  *(f"  {key}={value}" for key, value in ollama["env"].items()),
+                  *(f"  {model['role']}: {model['model']}" for model in ollama["models"]),
+                  *(f"  note: {note}" for note in ollama["notes"])]
+    lines.append("llama-server, one per model:")
+    for role, plan in plans.plans.items():
+        args = llama_server_args(plan.config, plan.spec.model_ref, fit_margin_mib=plans.fit_margin_mib)
+        lines.append(f"  {role}: llama-server " + " ".join(shlex.quote(arg) for arg in args))
+    # The notes every plan shares (the compute model, the overhead's source) once, then each model's own.
+    shared = [note for note in plans.primary.notes if all(note in plan.notes for plan in plans.plans.values())]
+    own = [f"{role}: {note}" for role, plan in plans.plans.items() for note in plan.notes if note not in shared]
+    lines += ["", *(f"note: {note}" for note in [*shared, *plans.notes, *own])]
     return "\n".join(lines)

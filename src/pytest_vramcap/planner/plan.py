@@ -9,6 +9,7 @@ from typing import Any
 from ..defaults import DEFAULT_FIT_MARGIN_MIB, DEFAULT_UBATCH, MAX_AGENTS, MIB
 from ..errors import ConfigError
 from ..model.spec import ModelSpec
+from ..options import ROLE_OPTIONS, single_model_values
 from ..types import KV_CACHE_TYPES, KvCacheType
 from .memory import MemoryBreakdown, ServerConfig
 from .profiles import Profile
@@ -51,8 +52,11 @@ class PlanRequest:
         """The request from parsed option values, keyed by the option table's ``dest`` names.
 
         The CLI (argparse namespace) and the pytest plugin (options, ini, defaults)
-        both come through here, so they cannot drift apart.
+        both come through here, so they cannot drift apart. Values of several models are refused here: plan
+        them with :func:`~.resolve.plan_set_from_options`.
         """
+        if any(isinstance(values.get(dest), list) for dest in ("model", *ROLE_OPTIONS)):
+            values = single_model_values(dict(values))
         return cls(
             agents=values["agents"],
             ctx_per_agent=values["ctx_per_agent"],

@@ -58,6 +58,8 @@ def llama_server_args(config: ServerConfig, model_path: str, *, fit_margin_mib: 
         args.append("--kv-unified")
     if config.swa_full:
         args.append("--swa-full")
+    if config.embedding:
+        args.append("--embeddings")
     return args
 
 
@@ -69,9 +71,11 @@ OLLAMA_SINGLE_SLOT_ARCHS = frozenset({
 })
 
 
-def ollama_model_name(spec: ModelSpec) -> str:
-    """The model vramcap creates: its own num_ctx wins over a base Modelfile's (which beats OLLAMA_CONTEXT_LENGTH)."""
-    return f"{spec.name.split(':')[0]}-vramcap"
+def ollama_model_name(spec: ModelSpec, role: str | None = None) -> str:
+    """The model vramcap creates: its own num_ctx wins over a base Modelfile's (which beats OLLAMA_CONTEXT_LENGTH).
+    With several models each role gets its own (two roles may share a base model with different contexts)."""
+    base = spec.name.split(":")[0]
+    return f"{base}-{role}-vramcap" if role else f"{base}-vramcap"
 
 
 def ollama_refusal(config: ServerConfig, spec: ModelSpec) -> str | None:
@@ -151,9 +155,10 @@ def ollama_create_request(config: ServerConfig, name: str, base_model: str,
     return body
 
 
-def ollama_rendering(config: ServerConfig, spec: ModelSpec, base_model: str, *, fit_margin_mib: int) -> dict[str, Any]:
+def ollama_rendering(config: ServerConfig, spec: ModelSpec, base_model: str, *, fit_margin_mib: int,
+                     role: str | None = None) -> dict[str, Any]:
     """Everything Ollama needs for the plan, or the reason it cannot run it (then env/modelfile/request are None)."""
-    name = ollama_model_name(spec)
+    name = ollama_model_name(spec, role)
     refused = ollama_refusal(config, spec)
     if refused:
         return {"model": name, "refused": refused, "env": None, "modelfile": None, "create_request": None}

@@ -161,7 +161,7 @@ def make_plan(spec: ModelSpec, profile: Profile, request: PlanRequest) -> Plan:
     elif ctx is None:
         solved_for = "ctx_per_agent"
         ctx = solver.max_ctx(agents) or KV_PAD
-    config = _config(request, agents, ctx)
+    config = _config(request, agents, ctx, embedding=spec.embedding)
     memory = solver.memory(config)
     fits = fits_budget(memory, profile, request.fit_margin_mib)
     breaking = None if fits else solver.breaking_term(memory)

@@ -1,0 +1,165 @@
+"""Several models on one card: a plan per model, each its own server process, judged together.
+
+Each model runs in its own llama-server (or Ollama runner), so each pays its own
+CUDA context, weights, KV cache and compute buffer: the set's peak is the sum of
+its plans' peaks. llama.cpp's ``--fit`` keeps its margin free when each process
+loads, so the margin counts once, on top of the sum, as for one model
+(:func:`~.plan.budget_overrun_mib`).
+
+What the user left out is solved for: the models whose agents and context are
+both given are priced first; what they leave is shared evenly between the others,
+each solved on its share as one model would be (:func:`~.solver.make_plan`), then
+priced again on the whole card. A model that reaches its own limit on its share
+(its training context) hands the rest back to the others (water-filling). An
+embedding model gets one slot unless its role is named (``--agents embed=2``), as
+Ollama loads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from ..defaults import DEFAULT_CTX_PER_AGENT, MAX_AGENTS, MIB
+from ..errors import ConfigError
+from ..model.spec import ModelSpec
+from .memory import KV_PAD, MemoryBreakdown
+from .plan import Plan, PlanRequest
+from .profiles import Profile
+from .solver import make_plan
+
+__all__ = ["PlanSet", "make_plan_set", "set_overrun_mib"]
+
+
+def set_overrun_mib(memories: list[MemoryBreakdown], profile: Profile, margin_mib: int) -> float:
+    """How far the models together are over what the card offers (<= 0: they fit).
+
+    The one-model rule of :func:`~.plan.budget_overrun_mib` over the sum: at load, what each process
+    measured plus the one margin ``--fit`` keeps; at peak, every buffer, pools included.
+    """
+    at_fit = sum((memory.gpu.total - memory.gpu.runtime_pool) / MIB for memory in memories) + margin_mib
+    peak = sum(memory.gpu.total / MIB for memory in memories)
+    return max(at_fit, peak) - profile.usable_mib
+
+
+@dataclass(frozen=True)
+class PlanSet:
+    """The plans of every model of a run, by role, in the order the models were given."""
+
+    plans: dict[str, Plan]
+    profile: Profile
+    fit_margin_mib: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def roles(self) -> list[str]:
+        return list(self.plans)
+
+    @property
+    def primary(self) -> Plan:
+        """The first model: the one agents that name no model talk to."""
+        return next(iter(self.plans.values()))
+
+    @property
+    def several(self) -> bool:
+        return len(self.plans) > 1
+
+    @property
+    def overrun_mib(self) -> float:
+        return set_overrun_mib([plan.memory for plan in self.plans.values()], self.profile, self.fit_margin_mib)
+
+    @property
+    def fits(self) -> bool:
+        return self.overrun_mib <= 0 if self.several else self.primary.fits
+
+    @property
+    def total_mib(self) -> float:
+        """The models' peak GPU memory together."""
+        return round(sum(plan.memory.gpu.total for plan in self.plans.values()) / MIB, 2)
+
+    @property
+    def headroom_mib(self) -> float:
+        return round(self.profile.usable_mib - self.total_mib, 2)
+
+    @property
+    def breaking_term(self) -> str | None:
+        if self.fits:
+            return None
+        if not self.several:
+            return self.primary.breaking_term
+        parts = " + ".join(f"{role} {plan.total_mib:,.0f}" for role, plan in self.plans.items())
+        return (f"together {parts} MiB at peak and the {self.fit_margin_mib} MiB --fit margin are "
+                f"{self.overrun_mib:,.0f} MiB over {self.profile.usable_mib:,} MiB")
+
+
+def _embedding_request(spec: ModelSpec, request: PlanRequest, named: frozenset[str]) -> PlanRequest:
+    """An embedding model's request: one slot unless its role names agents; its context, if none is given, the
+    run's default capped at what it was trained on (it answers one input per request, it holds no conversation)."""
+    agents = request.agents if "agents" in named and request.agents is not None else 1
+    ctx = request.ctx_per_agent or min(DEFAULT_CTX_PER_AGENT, spec.n_ctx_train)
+    return replace(request, agents=agents, ctx_per_agent=ctx)
+
+
+def _at_limit(plan: Plan) -> bool:
+    """Whether a solved plan stopped at the model's own limit rather than at its share of the card."""
+    if plan.solved_for == "ctx_per_agent":
+        return plan.config.ctx_per_agent + KV_PAD > plan.spec.n_ctx_train
+    return plan.solved_for == "agents" and plan.config.parallel >= MAX_AGENTS
+
+
+def _share_profile(profile: Profile, usable_mib: float) -> Profile:
+    """``profile`` offering only ``usable_mib``: what is reserved grows by the rest."""
+    return replace(profile, reserved_mib=profile.total_mib - int(usable_mib))
+
+
+def make_plan_set(specs: Mapping[str, ModelSpec], profile: Profile, requests: Mapping[str, PlanRequest],
+                  named: Mapping[str, frozenset[str]] | None = None) -> PlanSet:
+    """Plan every model of ``specs`` (by role) on ``profile`` together.
+
+    ``named`` says which options a role named itself (``--agents chat=4``): an embedding model takes the shared
+    ``--agents`` as one slot. Raises ConfigError when the models cannot share the card even at one slot each.
+    """
+    named = named or {}
+    roles = list(specs)
+    margin = next(iter(requests.values())).fit_margin_mib
+    if len(roles) == 1:
+        role = roles[0]
+        return PlanSet({role: make_plan(specs[role], profile, requests[role])}, profile, margin)
+    requests = {role: _embedding_request(specs[role], requests[role], named.get(role, frozenset()))
+                if specs[role].embedding else requests[role] for role in roles}
+    notes = [f"{role}: an embedding model, {requests[role].agents} slot(s) of {requests[role].ctx_per_agent} "
+             f"(Ollama loads it with one); agents' embedding requests queue for it"
+             for role in roles if specs[role].embedding]
+    _check_smallest_fits(specs, profile, requests, margin)
+    plans = {role: make_plan(specs[role], profile, requests[role]) for role in roles
+             if requests[role].agents is not None and requests[role].ctx_per_agent is not None}
+    open_roles = [role for role in roles if role not in plans]
+    # Water-filling: share what the priced models leave evenly; a model that reaches its own limit (its training
+    # context, the most agents) on its share is priced as it is and hands the rest back to the others.
+    while open_roles:
+        used = sum((plan.memory.gpu.total - plan.memory.gpu.runtime_pool) / MIB for plan in plans.values())
+        # Each share keeps its own margin when solved; handing the margin back to all but one leaves it once.
+        share = (profile.usable_mib - used - margin) / len(open_roles) + margin
+        solved = {role: make_plan(specs[role], _share_profile(profile, share), requests[role]) for role in open_roles}
+        capped = [role for role in open_roles if _at_limit(solved[role])] or open_roles
+        for role in capped:
+            again = replace(requests[role], agents=solved[role].config.parallel,
+                            ctx_per_agent=solved[role].config.ctx_per_agent)
+            plans[role] = replace(make_plan(specs[role], profile, again), solved_for=solved[role].solved_for)
+            notes.append(f"{role}: solved for {solved[role].solved_for} on an even share of what the other models "
+                         f"leave ({share:,.0f} MiB with the margin)")
+        open_roles = [role for role in open_roles if role not in capped]
+    return PlanSet({role: plans[role] for role in roles}, profile, margin, tuple(notes))
+
+
+def _check_smallest_fits(specs: Mapping[str, ModelSpec], profile: Profile, requests: Mapping[str, PlanRequest],
+                         margin: int) -> None:
+    """ConfigError (one line) when one slot each, at the given or the smallest context, is already too much."""
+    smallest = {role: make_plan(spec, profile, replace(requests[role], agents=1,
+                                                       ctx_per_agent=requests[role].ctx_per_agent or KV_PAD))
+                for role, spec in specs.items()}
+    over = set_overrun_mib([plan.memory for plan in smallest.values()], profile, margin)
+    if over > 0:
+        parts = " + ".join(f"{role} {plan.total_mib:,.0f}" for role, plan in smallest.items())
+        raise ConfigError(f"the models cannot share {profile.name} even at one slot each: {parts} MiB at peak and the "
+                          f"{margin} MiB --fit margin are {over:,.0f} MiB over {profile.usable_mib:,} MiB usable")
