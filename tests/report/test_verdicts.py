@@ -220,8 +220,8 @@ def test_slo_without_samples_fails() -> None:
 def test_scenario_verdicts_use_the_plans_slots(h100_logs: Path) -> None:
     verdicts = scenario_verdicts(FITS, evidence(h100_logs, "m00_q14.log"), run(3.0, 2.0), 1.4, [("e2e_p95_s", 5.0)])
     assert [(v.name, v.outcome) for v in verdicts] == [
-        ("oom", "pass"), ("cpu_offload", "pass"), ("served_as_planned", "n/a"), ("client_options", "n/a"),
-        ("output_budget", "n/a"), ("slots", "pass"), ("context", "n/a"), ("prompt_cache", "n/a"),
+        ("oom", "pass"), ("cpu_offload", "pass"), ("served_as_planned", "n/a"), ("resident", "pass"),
+        ("client_options", "n/a"), ("output_budget", "n/a"), ("slots", "pass"), ("context", "n/a"), ("prompt_cache", "n/a"),
         ("parallel_speedup", "pass"), ("slo:e2e_p95_s", "pass")]
 
 

@@ -285,6 +285,9 @@ _REGISTRY += [
 # (its GGUFs set qwen3.pooling_type 3); Ollama loads an embedding model with one slot (server/sched.go).
 _QWEN3_EMBED_TOK = Tokenizer("qwen2", note="an embedding model: no chat template is used")
 _REGISTRY += [
+    # CI-sized: tiny's layers as an embedding model that pools the last token, as Qwen3-Embedding does.
+    _distill("tiny-embed", "tiny", pooling=3, tokenizer=replace(_SPM_TOK, note="LLaMA 2's vocabulary; an embedding "
+                                                                             "model")),
     _distill("qwen3-embedding-0.6b", "qwen3-0.6b", n_vocab=151669, n_ctx_train=32768, pooling=3,
              tokenizer=_QWEN3_EMBED_TOK),
     _distill("qwen3-embedding-4b", "qwen3-4b", n_vocab=151665, n_ctx_train=32768, pooling=3,

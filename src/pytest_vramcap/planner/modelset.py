@@ -18,7 +18,7 @@ Ollama loads it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from ..defaults import DEFAULT_CTX_PER_AGENT, MAX_AGENTS, MIB
 from ..errors import ConfigError
@@ -50,6 +50,15 @@ class PlanSet:
     profile: Profile
     fit_margin_mib: int
     notes: tuple[str, ...] = ()
+    asked: Mapping[str, PlanRequest] = field(default_factory=dict)
+    """What each role asked, before anything was solved: planning it again on another profile re-solves."""
+    named: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def on_profile(self, profile: Profile) -> PlanSet:
+        """The same models and requests planned on ``profile`` (the card that really runs, emulating this one)."""
+        specs = {role: plan.spec for role, plan in self.plans.items()}
+        return make_plan_set(specs, profile, self.asked or {role: p.request for role, p in self.plans.items()},
+                             self.named)
 
     @property
     def roles(self) -> list[str]:
@@ -121,10 +130,11 @@ def make_plan_set(specs: Mapping[str, ModelSpec], profile: Profile, requests: Ma
     """
     named = named or {}
     roles = list(specs)
+    asked = dict(requests)
     margin = next(iter(requests.values())).fit_margin_mib
     if len(roles) == 1:
         role = roles[0]
-        return PlanSet({role: make_plan(specs[role], profile, requests[role])}, profile, margin)
+        return PlanSet({role: make_plan(specs[role], profile, requests[role])}, profile, margin, asked=asked)
     requests = {role: _embedding_request(specs[role], requests[role], named.get(role, frozenset()))
                 if specs[role].embedding else requests[role] for role in roles}
     notes = [f"{role}: an embedding model, {requests[role].agents} slot(s) of {requests[role].ctx_per_agent} "
@@ -149,7 +159,7 @@ def make_plan_set(specs: Mapping[str, ModelSpec], profile: Profile, requests: Ma
             notes.append(f"{role}: solved for {solved[role].solved_for} on an even share of what the other models "
                          f"leave ({share:,.0f} MiB with the margin)")
         open_roles = [role for role in open_roles if role not in capped]
-    return PlanSet({role: plans[role] for role in roles}, profile, margin, tuple(notes))
+    return PlanSet({role: plans[role] for role in roles}, profile, margin, tuple(notes), asked, named)
 
 
 def _check_smallest_fits(specs: Mapping[str, ModelSpec], profile: Profile, requests: Mapping[str, PlanRequest],

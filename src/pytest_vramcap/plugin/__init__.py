@@ -26,7 +26,7 @@ import pytest
 
 from .console import PytestConsole, is_worker
 from .fixtures import check_marker, vramcap_fanout, vramcap_gpu, vramcap_load, vramcap_plan, vramcap_server
-from .settings import Settings, add_pytest_options
+from .settings import PREFIX, Settings, add_pytest_options
 from .stash import RUN_STATE_KEY
 
 # fixtures pytest finds here
@@ -55,21 +55,20 @@ def pytest_configure(config: pytest.Config) -> None:
     if settings is None:
         return
     from ..errors import VramcapError
-    from ..planner.resolve import plan_from_options
-    from ..planner.solver import make_plan
+    from ..planner.resolve import plan_set_from_options
     from .gate import RegressionGate
     from .reporter import REPORTER_KEY, Reporter
     from .runstate import RunState
     from .signals import interrupt_on_sigterm
-    from .xdist import XdistBridge, is_xdist_controller, worker_server_url
+    from .xdist import XdistBridge, is_xdist_controller, worker_server_urls
 
     gate: RegressionGate | None = None
     try:
-        plan = plan_from_options(settings.plan_values, settings.model_source())
-        state = RunState(settings, plan, PytestConsole(config), worker_url=worker_server_url(config))
+        plans = plan_set_from_options(settings.plan_values, settings.model_sources(), prefix=PREFIX)
+        state = RunState(settings, plans, PytestConsole(config), worker_urls=worker_server_urls(config))
         running = state.running_profile()
         if running is not None:  # workers decide the same way, so every process holds the same plan
-            state.plan = make_plan(plan.spec, plan.profile.with_overhead_of(running), plan.request)
+            state.plans = plans.on_profile(plans.profile.with_overhead_of(running))
         state.check_engine_can_run_plan()
         if not is_worker(config):
             gate = RegressionGate(settings)  # reads the baseline: a missing one is a usage error before any start

@@ -20,7 +20,8 @@ from ..load.run.rounds import ScenarioRun
 from ..load.scenario.schema import Scenario, load_scenario
 from ..report.conversation import first_turn_overflow
 from ..report.schema import ScenarioResult
-from ..report.verdicts import Verdict, graph_verdict, scenario_verdicts, start_failure_verdicts
+from ..report.verdicts import Verdict, graph_verdict, model_set_verdicts, per_model, start_failure_verdicts
+from .settings import PREFIX
 from .stash import RESULT_PROPERTY, RUN_STATE_KEY
 
 __all__ = ["ScenarioFile", "ScenarioItem", "record_result"]
@@ -40,11 +41,29 @@ class ScenarioFile(pytest.File):
         try:
             scenario = load_scenario(self.path)
             check_graph(scenario)
+            self._check_models(scenario)
         except GraphError as exc:
             raise self.CollectError(exc.shown()) from None
         except ScenarioError as exc:
             raise self.CollectError(str(exc)) from None
         yield ScenarioItem.from_parent(self, name=scenario.name, scenario=scenario)
+
+    def _check_models(self, scenario: Scenario) -> None:
+        """A usage error when an agent names a model role the run has none of: no run could mean it."""
+        roles = self.config.stash[RUN_STATE_KEY].plans.roles
+        unknown = sorted(scenario.model_roles() - set(roles))
+        if unknown:
+            raise pytest.UsageError(f"{self.path.name}: an agent names model {unknown[0]}, which this run has not "
+                                    f"(models: {', '.join(roles)}; give --{PREFIX}model {unknown[0]}=SRC)")
+
+
+def _by_name(verdicts: dict[str, list[Verdict]]) -> dict[str, dict[str, Verdict]]:
+    """Each model's verdicts (by role) regrouped by verdict name."""
+    grouped: dict[str, dict[str, Verdict]] = {}
+    for role, each in verdicts.items():
+        for verdict in each:
+            grouped.setdefault(verdict.name, {})[role] = verdict
+    return grouped
 
 
 class ScenarioFailed(Exception):
@@ -79,9 +98,12 @@ class ScenarioItem(pytest.Item):
             raise
         except EngineError as exc:
             run = None
-            verdicts = start_failure_verdicts(state.plan, state.evidence(), exc)
+            verdicts = [per_model(name, parts) if state.plans.several else parts[state.plans.roles[0]]
+                        for name, parts in _by_name({role: start_failure_verdicts(plan, state.evidence(role), exc)
+                                                     for role, plan in state.plans.plans.items()}).items()]
         else:
-            verdicts = scenario_verdicts(state.plan, state.evidence(), run, minimum, self.scenario.expect.slo.items())
+            verdicts = model_set_verdicts(state.plans, state.evidence_by_role(), run, minimum,
+                                          self.scenario.expect.slo.items())
         result = ScenarioResult.of(self.scenario.name, self.nodeid, run, minimum, verdicts)
         record_result(self, result)
         if not result.passed:

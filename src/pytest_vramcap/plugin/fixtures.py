@@ -111,11 +111,11 @@ class FanoutRunner:
         return self._state.min_speedup_for(run.scenario, self.min_speedup)
 
     def verdicts(self, run: ScenarioRun) -> list[Verdict]:
-        from ..report.verdicts import scenario_verdicts
+        from ..report.verdicts import model_set_verdicts
 
         state = self._state
         slos = run.scenario.expect.slo.items() + sorted(self.slo.items())
-        return scenario_verdicts(state.plan, state.evidence(), run, self._minimum(run), slos)
+        return model_set_verdicts(state.plans, state.evidence_by_role(), run, self._minimum(run), slos)
 
     def check(self, run: ScenarioRun) -> None:
         """Fail the test with every verdict's evidence unless all pass; the run joins the run report."""

@@ -88,8 +88,8 @@ class Reporter:
     def pytest_runtestloop(self, session: pytest.Session) -> Iterator[None]:
         result = yield
         # By pytest_sessionfinish it is too late to count a failure.
-        server = self.state.server
-        self.session_verdicts = session_verdicts(server.evidence() if server else None, self.state.server_error)
+        self.session_verdicts = session_verdicts({role: server.evidence() for role, server in
+                                                  self.state.servers.items()}, self.state.server_error)
         if any(v.failed for v in self.session_verdicts):
             session.testsfailed += 1
         if self.ran and self.gate.baseline is not None:

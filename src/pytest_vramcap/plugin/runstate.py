@@ -16,9 +16,10 @@ from ..engines.provision import check_plan_runs_on, new_server
 from ..errors import ConfigError, EngineError
 from ..load.run.apps import check_graph, run_on_process_loop
 from ..load.run.rounds import ScenarioRun
-from ..load.run.steps import run_both
+from ..load.run.steps import Endpoint, run_both
 from ..load.scenario.schema import Scenario
 from ..net import redact
+from ..planner.modelset import PlanSet
 from ..planner.plan import Plan
 from ..planner.profiles import Profile, profile_of_gpu
 from .console import Console
@@ -33,20 +34,32 @@ __all__ = ["RunState"]
 
 
 class RunState:
-    def __init__(self, settings: Settings, plan: Plan, console: Console, worker_url: str | None = None) -> None:
+    def __init__(self, settings: Settings, plans: PlanSet, console: Console,
+                 worker_urls: dict[str, str] | None = None) -> None:
         from ..gpu.nvml import detect_gpus, visible_gpu
 
         self.settings = settings
-        self.plan = plan
+        self.plans = plans
         self.console = console
-        self.worker_url = worker_url
-        """The controller's server, on an xdist worker."""
-        self.server: Server | None = None
+        self.worker_urls = worker_urls
+        """The controller's servers by model role, on an xdist worker."""
+        self.servers: dict[str, Server] = {}
+        """One server per model role, in the plans' order (started, or being started)."""
         self.server_error: EngineError | None = None
         self.gpus, self.gpu_reason = detect_gpus()
         self.gpu = visible_gpu(self.gpus)
         self.ballast: Ballast | None = None
         self.sampler: MemorySampler | None = None
+
+    @property
+    def plan(self) -> Plan:
+        """The first model's plan: the run's plan when it has one model."""
+        return self.plans.primary
+
+    @property
+    def server(self) -> Server | None:
+        """The first model's server (None before it was made)."""
+        return self.servers.get(self.plans.roles[0])
 
     # ------------------------------------------------------------------ GPU
 
@@ -96,42 +109,50 @@ class RunState:
     # --------------------------------------------------------------- server
 
     def ensure_server(self) -> Server:
-        """Start (or attach to) the server on first use; one per run. A failed start is remembered."""
+        """Start (or attach to) every model's server on first use, one after another as Ollama loads them; one
+        set per run. A failed start is remembered. Returns the first model's server."""
         if self.server_error is not None:
             raise self.server_error
-        if self.server is not None:
-            return self.server
+        if len(self.servers) == len(self.plans.plans):
+            return self.servers[self.plans.roles[0]]
         try:
-            # Kept even if it fails to start: its log is the evidence of an OOM at load.
-            self.server = self._new_server()
-            self.server.start()
+            for role, plan in self.plans.plans.items():
+                # Kept even if it fails to start: its log is the evidence of an OOM at load.
+                self.servers[role] = self._new_server(role, plan)
+                self.servers[role].start()
         except EngineError as exc:
             self.server_error = exc
             raise
         finally:
             if self.server is not None:
                 self._start_sampler(self.server)
-        return self.server
+        return self.servers[self.plans.roles[0]]
 
-    def _new_server(self) -> Server:
+    def _new_server(self, role: str, plan: Plan) -> Server:
         settings = self.settings
-        if self.worker_url:
-            return AttachedServer(self.worker_url, startup_timeout_s=settings.startup_timeout)
-        return new_server(self.plan, settings.engine_setup(), announce=self.console.announce,
+        if self.worker_urls:
+            return AttachedServer(self.worker_urls[role], startup_timeout_s=settings.startup_timeout)
+        return new_server(plan, settings.engine_setup(), announce=self.console.announce,
                           uncaptured=self.console.uncaptured)
 
     def check_engine_can_run_plan(self) -> None:
-        """Raise ConfigError (one line) when the chosen engine has no setting for the plan."""
-        check_plan_runs_on(self.settings.engine, self.plan, prefix=PREFIX)
+        """Raise ConfigError (one line) when the chosen engine has no setting for a plan."""
+        for plan in self.plans.plans.values():
+            check_plan_runs_on(self.settings.engine, plan, prefix=PREFIX)
 
-    def evidence(self) -> EngineEvidence:
-        """What the server reported so far; nothing when there is no server."""
-        return self.server.evidence() if self.server is not None else EngineEvidence(log=None)
+    def evidence(self, role: str | None = None) -> EngineEvidence:
+        """What a model's server (the first's by default) reported so far; nothing when there is no server."""
+        server = self.servers.get(role or self.plans.roles[0])
+        return server.evidence() if server is not None else EngineEvidence(log=None)
+
+    def evidence_by_role(self) -> dict[str, EngineEvidence]:
+        """Every model's evidence, by role."""
+        return {role: self.evidence(role) for role in self.plans.roles}
 
     def stop(self) -> None:
-        """Stop what this process started (idempotent): the server, the sampler, the ballast."""
-        if self.server is not None:
-            self.server.stop()  # an attached server (a worker's view of the controller's) is left alone
+        """Stop what this process started (idempotent): the servers, the sampler, the ballast."""
+        for server in self.servers.values():
+            server.stop()  # an attached server (a worker's view of the controller's) is left alone
         if self.sampler is not None:
             self.sampler.stop()
         if self.ballast is not None:
@@ -144,8 +165,11 @@ class RunState:
         if build is None:
             check_graph(scenario)  # a graph that cannot be imported fails before a server is started for it
         server = self.ensure_server()
+        models = {role: Endpoint(each.url, each.request_model) for role, each in self.servers.items()} \
+            if self.plans.several else None
         return run_on_process_loop(run_both(server.url, scenario, build=build, model=server.request_model,
-                                    rounds=self.settings.rounds, prompt_cache=self.settings.prompt_cache))
+                                            rounds=self.settings.rounds, prompt_cache=self.settings.prompt_cache,
+                                            models=models))
 
     def min_speedup_for(self, scenario: Scenario, marker_value: float | None = None) -> float | None:
         """The command line wins over a test's marker, which wins over the scenario file."""
@@ -154,10 +178,14 @@ class RunState:
     # -------------------------------------------------------------- report
 
     def engine_report(self) -> dict[str, Any]:
+        """The engine as the report records it: the first model's server, and with several models each by role."""
         engine: dict[str, Any] = {"kind": self.settings.engine,
                                   "url": redact(self.server.url) if self.server else None}
         if self.server is not None:
             engine.update(self.server.describe())
+        if self.plans.several:
+            engine["models"] = {role: {"url": redact(server.url), **server.describe()}
+                                for role, server in self.servers.items()}
         return engine
 
     def gpu_report(self) -> dict[str, Any]:

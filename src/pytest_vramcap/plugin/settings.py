@@ -18,7 +18,7 @@ import pytest
 
 from ..defaults import DEFAULT_BASELINE_RUNS, DEFAULT_COMPARE_FAIL
 from ..errors import ConfigError
-from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, RUN_OPTIONS, Option, add_options
+from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, RUN_OPTIONS, Option, add_options, role_values, single_model_values
 from ..parsers import argparse_type, compare_fail, non_empty
 from ..types import EmulateMode, EngineKind
 
@@ -45,7 +45,10 @@ def add_pytest_options(parser: pytest.Parser) -> None:
     add_options(group.addoption, _TABLE_OPTIONS, prefix=PREFIX, dest_prefix=DEST_PREFIX, with_defaults=False)
     for option in _TABLE_OPTIONS:
         for name in (option.name, *option.aliases):
-            parser.addini(_ini_key(name), f"default for --{PREFIX}{option.name}", default=None)
+            if option.per_role:  # one value per line: chat=qwen2.5-7b, then embed=qwen3-embedding-0.6b
+                parser.addini(_ini_key(name), f"default for --{PREFIX}{option.name} (one per line)", type="linelist")
+            else:
+                parser.addini(_ini_key(name), f"default for --{PREFIX}{option.name}", default=None)
 
 
 def _ini_key(name: str) -> str:
@@ -66,8 +69,10 @@ def _lookup(config: pytest.Config, option: Option) -> tuple[Any, Path]:
     base = config.inipath.parent if config.inipath else config.rootpath
     for name in (option.name, *option.aliases):
         raw = config.getini(_ini_key(name))
-        if raw not in (None, ""):
+        if raw not in (None, "", []):
             try:
+                if isinstance(raw, list):
+                    return [option.parse_value(str(line)) for line in raw], base
                 return option.parse(str(raw)), base
             except (ValueError, TypeError) as exc:
                 raise pytest.UsageError(f"ini key {_ini_key(name)}: {exc}") from None
@@ -115,7 +120,9 @@ class Settings:
 
     @property
     def model(self) -> str:
-        return str(self.plan_values["model"])
+        """The models as given: ``small:F16``, or ``chat=qwen2.5-7b embed=qwen3-embedding-0.6b``."""
+        value = self.plan_values["model"]
+        return " ".join(str(item) for item in value) if isinstance(value, list) else str(value)
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings | None:
@@ -153,7 +160,19 @@ class Settings:
         """The model to plan, as the engine takes it (:func:`~pytest_vramcap.engines.provision.model_source_for`)."""
         from ..engines.provision import model_source_for
 
-        return model_source_for(self.engine, self.plan_values, self.server_url, prefix=PREFIX)
+        return model_source_for(self.engine, single_model_values(dict(self.plan_values), prefix=PREFIX),
+                                self.server_url, prefix=PREFIX)
+
+    def model_sources(self) -> dict[str, ModelSource]:
+        """Each model role's source, as the engine takes it; ConfigError where the engine runs one model only."""
+        from ..engines.provision import model_source_for
+
+        roles = role_values(dict(self.plan_values), prefix=PREFIX)
+        if len(roles) > 1 and self.engine != "llamacpp":
+            raise ConfigError(f"--{PREFIX}engine={self.engine} runs one model; several models (--{PREFIX}model "
+                              f"ROLE=SRC) run on the embedded llama-server, one server each")
+        return {role: model_source_for(self.engine, values, self.server_url, prefix=PREFIX)
+                for role, values in roles.items()}
 
     def engine_setup(self) -> EngineSetup:
         from ..engines.provision import EngineSetup

@@ -16,7 +16,7 @@ from .console import is_worker
 from .runstate import RunState
 from .stash import WORKER_URL_KEY
 
-__all__ = ["XdistBridge", "is_xdist_controller", "worker_server_url"]
+__all__ = ["XdistBridge", "is_xdist_controller", "worker_server_urls"]
 
 
 def is_xdist_controller(config: pytest.Config) -> bool:
@@ -24,11 +24,11 @@ def is_xdist_controller(config: pytest.Config) -> bool:
         and bool(config.getoption("numprocesses", None))
 
 
-def worker_server_url(config: pytest.Config) -> str | None:
-    """On a worker, the URL the controller handed over; None elsewhere."""
+def worker_server_urls(config: pytest.Config) -> dict[str, str] | None:
+    """On a worker, the URL of each model's server the controller handed over (by role); None elsewhere."""
     workerinput: dict[str, Any] = getattr(config, "workerinput", {})
-    url = workerinput.get(WORKER_URL_KEY)
-    return str(url) if url else None
+    urls = workerinput.get(WORKER_URL_KEY)
+    return {str(role): str(url) for role, url in urls.items()} if isinstance(urls, dict) and urls else None
 
 
 class XdistBridge:
@@ -47,5 +47,5 @@ class XdistBridge:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
-        if self.state.server is not None:
-            node.workerinput[WORKER_URL_KEY] = self.state.server.url
+        if self.state.servers:
+            node.workerinput[WORKER_URL_KEY] = {role: server.url for role, server in self.state.servers.items()}

@@ -53,7 +53,7 @@ class ModeReport(BaseModel):
                    step_walls_s=runs.step_walls_s, errors=runs.errors, summary=runs.summary(),
                    passes=[p.summary() for p in runs.passes],
                    requests=[_timed(record, index, p.origin) for index, p in enumerate(runs.passes)
-                             for record in p.records], unrecorded=runs.unrecorded)
+                             for record in p.records + p.embeddings], unrecorded=runs.unrecorded)
 
 
 def _timed(record: RequestRecord, round_index: int, origin: float) -> dict[str, Any]:

@@ -28,7 +28,7 @@ verdict comes from one place, :meth:`Server.evidence() <pytest_vramcap.engines.b
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from ..engines.base import EngineEvidence
@@ -46,6 +46,7 @@ from .verdict import FAIL, NA, PASS, Verdict
 if TYPE_CHECKING:
     from ..load.measure.metrics import Distribution, Summary
     from ..load.results import LoadResult
+    from ..planner.modelset import PlanSet
     from ..planner.plan import Plan
 
 __all__ = [
@@ -54,8 +55,11 @@ __all__ = [
     "PASS",
     "Verdict",
     "load_verdicts",
+    "model_set_verdicts",
     "offload_verdict",
     "oom_verdict",
+    "per_model",
+    "resident_verdict",
     "scenario_verdicts",
     "served_verdict",
     "session_verdicts",
@@ -145,6 +149,24 @@ def served_verdict(plan: Plan, engine: EngineEvidence) -> Verdict:
                    evidence=(f"/api/ps: {served.describe()}",))
 
 
+def resident_verdict(engine: EngineEvidence) -> Verdict:
+    """Whether the model stayed loaded the whole run: its process lived (llama-server), and Ollama neither
+    reloaded nor dropped it (/api/ps, polled during the run). Several models on one card evict each other on
+    Ollama when OLLAMA_MAX_LOADED_MODELS is too low; a llama-server that dies takes its model with it."""
+    if engine.died:
+        code = f" (exit code {engine.exit_code})" if engine.exit_code is not None else ""
+        return Verdict(name="resident", outcome=FAIL, summary=f"the server exited during the run{code}",
+                       evidence=("the process we started exited without being asked to",))
+    if engine.reloads:
+        return Verdict(name="resident", outcome=FAIL, summary="the engine reloaded or dropped the model mid-run",
+                       evidence=engine.reloads[:_MAX_LINES])
+    if engine.log is None and engine.served is None:
+        return Verdict(name="resident", outcome=NA,
+                       summary="an attached server: nothing tells whether the model stayed loaded")
+    where = f"/api/ps: {engine.served.describe()}" if engine.served is not None else "the server's process lived"
+    return Verdict(name="resident", outcome=PASS, summary="the model stayed loaded the whole run", evidence=(where,))
+
+
 def slots_verdict(slots: int, run: ScenarioRun) -> Verdict:
     """Whether the planned slots let every agent meant to run at once do so (no clock involved): the widest
     step of a scenario of steps, or the most requests a graph had in flight in its parallel pass (a count)."""
@@ -222,10 +244,49 @@ def scenario_verdicts(plan: Plan, engine: EngineEvidence, run: ScenarioRun, mini
     errors = run.sequential.errors + run.parallel.errors
     passes = [mode_pass.records for mode in (run.sequential, run.parallel) for mode_pass in mode.passes]
     return [oom_verdict(plan, engine, errors), offload_verdict(engine, Placement.planned(plan.memory)),
-            served_verdict(plan, engine), client_options_verdict(plan, passes), output_budget_verdict(passes),
+            served_verdict(plan, engine), resident_verdict(engine), client_options_verdict(plan, passes),
+            output_budget_verdict(passes),
             slots_verdict(plan.config.parallel, run), context_verdict(plan.config.ctx_per_agent, run),
             prompt_cache_verdict(run, run.scenario.expect.prompt_cache_min), speedup_verdict(run, minimum),
             *slo_verdicts(run, slos)]
+
+
+def model_set_verdicts(plans: PlanSet, engines: Mapping[str, EngineEvidence], run: ScenarioRun,
+                       minimum: float | None, slos: Iterable[tuple[str, float]]) -> list[Verdict]:
+    """Every verdict on one scenario run over the models of ``plans`` (their servers' evidence by role).
+
+    One model: :func:`scenario_verdicts`. Several: each model judged on its own plan, its own server and the part
+    of the run that talked to it (:meth:`ScenarioRun.for_model`), each verdict once with every model's part
+    (:func:`per_model`); the speedup and the objectives on the whole run.
+    """
+    if not plans.several:
+        return scenario_verdicts(plans.primary, engines[plans.roles[0]], run, minimum, slos)
+    by_name: dict[str, dict[str, Verdict]] = {}
+    for index, (role, plan) in enumerate(plans.plans.items()):
+        mine = run.for_model(role, first=index == 0)
+        engine = engines[role]
+        verdicts = [oom_verdict(plan, engine, run.sequential.errors + run.parallel.errors),
+                    offload_verdict(engine, Placement.planned(plan.memory)), served_verdict(plan, engine),
+                    resident_verdict(engine)]
+        if mine.scenario.steps or (run.scenario.graph is not None and index == 0):
+            passes = [p.records for mode in (mine.sequential, mine.parallel) for p in mode.passes]
+            verdicts += [client_options_verdict(plan, passes), output_budget_verdict(passes),
+                         slots_verdict(plan.config.parallel, mine), context_verdict(plan.config.ctx_per_agent, mine),
+                         prompt_cache_verdict(mine, run.scenario.expect.prompt_cache_min)]
+        for verdict in verdicts:
+            by_name.setdefault(verdict.name, {})[role] = verdict
+    return [*(per_model(name, parts) for name, parts in by_name.items()), speedup_verdict(run, minimum),
+            *slo_verdicts(run, slos)]
+
+
+def per_model(name: str, parts: Mapping[str, Verdict]) -> Verdict:
+    """One verdict of several models' verdicts of one name: failed if any failed, passed if any passed and none
+    failed; each model's summary and evidence under its role."""
+    outcomes = [verdict.outcome for verdict in parts.values()]
+    outcome = FAIL if FAIL in outcomes else PASS if PASS in outcomes else outcomes[0]
+    shown = [(role, verdict) for role, verdict in parts.items() if verdict.outcome == outcome]
+    return Verdict(name=name, outcome=outcome, summary="; ".join(f"{role}: {v.summary}" for role, v in shown),
+                   evidence=tuple(f"{role}: {line}" for role, v in shown for line in v.evidence))
 
 
 def _error_summary(error: EngineError) -> str:
@@ -246,16 +307,19 @@ def graph_verdict(error: GraphError) -> Verdict:
     return Verdict(name="graph", outcome=FAIL, summary=str(error))
 
 
-def session_verdicts(engine: EngineEvidence | None, error: EngineError | None) -> list[Verdict]:
+def session_verdicts(engine: EngineEvidence | Mapping[str, EngineEvidence] | None,
+                     error: EngineError | None) -> list[Verdict]:
     """Failures of the run as a whole, judged after the last test.
 
-    A server that died or logged an OOM, or one that never started.
+    A server that died or logged an OOM (each model's, by role, where there are several), or one that never
+    started.
     """
     verdicts = []
-    if engine is not None:
-        oom = oom_verdict(None, engine)
-        if oom.failed:
-            verdicts.append(oom)
+    engines = {"": engine} if isinstance(engine, EngineEvidence) else dict(engine or {})
+    failed = {role: oom for role, oom in ((role, oom_verdict(None, each)) for role, each in engines.items())
+              if oom.failed}
+    if failed:
+        verdicts.append(failed[""] if "" in failed else per_model("oom", failed))
     if error is not None:
         verdicts.append(Verdict(name="engine", outcome=FAIL, summary=_error_summary(error)))
     return verdicts

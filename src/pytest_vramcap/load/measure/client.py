@@ -96,6 +96,32 @@ class ChatClient:
                                          f"chunks: {exc}")) from None
         return record
 
+    async def embed(self, text: str, label: str = "") -> RequestRecord:
+        """One ``POST /v1/embeddings`` of ``text`` (OpenAI's API, which llama-server and Ollama answer): its latency
+        and prompt tokens; raises a RequestError kind (with ``.record``) on failure."""
+        record = RequestRecord(label=label, t_send=time.monotonic(), endpoint="embeddings")
+        body: dict[str, Any] = {"input": text, **({"model": self.model} if self.model else {})}
+        try:
+            response = await asyncio.wait_for(self._http.post("/v1/embeddings", json=body),
+                                               timeout=self.total_timeout_s)
+        except asyncio.TimeoutError:
+            raise fail(record, RequestTimeout(f"{label or 'embedding'}: no answer within "
+                                              f"{self.total_timeout_s:.0f} s")) from None
+        except httpx.ConnectError as exc:
+            raise fail(record, RequestRefused(f"cannot connect to {redact(self.base_url)}: {exc}")) from None
+        except httpx.TimeoutException as exc:
+            raise fail(record, RequestTimeout(f"{label or 'embedding'} timed out: {type(exc).__name__}")) from None
+        record.t_last, record.status = time.monotonic(), response.status_code
+        if response.status_code >= 400:
+            raise fail(record, HTTPStatusError(response.status_code, response.text))
+        try:
+            usage = response.json().get("usage") or {}
+        except ValueError:
+            usage = {}
+        tokens = usage.get("prompt_tokens")
+        record.prompt_tokens = tokens if isinstance(tokens, int) else None
+        return record
+
     async def _stream(self, request: ChatRequest, record: RequestRecord) -> None:
         async with self._http.stream("POST", "/v1/chat/completions", json=request.body(self.model)) as response:
             if response.status_code >= 400:

@@ -93,6 +93,8 @@ class Summary(BaseModel):
     ttft_s: Distribution | None
     tpot_s: Distribution | None
     e2e_s: Distribution | None
+    embed_s: Distribution | None = None
+    """Latency of the embedding requests (a retrieval before an answer); TTFT, TPOT and E2E are the chats'."""
 
 
 def summarize(records: Sequence[RequestRecord], wall_s: float | None = None) -> Summary:
@@ -112,7 +114,8 @@ def summarize(records: Sequence[RequestRecord], wall_s: float | None = None) -> 
         output_tps=tokens / wall_s if wall_s else None,
         ttft_s=Distribution.of(r.ttft for r in ok if r.ttft is not None),
         tpot_s=Distribution.of(r.tpot for r in ok if r.tpot is not None),
-        e2e_s=Distribution.of(r.e2e for r in ok if r.e2e is not None),
+        e2e_s=Distribution.of(r.e2e for r in ok if r.e2e is not None and r.endpoint == "chat"),
+        embed_s=Distribution.of(r.e2e for r in ok if r.e2e is not None and r.endpoint == "embeddings"),
     )
 
 

@@ -31,6 +31,10 @@ class RequestRecord:
 
     label: str
     t_send: float
+    endpoint: str = "chat"
+    """``chat`` (a completion: TTFT, TPOT and E2E count it) or ``embeddings`` (its latency is reported apart)."""
+    model: str | None = None
+    """The model role the request went to, where a run has several (None: the one model)."""
     turn: int | None = None
     """Which request of its agent (label) in the pass this is, from 1: the turn of a conversation. Numbered by
     the runner when the pass ends (:func:`number_turns`)."""
@@ -105,7 +109,8 @@ class RequestRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "label": self.label, "turn": self.turn, "ttft_s": self.ttft, "e2e_s": self.e2e, "tpot_s": self.tpot,
+            "label": self.label, "endpoint": self.endpoint, "model": self.model, "turn": self.turn,
+            "ttft_s": self.ttft, "e2e_s": self.e2e, "tpot_s": self.tpot,
             "n_out": self.n_out,
             "n_out_source": self.n_out_source, "prompt_tokens": self.prompt_tokens,
             "cached_tokens": self.cached_tokens, "prefill_s": self.prefill_s,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ...types import RunMode
@@ -61,6 +61,8 @@ class ModeResult:
     """A graph's pass that raised: the user's traceback, shown once with the failure."""
     unrecorded: dict[str, int] = field(default_factory=dict)
     """A graph's pass: the requests the proxy passed through unrecorded, by endpoint (``POST /v1/embeddings``: 2)."""
+    embeddings: list[RequestRecord] = field(default_factory=list)
+    """The embedding requests of the pass (retrievals before answers), apart from the chats the verdicts read."""
 
     @property
     def ok(self) -> bool:
@@ -74,7 +76,7 @@ class ModeResult:
         return min((record.t_send for record in self.records), default=0.0)
 
     def summary(self) -> Summary:
-        return summarize(self.records, self.wall_s)
+        return summarize(self.records + self.embeddings, self.wall_s)
 
 
 @dataclass
@@ -99,6 +101,10 @@ class ModeRuns:
         return [record for p in self.passes for record in p.records]
 
     @property
+    def embeddings(self) -> list[RequestRecord]:
+        return [record for p in self.passes for record in p.embeddings]
+
+    @property
     def errors(self) -> list[str]:
         return [error for p in self.passes for error in p.errors]
 
@@ -117,7 +123,7 @@ class ModeRuns:
 
     def summary(self) -> Summary:
         """Latency over every pass's requests; tokens/s over their summed wall time."""
-        return summarize(self.records, sum(p.wall_s for p in self.passes))
+        return summarize(self.records + self.embeddings, sum(p.wall_s for p in self.passes))
 
 
 @dataclass
@@ -157,6 +163,22 @@ class ScenarioRun:
             return self.scenario.max_width
         return max((p.peak_in_flight for p in self.parallel.passes if p.peak_in_flight is not None), default=None)
 
+    def for_model(self, role: str, first: bool) -> ScenarioRun:
+        """The part of the run that talked to the model of ``role`` (``first``: also the agents that name no
+        model): its agents' steps and chat records, for the verdicts that judge one model's slots and context."""
+        def mine(name: str | None) -> bool:
+            return name == role or (first and name is None)
+
+        steps = [step.model_copy(update={"agents": [agent for agent in step.agents if mine(agent.model)]})
+                 for step in self.scenario.steps]
+        scenario = self.scenario.model_copy(update={"steps": [step for step in steps if step.agents]})
+
+        def runs(mode: ModeRuns) -> ModeRuns:
+            return ModeRuns(mode.mode, [replace(p, records=[r for r in p.records if mine(r.model)], embeddings=[])
+                                        for p in mode.passes])
+
+        return ScenarioRun(scenario, runs(self.sequential), runs(self.parallel), self.prompt_cache)
+
     @property
     def user_traceback(self) -> str:
         return next((p.user_traceback for p in self.sequential.passes + self.parallel.passes if p.user_traceback),
@@ -182,6 +204,7 @@ async def run_rounds(scenario: Scenario, run_pass: Callable[[RunMode], Awaitable
         results = [await run_pass(mode) for mode in _ORDERS[index % 2]]
         for result in results:
             number_turns(result.records)
+            number_turns(result.embeddings)
             passes[result.mode].append(result)
         if not all(result.ok for result in results):
             break

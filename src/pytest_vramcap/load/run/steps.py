@@ -12,9 +12,11 @@ ratio is the parallel speedup. Rounds, passes and the speedup: :mod:`.runs`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from dataclasses import replace
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 from ...types import RUN_MODES, RunMode
 from ..measure.client import ChatClient, ChatRequest
@@ -25,8 +27,16 @@ from ..scenario.text import synthetic_text
 from .graphs import run_graph_both
 from .rounds import ModeResult, ModeRuns, ScenarioRun, pass_marker, run_rounds, runner_request_fields, warm_up
 
-__all__ = ["ModeResult", "ModeRuns", "ScenarioRun", "next_turn", "run_both", "run_scenario", "scenario_request",
-           "system_prompt"]
+
+class Endpoint(NamedTuple):
+    """Where one model's requests go: its server, and the ``model`` they name (None: whatever it serves)."""
+
+    url: str
+    model: str | None = None
+
+
+__all__ = ["Endpoint", "ModeResult", "ModeRuns", "ScenarioRun", "next_turn", "run_both", "run_scenario",
+           "scenario_request", "system_prompt"]
 
 
 def system_prompt(scenario: Scenario, agent: Agent, marker: str = "") -> str:
@@ -53,40 +63,67 @@ def next_turn(request: ChatRequest, answer: str, step: str, agent: Agent, turn: 
     return replace(request, messages=messages)
 
 
-async def _converse(client: ChatClient, first: ChatRequest, step: str,
-                    agent: Agent) -> tuple[list[RequestRecord], str, RequestError | None]:
-    """Every turn of one agent: its records, its last answer, and the failure that ended it early, if one did."""
-    records: list[RequestRecord] = []
-    request, answer = first, ""
+Clients = Mapping[str | None, ChatClient]
+"""A client per model role; the key None is the model of agents that name none (the first)."""
+
+
+@dataclass
+class _Conversation:
+    """What one agent's turns left: its chat and retrieval records, its last answer, the failure that ended it."""
+
+    records: list[RequestRecord] = field(default_factory=list)
+    embeddings: list[RequestRecord] = field(default_factory=list)
+    answer: str = ""
+    failure: RequestError | None = None
+
+
+async def _converse(clients: Clients, first: ChatRequest, step: str, agent: Agent) -> _Conversation:
+    """Every turn of one agent (each after a retrieval, when the agent retrieves)."""
+    done = _Conversation()
+    request = first
     for turn in range(1, agent.turns + 1):
         if turn > 1:
-            request = next_turn(request, answer, step, agent, turn)
+            request = next_turn(request, done.answer, step, agent, turn)
         try:
-            record = await client.chat(request)
+            if agent.retrieve is not None:
+                query = synthetic_text(agent.retrieve_tokens, f"{step}.{agent.role}.query.{turn}")
+                retrieval = await clients[agent.retrieve].embed(query, label=f"{request.label}.retrieve")
+                done.embeddings.append(_on(retrieval, agent.retrieve))
+            done.records.append(_on(await clients[agent.model].chat(request), agent.model))
         except RequestError as exc:
             if exc.record is not None:  # the client attaches one to every failure
-                records.append(exc.record)
-            return records, "", exc
-        records.append(record)
-        answer = record.text
-    return records, answer, None
+                target = done.embeddings if exc.record.endpoint == "embeddings" else done.records
+                target.append(_on(exc.record, agent.retrieve if target is done.embeddings else agent.model))
+            done.answer, done.failure = "", exc
+            return done
+        done.answer = done.records[-1].text
+    return done
 
 
-async def run_scenario(client: ChatClient, scenario: Scenario, mode: RunMode, seed: int = 42,
+def _on(record: RequestRecord, role: str | None) -> RequestRecord:
+    record.model = role
+    return record
+
+
+async def run_scenario(clients: Clients | ChatClient, scenario: Scenario, mode: RunMode, seed: int = 42,
                        prompt_cache: bool = False) -> ModeResult:
     """One pass over the scenario in ``mode`` ("sequential" or "parallel"): in parallel, a step's agents hold
-    their conversations at once; in sequence, one agent's whole conversation after another's."""
+    their conversations at once; in sequence, one agent's whole conversation after another's. ``clients``: one
+    client (one model), or one per model role."""
     if mode not in RUN_MODES:
         raise ValueError(f"unknown mode {mode!r}")
+    if isinstance(clients, ChatClient):
+        clients = {None: clients}
     marker = pass_marker() if prompt_cache else ""
     state: dict[str, Any] = dict(scenario.inputs)
     records: list[RequestRecord] = []
+    embeddings: list[RequestRecord] = []
     errors: list[str] = []
     step_walls: dict[str, float] = {}
     start = time.monotonic()
     for step in scenario.steps:
-        conversations = [_converse(client, scenario_request(scenario, step.name, agent, state, seed, prompt_cache,
-                                                            marker), step.name, agent) for agent in step.agents]
+        conversations = [_converse(clients, scenario_request(scenario, step.name, agent, state, seed, prompt_cache,
+                                                             marker), step.name, agent) for agent in step.agents]
         step_start = time.monotonic()
         if mode == "parallel":
             outcomes = await asyncio.gather(*conversations)
@@ -94,33 +131,43 @@ async def run_scenario(client: ChatClient, scenario: Scenario, mode: RunMode, se
             outcomes = [await conversation for conversation in conversations]
         step_walls[step.name] = time.monotonic() - step_start
         outputs = {}
-        for agent, (agent_records, answer, failure) in zip(step.agents, outcomes, strict=True):
-            records.extend(agent_records)
-            if failure is not None:
-                turn = f" (turn {len(agent_records)})" if agent.turns > 1 else ""
-                errors.append(f"{step.name}.{agent.role}{turn}: {failure}")
-            outputs[agent.role] = answer
+        for agent, done in zip(step.agents, outcomes, strict=True):
+            records.extend(done.records)
+            embeddings.extend(done.embeddings)
+            if done.failure is not None:
+                turn = f" (turn {max(len(done.records), len(done.embeddings))})" if agent.turns > 1 else ""
+                errors.append(f"{step.name}.{agent.role}{turn}: {done.failure}")
+            outputs[agent.role] = done.answer
         state[step.name] = outputs  # the step's outputs merge only after all its agents finished
         if errors:
             break  # later steps would read missing outputs
-    return ModeResult(mode, time.monotonic() - start, step_walls, records, errors, started=start)
+    return ModeResult(mode, time.monotonic() - start, step_walls, records, errors, started=start,
+                      embeddings=embeddings)
 
 
 async def run_both(url: str, scenario: Scenario, *, build: Builder | None = None, model: str | None = None,
                    warmup: bool = True, read_timeout_s: float = 300.0, rounds: int = 1,
-                   prompt_cache: bool = False) -> ScenarioRun:
+                   prompt_cache: bool = False, models: Mapping[str, Endpoint] | None = None) -> ScenarioRun:
     """``rounds`` of a sequential and a parallel pass of any scenario, after a warm-up request.
 
-    A scenario of steps runs on one client of ours; one that names a graph (or any
-    scenario given ``build``, the graph's builder) runs the user's graph through the
-    recording proxy (:mod:`.graphs`).
+    A scenario of steps runs on one client of ours per model (``models``: each role's server and the model its
+    requests name; without it, ``url`` and ``model`` serve every agent); one that names a graph (or any
+    scenario given ``build``, the graph's builder) runs the user's graph through the recording proxy
+    (:mod:`.graphs`) on ``url``.
     """
     if scenario.graph is not None or build is not None:
         return await run_graph_both(url, scenario, build=build, model=model, warmup=warmup,
                                     read_timeout_s=read_timeout_s, rounds=rounds, prompt_cache=prompt_cache)
-    async with ChatClient(url, model=model, read_timeout_s=read_timeout_s,
-                          total_timeout_s=max(600.0, read_timeout_s)) as client:
+    endpoints = dict(models or {}) or {"": Endpoint(url, model)}
+    async with contextlib.AsyncExitStack() as stack:
+        by_role = {role: await stack.enter_async_context(ChatClient(
+            endpoint.url, model=endpoint.model, read_timeout_s=read_timeout_s,
+            total_timeout_s=max(600.0, read_timeout_s))) for role, endpoint in endpoints.items()}
+        clients: dict[str | None, ChatClient] = {role: client for role, client in by_role.items()}
+        clients[None] = next(iter(by_role.values()))
         if warmup:
-            await warm_up(client)
-        return await run_rounds(scenario, lambda mode: run_scenario(client, scenario, mode, prompt_cache=prompt_cache),
-                                rounds, prompt_cache)
+            for role, client in by_role.items():
+                if role not in scenario.retrieval_roles():
+                    await warm_up(client)
+        return await run_rounds(scenario, lambda mode: run_scenario(clients, scenario, mode,
+                                                                     prompt_cache=prompt_cache), rounds, prompt_cache)

@@ -88,6 +88,12 @@ class Agent(_Strict):
     """A conversation: after each answer the agent sends its whole history again with one more user message
     (a tool result) of ``turn_tokens`` synthetic tokens, as a tool-calling loop does."""
     turn_tokens: int = Field(default=200, ge=1, le=131072)
+    model: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+    """The role of the model this agent talks to (``--vramcap-model ROLE=SRC``); None: the first model."""
+    retrieve: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+    """The role of an embedding model the agent asks before each answer (a retrieval: ``/v1/embeddings`` with a
+    query of ``retrieve_tokens`` synthetic tokens), as a RAG agent does."""
+    retrieve_tokens: int = Field(default=32, ge=1, le=8192)
 
 
 class Step(_Strict):
@@ -246,6 +252,21 @@ class Scenario(_Strict):
     def max_width(self) -> int | None:
         """Most agents in one step: the slots a parallel run needs; None for a graph (known once it ran)."""
         return max(len(step.agents) for step in self.steps) if self.steps else None
+
+    def model_roles(self) -> set[str]:
+        """Every model role the scenario's agents name (to answer or to retrieve)."""
+        return {role for step in self.steps for agent in step.agents for role in (agent.model, agent.retrieve)
+                if role is not None}
+
+    def retrieval_roles(self) -> set[str]:
+        """The model roles agents only retrieve from (embedding models: no chat to warm them up with)."""
+        chats = {agent.model for step in self.steps for agent in step.agents}
+        return {agent.retrieve for step in self.steps for agent in step.agents
+                if agent.retrieve is not None and agent.retrieve not in chats}
+
+    def width_on(self, role: str | None) -> int:
+        """The most agents of one step that talk to the model of ``role`` (None: agents that name none)."""
+        return max((sum(agent.model == role for agent in step.agents) for step in self.steps), default=0)
 
     @property
     def agent_count(self) -> int:
