@@ -96,8 +96,10 @@ def plan_for_engine(values: Mapping[str, Any], choice: EngineChoice, *,
                     prefix: str = "") -> tuple[Plan, EngineSetup]:
     """The plan of the option table's ``values`` (plan and engine options, by ``dest``) as ``choice`` will serve
     it, and how to start that engine; ConfigError / ModelSourceError when it cannot."""
+    from ..options import single_model_values
     from ..planner.resolve import plan_from_options
 
+    values = single_model_values(dict(values), prefix=prefix, command="this command")
     engine, url = resolve_engine(choice, None, values.get("ollama_url"), prefix=prefix)
     plan = plan_from_options(values, model_source_for(engine, values, url, prefix=prefix))
     check_plan_runs_on(engine, plan, prefix=prefix)

@@ -49,12 +49,12 @@ class ScenarioFile(pytest.File):
         yield ScenarioItem.from_parent(self, name=scenario.name, scenario=scenario)
 
     def _check_models(self, scenario: Scenario) -> None:
-        """A usage error when an agent names a model role the run has none of: no run could mean it."""
+        """A scenario whose agent names a model role the run has none of cannot run: one line, at collection."""
         roles = self.config.stash[RUN_STATE_KEY].plans.roles
         unknown = sorted(scenario.model_roles() - set(roles))
         if unknown:
-            raise pytest.UsageError(f"{self.path.name}: an agent names model {unknown[0]}, which this run has not "
-                                    f"(models: {', '.join(roles)}; give --{PREFIX}model {unknown[0]}=SRC)")
+            raise ScenarioError(f"{self.path.name}: an agent names model {unknown[0]}, which this run has not "
+                                f"(models: {', '.join(roles)}; give --{PREFIX}model {unknown[0]}=SRC)")
 
 
 def _by_name(verdicts: dict[str, list[Verdict]]) -> dict[str, dict[str, Verdict]]:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ..net import redact
-from ..planner.output import plan_json
+from ..planner.output import plan_json, plan_set_json
 from ..report.files import write_report
 from ..report.markdown import append_step_summary, render_markdown
 from ..report.schema import RunReport, ScenarioResult, machine, versions
@@ -61,12 +61,16 @@ class Reporter:
             gpu += (f"; emulating {plan.profile.name}: {state.ballast.held_mib} MiB held, "
                     f"{plan.profile.usable_mib} MiB left free")
         engine = settings.engine if settings.engine != "llamacpp" else "llamacpp (embedded llama-server)"
+        plans = state.plans
+        models = "; ".join(f"{role} {p.spec.name} {p.config.parallel} x {p.config.ctx_per_agent}"
+                           for role, p in plans.plans.items())
+        planned = (f"plan {plan.spec.name} {c.parallel} agent{'s' if c.parallel > 1 else ''} x {c.ctx_per_agent} ctx"
+                   if not plans.several else f"plan {len(plans.plans)} models, one server each ({models})")
         return [
             f"vramcap: profile {plan.profile.name} ({plan.profile.usable_mib} MiB usable); "
-            f"plan {plan.spec.name} {c.parallel} agent{'s' if c.parallel > 1 else ''} x {c.ctx_per_agent} ctx, "
-            f"KV {c.cache_type_k}, "
-            f"flash-attn {'on' if c.flash_attn else 'off'}: {plan.total_mib:.0f} MiB at peak, "
-            f"{'fits' if plan.fits else 'DOES NOT FIT'}",
+            f"{planned}, KV {c.cache_type_k}, "
+            f"flash-attn {'on' if c.flash_attn else 'off'}: {plans.total_mib:.0f} MiB at peak, "
+            f"{'fits' if plans.fits else 'DOES NOT FIT'}",
             f"vramcap: engine {engine}{' at ' + redact(settings.server_url) if settings.server_url else ''}; "
             f"GPU {gpu}",
         ]
@@ -98,13 +102,21 @@ class Reporter:
                 session.testsfailed += 1
         return result
 
+    def _plan_json(self) -> dict[str, Any]:
+        """The first model's plan (what the report's readers and baselines read); with several models, the set
+        under ``model_set`` (each model by role, the total, the engines' configs)."""
+        plan = plan_json(self.state.plan)
+        if self.state.plans.several:
+            plan["model_set"] = plan_set_json(self.state.plans)
+        return plan
+
     def _report(self, passed: bool) -> RunReport:
         state = self.state
         results = [result.model_copy(update={"peak_vram_mib": state.peak_vram_between(*result.window)})
                    if result.window else result for result in self.results]
         return RunReport(
             profile=state.plan.profile.to_dict(),
-            plan=plan_json(state.plan),
+            plan=self._plan_json(),
             engine=state.engine_report(),
             gpu=state.gpu_report(),
             versions=versions(),
