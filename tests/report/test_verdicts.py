@@ -22,6 +22,8 @@ from pytest_vramcap.report.verdicts import (
     Verdict,
     offload_verdict,
     oom_verdict,
+    per_model,
+    resident_verdict,
     scenario_verdicts,
     served_verdict,
     session_verdicts,
@@ -221,8 +223,28 @@ def test_scenario_verdicts_use_the_plans_slots(h100_logs: Path) -> None:
     verdicts = scenario_verdicts(FITS, evidence(h100_logs, "m00_q14.log"), run(3.0, 2.0), 1.4, [("e2e_p95_s", 5.0)])
     assert [(v.name, v.outcome) for v in verdicts] == [
         ("oom", "pass"), ("cpu_offload", "pass"), ("served_as_planned", "n/a"), ("resident", "pass"),
-        ("client_options", "n/a"), ("output_budget", "n/a"), ("slots", "pass"), ("context", "n/a"), ("prompt_cache", "n/a"),
-        ("parallel_speedup", "pass"), ("slo:e2e_p95_s", "pass")]
+        ("client_options", "n/a"), ("output_budget", "n/a"), ("slots", "pass"), ("context", "n/a"),
+        ("prompt_cache", "n/a"), ("parallel_speedup", "pass"), ("slo:e2e_p95_s", "pass")]
+
+
+def test_resident_fails_on_a_death_or_a_reload_and_knows_nothing_of_an_attached_server(h100_logs: Path) -> None:
+    assert resident_verdict(evidence(h100_logs, "m00_q14.log")).outcome == "pass"
+    died = resident_verdict(EngineEvidence(log=ServerLog(), died=True, exit_code=-9))
+    assert died.failed and "exit code -9" in died.summary
+    reloaded = resident_verdict(EngineEvidence(log=None, reloads=("/api/ps: qwen-vramcap unloaded mid-run",)))
+    assert reloaded.failed and reloaded.evidence == ("/api/ps: qwen-vramcap unloaded mid-run",)
+    assert resident_verdict(EngineEvidence(log=None)).outcome == "n/a"
+
+
+def test_per_model_fails_when_one_model_fails_and_names_it() -> None:
+    combined = per_model("oom", {"chat": Verdict(name="oom", outcome="pass", summary="no OOM"),
+                                 "embed": Verdict(name="oom", outcome="fail", summary="OOM at load",
+                                                  evidence=("log: out of memory",))})
+    assert combined.failed and combined.summary == "embed: OOM at load"
+    assert combined.evidence == ("embed: log: out of memory",)
+    both = session_verdicts({"chat": EngineEvidence(log=ServerLog()),
+                             "embed": EngineEvidence(log=ServerLog(), died=True, exit_code=1)}, None)
+    assert [v.name for v in both] == ["oom"] and both[0].summary.startswith("embed: ")
 
 
 # ----------------------------------------------------------- what Ollama reports (/api/ps)
