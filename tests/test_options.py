@@ -94,13 +94,15 @@ def test_per_role_options_split_by_model() -> None:
         ("qwen2.5-7b", 4, 4096), ("qwen3-embedding-0.6b", 4, 2048)]
     one = role_values(vars(parser.parse_args(["--model", "./dir=x/m.gguf", "--agents", "2"])))
     assert one == {DEFAULT_ROLE: {**one[DEFAULT_ROLE], "model": "./dir=x/m.gguf", "agents": 2}}
+    # Given again without a role, the last value wins, as for any option (a test's extra args override).
+    again = role_values(vars(parser.parse_args(["--model", "a", "--model", "b", "--ctx", "1024", "--ctx", "2048"])))
+    assert [(r["model"], r["ctx_per_agent"]) for r in again.values()] == [("b", 2048)]
 
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--model", "chat=a", "--model", "chat=b"], "role chat is named twice"),
-    (["--model", "a", "--model", "b"], "name each model ROLE=SRC"),
+    (["--model", "a", "--model", "chat=b"], "--model a names no role beside models that do"),
     (["--model", "chat=a", "--agents", "critic=2"], "no model has role critic (roles: chat)"),
-    (["--model", "chat=a", "--agents", "2", "--agents", "3"], "given 2 times without a role"),
     (["--model", "chat=a", "--ctx", "chat=512", "--ctx", "chat=1024"], "role chat is named twice"),
 ])
 def test_bad_roles_are_one_line(argv: list[str], message: str) -> None:

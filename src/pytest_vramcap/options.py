@@ -225,16 +225,19 @@ def role_values(values: dict[str, Any] | Any, *, prefix: str = "") -> dict[str, 
     ``agents`` and ``ctx_per_agent`` become that role's plain values, the rest is shared.
 
     ``--model SRC`` alone is one model of role ``model``; ``--model chat=A --model embed=B`` two. ``--agents 4``
-    applies to every model, ``--agents chat=4`` to one. Raises ConfigError (one line, options named with
-    ``prefix``) for a role named twice, a model given twice without roles, or a role no model has.
+    applies to every model, ``--agents chat=4`` to one; a value given again without a role replaces the earlier
+    one, as for any option. Raises ConfigError (one line, options named with ``prefix``) for a role named twice,
+    a model without a role beside models with one, or a role no model has.
     """
     models = _role_list(values["model"])
     if not models:
         raise ConfigError(f"--{prefix}model is required")
     unnamed = [item for item in models if item.role is None]
-    if unnamed and len(models) > 1:
-        raise ConfigError(f"--{prefix}model given {len(models)} times: name each model ROLE=SRC "
-                          f"(--{prefix}model chat={models[0].value})")
+    if len(unnamed) == len(models):
+        models = unnamed[-1:]  # given again without a role: the last one wins, as for any option
+    elif unnamed:
+        raise ConfigError(f"--{prefix}model {unnamed[0]} names no role beside models that do: name each model "
+                          f"ROLE=SRC (--{prefix}model chat={unnamed[0]})")
     roles = [item.role or DEFAULT_ROLE for item in models]
     twice = sorted({role for role in roles if roles.count(role) > 1})
     if twice:
@@ -243,9 +246,7 @@ def role_values(values: dict[str, Any] | Any, *, prefix: str = "") -> dict[str, 
     for dest in ROLE_OPTIONS:
         flag = f"--{prefix}{dest.replace('_', '-')}"
         items = _role_list(values.get(dest))
-        shared = [item for item in items if item.role is None]
-        if len(shared) > 1:
-            raise ConfigError(f"{flag} given {len(shared)} times without a role: name the model (ROLE=N)")
+        shared = [item for item in items if item.role is None][-1:]  # the last value without a role wins
         named: dict[str, Any] = {}
         for item in items:
             if item.role is None:
