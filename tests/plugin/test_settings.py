@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_vramcap.model.source import OllamaModel, ShapeSource
+from pytest_vramcap.options import single_model_values
 from pytest_vramcap.plugin.settings import Settings
 
 pytest_plugins = ["pytester"]
@@ -25,10 +26,11 @@ def test_command_line_over_ini_over_default(pytester: pytest.Pytester) -> None:
                      "vramcap_kv_cache = q4_0\nvramcap_kv_unified = true\n")
     from_ini = settings(pytester)
     assert from_ini.profile == "rtx4080"
-    assert (from_ini.plan_values["agents"], from_ini.plan_values["ctx_per_agent"]) == (2, 2048)  # ctx: an alias
+    ini_model = single_model_values(dict(from_ini.plan_values))
+    assert (ini_model["agents"], ini_model["ctx_per_agent"]) == (2, 2048)  # ctx: an alias
     assert from_ini.plan_values["kv_cache"] == "q4_0" and from_ini.plan_values["kv_unified"] is True
     from_cli = settings(pytester, "--vram-profile=16gb", "--vramcap-agents=3")
-    assert from_cli.profile == "16gb" and from_cli.plan_values["agents"] == 3
+    assert from_cli.profile == "16gb" and single_model_values(dict(from_cli.plan_values))["agents"] == 3
     assert from_cli.plan_values["ubatch"] == 512  # neither: the table's default
 
 
