@@ -79,7 +79,8 @@ class PlanSet:
 
     @property
     def fits(self) -> bool:
-        return self.overrun_mib <= 0 if self.several else self.primary.fits
+        # One model: the same unrounded test as Plan.fits (the sum of one is the one-model rule).
+        return self.overrun_mib <= 0
 
     @property
     def total_mib(self) -> float:

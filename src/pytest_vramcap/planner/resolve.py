@@ -18,11 +18,9 @@ __all__ = ["model_source_from_options", "plan_from_options", "plan_set_from_opti
 
 
 def model_source_from_options(values: Mapping[str, Any]) -> ModelSource:
-    """``--model`` (of one model) with ``--quant`` and ``--ollama-url`` as one typed source."""
-    model = values["model"]
-    if isinstance(model, list):  # the option's parsed list, of one model
-        model = single_model_values(dict(values))["model"]
-    return parse_model_source(str(model), quant=values["quant"], ollama_url=values["ollama_url"])
+    """``--model`` of one model's values (:func:`~pytest_vramcap.options.single_model_values`, or a role's) with
+    ``--quant`` and ``--ollama-url`` as one typed source."""
+    return parse_model_source(str(values["model"]), quant=values["quant"], ollama_url=values["ollama_url"])
 
 
 def plan_from_options(values: Mapping[str, Any], source: ModelSource | None = None) -> Plan:

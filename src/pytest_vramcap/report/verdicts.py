@@ -318,8 +318,8 @@ def session_verdicts(engine: EngineEvidence | Mapping[str, EngineEvidence] | Non
     engines = {"": engine} if isinstance(engine, EngineEvidence) else dict(engine or {})
     failed = {role: oom for role, oom in ((role, oom_verdict(None, each)) for role, each in engines.items())
               if oom.failed}
-    if failed:
-        verdicts.append(failed[""] if "" in failed else per_model("oom", failed))
+    if failed:  # one model's verdict as it is; several models' under their roles
+        verdicts.append(next(iter(failed.values())) if len(engines) == 1 else per_model("oom", failed))
     if error is not None:
         verdicts.append(Verdict(name="engine", outcome=FAIL, summary=_error_summary(error)))
     return verdicts

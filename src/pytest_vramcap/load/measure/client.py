@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -21,6 +21,8 @@ from .record import HTTPStatusError, RequestRecord, RequestRefused, RequestTimeo
 from .stream import ChatStream, fail
 
 __all__ = ["ChatClient", "ChatRequest", "RequestRecord"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,19 +83,7 @@ class ChatClient:
     async def chat(self, request: ChatRequest) -> RequestRecord:
         """Stream one chat completion; raises a RequestError kind (with ``.record``) on failure."""
         record = RequestRecord(label=request.label, t_send=time.monotonic())
-        try:
-            await asyncio.wait_for(self._stream(request, record), timeout=self.total_timeout_s)
-        except asyncio.TimeoutError:
-            raise fail(record, RequestTimeout(f"{request.label or 'request'}: no complete response within "
-                                              f"{self.total_timeout_s:.0f} s")) from None
-        except httpx.ConnectError as exc:
-            raise fail(record, RequestRefused(f"cannot connect to {redact(self.base_url)}: {exc}")) from None
-        except httpx.TimeoutException as exc:
-            raise fail(record, RequestTimeout(f"{request.label or 'request'} timed out: "
-                                              f"{type(exc).__name__}")) from None
-        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            raise fail(record, StreamCut(f"{request.label or 'request'}: stream cut after {record.n_chunks} "
-                                         f"chunks: {exc}")) from None
+        await self._within_limits(record, request.label or "request", self._stream(request, record))
         return record
 
     async def embed(self, text: str, label: str = "") -> RequestRecord:
@@ -101,16 +91,7 @@ class ChatClient:
         and prompt tokens; raises a RequestError kind (with ``.record``) on failure."""
         record = RequestRecord(label=label, t_send=time.monotonic(), endpoint="embeddings")
         body: dict[str, Any] = {"input": text, **({"model": self.model} if self.model else {})}
-        try:
-            response = await asyncio.wait_for(self._http.post("/v1/embeddings", json=body),
-                                               timeout=self.total_timeout_s)
-        except asyncio.TimeoutError:
-            raise fail(record, RequestTimeout(f"{label or 'embedding'}: no answer within "
-                                              f"{self.total_timeout_s:.0f} s")) from None
-        except httpx.ConnectError as exc:
-            raise fail(record, RequestRefused(f"cannot connect to {redact(self.base_url)}: {exc}")) from None
-        except httpx.TimeoutException as exc:
-            raise fail(record, RequestTimeout(f"{label or 'embedding'} timed out: {type(exc).__name__}")) from None
+        response = await self._within_limits(record, label or "embedding", self._http.post("/v1/embeddings", json=body))
         record.t_last, record.status = time.monotonic(), response.status_code
         if response.status_code >= 400:
             raise fail(record, HTTPStatusError(response.status_code, response.text))
@@ -121,6 +102,21 @@ class ChatClient:
         tokens = usage.get("prompt_tokens")
         record.prompt_tokens = tokens if isinstance(tokens, int) else None
         return record
+
+    async def _within_limits(self, record: RequestRecord, what: str, exchange: Awaitable[T]) -> T:
+        """Await one exchange with the server under the total timeout, its transport errors as RequestError kinds
+        (with ``record`` attached): the one mapping for chats and embeddings."""
+        try:
+            return await asyncio.wait_for(exchange, timeout=self.total_timeout_s)
+        except asyncio.TimeoutError:
+            raise fail(record, RequestTimeout(f"{what}: no complete response within "
+                                              f"{self.total_timeout_s:.0f} s")) from None
+        except httpx.ConnectError as exc:
+            raise fail(record, RequestRefused(f"cannot connect to {redact(self.base_url)}: {exc}")) from None
+        except httpx.TimeoutException as exc:
+            raise fail(record, RequestTimeout(f"{what} timed out: {type(exc).__name__}")) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            raise fail(record, StreamCut(f"{what}: stream cut after {record.n_chunks} chunks: {exc}")) from None
 
     async def _stream(self, request: ChatRequest, record: RequestRecord) -> None:
         async with self._http.stream("POST", "/v1/chat/completions", json=request.body(self.model)) as response:

@@ -92,8 +92,10 @@ async def _converse(clients: Clients, first: ChatRequest, step: str, agent: Agen
             done.records.append(_on(await clients[agent.model].chat(request), agent.model))
         except RequestError as exc:
             if exc.record is not None:  # the client attaches one to every failure
-                target = done.embeddings if exc.record.endpoint == "embeddings" else done.records
-                target.append(_on(exc.record, agent.retrieve if target is done.embeddings else agent.model))
+                if exc.record.endpoint == "embeddings":
+                    done.embeddings.append(_on(exc.record, agent.retrieve))
+                else:
+                    done.records.append(_on(exc.record, agent.model))
             done.answer, done.failure = "", exc
             return done
         done.answer = done.records[-1].text
@@ -166,8 +168,9 @@ async def run_both(url: str, scenario: Scenario, *, build: Builder | None = None
         clients: dict[str | None, ChatClient] = {role: client for role, client in by_role.items()}
         clients[None] = next(iter(by_role.values()))
         if warmup:
+            retrieval_only = scenario.retrieval_roles()  # embedding models: no chat to warm them up with
             for role, client in by_role.items():
-                if role not in scenario.retrieval_roles():
+                if role not in retrieval_only:
                     await warm_up(client)
         return await run_rounds(scenario, lambda mode: run_scenario(clients, scenario, mode,
                                                                      prompt_cache=prompt_cache), rounds, prompt_cache)
