@@ -30,7 +30,8 @@ def test_passing_run_writes_the_report(pytester: pytest.Pytester, run) -> None: 
     scenario = data["scenarios"][0]
     assert scenario["name"] == "pair" and scenario["speedup"] > 0
     assert {v["name"]: v["outcome"] for v in scenario["verdicts"]} == {
-        "oom": "pass", "cpu_offload": "n/a", "served_as_planned": "n/a", "client_options": "n/a",
+        "oom": "pass", "cpu_offload": "n/a", "served_as_planned": "n/a", "resident": "pass",
+        "client_options": "n/a",
         "output_budget": "n/a", "slots": "pass", "context": "pass", "prompt_cache": "n/a", "parallel_speedup": "n/a"}
     # the prompt cache is on, but no agent held a conversation
     assert scenario["prompt_cache"] is True and scenario["turns"] == []

@@ -58,7 +58,8 @@ def tokenizer_metadata(shape: Shape, kind: TokenizerKind = "real") -> list[Metad
         return _stand_in(shape.n_vocab)
     tokenizer = shape.tokenizer
     directory = models_dir(shape_vocabularies() | {tokenizer.vocab})
-    values = [_padded(value, shape) for value in _vocab_metadata(str(directory / vocab_files(tokenizer.vocab)[0]))]
+    metadata = _vocab_metadata(str(directory / vocab_files(tokenizer.vocab)[0]))
+    values = [_fitted(value, shape, _real_tokens(metadata)) for value in metadata]
     if tokenizer.template:
         template = (directory / "templates" / f"{tokenizer.template}.jinja").read_text(encoding="utf-8")
         values = [v for v in values if v.key != _TEMPLATE_KEY] + [MetadataValue(_TEMPLATE_KEY, template, _T.STRING)]
@@ -74,21 +75,32 @@ def _vocab_metadata(path: str) -> tuple[MetadataValue, ...]:
     return tuple(read_metadata(path, "tokenizer."))
 
 
-def _padded(value: MetadataValue, shape: Shape) -> MetadataValue:
-    """Per-token arrays padded to the shape's vocabulary, as llama.cpp's converter pads a short tokenizer."""
+def _real_tokens(metadata: tuple[MetadataValue, ...]) -> int:
+    """How many tokens the vocabulary has before its trailing ``[PAD<i>]`` entries (llama.cpp's own vocab files
+    are padded to the checkpoint's embedding rows, which may be more than a sibling model of the family has)."""
+    tokens = next(v.value for v in metadata if v.key == "tokenizer.ggml.tokens")
+    real = len(tokens)
+    while real and tokens[real - 1] == f"[PAD{real - 1}]".encode():
+        real -= 1
+    return real
+
+
+def _fitted(value: MetadataValue, shape: Shape, real: int) -> MetadataValue:
+    """Per-token arrays padded (or their padding cut) to the shape's vocabulary, as llama.cpp's converter pads a
+    short tokenizer to the checkpoint's embedding rows."""
     pad_with = {"tokenizer.ggml.tokens": None, "tokenizer.ggml.token_type": _UNUSED,
                 "tokenizer.ggml.scores": _PAD_SCORE}
     if value.key not in pad_with:
         return value
-    have = len(value.value)
-    if have > shape.n_vocab:
-        raise ConfigError(f"{shape.name}: the {shape.tokenizer.vocab} vocabulary has {have:,} tokens, more than the "
+    if real > shape.n_vocab:
+        raise ConfigError(f"{shape.name}: the {shape.tokenizer.vocab} vocabulary has {real:,} tokens, more than the "
                           f"shape's {shape.n_vocab:,}")
+    kept = list(value.value[:min(len(value.value), shape.n_vocab)])
     if value.key == "tokenizer.ggml.tokens":
-        padding: list[object] = [f"[PAD{i}]".encode() for i in range(have, shape.n_vocab)]
+        padding: list[object] = [f"[PAD{i}]".encode() for i in range(len(kept), shape.n_vocab)]
     else:
-        padding = [pad_with[value.key]] * (shape.n_vocab - have)
-    return MetadataValue(value.key, [*value.value, *padding], value.vtype, value.sub_type)
+        padding = [pad_with[value.key]] * (shape.n_vocab - len(kept))
+    return MetadataValue(value.key, [*kept, *padding], value.vtype, value.sub_type)
 
 
 def _stand_in(n_vocab: int) -> list[MetadataValue]:
