@@ -26,8 +26,15 @@ def h100_logs() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The 4-layer tiny shape in Q8_0 (a few MB of random weights): one file per test process."""
+    """The tiny shape (8 layers) in Q8_0 (a few MB of random weights): one file per test process."""
     return write_gguf("tiny", "Q8_0", tmp_path_factory.mktemp("models") / "tiny-Q8_0.gguf")
+
+
+
+@pytest.fixture(scope="session")
+def tiny_embed_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CI's embedding shape (Qwen3-Embedding's layout, 2 layers, F16): one file per test process."""
+    return write_gguf("tiny-embed", "F16", tmp_path_factory.mktemp("embed-models") / "tiny-embed-F16.gguf", layers=2)
 
 
 @pytest.fixture(scope="session")

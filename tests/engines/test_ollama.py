@@ -20,6 +20,7 @@ import pytest
 from pytest_vramcap.engines.ollama import OllamaServer, find_ollama, parse_version
 from pytest_vramcap.errors import EngineNotFoundError, EngineStartError, VramcapWarning
 from pytest_vramcap.model import spec_from_shape
+from pytest_vramcap.model.synth import write_gguf
 from pytest_vramcap.planner.memory import ServerConfig
 from pytest_vramcap.planner.plan import PlanRequest
 from pytest_vramcap.planner.profiles import resolve_profile
@@ -126,7 +127,9 @@ def test_attached_ollama_is_used_and_left_running(tiny_model: Path, tmp_path: Pa
     owner = engine(launcher(tmp_path), tiny_model, tmp_path)
     owner.start()
     try:
-        attached = OllamaServer(CONFIG, tiny_model, "tiny-attached", fit_margin_mib=1024, url=owner.url)
+        # Another model file: Ollama keys its runners by file, so one of the same file would share the owner's.
+        other = write_gguf("tiny", "Q8_0", tmp_path / "tiny-2-layers.gguf", layers=2)
+        attached = OllamaServer(CONFIG, other, "tiny-attached", fit_margin_mib=1024, url=owner.url)
         attached.start()
         assert attached.pid is None and attached.loaded is not None
         attached.stop()

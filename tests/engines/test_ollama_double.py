@@ -383,3 +383,69 @@ def test_generate_with_a_prompt_streams_generate_responses(shared: OllamaServer)
     assert raw["done"] is True and raw["eval_count"] == 5 and raw["response"]
     # raw prompts go to /completion as they are: fewer prompt tokens than the chat-templated one
     assert raw["prompt_eval_count"] < whole["prompt_eval_count"]
+
+
+# -- several models on one Ollama --------------------------------------------------------------------------
+def start_pair(tiny_model: Path, embed_model: Path, directory: Path, max_loaded: int) -> tuple[OllamaServer,
+                                                                                               OllamaServer]:
+    """A chat model and an embedding model on one double, loaded one after the other as vramcap loads them."""
+    env = {"OLLAMA_MODELS": str(directory / "store"), "LLAMA_ARG_REPACK": "0", "LLAMA_ARG_THREADS": "1",
+           "OLLAMA_MAX_LOADED_MODELS": str(max_loaded)}
+    chat_model = OllamaServer(CONFIG, tiny_model, "chat-vramcap", fit_margin_mib=1024, binary=launcher(directory),
+                              log_dir=directory / "logs", startup_timeout_s=120, env=env)
+    embed = OllamaServer(CONFIG, embed_model, "embed-vramcap", fit_margin_mib=1024, beside=chat_model)
+    chat_model.start()
+    try:
+        embed.start()
+    except BaseException:
+        chat_model.stop()
+        raise
+    return chat_model, embed
+
+
+@needs_llama_server
+def test_two_models_stay_loaded_side_by_side(tiny_model: Path, tiny_embed_model: Path, tmp_path: Path) -> None:
+    from pytest_vramcap.report.verdicts import resident_verdict
+
+    chat_model, embed = start_pair(tiny_model, tiny_embed_model, tmp_path, max_loaded=2)
+    try:
+        assert len(runners(tmp_path)) == 2 and chat_model.pid != embed.pid and {chat_model.pid, embed.pid} <= set(
+            runners(tmp_path))
+        answer = httpx.post(f"{embed.url}/api/embed", json={"model": "embed-vramcap", "input": ["one", "two"]},
+                            timeout=60).json()
+        assert len(answer["embeddings"]) == 2 and answer["prompt_eval_count"] > 0 and answer["load_duration"] < 1e9
+        listed = {entry["name"] for entry in httpx.get(f"{embed.url}/api/ps", timeout=10).json()["models"]}
+        assert listed == {"chat-vramcap:latest", "embed-vramcap:latest"}
+        chat_evidence, embed_evidence = chat_model.evidence(), embed.evidence()
+        assert resident_verdict(chat_evidence).outcome == "pass" and resident_verdict(embed_evidence).outcome == "pass"
+        # Each model judges its own runner's lines of the shared log: the 2-layer embedding model's, the chat's.
+        assert embed_evidence.log is not None and chat_evidence.log is not None
+        assert embed_evidence.log.model_info["n_layer"] == 2 and chat_evidence.log.model_info["n_layer"] == 8
+        assert embed.describe()["runner_model_file"] != chat_model.describe()["runner_model_file"]
+        runner_lines = [line for line in (tmp_path / "logs").glob("ollama-*.log").__next__().read_text().splitlines()
+                        if "starting llama-server" in line]
+        assert len(runner_lines) == 2 and "--embedding" in runner_lines[1] and " -np 1 " in runner_lines[1]
+    finally:
+        embed.stop()
+        chat_model.stop()
+    assert processes_with(str(tmp_path)) == []
+
+
+@needs_llama_server
+def test_a_second_model_evicts_the_first_when_ollama_keeps_one(tiny_model: Path, tiny_embed_model: Path,
+                                                               tmp_path: Path) -> None:
+    """OLLAMA_MAX_LOADED_MODELS=1 (a user's setting): loading the embedding model unloads the chat model
+    (sched.go findRunnerToUnload), and the chat model's resident verdict names it."""
+    from pytest_vramcap.report.verdicts import resident_verdict
+
+    chat_model, embed = start_pair(tiny_model, tiny_embed_model, tmp_path, max_loaded=1)
+    try:
+        verdict = resident_verdict(chat_model.evidence())
+        assert verdict.outcome == "fail"
+        assert verdict.evidence == ("Ollama no longer lists chat-vramcap in /api/ps (unloaded or reloading)",)
+        assert resident_verdict(embed.evidence()).outcome == "pass"
+        assert len(runners(tmp_path)) == 1
+    finally:
+        embed.stop()
+        chat_model.stop()
+    assert processes_with(str(tmp_path)) == []

@@ -17,17 +17,20 @@ format, think), its tool calls come back on the done chunk, ``stream: false`` ge
 
 What it simplifies (and says so): pulled models are read from ``$OLLAMA_MODELS`` in Ollama's own
 layout (manifests and blobs: :func:`pull` puts one there), but there is no registry, so
-``/api/pull`` only finds them; created models live in memory, not as manifests; one model is
-loaded at a time (OLLAMA_MAX_LOADED_MODELS=1: another replaces it once its requests are done)
-and no VRAM is predicted; the CUDA-only batch rules of server/sched.go apply only when
-``VRAMCAP_OLLAMA_DOUBLE_CUDA=1``. ``/api/generate`` with a prompt sends ``[system?, user prompt]``
-to llama-server's /v1/chat/completions (Ollama renders the template and calls /completion: the
-same for a chat template), ``raw: true`` the prompt as is to /completion; it answers without
-``context`` (Ollama tokenizes its own rendered prompt for it) and refuses ``suffix``,
-``template``, ``context`` and ``images``. Messages carry text and tool calls, not images; no
-logprobs, no token-repeat abort, no context shift. ``/v1/chat/completions`` serves streamed
-requests only and passes llama-server's OpenAI chunks through instead of rebuilding them from
-Ollama's ChatResponse (so tool calls stream as llama-server sends them).
+``/api/pull`` only finds them; created models live in memory, not as manifests; up to
+OLLAMA_MAX_LOADED_MODELS runners (default 3) are loaded, one per model file, and the next load
+unloads one as sched.go findRunnerToUnload picks it, but no VRAM is predicted, so a model never
+evicts another for lack of memory; an embedding model (its GGUF names ``pooling_type``) gets one
+slot and ``--embedding``, and ``/api/embed`` and ``/v1/embeddings`` pass llama-server's vectors as
+they come (no normalizing, no truncation to the context); the CUDA-only batch rules of
+server/sched.go apply only when ``VRAMCAP_OLLAMA_DOUBLE_CUDA=1``. ``/api/generate`` with a prompt
+sends ``[system?, user prompt]`` to llama-server's /v1/chat/completions (Ollama renders the template
+and calls /completion: the same for a chat template), ``raw: true`` the prompt as is to /completion;
+it answers without ``context`` (Ollama tokenizes its own rendered prompt for it) and refuses
+``suffix``, ``template``, ``context`` and ``images``. Messages carry text and tool calls, not
+images; no logprobs, no token-repeat abort, no context shift. ``/v1/chat/completions`` serves
+streamed requests only and passes llama-server's OpenAI chunks through instead of rebuilding them
+from Ollama's ChatResponse (so tool calls stream as llama-server sends them).
 """
 
 from __future__ import annotations

@@ -62,6 +62,7 @@ class LaunchOptions:
     main_gpu: int | None = None
     use_mmap: bool | None = None
     num_thread: int = 0
+    embedding: bool = False
 
 
 @dataclass
@@ -91,6 +92,8 @@ class Runner:
         if opts.kv_cache_type:
             args += ["--cache-type-k", opts.kv_cache_type, "--cache-type-v", opts.kv_cache_type]
         args += ["--flash-attn", opts.flash_attention]
+        if opts.embedding:  # appendBatchArgs: an embedding model's batch is already capped by its caller
+            args.append("--embedding")
         if opts.num_batch > 0:
             args += ["-b", str(opts.num_batch), "-ub", str(opts.num_batch)]
         if opts.num_gpu >= 0:

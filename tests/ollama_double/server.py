@@ -48,6 +48,7 @@ SINGLE_SLOT = {"mllama", "qwen3vl", "qwen3vlmoe", "qwen35", "qwen35moe", "qwen3n
                "nemotron_h", "nemotron_h_moe", "nemotron_h_omni"}
 MODEL_LAYER = "application/vnd.ollama.image.model"
 FOREVER = "2318-11-24T00:00:00Z"  # what a keep_alive of -1 shows as expires_at
+DEFAULT_MODELS_PER_GPU = 3  # server/sched.go defaultModelsPerGPU x max(GPUs, 1): the double sees no GPU
 
 
 def env_int(name: str, default: int) -> int:
@@ -103,7 +104,9 @@ def full_name(name: str) -> str:
 
 
 class Scheduler:
-    """server/sched.go reduced to one GPU and one loaded model (OLLAMA_MAX_LOADED_MODELS=1)."""
+    """server/sched.go reduced to one GPU and no VRAM prediction: up to OLLAMA_MAX_LOADED_MODELS runners (default
+    defaultModelsPerGPU, 3), keyed by the model's file as sched.go schedulerModelKey keys them (two created models
+    of one GGUF share a runner, and reload it when their options differ)."""
 
     def __init__(self, models_dir: Path) -> None:
         self.models_dir = models_dir
@@ -111,7 +114,9 @@ class Scheduler:
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)  # a runner's last request finished
         self.load_lock = threading.Lock()
-        self.current: Loaded | None = None
+        self.loaded: dict[str, Loaded] = {}
+        """The runners by model file (sched.go s.loaded)."""
+        self.max_runners = env_int("OLLAMA_MAX_LOADED_MODELS", 0) or DEFAULT_MODELS_PER_GPU
         self.pending = 0
         self.max_queue = env_int("OLLAMA_MAX_QUEUE", 512)
         self.binary = os.environ.get("VRAMCAP_LLAMA_SERVER") or str(find_llama_server())
@@ -171,6 +176,9 @@ class Scheduler:
         for): the runner's flags and the api.Runner that server/sched.go needsReload compares."""
         arch = str(info.get("general.architecture", ""))
         num_parallel = max(env_int("OLLAMA_NUM_PARALLEL", 1), 1)
+        embedding = f"{arch}.pooling_type" in info  # server/images.go: pooling_type makes it an embedding model
+        if embedding:  # sched.go load: "Embedding models should always be loaded with parallel=1"
+            num_parallel = 1
         if arch in SINGLE_SLOT and num_parallel != 1:
             log(f'msg="model architecture does not currently support parallel requests" architecture={arch}',
                 level="WARN")
@@ -187,13 +195,15 @@ class Scheduler:
         # routes.go usesAutomaticNumBatch: neither the request nor the model names num_batch
         num_batch_auto = "num_batch" not in request and "num_batch" not in model.parameters
         num_batch = self.automatic_batch(num_ctx * num_parallel) if num_batch_auto else int(options["num_batch"])
+        if embedding:  # llm/llama_server.go: the embedding default (2048 capped at num_ctx), at most num_ctx * np
+            num_batch = min(min(2048, num_ctx) if num_batch_auto else num_batch, num_ctx * num_parallel)
         flash = os.environ.get("OLLAMA_FLASH_ATTENTION", "").lower()
         flash_attention = "on" if flash in ("1", "true") else "off" if flash in ("0", "false") else "auto"
         launch = LaunchOptions(num_ctx=num_ctx, num_parallel=num_parallel, num_batch=num_batch,
                                num_gpu=int(options["num_gpu"]),
                                kv_cache_type=os.environ.get("OLLAMA_KV_CACHE_TYPE", ""),
                                flash_attention=flash_attention, main_gpu=options["main_gpu"],
-                               use_mmap=options["use_mmap"], num_thread=int(options["num_thread"]))
+                               use_mmap=options["use_mmap"], num_thread=int(options["num_thread"]), embedding=embedding)
         wanted = RunnerOptions(num_ctx=num_ctx, num_batch=num_batch, num_gpu=launch.num_gpu, main_gpu=launch.main_gpu,
                                use_mmap=launch.use_mmap, num_thread=launch.num_thread,
                                draft_num_predict=int(options["draft_num_predict"]), num_ctx_auto=num_ctx_auto,
@@ -240,8 +250,8 @@ class Scheduler:
                     log_reload: bool) -> Loaded | None:
         """sched.go needsReload + useLoadedRunner (self.lock held): the loaded runner, counted as in use, its
         expiry timer stopped and its session duration the request's keep_alive if it gave one; None to load."""
-        loaded = self.current
-        if loaded is None or loaded.model.name != model.name or loaded.model.path != model.path:
+        loaded = self.loaded.get(str(model.path))
+        if loaded is None:
             return None
         # needsReload also reloads a runner that no longer answers (Ping); here: a llama-server that exited.
         exited = loaded.runner.process is None or loaded.runner.process.poll() is not None
@@ -287,9 +297,9 @@ class Scheduler:
         (it re-arms the timer when it finishes) or it is already gone."""
         with self.load_lock:
             with self.lock:
-                if self.current is not loaded or loaded.ref_count > 0 or loaded.token != token:
+                if self.loaded.get(loaded.key) is not loaded or loaded.ref_count > 0 or loaded.token != token:
                     return
-                self.current = None
+                del self.loaded[loaded.key]
                 loaded.timer = None
             log(f'msg="timer expired, expiring to unload" model={loaded.model.name} pid={loaded.pid}',
                 level="DEBUG")
@@ -299,8 +309,8 @@ class Scheduler:
         """sched.go expireRunner (an empty request with keep_alive 0): the runner expires now, or as soon as
         the requests that hold it finish."""
         with self.lock:
-            loaded = self.current
-            if loaded is None or loaded.model.name != model.name:
+            loaded = self.loaded.get(str(model.path))  # sched.go expireRunner: by schedulerModelKey
+            if loaded is None:
                 return
             loaded.session_s = 0.0
             loaded.disarm()
@@ -309,19 +319,19 @@ class Scheduler:
             loaded.expires_at = time.time()
 
     def _load(self, model: Model, launch: LaunchOptions, wanted: RunnerOptions, keep_alive: float | None) -> Loaded:
-        """sched.go processPending + load (self.load_lock held): the old runner expires once its requests are
-        done, then the new one starts, counted as in use by this request."""
-        old = self.current
+        """sched.go processPending + load (self.load_lock held): a runner of the same file (a reload), or with
+        OLLAMA_MAX_LOADED_MODELS runners loaded the one findRunnerToUnload picks, expires once its requests are
+        done; then the new one starts, counted as in use by this request."""
+        key = str(model.path)
+        with self.lock:
+            old = self.loaded.get(key)
+            if old is None and len(self.loaded) >= self.max_runners:
+                old = self._runner_to_unload()
+                log(f'msg="max runners achieved, unloading one to make room" runner_count={len(self.loaded)}',
+                    level="DEBUG")
         if old is not None:
-            with self.lock:
-                old.session_s = 0.0
-                old.disarm()
-                while old.ref_count > 0:
-                    self.idle.wait()
-                if self.current is old:
-                    self.current = None
-            old.runner.stop()
-        runner = Runner(self.binary, str(model.path), launch, free_port())
+            self._unload_when_idle(old)
+        runner = Runner(self.binary, key, launch, free_port())
         runner.start()
         try:
             runner.wait_until_running(env_int("VRAMCAP_OLLAMA_DOUBLE_LOAD_TIMEOUT", 300))
@@ -332,32 +342,52 @@ class Scheduler:
         session = keep_alive if keep_alive is not None else env_keep_alive()
         loaded = Loaded(model, runner, wanted, threading.Semaphore(launch.num_parallel), session, ref_count=1)
         with self.lock:
-            self.current = loaded
-        log(f'msg="loaded runners" count=1 model={model.name}')
+            self.loaded[key] = loaded
+            count = len(self.loaded)
+        log(f'msg="loaded runners" count={count} model={model.name}')
         return loaded
 
-    def unload(self) -> None:
-        """Stop the runner now, whatever holds it (``ollama serve`` shutting down)."""
+    def _runner_to_unload(self) -> Loaded:
+        """sched.go findRunnerToUnload (self.lock held): by session duration, then model file; the first idle
+        one, else the first."""
+        ordered = sorted(self.loaded.values(), key=lambda each: (each.session_s, each.key))
+        return next((each for each in ordered if each.ref_count <= 0), ordered[0])
+
+    def _unload_when_idle(self, old: Loaded) -> None:
+        """The runner expires once the requests that hold it are done (self.load_lock held)."""
         with self.lock:
-            loaded, self.current = self.current, None
-            if loaded is not None:
-                loaded.disarm()
-        if loaded is not None:
-            loaded.runner.stop()
+            old.session_s = 0.0
+            old.disarm()
+            while old.ref_count > 0:
+                self.idle.wait()
+            if self.loaded.get(old.key) is old:
+                del self.loaded[old.key]
+        log(f'msg="unloading runner" model={old.model.name} pid={old.pid}', level="DEBUG")
+        old.runner.stop()
+
+    def unload(self) -> None:
+        """Stop every runner now, whatever holds it (``ollama serve`` shutting down)."""
+        with self.lock:
+            loaded, self.loaded = list(self.loaded.values()), {}
+            for each in loaded:
+                each.disarm()
+        for each in loaded:
+            each.runner.stop()
 
     def ps(self) -> list[dict[str, Any]]:
-        """server/routes.go PsHandler over sched.go loadedModels: expires_at is when the idle timer fires; before
-        the first request finished, now plus the session duration."""
+        """server/routes.go PsHandler over sched.go loadedModels, latest expiry first: expires_at is when the idle
+        timer fires; before the first request finished, now plus the session duration."""
         with self.lock:
-            loaded = self.current
-            if loaded is None:
-                return []
-            expires = loaded.expires_at if loaded.expires_at is not None else time.time() + loaded.session_s
-        size, vram = loaded.runner.memory_size()
-        model = loaded.model
-        return [{"name": model.name, "model": model.name, "size": size, "digest": "", "details":
-                 model.details(model.info()), "expires_at": rfc3339(expires), "size_vram": vram,
-                 "context_length": loaded.runner.options.num_ctx}]
+            loaded = [(each, each.expires_at if each.expires_at is not None else time.time() + each.session_s)
+                      for each in self.loaded.values()]
+        listed = []
+        for each, expires in sorted(loaded, key=lambda pair: -pair[1]):
+            size, vram = each.runner.memory_size()
+            model = each.model
+            listed.append({"name": model.name, "model": model.name, "size": size, "digest": "",
+                           "details": model.details(model.info()), "expires_at": rfc3339(expires),
+                           "size_vram": vram, "context_length": each.runner.options.num_ctx})
+        return listed
 
 
 @dataclass(eq=False)
@@ -377,6 +407,11 @@ class Loaded:
     @property
     def pid(self) -> int | None:
         return self.runner.process.pid if self.runner.process is not None else None
+
+    @property
+    def key(self) -> str:
+        """sched.go schedulerModelKey: the model's file."""
+        return self.runner.model_path
 
     def disarm(self) -> None:
         if self.timer is not None:
@@ -477,7 +512,8 @@ class Handler(BaseHTTPRequestHandler):
             self.create_blob(self.path.removeprefix("/api/blobs/"))
             return
         routes = {"/api/show": self.show, "/api/create": self.create, "/api/pull": self.pull,
-                  "/api/generate": self.generate, "/api/chat": self.chat, "/v1/chat/completions": self.openai_chat}
+                  "/api/generate": self.generate, "/api/chat": self.chat, "/v1/chat/completions": self.openai_chat,
+                  "/api/embed": self.embed, "/v1/embeddings": self.openai_embed}
         route = routes.get(self.path)
         if route is None:
             self._error(404, "404 page not found")
@@ -819,6 +855,98 @@ class Handler(BaseHTTPRequestHandler):
             self._end_stream()
         finally:
             self.server.scheduler.release(loaded)
+
+    def _embeddings(self, model: Model, texts: list[str], body: dict[str, Any],
+                    keep_alive: float | None, openai: bool = False) -> dict[str, Any] | None:
+        """routes.go EmbedHandler after the input is parsed: the runner scheduled (loaded if need be), each input
+        sent to llama-server's /v1/embeddings as llm/llama_server.go Embedding sends it (``{"input": text}``, one
+        at a time), answered as api.EmbedResponse; None when an error was sent. The double passes llama-server's
+        vectors as they come (Ollama normalizes them) and does not cut an input longer than the context."""
+        checkpoint = time.monotonic()
+        acquired = self._schedule(model, body.get("options") or {}, keep_alive, openai=openai)
+        if acquired is None:
+            return None
+        loaded, _ = acquired
+        load_s = time.monotonic() - checkpoint
+        try:
+            vectors, tokens = [], 0
+            for text in texts:
+                vector, count = runner_embedding(loaded.runner.url, text)
+                vectors.append(vector)
+                tokens += count
+        except RunnerError as exc:
+            (self._openai_error if openai else self._error)(exc.status, exc.message)
+            return None
+        finally:
+            self.server.scheduler.release(loaded)
+        return {"model": body.get("model"), "embeddings": vectors,
+                "total_duration": int((time.monotonic() - checkpoint) * 1e9), "load_duration": int(load_s * 1e9),
+                "prompt_eval_count": tokens}
+
+    def embed(self, body: dict[str, Any]) -> None:
+        """routes.go EmbedHandler: ``input`` a string (an empty one embeds nothing) or a list of strings."""
+        model = self._model(body)
+        if model is None:
+            return
+        ok, keep_alive = self._keep_alive(body)
+        if not ok:
+            return
+        texts = embed_inputs(body.get("input"))
+        if texts is None:
+            self._error(400, "invalid input type")
+            return
+        answer = self._embeddings(model, texts, body, keep_alive)
+        if answer is not None:
+            self._json(200, answer)
+
+    def openai_embed(self, body: dict[str, Any]) -> None:
+        """middleware/openai.go EmbeddingsMiddleware + openai.go ToEmbeddingList (float encoding only)."""
+        name = body.get("model")
+        model = self.server.scheduler.find(str(name)) if name else None
+        if model is None:
+            self._openai_error(404, f"model '{name}' not found")
+            return
+        raw = [""] if body.get("input") == "" else body.get("input")
+        texts = embed_inputs(raw) if raw != [] else None
+        if texts is None:
+            self._openai_error(400, "invalid input")
+            return
+        answer = self._embeddings(model, texts, body, None, openai=True)
+        if answer is not None:
+            tokens = answer["prompt_eval_count"]
+            self._json(200, {"object": "list", "model": name,
+                             "data": [{"object": "embedding", "embedding": vector, "index": index}
+                                      for index, vector in enumerate(answer["embeddings"])],
+                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+def embed_inputs(value: Any) -> list[str] | None:
+    """api.EmbedRequest.Input as EmbedHandler reads it: a string (none when empty) or a list of strings; None for
+    anything else."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list) and all(isinstance(each, str) for each in value):
+        return list(value)
+    return None
+
+
+def runner_embedding(url: str, text: str) -> tuple[list[float], int]:
+    """llm/llama_server.go Embedding: one input to llama-server's /v1/embeddings; the vector and its prompt
+    tokens (usage.prompt_tokens, else tokens_evaluated)."""
+    try:
+        response = httpx.post(f"{url}/v1/embeddings", json={"input": text}, timeout=httpx.Timeout(600, connect=5))
+    except httpx.ConnectError:
+        raise RunnerError(500, "model runner has unexpectedly stopped, this may be due to resource limitations or "
+                               "an internal error, check ollama server logs for details") from None
+    except httpx.HTTPError as exc:
+        raise RunnerError(500, f"do embedding request: {exc}") from None
+    if response.status_code >= 400:
+        raise RunnerError(response.status_code, response.text.strip())
+    data = response.json()["data"][0]
+    return data["embedding"], int(response.json().get("usage", {}).get("prompt_tokens") or
+                                   data.get("tokens_evaluated") or 0)
 
 
 class RunnerError(Exception):

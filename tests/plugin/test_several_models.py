@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vramcap.model.synth import write_gguf
-
 pytest_plugins = ["pytester"]
 
 SCENARIO = """\
@@ -23,11 +21,6 @@ steps:
 """
 
 
-@pytest.fixture(scope="module")
-def embed_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_gguf("tiny-embed", "F16", tmp_path_factory.mktemp("embed") / "tiny-embed2.gguf", layers=2)
-
-
 def _project(pytester: pytest.Pytester, scenario: str = SCENARIO) -> None:
     pytester.makeini("[pytest]\n")
     pytester.mkdir("scenarios")
@@ -35,12 +28,12 @@ def _project(pytester: pytest.Pytester, scenario: str = SCENARIO) -> None:
 
 
 def test_two_models_run_on_two_servers_and_are_judged_each(pytester: pytest.Pytester, small_model: Path,
-                                                           embed_model: Path) -> None:
+                                                           tiny_embed_model: Path) -> None:
     _project(pytester)
     reports = pytester.path / "reports"
     result = pytester.runpytest_subprocess(
         "--vram-profile=16gb", f"--vramcap-model=chat={small_model}", f"--vramcap-model=critic={small_model}",
-        f"--vramcap-model=embed={embed_model}",
+        f"--vramcap-model=embed={tiny_embed_model}",
         "--vramcap-agents=2", "--vramcap-ctx=1024", f"--vramcap-report-dir={reports}", "--vramcap-rounds=1",
         "-p", "no:cacheprovider", "scenarios", timeout=600)
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]
@@ -80,8 +73,10 @@ def test_an_agent_naming_a_model_the_run_has_not_is_a_usage_error(pytester: pyte
 @pytest.mark.parametrize(("args", "message"), [
     (["--vramcap-model=a=tiny", "--vramcap-model=a=small"], "--vramcap-model: role a is named twice"),
     (["--vramcap-model=a=tiny", "--vramcap-agents=b=2"], "no model has role b (roles: a)"),
+    (["--vramcap-model=a=tiny", "--vramcap-model=b=tiny", "--vramcap-server-url=http://127.0.0.1:9"],
+     "--vramcap-engine=url attaches to one model"),
     (["--vramcap-model=a=tiny", "--vramcap-model=b=tiny", "--vramcap-engine=ollama"],
-     "--vramcap-engine=ollama runs one model"),
+     "roles a and b are both * Ollama runs one runner per model file*"),
 ])
 def test_bad_model_sets_are_usage_errors(pytester: pytest.Pytester, args: list[str], message: str) -> None:
     _project(pytester)

@@ -15,13 +15,15 @@ __all__ = ["AttachedServer"]
 class AttachedServer:
     """Implements :class:`~pytest_vramcap.engines.base.Server` for a URL; there is no log or process to read."""
 
-    def __init__(self, url: str, startup_timeout_s: float = 30.0, health_path: str = "/health") -> None:
+    def __init__(self, url: str, startup_timeout_s: float = 30.0, health_path: str = "/health",
+                 request_model: str | None = None) -> None:
         try:
             self._url = base_url(url)
         except ValueError as exc:
             raise ConfigError(f"server URL: {exc}") from None
         self.startup_timeout_s = startup_timeout_s
         self.health_path = health_path
+        self._request_model = request_model
 
     @property
     def url(self) -> str:
@@ -33,7 +35,8 @@ class AttachedServer:
 
     @property
     def request_model(self) -> str | None:
-        return None
+        """The model name requests carry: the one the server's owner serves under (None: any, a one-model server)."""
+        return self._request_model
 
     @property
     def running(self) -> bool:

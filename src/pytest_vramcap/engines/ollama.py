@@ -1,5 +1,6 @@
 """Ollama as an engine: ``ollama serve`` started from the plan (or one attached by URL), the
-plan's model created and preloaded, and what Ollama serves read back from ``/api/ps``.
+plan's model created and preloaded, and what Ollama serves read back from ``/api/ps``. Several
+models share one ``ollama serve``: each is an :class:`OllamaServer` beside the first.
 
 Ollama >= 0.30 runs upstream llama-server underneath (llm/llama_server.go), so its log,
 which carries llama-server's, is judged like the embedded engine's. What Ollama itself
@@ -10,6 +11,7 @@ the context per slot it really gave, and a changed entry a reload.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -57,12 +59,19 @@ class OllamaServer:
     ``url`` and leaves that server running. Either way :meth:`start` creates
     ``model_name`` from ``base_model`` (an Ollama model name, or a GGUF file it sends
     as a blob) with the plan's parameters and preloads it.
+
+    ``beside`` another OllamaServer, it adds a model to that one's Ollama: started (or
+    attached) and stopped by the first, its own model created, preloaded and watched, its
+    own runner's part of the shared log judged (the lines from each "starting llama-server"
+    naming its model file; loads are one at a time, so a runner's load lines are its own).
     """
 
     def __init__(self, config: ServerConfig, base_model: str | Path, model_name: str, *, fit_margin_mib: int,
                  binary: Path | None = None, url: str | None = None, log_dir: Path | None = None,
                  startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S, env: dict[str, str] | None = None,
-                 host: str = DEFAULT_HOST, port: int | None = None) -> None:
+                 host: str = DEFAULT_HOST, port: int | None = None, beside: OllamaServer | None = None) -> None:
+        if beside is not None:
+            binary, url, port, log_dir = None, beside.url, None, None
         if binary is None and url is None:
             raise EngineNotFoundError("no ollama binary ($VRAMCAP_OLLAMA, PATH) and no Ollama URL to attach to")
         self.config = config
@@ -77,7 +86,10 @@ class OllamaServer:
         self._url = http_url(host, self.port) if self.port else base_url(url or "")
         self._own_log_dir = None if log_dir or not binary else Path(tempfile.mkdtemp(prefix="vramcap-ollama-"))
         self.log_path = Path(log_dir or self._own_log_dir or ".") / f"ollama-{self.port}.log" if binary else None
-        self._process: ManagedProcess | None = None
+        self._owner = beside
+        self._own_process: ManagedProcess | None = None
+        self._runner_model: str | None = None
+        """The model file in this model's "starting llama-server" line (known once it loaded while we watched)."""
         self.version: str | None = None
         self.loaded: ServedModel | None = None
         """The /api/ps entry right after the preload: what later entries are compared with."""
@@ -91,12 +103,26 @@ class OllamaServer:
         return self._url
 
     @property
+    def _process(self) -> ManagedProcess | None:
+        """The ``ollama serve`` we started, ours or the first model's."""
+        return self._host._own_process
+
+    @property
+    def _host(self) -> OllamaServer:
+        """The model that started (or attached to) the Ollama this one runs on: itself, or the first."""
+        return self._owner._host if self._owner is not None else self
+
+    @property
+    def _log_path(self) -> Path | None:
+        return self._host.log_path
+
+    @property
     def pid(self) -> int | None:
-        """The llama-server runner when we can see it (it holds the GPU memory), else ``ollama serve``."""
+        """This model's llama-server runner when we can see it (it holds the GPU memory), else ``ollama serve``."""
         process = self._process.process if self._process else None
         if process is None:
             return None
-        return _runner_child(process.pid) or process.pid
+        return _runner_child(process.pid, self._runner_model) or process.pid
 
     @property
     def request_model(self) -> str:
@@ -107,18 +133,30 @@ class OllamaServer:
         return self._process.running if self._process is not None else True
 
     def start(self) -> OllamaServer:
-        if self.binary is not None:
-            self._serve()
-        else:  # someone else's Ollama: wait for it the way any attached server is waited for
-            AttachedServer(self.url, self.startup_timeout_s, health_path="/api/version").start()
-        self._check_version()
+        if self._owner is not None:
+            self.version = self._owner.version
+        else:
+            if self.binary is not None:
+                self._serve()
+            else:  # someone else's Ollama: wait for it the way any attached server is waited for
+                AttachedServer(self.url, self.startup_timeout_s, health_path="/api/version").start()
+            self._check_version()
         self._create()
+        before = _runner_lines(self._full_log())
         self._preload()
+        started = _runner_lines(self._full_log())[len(before):]
+        if started:
+            found = _MODEL_FLAG.search(started[-1])
+            self._runner_model = found.group(1) if found else None
         self.loaded = self._last = self._ps_entry()
         self._starts_at_load = _runner_starts(self._log_text())
         return self
 
     def stop(self) -> None:
+        if self._owner is not None:  # the first model stops the shared Ollama; this one reads /api/ps last
+            if self._process is None or self._process.running:
+                self._last = self._ps_entry_or_none() or self._last
+            return
         if self._process is not None and not self._process.stopped:
             died = not self._process.running
             self._last = self._ps_entry_or_none() or self._last
@@ -142,8 +180,9 @@ class OllamaServer:
 
     def describe(self) -> dict[str, Any]:
         return {"ollama_version": self.version, "model": self.model_name, "base_model": str(self.base_model),
-                "started_by_us": self.binary is not None, "binary": str(self.binary) if self.binary else None,
-                "log": str(self.log_path) if self.log_path else None,
+                "started_by_us": self._host.binary is not None,
+                "binary": str(self._host.binary) if self._host.binary else None,
+                "log": str(self._log_path) if self._log_path else None, "runner_model_file": self._runner_model,
                 "served": self._last.to_dict() if self._last else None, "reloads": list(self._reloads)}
 
     def __enter__(self) -> OllamaServer:
@@ -157,9 +196,9 @@ class OllamaServer:
         assert self.binary is not None and self.log_path is not None
         env = {**os.environ, **ollama_env(self.config, fit_margin_mib=self.fit_margin_mib), **self.extra_env,
                "OLLAMA_HOST": http_url(self.host, self.port or 0)}  # envconfig.Host takes a scheme and [v6]
-        self._process = ManagedProcess([str(self.binary), "serve"], self.log_path, env=env, name="ollama serve")
-        self._process.start()
-        self._process.wait_until(lambda: healthy(self.url, "/"), self.startup_timeout_s, "ready")
+        self._own_process = ManagedProcess([str(self.binary), "serve"], self.log_path, env=env, name="ollama serve")
+        self._own_process.start()
+        self._own_process.wait_until(lambda: healthy(self.url, "/"), self.startup_timeout_s, "ready")
 
     def _check_version(self) -> None:
         self.version = str(self._call("GET", "/api/version").get("version", ""))
@@ -225,7 +264,7 @@ class OllamaServer:
         return payload if isinstance(payload, dict) else {}
 
     def _tail(self) -> str:
-        return tail(self.log_path) if self.log_path else ""
+        return tail(self._log_path) if self._log_path else ""
 
     # ------------------------------------------------------------------ what Ollama serves
     def _ps_entry(self) -> ServedModel | None:
@@ -256,14 +295,38 @@ class OllamaServer:
         if change not in self._reloads:
             self._reloads.append(change)
 
-    def _log_text(self) -> str | None:
-        """The captured ``ollama serve`` log (llama-server's lines inside); None when there is none to read."""
-        if self.log_path is None:
+    def _full_log(self) -> str | None:
+        """The captured ``ollama serve`` log (every runner's lines inside); None when there is none to read."""
+        if self._log_path is None:
             return None
         try:
-            return self.log_path.read_text(errors="replace")
+            return self._log_path.read_text(errors="replace")
         except OSError:
             return None
+
+    def _log_text(self) -> str | None:
+        """This model's part of the log: Ollama's own lines before the first runner, and every runner started
+        for this model's file (all of it while the file is not known)."""
+        text = self._full_log()
+        if text is None or self._runner_model is None:
+            return text
+        kept: list[str] = []
+        mine = True
+        for line in text.splitlines(keepends=True):
+            if "starting llama-server" in line:
+                found = _MODEL_FLAG.search(line)
+                mine = found is not None and found.group(1) == self._runner_model
+            if mine:
+                kept.append(line)
+        return "".join(kept)
+
+
+_MODEL_FLAG = re.compile(r"--model\s+(\S+)")
+"""The model file on a "starting llama-server" line (llm/llama_server.go puts ``--model PATH`` first)."""
+
+
+def _runner_lines(log_text: str | None) -> list[str]:
+    return [line for line in (log_text or "").splitlines() if "starting llama-server" in line]
 
 
 def _runner_starts(log_text: str | None) -> int:
@@ -280,8 +343,9 @@ def _same_model(listed: object, name: str) -> bool:
     return isinstance(listed, str) and listed in (name, full)
 
 
-def _runner_child(pid: int) -> int | None:
-    """The first descendant of ``pid`` whose command is llama-server (Linux /proc), if any."""
+def _runner_child(pid: int, model_file: str | None = None) -> int | None:
+    """The first descendant of ``pid`` whose command is llama-server (Linux /proc), if any; with ``model_file``,
+    the one whose ``--model`` is that file."""
     try:
         entries = [entry for entry in os.listdir("/proc") if entry.isdigit()]
     except OSError:
@@ -298,7 +362,8 @@ def _runner_child(pid: int) -> int | None:
     while queue:
         child = queue.pop(0)
         try:
-            if "llama-server" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace"):
+            argv = [arg.decode(errors="replace") for arg in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")]
+            if "llama-server" in argv[0] and (model_file is None or model_file in argv):
                 return child
         except OSError:
             pass

@@ -12,7 +12,7 @@ import contextlib
 import os
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +25,12 @@ from .base import Server
 
 if TYPE_CHECKING:
     from ..model.source import ModelSource
+    from ..planner.modelset import PlanSet
     from ..planner.plan import Plan
+    from .ollama import OllamaServer
 
-__all__ = ["EngineSetup", "check_plan_runs_on", "model_source_for", "new_server", "plan_for_engine", "resolve_engine"]
+__all__ = ["EngineSetup", "check_plan_runs_on", "check_plans_run_on", "model_source_for", "new_server", "new_servers",
+           "plan_for_engine", "resolve_engine"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,23 @@ def check_plan_runs_on(engine: EngineKind, plan: Plan, *, prefix: str = "") -> N
             raise ConfigError(f"--{prefix}engine=ollama: {refused}")
 
 
+def check_plans_run_on(engine: EngineKind, plans: PlanSet, *, prefix: str = "") -> None:
+    """:func:`check_plan_runs_on` for every model; on Ollama, also that no two roles are one model file: Ollama
+    keys its runners by file (server/sched.go schedulerModelKey), so they would share one runner, or reload it
+    in turn when their options differ."""
+    for plan in plans.plans.values():
+        check_plan_runs_on(engine, plan, prefix=prefix)
+    if engine != "ollama":
+        return
+    seen: dict[str, str] = {}
+    for role, plan in plans.plans.items():
+        source = str(plan.spec.source)
+        if source in seen:
+            raise ConfigError(f"--{prefix}engine=ollama: roles {seen[source]} and {role} are both {source}, and "
+                              f"Ollama runs one runner per model file: make them one role whose agents share it")
+        seen[source] = role
+
+
 def plan_for_engine(values: Mapping[str, Any], choice: EngineChoice, *,
                     prefix: str = "") -> tuple[Plan, EngineSetup]:
     """The plan of the option table's ``values`` (plan and engine options, by ``dest``) as ``choice`` will serve
@@ -128,22 +148,52 @@ def new_server(plan: Plan, setup: EngineSetup, *, announce: Callable[[str], None
     return server
 
 
+def new_servers(plans: PlanSet, setup: EngineSetup, *, announce: Callable[[str], None] = print,
+                uncaptured: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext) -> dict[str, Server]:
+    """Every model's server by role, not started, to start in the plans' order: one model's is
+    :func:`new_server`'s; several get a llama-server each (each on a free port), or one Ollama for all (the first
+    model's server starts or attaches to it with the set's environment, the others are created beside it)."""
+    if not plans.several:
+        return {plans.roles[0]: new_server(plans.primary, setup, announce=announce, uncaptured=uncaptured)}
+    if setup.engine == "url":
+        raise ConfigError("several models cannot share one attached URL: the embedded engine starts a llama-server "
+                          "each, the ollama engine creates them all on one Ollama (started, or attached by URL)")
+    if setup.engine == "llamacpp":
+        each = replace(setup, port=None)
+        return {role: new_server(plan, each, announce=announce, uncaptured=uncaptured)
+                for role, plan in plans.plans.items()}
+    from ..planner.render import ollama_set_env
+
+    env = ollama_set_env([(plan.config, plan.spec) for plan in plans.plans.values()],
+                         fit_margin_mib=plans.fit_margin_mib)
+    servers: dict[str, Server] = {}
+    first: OllamaServer | None = None
+    for role, plan in plans.plans.items():
+        server = _new_ollama(plan, setup, announce, uncaptured, role=role, env=env, beside=first)
+        first = first or server
+        servers[role] = server
+    return servers
+
+
 def _new_ollama(plan: Plan, setup: EngineSetup, announce: Callable[[str], None],
-                uncaptured: Callable[[], AbstractContextManager[Any]]) -> Server:
-    """``ollama serve`` of our own when there is a binary, else the Ollama at the URL; the model created from the
-    plan either way (an Ollama model by name, or our GGUF sent as a blob)."""
+                uncaptured: Callable[[], AbstractContextManager[Any]], *, role: str | None = None,
+                env: dict[str, str] | None = None, beside: OllamaServer | None = None) -> OllamaServer:
+    """``ollama serve`` of our own when there is a binary, else the Ollama at the URL (or the one ``beside``
+    runs on); the model created from the plan either way (an Ollama model by name, or our GGUF sent as a blob)."""
     from ..model.source import OllamaModel
     from ..planner.render import ollama_model_name
     from .ollama import OllamaServer, find_ollama
 
-    binary = find_ollama()
+    binary = find_ollama() if beside is None else None
     source = plan.spec.source
     base: str | Path = source.name if isinstance(source, OllamaModel) else \
         _model_file(plan, setup, announce, uncaptured)
-    server = OllamaServer(plan.config, base, ollama_model_name(plan.spec), fit_margin_mib=plan.fit_margin_mib,
+    server = OllamaServer(plan.config, base, ollama_model_name(plan.spec, role), fit_margin_mib=plan.fit_margin_mib,
                           binary=binary, url=None if binary else setup.server_url, log_dir=setup.log_dir,
-                          startup_timeout_s=setup.startup_timeout_s, host=setup.host, port=setup.port)
+                          startup_timeout_s=setup.startup_timeout_s, host=setup.host, port=setup.port, env=env,
+                          beside=beside)
     where = f"starting {binary} serve on {server.url} (log {server.log_path})" if binary else \
+        f"adding a model to the same Ollama at {redact(server.url)}" if beside is not None else \
         f"attaching to Ollama at {redact(server.url)}"
     announce(f"vramcap: {where}; model {server.model_name}")
     return server

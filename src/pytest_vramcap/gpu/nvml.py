@@ -121,12 +121,15 @@ class MemorySample:
     t: float
     device_used_mib: float
     process_mib: float | None
+    """What the followed processes held together (None: NVML listed none of them)."""
     gpu_util_pct: float | None
+    by_pid: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass
 class MemorySampler:
-    """A daemon thread sampling one GPU's memory (and one process's share) every ``interval_s``.
+    """A daemon thread sampling one GPU's memory (and the share of the processes ``pids``: one server per model)
+    every ``interval_s``.
 
     Peaks between samples are missed; NVML's per-process figure can be missing
     (``usedGpuMemory`` None) and, in containers, keyed by host PIDs: treat it as
@@ -134,7 +137,7 @@ class MemorySampler:
     """
 
     uuid: str
-    pid: int | None = None
+    pids: tuple[int, ...] = ()
     interval_s: float = 0.05
     samples: list[MemorySample] = field(default_factory=list)
 
@@ -155,16 +158,16 @@ class MemorySampler:
         import pynvml
 
         used = pynvml.nvmlDeviceGetMemoryInfo(self._handle).used / MIB
-        process = None
-        if self.pid is not None:
+        by_pid: dict[int, float] = {}
+        if self.pids:
             for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(self._handle):
-                if proc.pid == self.pid and proc.usedGpuMemory is not None:
-                    process = proc.usedGpuMemory / MIB
+                if proc.pid in self.pids and proc.usedGpuMemory is not None:
+                    by_pid[proc.pid] = proc.usedGpuMemory / MIB
         try:
             util = float(pynvml.nvmlDeviceGetUtilizationRates(self._handle).gpu)
         except pynvml.NVMLError:
             util = None
-        return MemorySample(time.monotonic(), used, process, util)
+        return MemorySample(time.monotonic(), used, sum(by_pid.values()) if by_pid else None, util, by_pid)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -191,6 +194,10 @@ class MemorySampler:
         values = [s.process_mib for s in self.samples if s.process_mib is not None]
         return max(values, default=None)
 
+    def peak_of(self, pid: int) -> float | None:
+        """The most one followed process held (None: NVML never listed it)."""
+        return max((s.by_pid[pid] for s in self.samples if pid in s.by_pid), default=None)
+
     def peak_between(self, start: float, end: float, device_offset_mib: float = 0.0) -> float | None:
         """The most memory the process held between two ``time.monotonic()`` readings; when NVML never listed it
         (containers without the host's PID namespace), the device's, less ``device_offset_mib`` (a ballast)."""
@@ -204,9 +211,11 @@ class MemorySampler:
     def to_dict(self, timeline: bool = False, max_points: int = 1000) -> dict[str, Any]:
         """Peaks; with ``timeline``, (seconds since the first sample, device MiB, process MiB, GPU %) rows, at most
         ``max_points`` of them: each keeps the highest sample of its stretch, so no peak is lost."""
-        data: dict[str, Any] = {"uuid": self.uuid, "pid": self.pid, "interval_s": self.interval_s,
+        data: dict[str, Any] = {"uuid": self.uuid, "pid": self.pids[0] if self.pids else None,
+                                "pids": list(self.pids), "interval_s": self.interval_s,
                                 "samples": len(self.samples), "peak_device_mib": self.peak_device_mib,
-                                "peak_process_mib": self.peak_process_mib}
+                                "peak_process_mib": self.peak_process_mib,
+                                "peak_process_mib_by_pid": {str(pid): self.peak_of(pid) for pid in self.pids}}
         if timeline and self.samples:
             t0 = self.samples[0].t
             stride = -(-len(self.samples) // max_points)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..defaults import MIB
 from .memory import estimate_memory
-from .render import llama_server_args, ollama_rendering
+from .render import llama_server_args, ollama_rendering, ollama_set_env, ollama_set_parallel
 
 if TYPE_CHECKING:
     from .modelset import PlanSet
@@ -139,16 +139,15 @@ def _ollama_set(plans: PlanSet) -> dict[str, Any]:
     fewer is priced at what Ollama gives it.
     """
     models, refused, notes = [], [], []
-    env: dict[str, str] = {}
     generating = {role: plan for role, plan in plans.plans.items() if not plan.spec.embedding}
-    parallel = max((plan.config.parallel for plan in generating.values()), default=1)
+    pairs = [(plan.config, plan.spec) for plan in plans.plans.values()]
+    parallel = ollama_set_parallel(pairs)
     for role, plan in plans.plans.items():
         rendered = ollama_rendering(plan.config, plan.spec, plan.spec.model_ref, fit_margin_mib=plans.fit_margin_mib,
                                     role=role)
         if rendered["refused"]:
             refused.append(f"{role}: {rendered['refused']}")
             continue
-        env = env or dict(rendered["env"])
         models.append({"role": role, **{key: rendered[key] for key in ("model", "modelfile", "create_request")}})
         if role in generating and plan.config.parallel < parallel:
             forced = estimate_memory(plan.spec, replace(plan.config, parallel=parallel), plans.profile)
@@ -158,8 +157,7 @@ def _ollama_set(plans: PlanSet) -> dict[str, Any]:
                          f"runs each model with its own -np")
     if refused:
         return {"refused": "; ".join(refused), "env": None, "models": models, "notes": notes}
-    env.update(OLLAMA_NUM_PARALLEL=str(parallel), OLLAMA_MAX_LOADED_MODELS=str(len(plans.plans)),
-               OLLAMA_MAX_QUEUE=str(max(512, 4 * parallel)))
+    env = ollama_set_env(pairs, fit_margin_mib=plans.fit_margin_mib)
     return {"refused": None, "env": env, "models": models, "notes": notes}
 
 

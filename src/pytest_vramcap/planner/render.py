@@ -9,6 +9,7 @@ batch, and refuses plans Ollama has no setting for.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ConfigError
@@ -115,6 +116,22 @@ def ollama_env(config: ServerConfig, *, fit_margin_mib: int) -> dict[str, str]:
     }
     return env
 
+
+
+def ollama_set_parallel(models: Sequence[tuple[ServerConfig, ModelSpec]]) -> int:
+    """The one OLLAMA_NUM_PARALLEL of several models: the most slots a generating model needs (an embedding
+    model gets one slot whatever it says, server/sched.go)."""
+    return max((config.parallel for config, spec in models if not spec.embedding), default=1)
+
+
+def ollama_set_env(models: Sequence[tuple[ServerConfig, ModelSpec]], *, fit_margin_mib: int) -> dict[str, str]:
+    """Environment for one ``ollama serve`` running several models (the first model's settings where they are
+    global): OLLAMA_MAX_LOADED_MODELS is the count, so no load evicts another."""
+    parallel = ollama_set_parallel(models)
+    env = ollama_env(models[0][0], fit_margin_mib=fit_margin_mib)
+    env.update(OLLAMA_NUM_PARALLEL=str(parallel), OLLAMA_MAX_LOADED_MODELS=str(len(models)),
+               OLLAMA_MAX_QUEUE=str(max(512, 4 * parallel)))
+    return env
 
 def modelfile_parameters(config: ServerConfig) -> dict[str, Any]:
     """The runner options the plan's Modelfile sets (what a request's options are compared with)."""

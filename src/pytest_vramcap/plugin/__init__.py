@@ -60,12 +60,12 @@ def pytest_configure(config: pytest.Config) -> None:
     from .reporter import REPORTER_KEY, Reporter
     from .runstate import RunState
     from .signals import interrupt_on_sigterm
-    from .xdist import XdistBridge, is_xdist_controller, worker_server_urls
+    from .xdist import XdistBridge, is_xdist_controller, worker_servers
 
     gate: RegressionGate | None = None
     try:
         plans = plan_set_from_options(settings.plan_values, settings.model_sources(), prefix=PREFIX)
-        state = RunState(settings, plans, PytestConsole(config), worker_urls=worker_server_urls(config))
+        state = RunState(settings, plans, PytestConsole(config), worker_servers=worker_servers(config))
         running = state.running_profile()
         if running is not None:  # workers decide the same way, so every process holds the same plan
             state.plans = plans.on_profile(plans.profile.with_overhead_of(running))

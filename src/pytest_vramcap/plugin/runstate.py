@@ -1,9 +1,9 @@
-"""The run state: the plan, the one server and the GPU of a vramcap pytest run, without hooks.
+"""The run state: the plans, the servers (one per model) and the GPU of a vramcap pytest run, without hooks.
 
 The plugin creates one per process in ``pytest_configure`` and keeps it in
-``config.stash``. The xdist controller (or a plain run) starts the embedded
-server on first use; a worker attaches to the controller's URL and never stops
-it. Hooks live on the :class:`~.reporter.Reporter` and the :class:`~.xdist.XdistBridge`.
+``config.stash``. The xdist controller (or a plain run) starts the servers on
+first use; a worker attaches to the controller's URLs and never stops them.
+Hooks live on the :class:`~.reporter.Reporter` and the :class:`~.xdist.XdistBridge`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..engines.attached import AttachedServer
 from ..engines.base import EngineEvidence, Server
-from ..engines.provision import check_plan_runs_on, new_server
+from ..engines.provision import check_plans_run_on, new_servers
 from ..errors import ConfigError, EngineError
+from ..load.proxy.router import ModelRoute
 from ..load.run.apps import check_graph, run_on_process_loop
 from ..load.run.rounds import ScenarioRun
-from ..load.run.steps import Endpoint, run_both
+from ..load.run.steps import run_both
 from ..load.scenario.schema import Scenario
 from ..net import redact
 from ..planner.modelset import PlanSet
@@ -35,17 +36,18 @@ __all__ = ["RunState"]
 
 class RunState:
     def __init__(self, settings: Settings, plans: PlanSet, console: Console,
-                 worker_urls: dict[str, str] | None = None) -> None:
+                 worker_servers: dict[str, tuple[str, str | None]] | None = None) -> None:
         from ..gpu.nvml import detect_gpus, visible_gpu
 
         self.settings = settings
         self.plans = plans
         self.console = console
-        self.worker_urls = worker_urls
-        """The controller's servers by model role, on an xdist worker."""
+        self.worker_servers = worker_servers
+        """The controller's servers by model role (URL, model name requests carry), on an xdist worker."""
         self.servers: dict[str, Server] = {}
         """One server per model role, in the plans' order (started, or being started)."""
         self.server_error: EngineError | None = None
+        self._started = False
         self.gpus, self.gpu_reason = detect_gpus()
         self.gpu = visible_gpu(self.gpus)
         self.ballast: Ballast | None = None
@@ -99,12 +101,14 @@ class RunState:
 
         self.ballast = Ballast(target_free_mib=self.plan.profile.usable_mib).hold()
 
-    def _start_sampler(self, server: Server) -> None:
-        if self.gpu is None or server.pid is None:
+    def _start_sampler(self) -> None:
+        """Follow every model's process on the GPU (a llama-server each, or each Ollama runner)."""
+        pids = tuple(dict.fromkeys(server.pid for server in self.servers.values() if server.pid is not None))
+        if self.gpu is None or not pids:
             return
         from ..gpu.nvml import MemorySampler
 
-        self.sampler = MemorySampler(self.gpu.uuid, pid=server.pid).start()
+        self.sampler = MemorySampler(self.gpu.uuid, pids=pids).start()
 
     # --------------------------------------------------------------- server
 
@@ -113,32 +117,32 @@ class RunState:
         set per run. A failed start is remembered. Returns the first model's server."""
         if self.server_error is not None:
             raise self.server_error
-        if len(self.servers) == len(self.plans.plans):
+        if self._started:
             return self.servers[self.plans.roles[0]]
         try:
-            for role, plan in self.plans.plans.items():
-                # Kept even if it fails to start: its log is the evidence of an OOM at load.
-                self.servers[role] = self._new_server(role, plan)
-                self.servers[role].start()
+            # Kept even when one fails to start: its log is the evidence of an OOM at load.
+            self.servers = self._new_servers()
+            for server in self.servers.values():
+                server.start()
+            self._started = True
         except EngineError as exc:
             self.server_error = exc
             raise
         finally:
-            if self.server is not None:
-                self._start_sampler(self.server)
+            self._start_sampler()
         return self.servers[self.plans.roles[0]]
 
-    def _new_server(self, role: str, plan: Plan) -> Server:
+    def _new_servers(self) -> dict[str, Server]:
         settings = self.settings
-        if self.worker_urls:
-            return AttachedServer(self.worker_urls[role], startup_timeout_s=settings.startup_timeout)
-        return new_server(plan, settings.engine_setup(), announce=self.console.announce,
-                          uncaptured=self.console.uncaptured)
+        if self.worker_servers:
+            return {role: AttachedServer(url, startup_timeout_s=settings.startup_timeout, request_model=model)
+                    for role, (url, model) in self.worker_servers.items()}
+        return new_servers(self.plans, settings.engine_setup(), announce=self.console.announce,
+                           uncaptured=self.console.uncaptured)
 
     def check_engine_can_run_plan(self) -> None:
         """Raise ConfigError (one line) when the chosen engine has no setting for a plan."""
-        for plan in self.plans.plans.values():
-            check_plan_runs_on(self.settings.engine, plan, prefix=PREFIX)
+        check_plans_run_on(self.settings.engine, self.plans, prefix=PREFIX)
 
     def evidence(self, role: str | None = None) -> EngineEvidence:
         """What a model's server (the first's by default) reported so far; nothing when there is no server."""
@@ -151,7 +155,7 @@ class RunState:
 
     def stop(self) -> None:
         """Stop what this process started (idempotent): the servers, the sampler, the ballast."""
-        for server in self.servers.values():
+        for server in reversed(self.servers.values()):  # a model beside another on one Ollama before the first
             server.stop()  # an attached server (a worker's view of the controller's) is left alone
         if self.sampler is not None:
             self.sampler.stop()
@@ -165,11 +169,19 @@ class RunState:
         if build is None:
             check_graph(scenario)  # a graph that cannot be imported fails before a server is started for it
         server = self.ensure_server()
-        models = {role: Endpoint(each.url, each.request_model) for role, each in self.servers.items()} \
-            if self.plans.several else None
         return run_on_process_loop(run_both(server.url, scenario, build=build, model=server.request_model,
                                             rounds=self.settings.rounds, prompt_cache=self.settings.prompt_cache,
-                                            models=models))
+                                            routes=self.model_routes()))
+
+    def model_routes(self) -> list[ModelRoute]:
+        """With several models, where each role's requests go; a client names a model by its role, by the model as
+        given (``--vramcap-model ROLE=SRC``'s SRC) or by the engine's name for it. None with one model."""
+        if not self.plans.several:
+            return []
+        given = self.settings.model_names()
+        return [ModelRoute(server.url, server.request_model, role,
+                           frozenset(name for name in (role, given.get(role), server.request_model) if name))
+                for role, server in self.servers.items()]
 
     def min_speedup_for(self, scenario: Scenario, marker_value: float | None = None) -> float | None:
         """The command line wins over a test's marker, which wins over the scenario file."""
@@ -197,8 +209,20 @@ class RunState:
             "emulated_profile": None if ballast is None else {
                 "profile": self.plan.profile.name, "free_target_mib": self.plan.profile.usable_mib,
                 "ballast_mib": ballast.held_mib, "free_before_mib": ballast.free_before_mib},
-            "measured": self.sampler.to_dict(timeline=True) if self.sampler is not None else None,
+            "measured": self._measured(),
         }
+
+    def _measured(self) -> dict[str, Any] | None:
+        """NVML's samples; with several models, each model's process peak beside its plan's total."""
+        if self.sampler is None:
+            return None
+        measured = self.sampler.to_dict(timeline=True)
+        if self.plans.several:
+            measured["by_model"] = {
+                role: {"pid": server.pid, "planned_mib": round(self.plans.plans[role].total_mib, 1),
+                       "peak_process_mib": self.sampler.peak_of(server.pid) if server.pid is not None else None}
+                for role, server in self.servers.items()}
+        return measured
 
     def peak_vram_between(self, start: float, end: float) -> float | None:
         """The server's peak GPU memory (MiB) between two ``time.monotonic()`` readings, when NVML sampled it."""

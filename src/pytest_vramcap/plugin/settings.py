@@ -168,11 +168,17 @@ class Settings:
         from ..engines.provision import model_source_for
 
         roles = role_values(dict(self.plan_values), prefix=PREFIX)
-        if len(roles) > 1 and self.engine != "llamacpp":
-            raise ConfigError(f"--{PREFIX}engine={self.engine} runs one model; several models (--{PREFIX}model "
-                              f"ROLE=SRC) run on the embedded llama-server, one server each")
+        if len(roles) > 1 and self.engine == "url":
+            raise ConfigError(f"--{PREFIX}engine=url attaches to one model; several models (--{PREFIX}model "
+                              f"ROLE=SRC) run on the embedded llama-server (one each) or on one Ollama "
+                              f"(--{PREFIX}engine=ollama, started or attached by URL)")
         return {role: model_source_for(self.engine, values, self.server_url, prefix=PREFIX)
                 for role, values in roles.items()}
+
+    def model_names(self) -> dict[str, str]:
+        """Each model role's ``--vramcap-model`` value as given (``ollama:`` left off: a client names it without)."""
+        return {role: str(values["model"]).removeprefix("ollama:")
+                for role, values in role_values(dict(self.plan_values), prefix=PREFIX).items()}
 
     def engine_setup(self) -> EngineSetup:
         from ..engines.provision import EngineSetup

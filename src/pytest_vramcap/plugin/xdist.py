@@ -16,7 +16,7 @@ from .console import is_worker
 from .runstate import RunState
 from .stash import WORKER_URL_KEY
 
-__all__ = ["XdistBridge", "is_xdist_controller", "worker_server_urls"]
+__all__ = ["XdistBridge", "is_xdist_controller", "worker_servers"]
 
 
 def is_xdist_controller(config: pytest.Config) -> bool:
@@ -24,11 +24,14 @@ def is_xdist_controller(config: pytest.Config) -> bool:
         and bool(config.getoption("numprocesses", None))
 
 
-def worker_server_urls(config: pytest.Config) -> dict[str, str] | None:
-    """On a worker, the URL of each model's server the controller handed over (by role); None elsewhere."""
+def worker_servers(config: pytest.Config) -> dict[str, tuple[str, str | None]] | None:
+    """On a worker, each model's server the controller handed over: (URL, the model name requests carry) by
+    role; None elsewhere."""
     workerinput: dict[str, Any] = getattr(config, "workerinput", {})
-    urls = workerinput.get(WORKER_URL_KEY)
-    return {str(role): str(url) for role, url in urls.items()} if isinstance(urls, dict) and urls else None
+    servers = workerinput.get(WORKER_URL_KEY)
+    if not isinstance(servers, dict) or not servers:
+        return None
+    return {str(role): (str(url), None if model is None else str(model)) for role, (url, model) in servers.items()}
 
 
 class XdistBridge:
@@ -48,4 +51,5 @@ class XdistBridge:
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         if self.state.servers:
-            node.workerinput[WORKER_URL_KEY] = {role: server.url for role, server in self.state.servers.items()}
+            node.workerinput[WORKER_URL_KEY] = {role: [server.url, server.request_model]
+                                                for role, server in self.state.servers.items()}

@@ -7,10 +7,14 @@ completion also becomes a :class:`~.stream.RequestRecord` (TTFT, TPOT, tokens, i
 place on the timeline) read by the same :class:`~.stream.ChatStream` as our own
 client's, timed as the engine's chunks arrive here.
 
-Recorded are ``POST .../chat/completions`` and ``POST .../completions``; anything else
-(``/models``, ``/embeddings``, ``/responses``...) is passed through unrecorded, a streamed
-answer relayed as it comes. What the engine sees differs from what the graph sent in
-three documented ways:
+Recorded are ``POST .../chat/completions`` and ``POST .../completions`` (Ollama's
+``/api/chat`` and ``/api/generate`` too), and embeddings (``POST .../embeddings``, Ollama's
+``/api/embed``) as records of their own; anything else (``/models``, ``/responses``...) is
+passed through unrecorded, a streamed answer relayed as it comes. With several models, a
+request goes to the model its ``model`` field names (:class:`~.router.ModelRoute`: by role,
+by the model as given to vramcap, or by the engine's name for it), else to the first.
+
+What the engine sees differs from what the graph sent in three documented ways:
 
 * every chat completion is streamed, so the first token can be timed; a client that
   did not ask to stream gets the non-streamed object rebuilt from the stream
@@ -46,7 +50,7 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -54,10 +58,11 @@ from urllib.parse import SplitResult, urlsplit
 from ...engines.honoured import EngineKind
 from ..measure.record import RequestRecord
 from .forward import LABEL_HEADER, serve
+from .router import ModelRoute
 from .server import ProxyServer
 from .wire import EngineConnection, WireError
 
-__all__ = ["LABEL_HEADER", "Channel", "RecordingProxy"]
+__all__ = ["LABEL_HEADER", "Channel", "ModelRoute", "RecordingProxy"]
 
 _PROBE_TIMEOUT_S = 5.0
 _channel_numbers = itertools.count(1)
@@ -135,8 +140,11 @@ class RecordingProxy:
     def __init__(self, upstream: str | None, *, model: str | None = None,
                  request_defaults: Mapping[str, Any] | None = None, read_timeout_s: float = 300.0,
                  idle_timeout_s: float = 120.0, name: str = "vramcap-proxy",
-                 engine_kind: EngineKind | None = None) -> None:
+                 engine_kind: EngineKind | None = None, routes: Sequence[ModelRoute] = ()) -> None:
         self.upstream = _upstream(upstream) if upstream is not None else None
+        self.routes = _checked(routes)
+        """Several models: each model's engine and names (a request goes by the model it names, else to the
+        first); none: every request to ``upstream``, as ``model``."""
         self.generation = 0
         """Bumped by :meth:`retarget`: the handlers drop engine connections of an earlier one."""
         self.name = name
@@ -200,12 +208,14 @@ class RecordingProxy:
             self._channels = {prefix: known for prefix, known in self._channels.items() if known is not channel}
 
     def retarget(self, upstream: str | None, *, model: str | None = None, read_timeout_s: float | None = None,
-                 engine_kind: EngineKind | None = None, request_defaults: Mapping[str, Any] | None = None) -> None:
-        """Forward to ``upstream`` (None: to nothing) from the next request on; an exchange already under way
-        finishes with the previous engine, and no kept-alive connection to it is used again."""
+                 engine_kind: EngineKind | None = None, request_defaults: Mapping[str, Any] | None = None,
+                 routes: Sequence[ModelRoute] = ()) -> None:
+        """Forward to ``upstream`` (None: to nothing; ``routes``: by model) from the next request on; an exchange
+        already under way finishes with the previous engine, and no kept-alive connection to it is used again."""
         if request_defaults is not None:
             self.request_defaults = dict(request_defaults)
         self.upstream = _upstream(upstream) if upstream is not None else None
+        self.routes = _checked(routes)
         self.generation += 1
         with self._kind_lock:
             self._kind = (self.generation, engine_kind) if engine_kind is not None else None
@@ -275,8 +285,15 @@ class RecordingProxy:
         if self.upstream is not None:
             threading.Thread(target=probe, name=f"{self.name}-probe", daemon=True).start()
 
-    def connect(self) -> EngineConnection:
-        upstream = self.upstream
+    def model_route(self, name: str | None) -> ModelRoute | None:
+        if self.upstream is None:
+            return None
+        if not self.routes:
+            return ModelRoute(self.upstream.geturl(), self.model)
+        return next((route for route in self.routes if name in route.names), self.routes[0])
+
+    def connect(self, route: ModelRoute | None) -> EngineConnection:
+        upstream = _upstream(route.upstream) if route is not None and self.upstream is not None else None
         if upstream is None:
             raise ConnectionRefusedError("no engine behind this endpoint: it forwards only while vramcap runs a "
                                          "module-level graph (a client made at import and used by a factory or "
@@ -285,12 +302,12 @@ class RecordingProxy:
         return EngineConnection.open(upstream.hostname or "", upstream.port or (443 if tls else 80),
                                      tls=tls, timeout_s=self.read_timeout_s)
 
-    def prepare(self, body: dict[str, Any], *, chat: bool) -> tuple[bool, bool]:
+    def prepare(self, body: dict[str, Any], *, chat: bool, route: ModelRoute | None) -> tuple[bool, bool]:
         """Rewrite a (chat) completion body in place: (stream it from the engine, relay the usage-only chunk)."""
         for key, value in self.request_defaults.items():
             body.setdefault(key, value)
-        if self.model:
-            body["model"] = self.model
+        if route is not None and route.model:
+            body["model"] = route.model
         client_streams = body.get("stream") is True
         if not client_streams and (not chat or body.get("logprobs")):
             return False, False
@@ -299,6 +316,12 @@ class RecordingProxy:
         relay_usage = client_streams and bool(options.get("include_usage"))
         body["stream"], body["stream_options"] = True, {**options, "include_usage": True}
         return True, relay_usage
+
+
+def _checked(routes: Sequence[ModelRoute]) -> tuple[ModelRoute, ...]:
+    for route in routes:
+        _upstream(route.upstream)
+    return tuple(routes)
 
 
 def _upstream(url: str) -> SplitResult:

@@ -37,7 +37,7 @@ from ..measure.stream import STALE_CONNECTION_RETRIES, ChatStream, fail
 from . import ollama, wire
 from .assemble import CompletionAssembler
 from .relay import ChunkedRelay, ClientGone, EventRelay, NdjsonRelay, StreamRelay
-from .router import Recorder, Router
+from .router import ModelRoute, Recorder, Router
 from .server import ClientHandler, ProxyServer
 from .wire import BodyReader, EngineConnection, Headers
 
@@ -67,6 +67,9 @@ class _Handler(ClientHandler):
     def setup(self) -> None:
         self._engine: EngineConnection | None = None
         self._engine_generation = 0
+        self._engine_upstream: str | None = None
+        self._route: ModelRoute | None = None
+        """The model the request being relayed goes to (:meth:`Router.model_route` of the model it names)."""
         super().setup()
 
     def finish(self) -> None:
@@ -88,15 +91,29 @@ class _Handler(ClientHandler):
         endpoint = path.split("?")[0]
         native = endpoint.rpartition("/api/")[2] if "/api/" in endpoint else None
         recorded = method == "POST" and (endpoint.endswith(_RECORDED) or native in ("chat", "generate"))
-        payload = _json_object(body) if recorded else None
-        if native is not None and self._ollama_answered(native, target, path, recorder, payload):
+        embedding = method == "POST" and (endpoint.endswith("/embeddings") or native == "embed")
+        payload = _json_object(body) if method == "POST" else None
+        self._route = self.router.model_route(_model_named(payload))
+        role = self._route.role if self._route is not None else None
+        if native is not None and self._ollama_answered(native, target, path, recorder,
+                                                        payload if recorded else None):
+            return
+        label = headers.get(LABEL_HEADER) or DEFAULT_LABEL
+        if embedding and payload is not None:
+            record = RequestRecord(label=label, t_send=arrived, endpoint="embeddings", model=role)
+            recorder.begin(record)
+            try:
+                answer_end = self._embedding(path, payload, record, native=native == "embed")
+            finally:
+                recorder.end(record)
+            answer_end()
             return
         completion_route = _completion_route(native)
-        if payload is None:
+        if not recorded or payload is None:
             recorder.passed(f"{method} {_after_prefix(target)}")
             self._plain(path, body)
             return
-        record = RequestRecord(label=headers.get(LABEL_HEADER) or DEFAULT_LABEL, t_send=arrived)
+        record = RequestRecord(label=label, t_send=arrived, model=role)
         chat = endpoint.endswith("/chat/completions")
         route: Route = ("api/chat" if completion_route == "chat" else "api/generate" if completion_route
                         else "chat/completions" if chat else "completions")
@@ -131,12 +148,14 @@ class _Handler(ClientHandler):
         method = method or self.command
         fields = [(name, value) for name, value in self.headers.items() if name.lower() not in _NOT_FORWARDED]
         fields.append(("Accept-Encoding", "identity"))
-        if self._engine is not None and self._engine_generation != self.router.generation:
-            self._drop_engine()  # the proxy forwards elsewhere now (retarget): not on to the old engine
+        upstream = self._route.upstream if self._route is not None else None
+        if self._engine is not None and (self._engine_generation, self._engine_upstream) != (
+                self.router.generation, upstream):
+            self._drop_engine()  # the proxy forwards elsewhere now (retarget), or this model is on another engine
         for attempt in range(1 + STALE_CONNECTION_RETRIES):
             if self._engine is None:
-                self._engine_generation = self.router.generation
-                self._engine = self.router.connect()
+                self._engine_generation, self._engine_upstream = self.router.generation, upstream
+                self._engine = self.router.connect(self._route)
                 if self.server.stopping:  # connected after the proxy cut its connections: nobody would cut this
                     self._drop_engine()
                     raise ConnectionAbortedError("the proxy is stopping")
@@ -214,7 +233,7 @@ class _Handler(ClientHandler):
                     chat: bool) -> Callable[[], None]:
         """Forward one (chat) completion and relay or rebuild its answer, all but its end: that is returned."""
         client_streams = payload.get("stream") is True
-        streamed, relay_usage = self.router.prepare(payload, chat=chat)
+        streamed, relay_usage = self.router.prepare(payload, chat=chat, route=self._route)
         try:
             status, headers, answer, data = self._ask_engine(path, payload, record, whole=not streamed)
         except _Unanswered as unanswered:
@@ -311,7 +330,7 @@ class _Handler(ClientHandler):
         if speaks_ollama and completion is None:
             return False
         recorder.passed(f"{self.command} {_after_prefix(target)}")
-        name = self.router.model or str((payload or {}).get("model") or (payload or {}).get("name") or "")
+        name = self._served_model() or str((payload or {}).get("model") or (payload or {}).get("name") or "")
         if speaks_ollama:  # a load or unload: the engine's to do, of the model it serves
             self._plain(path, json.dumps({**(payload or {}), "model": name}).encode())
             return True
@@ -367,6 +386,54 @@ class _Handler(ClientHandler):
                 f"{record.label}: the engine did not answer: {type(exc).__name__}: {exc}")
             raise _Unanswered(504 if timeout else 502, str(fail(record, refused))) from None
 
+    def _served_model(self) -> str | None:
+        """The engine's name for the model the request goes to (None: the name the client sent)."""
+        return self._route.model if self._route is not None else None
+
+    def _embedding(self, path: str, payload: dict[str, Any], record: RequestRecord, *,
+                   native: bool) -> Callable[[], None]:
+        """Forward one embeddings request, timed end to end with its prompt tokens; Ollama's ``/api/embed`` goes
+        as it is to Ollama, as ``/v1/embeddings`` to any other engine (its answer rebuilt in Ollama's shape). All
+        but the answer's end is done here (that is returned)."""
+        error = self._ollama_error if native else self._reply_error
+        model = self._served_model()
+        if model:
+            payload["model"] = model
+        engine_path, request = path, payload
+        translated = native and self._engine_kind_or_none() not in ("ollama", None)
+        if translated:
+            engine_path = path[:path.rindex("/api/")] + "/v1/embeddings"
+            request = {"input": payload.get("input"), **({"model": payload["model"]} if payload.get("model") else {})}
+        try:
+            status, headers, answer, data = self._ask_engine(engine_path, request, record, whole=True, method="POST")
+        except _Unanswered as unanswered:
+            return unanswered.reply(error)
+        assert data is not None
+        record.t_last = time.monotonic()
+        self._done_with(answer)
+        if status >= 400:
+            message = _error_message(data)
+            fail(record, HTTPStatusError(status, message))
+            return partial(error, status, message)
+        answered = _json_object(data) or {}
+        usage = answered.get("usage")
+        tokens = answered.get("prompt_eval_count", usage.get("prompt_tokens") if isinstance(usage, dict) else None)
+        record.prompt_tokens = tokens if isinstance(tokens, int) else None
+        if translated:
+            rows = answered.get("data")
+            vectors = [row.get("embedding") for row in rows if isinstance(row, dict)] if isinstance(rows, list) else []
+            data = json.dumps({"model": payload.get("model"), "prompt_eval_count": record.prompt_tokens or 0,
+                               "embeddings": vectors,
+                               "total_duration": int((record.t_last - record.t_send) * 1e9),
+                               "load_duration": 0}).encode()
+        return partial(self._reply, status, headers.get("Content-Type") or "application/json", data)
+
+    def _engine_kind_or_none(self) -> str | None:
+        try:
+            return self.router.engine_kind()
+        except _ENGINE_FAILED:
+            return None
+
     def _ollama_error(self, status: int, message: str) -> None:
         """An error as Ollama answers one: ``{"error": message}``."""
         self._reply(status, "application/json", json.dumps({"error": message}).encode())
@@ -393,7 +460,7 @@ class _Handler(ClientHandler):
             message = str(fail(record, RequestRefused(f"{record.label}: the engine did not answer: "
                                                       f"{type(exc).__name__}: {exc}")))
             return partial(self._ollama_error, 502, message)
-        model = self.router.model or str(payload.get("model") or "")
+        model = self._served_model() or str(payload.get("model") or "")
         native = kind == "ollama"
         if native:
             request, engine_path = payload, path
@@ -401,7 +468,7 @@ class _Handler(ClientHandler):
         else:
             openai_path, request = ollama.openai_request(route, payload, llama_server=kind == "llama-server")
             request["stream"] = True
-            self.router.prepare(request, chat=True)
+            self.router.prepare(request, chat=True, route=self._route)
             engine_path = path[:path.rindex("/api/")] + "/v1" + openai_path
         try:
             status, _headers, answer, data = self._ask_engine(engine_path, request, record, whole=False, method="POST")
@@ -497,6 +564,14 @@ def _error_message(data: bytes) -> str:
 def _in_stream_error(error: RequestError) -> str:
     """What a failed answer tells its client: the engine's own words where it sent some."""
     return _error_message(error.body.encode()) if isinstance(error, HTTPStatusError) else str(error)
+
+
+def _model_named(payload: dict[str, Any] | None) -> str | None:
+    """The model a request body names (Ollama's older clients say ``name``)."""
+    if payload is None:
+        return None
+    name = payload.get("model") or payload.get("name")
+    return name if isinstance(name, str) else None
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

@@ -8,13 +8,26 @@ server on these handlers, so the handlers must not import it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ...engines.honoured import EngineKind
 from ..measure.record import RequestRecord
 from .wire import EngineConnection
 
-__all__ = ["Recorder", "Router"]
+__all__ = ["ModelRoute", "Recorder", "Router"]
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    """Where a request for one model goes: the engine, the name it serves the model under (None: the name the
+    client sent), the model's role in the run (None: a run of one model, whose records name none) and the names a
+    client may call it by (its role, the model as given to vramcap, the engine's name for it)."""
+
+    upstream: str
+    model: str | None = None
+    role: str | None = None
+    names: frozenset[str] = frozenset()
 
 
 class Recorder(Protocol):
@@ -52,9 +65,9 @@ class Router(Protocol):
         """How long a kept-alive client connection may stay idle before its thread ends."""
         ...
 
-    @property
-    def model(self) -> str | None:
-        """The model every request is sent to (None: the one the client named)."""
+    def model_route(self, name: str | None) -> ModelRoute | None:
+        """Where a request naming model ``name`` goes: the model a client calls so, else the run's first; None
+        while the proxy forwards to nothing."""
         ...
 
     def engine_kind(self) -> EngineKind:
@@ -66,10 +79,11 @@ class Router(Protocol):
         """The recorder a request target is for (None: no such channel), and the engine path to forward it to."""
         ...
 
-    def connect(self) -> EngineConnection:
-        """A new connection to the engine."""
+    def connect(self, route: ModelRoute | None) -> EngineConnection:
+        """A new connection to the engine of ``route`` (None: refused, the proxy forwards to nothing)."""
         ...
 
-    def prepare(self, body: dict[str, Any], *, chat: bool) -> tuple[bool, bool]:
-        """Rewrite a (chat) completion body in place: (stream it from the engine, relay the usage-only chunk)."""
+    def prepare(self, body: dict[str, Any], *, chat: bool, route: ModelRoute | None) -> tuple[bool, bool]:
+        """Rewrite a (chat) completion body in place, for ``route``'s model: (stream it from the engine, relay the
+        usage-only chunk)."""
         ...

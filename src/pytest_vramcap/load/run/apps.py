@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import atexit
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from ..proxy.channels import Channel, RecordingProxy
+from ..proxy.router import ModelRoute
 from ..scenario.graph_source import App, endpoint_environ, load_app
 from ..scenario.schema import GraphRef, Scenario
 from .rounds import runner_request_fields
@@ -46,7 +47,7 @@ class Endpoint:
         return endpoint_environ(self.channel.base_url)
 
     def attach(self, upstream: str, *, model: str | None = None, read_timeout_s: float = 300.0,
-               request_defaults: Mapping[str, Any] | None = None) -> Channel:
+               request_defaults: Mapping[str, Any] | None = None, routes: Sequence[ModelRoute] = ()) -> Channel:
         """Forward this endpoint to ``upstream`` (a run's server) until :meth:`detach`; its channel is returned.
         One server at a time: a second run on another server while one is attached is refused."""
         with self._lock:
@@ -55,7 +56,7 @@ class Endpoint:
                                    f"server at a time per process")
             self._attached = (upstream, model)
             self._proxy.retarget(upstream, model=model, read_timeout_s=read_timeout_s,
-                                 request_defaults=request_defaults)
+                                 request_defaults=request_defaults, routes=routes)
         return self.channel
 
     def detach(self) -> None:

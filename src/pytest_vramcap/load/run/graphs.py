@@ -4,8 +4,9 @@ The graph is had once per run (:mod:`.apps`): a factory or ``build(base_url)`` i
 with a channel of the recording proxy (:mod:`..proxy`), a module-level graph talks to the
 process's endpoint, so every request it makes is recorded whatever client it uses. A
 pass in which it made no recorded request fails, naming what it did call: a graph
-whose clients went around the proxy, or only to endpoints it does not record
-(embeddings, Ollama's ``/api/chat``), measured nothing.
+whose clients went around the proxy, or only to endpoints it does not record as
+completions (``/v1/responses``, embeddings alone), measured nothing. With several models,
+each request goes to the model it names (:class:`~..proxy.router.ModelRoute`).
 The sequential pass invokes it with ``max_concurrency=1`` (LangGraph runs one task
 at a time, so a fan-out's agents go one by one), the parallel pass without a
 limit; both with the scenario's ``input`` and ``config``. The wall-time ratio is
@@ -19,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from ...types import RunMode
 from ..measure.client import ChatClient
 from ..proxy.channels import Channel, RecordingProxy
+from ..proxy.router import ModelRoute
 from ..scenario.graph_source import App, Builder, Graph, app_of, user_traceback
 from ..scenario.schema import GraphRef, Scenario
 from .apps import app_for, endpoint
@@ -76,10 +78,11 @@ async def run_graph_pass(graph: Graph, scenario: Scenario, channel: Channel, mod
     records = channel.reset()
     channel.pass_marker = ""
     errors = [f"{record.label}: {record.error}" for record in records if not record.ok] + errors
-    if not records:
+    chats = [record for record in records if record.endpoint != "embeddings"]
+    if not chats:
         errors.append(nothing_measured(unrecorded))
-    return ModeResult(mode, wall, {}, records, errors, started=start, peak_in_flight=peak, user_traceback=traceback,
-                      unrecorded=unrecorded)
+    return ModeResult(mode, wall, {}, chats, errors, started=start, peak_in_flight=peak, user_traceback=traceback,
+                      unrecorded=unrecorded, embeddings=[each for each in records if each.endpoint == "embeddings"])
 
 
 def nothing_measured(unrecorded: Mapping[str, int]) -> str:
@@ -96,24 +99,26 @@ def nothing_measured(unrecorded: Mapping[str, int]) -> str:
 
 @asynccontextmanager
 async def _graph_channel(app: App, url: str, model: str | None, read_timeout_s: float,
-                         prompt_cache: bool) -> AsyncIterator[Channel]:
+                         prompt_cache: bool, routes: Sequence[ModelRoute]) -> AsyncIterator[Channel]:
     """Where ``app``'s graph sends its requests for one run: the endpoint (a module-level graph, made at import)
-    pointed at ``url``, else a proxy of the run's own."""
+    pointed at ``url`` (each model's server, with ``routes``), else a proxy of the run's own."""
     fields = runner_request_fields(prompt_cache)
     if app.shared:
-        channel = endpoint().attach(url, model=model, read_timeout_s=read_timeout_s, request_defaults=fields)
+        channel = endpoint().attach(url, model=model, read_timeout_s=read_timeout_s, request_defaults=fields,
+                                    routes=routes)
         try:
             yield channel
         finally:
             endpoint().detach()
         return
-    with RecordingProxy(url, model=model, request_defaults=fields, read_timeout_s=read_timeout_s) as proxy:
+    with RecordingProxy(url, model=model, request_defaults=fields, read_timeout_s=read_timeout_s,
+                        routes=routes) as proxy:
         yield proxy.channel()
 
 
 async def run_graph_both(url: str, scenario: Scenario, *, build: Builder | None = None, model: str | None = None,
                          warmup: bool = True, read_timeout_s: float = 300.0, rounds: int = 1,
-                         prompt_cache: bool = False) -> ScenarioRun:
+                         prompt_cache: bool = False, routes: Sequence[ModelRoute] = ()) -> ScenarioRun:
     """``rounds`` of a sequential and a parallel invocation of the scenario's graph (or ``build``'s: a callable
     taken by the same rule as one that ``graph:`` names)."""
     if build is not None:
@@ -122,7 +127,7 @@ async def run_graph_both(url: str, scenario: Scenario, *, build: Builder | None 
         app = app_for(scenario.graph)
     else:
         raise ValueError(f"scenario {scenario.name!r} names no graph and no build was given")
-    async with _graph_channel(app, url, model, read_timeout_s, prompt_cache) as channel:
+    async with _graph_channel(app, url, model, read_timeout_s, prompt_cache, routes) as channel:
         graph = app.graph(channel.base_url, graph_config(scenario, "parallel"))
         if warmup:
             async with ChatClient(url, model=model, read_timeout_s=read_timeout_s) as client:

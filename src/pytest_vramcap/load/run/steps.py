@@ -14,28 +14,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any
 
 from ...types import RUN_MODES, RunMode
 from ..measure.client import ChatClient, ChatRequest
 from ..measure.record import RequestError, RequestRecord
+from ..proxy.router import ModelRoute
 from ..scenario.graph_source import Builder
 from ..scenario.schema import Agent, Scenario, render_prompt
 from ..scenario.text import synthetic_text
 from .graphs import run_graph_both
 from .rounds import ModeResult, ModeRuns, ScenarioRun, pass_marker, run_rounds, runner_request_fields, warm_up
 
-
-class Endpoint(NamedTuple):
-    """Where one model's requests go: its server, and the ``model`` they name (None: whatever it serves)."""
-
-    url: str
-    model: str | None = None
-
-
-__all__ = ["Endpoint", "ModeResult", "ModeRuns", "ScenarioRun", "next_turn", "run_both", "run_scenario",
+__all__ = ["ModeResult", "ModeRuns", "ScenarioRun", "next_turn", "run_both", "run_scenario",
            "scenario_request", "system_prompt"]
 
 
@@ -149,22 +142,23 @@ async def run_scenario(clients: Clients | ChatClient, scenario: Scenario, mode: 
 
 async def run_both(url: str, scenario: Scenario, *, build: Builder | None = None, model: str | None = None,
                    warmup: bool = True, read_timeout_s: float = 300.0, rounds: int = 1,
-                   prompt_cache: bool = False, models: Mapping[str, Endpoint] | None = None) -> ScenarioRun:
+                   prompt_cache: bool = False, routes: Sequence[ModelRoute] = ()) -> ScenarioRun:
     """``rounds`` of a sequential and a parallel pass of any scenario, after a warm-up request.
 
-    A scenario of steps runs on one client of ours per model (``models``: each role's server and the model its
-    requests name; without it, ``url`` and ``model`` serve every agent); one that names a graph (or any
-    scenario given ``build``, the graph's builder) runs the user's graph through the recording proxy
-    (:mod:`.graphs`) on ``url``.
+    With several models, ``routes`` says where each role's requests go (its server and the model they name);
+    without, ``url`` and ``model`` serve everything. A scenario of steps runs on one client of ours per model;
+    one that names a graph (or any scenario given ``build``, the graph's builder) runs the user's graph
+    through the recording proxy (:mod:`.graphs`), which sends each request to the model it names.
     """
     if scenario.graph is not None or build is not None:
         return await run_graph_both(url, scenario, build=build, model=model, warmup=warmup,
-                                    read_timeout_s=read_timeout_s, rounds=rounds, prompt_cache=prompt_cache)
-    endpoints = dict(models or {}) or {"": Endpoint(url, model)}
+                                    read_timeout_s=read_timeout_s, rounds=rounds, prompt_cache=prompt_cache,
+                                    routes=routes)
+    endpoints = {route.role or "": (route.upstream, route.model) for route in routes} or {"": (url, model)}
     async with contextlib.AsyncExitStack() as stack:
         by_role = {role: await stack.enter_async_context(ChatClient(
-            endpoint.url, model=endpoint.model, read_timeout_s=read_timeout_s,
-            total_timeout_s=max(600.0, read_timeout_s))) for role, endpoint in endpoints.items()}
+            server, model=served, read_timeout_s=read_timeout_s,
+            total_timeout_s=max(600.0, read_timeout_s))) for role, (server, served) in endpoints.items()}
         clients: dict[str | None, ChatClient] = {role: client for role, client in by_role.items()}
         clients[None] = next(iter(by_role.values()))
         if warmup:
