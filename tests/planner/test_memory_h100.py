@@ -69,3 +69,18 @@ def test_llama_fit_params_overstates_the_servers_compute_buffer(h100_logs: Path)
     assert int(model) == round(memory.gpu.model / MIB)
     assert int(context) == round(memory.gpu.context / MIB)
     assert int(compute) > memory.gpu.compute / MIB * 2
+
+
+def test_an_embedding_server_reserves_logits_for_every_token_of_the_micro_batch(h100_logs: Path) -> None:
+    """qwen3-embedding-0.6b with --embeddings beside a chat model on an H100 (benchmarks/gpu/run_on_device.sh
+    models): buffers to the byte, the compute buffer within 5% and the process's peak within 3%."""
+    log = parse_server_log((h100_logs / "embed_qwen3_0.6b.log").read_text().splitlines())
+    spec = spec_from_shape("qwen3-embedding-0.6b", "Q8_0")
+    config = ServerConfig(parallel=1, ctx_per_agent=8192, embedding=True)
+    memory = estimate_memory(spec, config, resolve_profile("h100-80gb"))
+    assert memory.gpu.model / MIB == pytest.approx(log.model.device(), abs=0.01)
+    assert memory.gpu.context / MIB == pytest.approx(log.kv.device(), abs=0.01)
+    assert memory.gpu.compute / MIB == pytest.approx(log.compute.device(), rel=0.05)
+    assert memory.gpu.total / MIB == pytest.approx(2402, rel=0.03)
+    chatting = estimate_memory(spec, ServerConfig(parallel=1, ctx_per_agent=8192), resolve_profile("h100-80gb"))
+    assert log.compute.device() > 5 * chatting.gpu.compute / MIB  # one output row would be a sixth of it

@@ -297,7 +297,10 @@ def _compute_bytes(
         # MoE: each token's n_expert_used expert outputs ([n_embd, k, ub] f32) live until they
         # are summed; fitted to qwen3-30b-a3b on an H100 (docs/validation.md).
         ffn = max(ffn, act * (2 * e * spec.n_expert_used + spec.n_ff + 2 * e))
-    n_outputs = min(ub, config.parallel)  # the server reserves one output row per slot
+    # The server reserves one output row per slot; with --embeddings every token of the micro-batch is an output
+    # (pooling reads them all: "n_outputs_max = n_ubatch"), and the graph still ends in the vocabulary head
+    # (qwen3-embedding-0.6b on an H100: 312 MiB of compute buffer, mostly 512 rows of logits).
+    n_outputs = ub if config.embedding else min(ub, config.parallel)
     output = 4 * spec.n_vocab * n_outputs + act * e
     if cpu_kv_layers:
         # Partial offload: big-batch ops of CPU layers run on the GPU, so one

@@ -10,8 +10,8 @@ from .schema import ScenarioResult
 
 __all__ = ["summary_table", "turns_table"]
 
-_HEADERS = ("scenario", "seq s", "par s", "speedup", "min", "oom", "offload", "options", "budget", "slots", "context",
-            "cache", "speedup", "slo", "result")
+_HEADERS = ("scenario", "seq s", "par s", "speedup", "min", "oom", "offload", "resident", "options", "budget", "slots",
+            "context", "cache", "speedup", "slo", "result")
 
 
 def _seconds(value: float | None) -> str:
@@ -35,6 +35,7 @@ def summary_table(results: Sequence[ScenarioResult], tablefmt: str = "simple") -
             _ratio(result.min_speedup),
             result.outcome("oom"),
             result.outcome("cpu_offload"),
+            result.outcome("resident"),
             result.outcome("client_options"),
             result.outcome("output_budget"),
             result.outcome("slots"),
