@@ -12,6 +12,7 @@
     ├── EngineError                 a server that cannot be started, reached or kept alive: the CLI exits 3
     │   ├── EngineStartError        exited or hung during start-up; carries the log tail
     │   ├── ServerUnreachable       nothing answers at the URL
+    │   │   └── NothingListening    refused, or the host does not resolve
     │   └── RequestError            one request failed; carries the partial record (load/measure/record.py,
     │       ├── RequestRefused      beside RequestRecord) the connection was refused or reset before a response
     │       ├── HTTPStatusError     4xx/5xx, or an error sent inside the stream; carries status and body
@@ -40,6 +41,7 @@ __all__ = [
     "EngineStartError",
     "GraphError",
     "ModelSourceError",
+    "NothingListening",
     "OllamaUnreachable",
     "ProfileError",
     "ScenarioError",
@@ -131,6 +133,10 @@ class EngineStartError(EngineError):
 
 class ServerUnreachable(EngineError):
     """Nothing answers at the server URL."""
+
+
+class NothingListening(ServerUnreachable):
+    """The server URL refused the connection, or its host does not resolve: no server is there (yet)."""
 
 
 class BallastError(VramcapError):

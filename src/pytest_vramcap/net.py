@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .defaults import DEFAULT_OLLAMA_URL
-from .errors import ServerUnreachable
+from .errors import NothingListening, ServerUnreachable
 
 if TYPE_CHECKING:
     import httpx
@@ -126,6 +126,8 @@ def fetch(method: str, url: str, *, deadline_s: float, json: Any = None) -> http
     # The client's own timeout is the same deadline: whichever guard fires first, it is one expiry.
     if worker.is_alive() or isinstance(error, httpx.TimeoutException):
         raise ServerUnreachable(f"{redact(url)}: no complete answer within {deadline_s:g} s")
+    if isinstance(error, httpx.ConnectError):  # refused, or a host that does not resolve (not a slow connect)
+        raise NothingListening(f"{redact(url)}: {error}") from None
     if isinstance(error, (httpx.HTTPError, httpx.InvalidURL)):
         raise ServerUnreachable(f"{redact(url)}: {type(error).__name__}: {error}") from None
     if error is not None:

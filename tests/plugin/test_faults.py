@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_vramcap.engines.base import free_port
 from pytest_vramcap.model.synth import write_gguf
 from tests.helpers import (
     LLAMA_SERVER,
@@ -125,6 +126,18 @@ def test_attached_server_that_hangs_or_drips(pytester: pytest.Pytester, model: P
     output = result.stdout.str() + result.stderr.str()
     report_text = next((pytester.path / "reports").glob("vramcap-*.json")).read_text()
     assert "secret" not in output and "secret" not in report_text  # credentials are sent, never shown
+
+
+
+def test_an_attached_url_where_nothing_listens_fails_in_seconds(pytester: pytest.Pytester, model: Path) -> None:
+    """A refused connection is no server still loading: the run does not wait out the 300 s startup timeout."""
+    project(pytester)
+    port = free_port()  # bound and released: nothing listens there
+    result = pytester.runpytest_subprocess(*args(pytester, model, f"--vramcap-server-url=http://127.0.0.1:{port}",
+                                                 "--vramcap-startup-timeout=300"), timeout=120)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([f"*[[]FAIL[]] engine: nothing listens at http://127.0.0.1:{port} (connection "
+                                 f"refused or the host does not resolve, for 5 s)*"])
 
 
 def tasks_started(root: Path) -> int:

@@ -5,11 +5,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..errors import ConfigError, ServerUnreachable
-from ..net import base_url, redact
-from .base import EngineEvidence, healthy
+from ..errors import ConfigError, NothingListening, ServerUnreachable
+from ..net import base_url, fetch, redact
+from .base import EngineEvidence
 
-__all__ = ["AttachedServer"]
+__all__ = ["NOTHING_LISTENING_GRACE_S", "AttachedServer"]
+
+NOTHING_LISTENING_GRACE_S = 5.0
+"""How long a URL may refuse connections (or its host not resolve) before the wait for it ends: long enough for a
+server being restarted to bind its port again, short enough that a typo in a port costs seconds, not the startup
+timeout (which is for a server that accepts connections and says it is still loading)."""
 
 
 class AttachedServer:
@@ -43,14 +48,27 @@ class AttachedServer:
         return True  # not ours to watch: a request that finds it gone says so
 
     def start(self) -> AttachedServer:
-        """Wait until the server answers its health check."""
+        """Wait until the server answers its health check (200): through its loading (503) for up to the startup
+        timeout, but only NOTHING_LISTENING_GRACE_S while nothing listens at the URL."""
         deadline = time.monotonic() + self.startup_timeout_s
-        while not healthy(self.url, self.health_path):
+        refused_since: float | None = None
+        while True:
+            try:
+                if fetch("GET", f"{self.url}{self.health_path}", deadline_s=2.0).status_code == 200:
+                    return self
+                refused_since = None
+            except NothingListening as exc:
+                refused_since = refused_since or time.monotonic()
+                if time.monotonic() - refused_since >= NOTHING_LISTENING_GRACE_S:
+                    raise NothingListening(f"nothing listens at {redact(self.url)} (connection refused or the "
+                                           f"host does not resolve, for {NOTHING_LISTENING_GRACE_S:.0f} s): "
+                                           f"{str(exc).split(': ', 1)[-1]}") from None
+            except ServerUnreachable:
+                refused_since = None  # it accepted the connection: a slow server gets the startup timeout
             if time.monotonic() > deadline:
                 raise ServerUnreachable(f"no healthy server at {redact(self.url)} (GET {self.health_path}) within "
                                         f"{self.startup_timeout_s:.0f} s")
             time.sleep(0.25)
-        return self
 
     def stop(self) -> None:
         return None
