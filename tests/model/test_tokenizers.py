@@ -20,8 +20,9 @@ from pytest_vramcap.model.tokenizer import shape_vocabularies, tokenizer_metadat
 from pytest_vramcap.planner.memory import ServerConfig
 from tests.helpers import needs_llama_server
 
-# One shape per vocabulary the shapes use, plus Qwen3 (Qwen's vocabulary under another template).
-FAMILIES = ["qwen2.5-0.5b", "llama3.2-1b", "tiny", "phi3-mini"]
+# One shape per vocabulary the shapes use (nomic-embed-text: bert-base's WordPiece), plus Qwen3 (Qwen's vocabulary
+# under another template).
+FAMILIES = ["qwen2.5-0.5b", "llama3.2-1b", "tiny", "phi3-mini", "nomic-embed-text"]
 CHATS = ["qwen2.5-0.5b", "qwen3-0.6b", "llama3.2-1b", "phi3-mini", "deepseek-r1-distill-qwen-1.5b"]
 RULES = ("You are the reviewer of a small team. Read the coder's patch and the writer's notes, then answer with "
          "a short list of problems, most serious first. Quote the line you mean. Do not rewrite the patch; say what "
@@ -69,7 +70,7 @@ def tokenize(url: str, text: str, *, special: bool) -> list[int]:
 
 
 def test_every_shape_names_its_tokenizer_and_fits_its_vocabulary() -> None:
-    assert shape_vocabularies() == {"qwen2", "llama-bpe", "llama-spm", "phi-3"}
+    assert shape_vocabularies() == {"qwen2", "llama-bpe", "llama-spm", "phi-3", "bert-bge"}
     for shape in SHAPES.values():
         if shape.tokenizer.vocab:
             tokens = next(v for v in tokenizer_metadata(shape) if v.key == "tokenizer.ggml.tokens").value

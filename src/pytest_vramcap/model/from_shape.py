@@ -48,6 +48,11 @@ def shape_metadata(shape: Shape | str, mix: str) -> tuple[dict[str, Any], list[T
         kv[f"{arch}.pooling_type"] = shape.pooling
     if shape.n_swa:
         kv[f"{arch}.attention.sliding_window"] = shape.n_swa
+    if arch == "nomic-bert":  # what llama.cpp reads to load it (a LayerNorm encoder, rope base 1000)
+        kv[f"{arch}.attention.layer_norm_epsilon"] = 1e-12
+        kv[f"{arch}.attention.causal"] = False
+        kv[f"{arch}.rope.freq_base"] = 1000.0
+        kv["tokenizer.ggml.token_type_count"] = 2
     if shape.n_expert:
         kv[f"{arch}.expert_count"] = shape.n_expert
         kv[f"{arch}.expert_used_count"] = shape.n_expert_used

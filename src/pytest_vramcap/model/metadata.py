@@ -15,7 +15,7 @@ from ..errors import ConfigError, ModelSourceError
 from ..parsers import checked_number
 from .shapes import SWA_PATTERN, swa_layers
 from .source import ModelSource
-from .spec import LayerCache, ModelSpec, Tensor
+from .spec import ENCODER_ARCHS, LayerCache, ModelSpec, Tensor
 
 __all__ = ["MAX_COUNT", "MAX_LAYERS", "SUPPORTED_ARCHS", "spec_from_metadata"]
 
@@ -23,7 +23,8 @@ __all__ = ["MAX_COUNT", "MAX_LAYERS", "SUPPORTED_ARCHS", "spec_from_metadata"]
 # guessed. Names as in GGUF ``general.architecture``.
 SUPPORTED_ARCHS = frozenset(
     {"llama", "qwen2", "qwen3", "qwen3moe", "qwen2moe", "gemma2", "gemma3", "phi3", "gpt-oss", "mistral3",
-     "deepseek2", "mamba", "mamba2", "granite", "olmo2", "cohere2", "starcoder2", "internlm2", "exaone"}
+     "deepseek2", "mamba", "mamba2", "granite", "olmo2", "cohere2", "starcoder2", "internlm2", "exaone",
+     *ENCODER_ARCHS}
 )
 _RECURRENT_ARCHS = frozenset({"mamba", "mamba2"})
 _ARCH_ALIASES = {"gptoss": "gpt-oss"}  # Ollama's spelling
@@ -189,6 +190,8 @@ def spec_from_metadata(kv: Mapping[str, Any], tensors: Sequence[Tensor], *, name
     else:
         n_head, head_dim, layers = _attention_layers(keys, arch, n_layer, n_embd, n_swa)
         _check_kv_tensors(tensors, layers, source)
+        if arch in ENCODER_ARCHS:  # attention over the micro-batch only: nothing is cached
+            layers = tuple(LayerCache() for _ in layers)
     return ModelSpec(
         name=name,
         source=source,

@@ -81,12 +81,14 @@ class TensorDef:
 
     @property
     def quantizable(self) -> bool:
-        """llama.cpp quantizes 2-D/3-D ``*.weight`` tensors except norms and routers."""
+        """llama.cpp quantizes 2-D/3-D ``*.weight`` tensors except norms, routers and BERT's token-type
+        embeddings (kept F32: the graph adds a row of them to F32 activations)."""
         return (
             len(self.dims) >= 2
             and self.name.endswith("weight")
             and "_norm.weight" not in self.name
             and "ffn_gate_inp.weight" not in self.name
+            and self.name != "token_types.weight"
         )
 
 
@@ -168,8 +170,29 @@ def _norms(shape: Shape, il: int) -> list[TensorDef]:
     return [TensorDef(f"{blk}{name}.weight", (e,), il) for name in names]
 
 
+def _encoder_layout(shape: Shape) -> list[TensorDef]:
+    """nomic-bert (llama.cpp src/models/nomic-bert.cpp): token and token-type embeddings with a LayerNorm, then
+    post-norm layers of fused QKV and a SwiGLU FFN, each norm with its bias; no output head (it only embeds)."""
+    e, ff = shape.n_embd, shape.n_ff
+    tensors = [TensorDef("token_embd.weight", (e, shape.n_vocab), None),
+               TensorDef("token_types.weight", (e, 2), None),
+               TensorDef("token_embd_norm.weight", (e,), None), TensorDef("token_embd_norm.bias", (e,), None)]
+    for il in range(shape.n_layer):
+        blk = f"blk.{il}."
+        tensors += [TensorDef(blk + "attn_qkv.weight", (e, 3 * e), il), TensorDef(blk + "attn_output.weight", (e, e), il),
+                    TensorDef(blk + "attn_output_norm.weight", (e,), il),
+                    TensorDef(blk + "attn_output_norm.bias", (e,), il),
+                    TensorDef(blk + "ffn_up.weight", (e, ff), il), TensorDef(blk + "ffn_gate.weight", (e, ff), il),
+                    TensorDef(blk + "ffn_down.weight", (ff, e), il),
+                    TensorDef(blk + "layer_output_norm.weight", (e,), il),
+                    TensorDef(blk + "layer_output_norm.bias", (e,), il)]
+    return tensors
+
+
 def tensor_layout(shape: Shape) -> list[TensorDef]:
     """The tensors of ``shape`` in the order llama.cpp's converter writes them."""
+    if shape.arch == "nomic-bert":
+        return _encoder_layout(shape)
     tensors = [TensorDef("token_embd.weight", (shape.n_embd, shape.n_vocab), None)]
     if shape.rope_freqs:
         tensors.append(TensorDef("rope_freqs.weight", (shape.head_dim // 2,), None))
@@ -294,6 +317,14 @@ _REGISTRY += [
              tokenizer=_QWEN3_EMBED_TOK),
     _distill("qwen3-embedding-8b", "qwen3-8b", n_vocab=151665, n_ctx_train=32768, pooling=3, tied_embeddings=True,
              tokenizer=_QWEN3_EMBED_TOK),
+]
+
+# nomic-embed-text v1.5 (Ollama's nomic-embed-text, F16): a BERT-style encoder (nomic-bert) with bert-base's
+# WordPiece vocabulary (llama.cpp's bert-bge vocab file), mean pooling, 2048 tokens; no KV cache.
+_REGISTRY += [
+    _s("nomic-embed-text", "nomic-bert", 12, 768, 12, 12, 64, 3072, 30522, 2048, pooling=1,
+       aliases=("nomic-embed-text-v1.5",), tokenizer=Tokenizer("bert-bge", note="an embedding model: no chat "
+                                                                                  "template is used")),
 ]
 
 SHAPES: dict[str, Shape] = {shape.name: shape for shape in _REGISTRY}

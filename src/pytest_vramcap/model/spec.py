@@ -47,6 +47,10 @@ class Tensor:
         return -(-size // CUDA_ALIGNMENT) * CUDA_ALIGNMENT
 
 
+ENCODER_ARCHS = frozenset({"nomic-bert"})
+"""Architectures llama.cpp runs as encoders without memory (src/llama-model.cpp create_memory)."""
+
+
 @dataclass(frozen=True)
 class LayerCache:
     """Per-layer cache geometry: K/V row widths or recurrent state."""
@@ -97,8 +101,15 @@ class ModelSpec:
         return isinstance(pooling, int) and pooling > 0
 
     @property
+    def encoder_only(self) -> bool:
+        """A BERT-style encoder: llama.cpp gives it no KV cache (llama_model::create_memory returns none), its
+        attention spans only the micro-batch, and it has no output head."""
+        return self.arch in ENCODER_ARCHS
+
+    @property
     def tied_embeddings(self) -> bool:
-        return not any(tensor.name == "output.weight" for tensor in self.tensors)
+        """The output head reuses the token embeddings (an encoder has no output head at all)."""
+        return not self.encoder_only and not any(tensor.name == "output.weight" for tensor in self.tensors)
 
     @property
     def weights_bytes(self) -> int:

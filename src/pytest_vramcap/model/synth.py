@@ -134,12 +134,15 @@ def _write_header(tmp: Path, kv: dict[str, Any], tensors: list[Tensor], tokenize
             continue
         if isinstance(value, str):
             writer.add_string(key, value)
+        elif isinstance(value, bool):
+            writer.add_bool(key, value)
         elif isinstance(value, float):
             writer.add_float32(key, value)
         else:
             writer.add_uint32(key, int(value))
     for value in tokenizer:
-        writer.add_key_value(value.key, value.value, value.vtype, sub_type=value.sub_type)
+        if value.key not in kv:  # a key the shape needs to load whatever the tokenizer (token_type_count)
+            writer.add_key_value(value.key, value.value, value.vtype, sub_type=value.sub_type)
     for tensor in tensors:
         writer.add_tensor_info(tensor.name, _raw_shape(tensor), np.dtype(np.uint8), tensor.nbytes,
                                raw_dtype=tensor.ggml_type)

@@ -223,7 +223,7 @@ def weight_placement(spec: ModelSpec, config: ServerConfig) -> list[tuple[Tensor
     placed = []
     for tensor in spec.tensors:
         layer = tensor.layer
-        if tensor.name == "token_embd.weight":
+        if tensor.name in ("token_embd.weight", "token_types.weight"):
             on_gpu = False  # llama.cpp keeps the input layer on the CPU
         elif layer is not None:
             on_gpu = layer >= first_gpu_layer and not (layer < config.n_cpu_moe and is_expert_tensor(tensor))
@@ -270,7 +270,7 @@ def _compute_bytes(
     the FFN holds 3 FFN-width and 4 residual-width tensors.
     """
     ub = sizing.n_ubatch
-    n_kv = sizing.cells_per_stream
+    n_kv = ub if spec.encoder_only else sizing.cells_per_stream  # an encoder attends within its micro-batch
     act = 4 * ub
     mask_bytes = 2 if config.flash_attn else 4
     mask = mask_bytes * n_kv * ub
@@ -301,7 +301,7 @@ def _compute_bytes(
     # (pooling reads them all: "n_outputs_max = n_ubatch"), and the graph still ends in the vocabulary head
     # (qwen3-embedding-0.6b on an H100: 312 MiB of compute buffer, mostly 512 rows of logits).
     n_outputs = ub if config.embedding else min(ub, config.parallel)
-    output = 4 * spec.n_vocab * n_outputs + act * e
+    output = act * e if spec.encoder_only else 4 * spec.n_vocab * n_outputs + act * e  # an encoder has no head
     if cpu_kv_layers:
         # Partial offload: big-batch ops of CPU layers run on the GPU, so one
         # layer's K/V and its largest weight are copied into the compute buffer.

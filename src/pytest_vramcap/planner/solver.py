@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ..defaults import DEFAULT_CTX_PER_AGENT, MAX_AGENTS, MIB
+from ..defaults import DEFAULT_BATCH, DEFAULT_CTX_PER_AGENT, MAX_AGENTS, MIB
 from ..errors import ConfigError
 from ..model.spec import ModelSpec
 from .memory import COMPUTE_MODEL_NOTE, KV_PAD, MemoryBreakdown, ServerConfig, estimate_memory
@@ -26,14 +26,18 @@ from .throughput import DecodeEstimate, estimate_decode
 __all__ = ["largest_satisfying", "make_plan"]
 
 
-def _config(request: PlanRequest, agents: int, ctx: int, **changes: Any) -> ServerConfig:
+def _config(request: PlanRequest, agents: int, ctx: int, *, encoder: bool = False, **changes: Any) -> ServerConfig:
+    # An encoder (BERT) reads each input whole in one micro-batch: llama-server refuses an input longer than
+    # -ub ("input is too large to process. increase the physical batch size"), so -b and -ub are the context.
+    ubatch = max(request.ubatch, ctx) if encoder else request.ubatch
     config = ServerConfig(
         parallel=agents,
         ctx_per_agent=ctx,
         cache_type_k=request.kv_cache,
         cache_type_v=request.kv_cache,
         flash_attn=request.flash_attn,
-        n_ubatch=request.ubatch,
+        n_ubatch=ubatch,
+        n_batch=max(DEFAULT_BATCH, ubatch),
         gpu_layers=request.gpu_layers,
         n_cpu_moe=request.n_cpu_moe,
         kv_unified=request.kv_unified,
@@ -71,6 +75,9 @@ class _Solver:
     def __init__(self, spec: ModelSpec, profile: Profile, request: PlanRequest) -> None:
         self.spec, self.profile, self.request = spec, profile, request
 
+    def config(self, agents: int, ctx: int, **changes: Any) -> ServerConfig:
+        return _config(self.request, agents, ctx, encoder=self.spec.encoder_only, **changes)
+
     def memory(self, config: ServerConfig) -> MemoryBreakdown:
         return estimate_memory(self.spec, config, self.profile)
 
@@ -79,19 +86,19 @@ class _Solver:
 
     def max_ctx(self, agents: int, **changes: Any) -> int | None:
         steps = largest_satisfying(1, max(1, self.spec.n_ctx_train // KV_PAD),
-                         lambda k: self.fits(_config(self.request, agents, k * KV_PAD, **changes)))
+                         lambda k: self.fits(self.config(agents, k * KV_PAD, **changes)))
         return None if steps is None else steps * KV_PAD
 
     def max_agents(self, ctx: int, **changes: Any) -> int | None:
-        return largest_satisfying(1, MAX_AGENTS, lambda n: self.fits(_config(self.request, n, ctx, **changes)))
+        return largest_satisfying(1, MAX_AGENTS, lambda n: self.fits(self.config(n, ctx, **changes)))
 
     def max_gpu_layers(self, agents: int, ctx: int) -> int | None:
         return largest_satisfying(0, self.spec.n_layer + 1,
-                        lambda n: self.fits(_config(self.request, agents, ctx, gpu_layers=n)))
+                        lambda n: self.fits(self.config(agents, ctx, gpu_layers=n)))
 
     def min_n_cpu_moe(self, agents: int, ctx: int) -> int | None:
         """Fewest layers whose expert weights must go to the CPU (``--n-cpu-moe``) for the config to fit."""
-        return _smallest(1, self.spec.n_layer, lambda n: self.fits(_config(self.request, agents, ctx, n_cpu_moe=n)))
+        return _smallest(1, self.spec.n_layer, lambda n: self.fits(self.config(agents, ctx, n_cpu_moe=n)))
 
     def decode(self, config: ServerConfig, memory: MemoryBreakdown) -> DecodeEstimate:
         # An agent's context fills as its conversation runs: price reads at half a slot.
@@ -161,7 +168,7 @@ def make_plan(spec: ModelSpec, profile: Profile, request: PlanRequest) -> Plan:
     elif ctx is None:
         solved_for = "ctx_per_agent"
         ctx = solver.max_ctx(agents) or KV_PAD
-    config = _config(request, agents, ctx, embedding=spec.embedding)
+    config = _config(request, agents, ctx, encoder=spec.encoder_only, embedding=spec.embedding)
     memory = solver.memory(config)
     fits = fits_budget(memory, profile, request.fit_margin_mib)
     breaking = None if fits else solver.breaking_term(memory)
