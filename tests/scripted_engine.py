@@ -105,6 +105,7 @@ class ScriptedEngine:
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
+            request_queue_size = 1024  # hundreds of clients may connect at once
 
             def get_request(self) -> tuple[socket.socket, Any]:  # small writes go out at once (no Nagle wait)
                 connection, address = super().get_request()

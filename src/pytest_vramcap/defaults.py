@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_OLLAMA_URL",
     "DEFAULT_PROFILE",
     "DEFAULT_REPORT_DIR",
+    "DEFAULT_REQUEST_TIMEOUT_S",
     "DEFAULT_STARTUP_TIMEOUT_S",
     "DEFAULT_UBATCH",
     "MAX_AGENTS",
@@ -61,6 +62,8 @@ DEFAULT_HOST = "127.0.0.1"
 """Servers we start bind to loopback unless told otherwise."""
 
 DEFAULT_STARTUP_TIMEOUT_S = 300.0
+DEFAULT_REQUEST_TIMEOUT_S = 300.0
+"""How long the engine may stay silent in one request: a long prefill on a slow card, not a hung server."""
 
 DEFAULT_LOAD_SCENARIO = "scenarios/research-fanout.yaml"
 """The graph ``vramcap load`` and the locustfile's users run when no scenario is named (relative to the current

@@ -29,6 +29,7 @@ from .defaults import (
     DEFAULT_OLLAMA_URL,
     DEFAULT_PROFILE,
     DEFAULT_REPORT_DIR,
+    DEFAULT_REQUEST_TIMEOUT_S,
     DEFAULT_STARTUP_TIMEOUT_S,
     DEFAULT_UBATCH,
 )
@@ -50,7 +51,8 @@ from .parsers import (
 )
 from .types import EMULATE_MODES, ENGINE_CHOICES, KV_CACHE_TYPES, ON_OFF
 
-__all__ = ["DEFAULT_ROLE", "ENGINE_OPTIONS", "PLAN_OPTIONS", "ROLE_OPTIONS", "RUN_OPTIONS", "Option", "add_options",
+__all__ = ["DEFAULT_ROLE", "ENGINE_OPTIONS", "PLAN_OPTIONS", "REQUEST_TIMEOUT", "ROLE_OPTIONS", "RUN_OPTIONS", "Option",
+           "add_options",
            "plan_change", "role_values", "single_model_values", "with_run_defaults"]
 
 _SAME = object()
@@ -129,6 +131,11 @@ ENGINE_OPTIONS: tuple[Option, ...] = (
 )
 """How the embedded llama-server is started (vramcap serve and pytest)."""
 
+REQUEST_TIMEOUT = Option("request-timeout", positive_float, DEFAULT_REQUEST_TIMEOUT_S,
+                         "seconds the engine may stay silent (before its first token, or between two) before a "
+                         f"request fails as a timeout (default {DEFAULT_REQUEST_TIMEOUT_S:g})", "S")
+"""Shared by pytest, ``vramcap load``/``capacity`` and the Locust file: a hung engine ends requests, not runs."""
+
 RUN_OPTIONS: tuple[Option, ...] = (
     Option("engine", choice(ENGINE_CHOICES), "auto", "auto (a URL if given, else the embedded llama-server), "
            "llamacpp, ollama (start `ollama serve` from $VRAMCAP_OLLAMA or PATH, else attach to "
@@ -138,6 +145,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("min-speedup", positive_float, None, "override every scenario's minimum parallel speedup", "X"),
     Option("rounds", positive_int, 3, "interleaved sequential/parallel rounds per scenario; the speedup is their "
            "median (default 3)", "N"),
+    REQUEST_TIMEOUT,
     Option("prompt-cache", choice(ON_OFF), "on", "on (as engines run; each pass starts cold for its own prompts) "
            "or off (llama-server's cache_prompt false: no prefill reused)", "on|off"),
     Option("emulate", choice(EMULATE_MODES), "auto", "hold a VRAM ballast so a bigger GPU offers only the profile's "

@@ -187,6 +187,36 @@ def test_vramcap_load_gates_on_slos_and_keeps_locusts_reports(tmp_path: Path, gr
     assert processes_with(str(tmp_path)) == []
 
 
+def test_a_server_killed_mid_load_fails_the_run_in_one_line_without_a_retry_storm(tmp_path: Path, graph: Path,
+                                                                                   tiny_model: Path) -> None:
+    """The engine killed mid-run (issue 28): the requests that cannot connect are `connection` failures, the run
+    ends at its time with an `engine` verdict and exit 1, and each user waits before retrying a dead server."""
+    from pytest_vramcap.engines.llamacpp import EngineOptions, LlamaServer
+    from pytest_vramcap.planner.memory import ServerConfig
+
+    server = LlamaServer(ServerConfig(parallel=2, ctx_per_agent=512), tiny_model,
+                         EngineOptions(log_dir=tmp_path, startup_timeout_s=120)).start()
+    report, run_time = tmp_path / "load.json", 20
+    with subprocess.Popen([sys.executable, "-m", "pytest_vramcap.cli", "load", "--server-url", server.url,
+                           "--scenario", str(graph), "--users", "2", "--run-time", str(run_time), "--json",
+                           str(report)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          cwd=tmp_path) as load:
+        try:
+            deadline = time.monotonic() + 200
+            while server.log_path.read_text(errors="replace").count("processing task") < 2:
+                assert time.monotonic() < deadline and load.poll() is None, "no request reached the server"
+                time.sleep(0.1)
+        finally:
+            server.stop()  # killed mid-run, from the load's point of view
+        out, _ = load.communicate(timeout=300)
+    assert load.returncode == 1, out[-3000:]
+    assert "[FAIL] engine: the server stopped answering: " in out, out[-3000:]
+    data = json.loads(report.read_text())
+    refused = data["summary"]["failures"]["connection"]
+    # each user waits a second after a graph that could not connect (a graph is 3 requests, all refused at once)
+    assert 0 < refused <= 2 * 3 * (run_time + 1), refused
+
+
 @pytest.mark.parametrize(("ttft_p95", "code", "knee", "verdict"), [
     ("600", 0, 2, "knee: at least 2 concurrent agents meet TTFT p95 <= 600 s on 16gb (the ramp stopped at "
                   "--max-users 2); the plan has 2 slots"),

@@ -165,6 +165,32 @@ def test_a_client_that_gives_up_stops_the_engine_and_ends_its_record() -> None:
         assert answer.ended.wait(30) and answer.client_left and answer.written < len(SLOW)
 
 
+def test_two_hundred_clients_that_leave_mid_stream_leave_no_connection_or_thread_behind() -> None:
+    """Issue 28: 200 streams in flight through the proxy at once (the scripted engine, a test double, holds them
+    until all have arrived), each client gone after its first chunk: every engine connection is closed (the
+    engine's next write fails), every record ends, and the proxy's and engine's handler threads all end."""
+    clients = 200
+    before = set(threading.enumerate())
+    with ScriptedEngine(SLOW, delay_s=0.05, gather=clients) as upstream, RecordingProxy(upstream.url) as proxy:
+        channel = proxy.channel()
+
+        def leave_after_first_chunk(_: int) -> bool:
+            with httpx.stream("POST", channel.base_url + "/chat/completions", timeout=120,
+                              json={"messages": QUESTION, "stream": True}) as answer:
+                return next(answer.iter_bytes(), b"") != b""  # then the connection is closed
+
+        with ThreadPoolExecutor(clients) as pool:
+            assert all(pool.map(leave_after_first_chunk, range(clients)))
+        assert channel.wait_idle(60)
+        assert len(channel.records) == clients and all(not record.ok for record in channel.records)
+        assert len(upstream.answers) == clients
+        assert all(answer.ended.wait(60) and answer.client_left for answer in upstream.answers)
+        assert all(answer.written < len(SLOW) for answer in upstream.answers)
+    deadline = time.monotonic() + 60
+    while (left := [t for t in set(threading.enumerate()) - before if t.is_alive()]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left == [], left
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_client_that_gives_up_before_the_first_byte_drops_its_request(stream: bool) -> None:
     # the scripted engine (a test double) starts its answer after 3 s, as a queue or a long prefill would

@@ -176,6 +176,35 @@ def test_a_signal_in_the_middle_of_the_parallel_pass(pytester: pytest.Pytester, 
     assert processes_with(str(model)) == []
 
 
+STOPPED_BEYOND_TIMEOUT_S = 7.0
+"""How long past the request timeout the server stays stopped (the issue's fault is 30 s: the same path, shorter)."""
+
+
+def test_an_engine_stopped_mid_request_ends_its_requests_as_timeouts(pytester: pytest.Pytester, model: Path) -> None:
+    """SIGSTOP the server once the sequential pass has begun, longer than --vramcap-request-timeout: the requests it
+    held fail as timeouts, the run still ends with its verdicts (issue 28), and after SIGCONT the server is stopped as
+    usual."""
+    root = project(pytester, tokens=1000)
+    with pytest_process(root, *args(pytester, model, "--vramcap-ctx=8192", "--vramcap-request-timeout=3")) as proc:
+        wait_for(lambda: tasks_started(root) >= 2, "the sequential pass")  # the warm-up, then the first request
+        server = [pid for pid in processes_with(str(model))
+                  if b"llama-server" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]]
+        assert len(server) == 1, server
+        os.kill(server[0], signal.SIGSTOP)
+        try:
+            time.sleep(3 + STOPPED_BEYOND_TIMEOUT_S)  # held stopped past the request timeout
+        finally:
+            os.kill(server[0], signal.SIGCONT)
+        out, _ = proc.communicate(timeout=HANG_GUARD_S)
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED, out
+    scenario = the_report(pytester)["scenarios"][0]
+    kinds = {r["error_kind"] for mode in ("sequential", "parallel") for r in scenario[mode]["requests"]}
+    assert "timeout" in kinds, kinds
+    assert "the engine sent nothing for 3 s" in out or "timed out" in out, out[-3000:]
+    assert processes_with(str(model)) == []
+
+
+
 def test_xdist_workers_killed_mid_run(pytester: pytest.Pytester, model: Path) -> None:
     # Two scenarios, one per worker, with requests long enough that both workers are mid-request when they
     # are killed; nothing is left to run after the kill. (With one worker killed, the other's 1000-token

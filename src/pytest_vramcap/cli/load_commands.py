@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ..defaults import DEFAULT_LOAD_SCENARIO
 from ..errors import BadInputError
 from ..net import http_url
-from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options, with_run_defaults
+from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, REQUEST_TIMEOUT, add_options, with_run_defaults
 from ..parsers import argparse_type, choice, load_slo, positive_float, positive_int
 from ..types import SERVED_ENGINES
 from .exits import EXIT_DOES_NOT_FIT, EXIT_OK
@@ -38,6 +38,7 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server-url", type=argparse_type(http_url), default=None, metavar="URL",
                         help="load this OpenAI-compatible server instead of starting one")
     parser.add_argument("--request-model", default=None, metavar="NAME", help="with --server-url: the model to name")
+    add_options(parser.add_argument, (REQUEST_TIMEOUT,))
 
 
 def add_load_options(load: argparse.ArgumentParser) -> None:
@@ -108,7 +109,7 @@ def run_load(args: argparse.Namespace) -> int:
     with _load_target(args) as (url, model, _):
         result = run_load(scenario, url, users=args.users, spawn_rate=args.spawn_rate or args.users,
                           duration_s=args.run_time, model=model, csv_prefix=args.csv, html_path=args.html,
-                          max_graphs=args.graphs)
+                          max_graphs=args.graphs, request_timeout_s=args.request_timeout)
     report = LoadReport.of(result, load_verdicts(result, args.slo))
     print(format_load(report))
     if args.json is not None:
@@ -132,7 +133,8 @@ def run_capacity(args: argparse.Namespace) -> int:
         slots = plan.config.parallel if plan is not None else None
         max_users = max(args.max_users or (max(8, 2 * slots) if slots else 16), args.start_users)
         result = run_capacity(scenario, url, model=model, start=args.start_users, step=args.step_users,
-                              max_users=max_users, step_s=args.step_time, ttft_p95_s=args.ttft_p95)
+                              max_users=max_users, step_s=args.step_time, ttft_p95_s=args.ttft_p95,
+                              request_timeout_s=args.request_timeout)
     result.planned_slots, result.profile = slots, plan.profile.name if plan is not None else None
     print(format_capacity(result))
     if args.json is not None:

@@ -20,6 +20,7 @@ import gevent
 from locust import LoadTestShape, events
 from locust.env import Environment
 
+from ..defaults import DEFAULT_REQUEST_TIMEOUT_S
 from ..load.capacity import CapacityResult, StepResult, StepTally, judge_step
 from ..load.results import LoadResult
 from ..load.scenario.schema import Scenario
@@ -29,10 +30,10 @@ from .state import VramcapRun, attach, vramcap_run
 __all__ = ["StepShape", "run_capacity", "run_load"]
 
 
-def _environment(scenario: Scenario, url: str, model: str | None,
-                 shape: LoadTestShape | None = None) -> tuple[Environment, VramcapRun]:
+def _environment(scenario: Scenario, url: str, model: str | None, shape: LoadTestShape | None = None,
+                 request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S) -> tuple[Environment, VramcapRun]:
     environment = Environment(user_classes=[AgentUser], events=events, host=url, shape_class=shape)
-    run = attach(environment, VramcapRun(scenario=scenario, model=model))
+    run = attach(environment, VramcapRun(scenario=scenario, model=model, request_timeout_s=request_timeout_s))
     run.begin()
     return environment, run
 
@@ -45,13 +46,13 @@ def _raise_build_error(run: VramcapRun) -> None:
 
 def run_load(scenario: Scenario, url: str, *, users: int, spawn_rate: float, duration_s: float,
              model: str | None = None, csv_prefix: str | None = None, html_path: Path | None = None,
-             max_graphs: int | None = None) -> LoadResult:
+             max_graphs: int | None = None, request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S) -> LoadResult:
     """Run ``users`` agent graphs against ``url`` for ``duration_s`` seconds, or until ``max_graphs`` graphs have
     finished."""
     from locust.html import get_html_report
     from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 
-    environment, run = _environment(scenario, url, model)
+    environment, run = _environment(scenario, url, model, request_timeout_s=request_timeout_s)
     runner = environment.create_local_runner()
     writer = writing = None
     if csv_prefix:
@@ -117,10 +118,11 @@ class StepShape(LoadTestShape):
 
 
 def run_capacity(scenario: Scenario, url: str, *, model: str | None, start: int, step: int, max_users: int,
-                 step_s: float, ttft_p95_s: float) -> CapacityResult:
+                 step_s: float, ttft_p95_s: float,
+                 request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S) -> CapacityResult:
     """Ramp concurrent agents against ``url`` until TTFT p95 breaks ``ttft_p95_s``; the steps and the knee."""
     shape = StepShape(start=start, step=step, max_users=max_users, step_s=step_s, ttft_p95_s=ttft_p95_s)
-    environment, run = _environment(scenario, url, model, shape)
+    environment, run = _environment(scenario, url, model, shape, request_timeout_s)
     runner = environment.create_local_runner()
     runner.start_shape()
     try:

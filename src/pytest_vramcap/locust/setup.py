@@ -37,7 +37,7 @@ from ..errors import ServerUnreachable, VramcapError
 from ..load.run.apps import check_graph
 from ..load.scenario.schema import load_scenario
 from ..net import fetch, redact
-from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, add_options, with_run_defaults
+from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, REQUEST_TIMEOUT, add_options, with_run_defaults
 from ..parsers import argparse_type, choice, non_empty, positive_int
 from ..planner.output import plan_json
 from ..types import SERVED_ENGINES, EngineChoice
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 __all__ = ["AgentUser", "error_text", "install", "server_from_options"]
 
 _PREFIX, _DEST = "vramcap-", "vramcap_"
-_TABLE = tuple(option for option in (*PLAN_OPTIONS, *ENGINE_OPTIONS) if option.name != "profile")
+_TABLE = tuple(option for option in (*PLAN_OPTIONS, *ENGINE_OPTIONS, REQUEST_TIMEOUT) if option.name != "profile")
 
 
 class AgentUser(AgentGraphUser):
@@ -137,6 +137,7 @@ def on_init(environment: Environment, *, default_scenario: Path, **_: Any) -> No
     if parsed.vram_profile and parsed.host:
         _exit(run, "vramcap: error: --host and --vram-profile both given: attach to a server, or plan and start one, "
                    "not both")
+    run.request_timeout_s = request_timeout(parsed)
     try:
         run.scenario = load_scenario(Path(parsed.vramcap_scenario or default_scenario))
         check_graph(run.scenario)  # a graph that cannot be imported stops the run here, in one line
@@ -161,6 +162,12 @@ def on_init(environment: Environment, *, default_scenario: Path, **_: Any) -> No
         _exit(run, error_text(exc))
     except OSError as exc:
         _exit(run, f"vramcap: error: {exc.strerror or exc}")
+
+
+def request_timeout(parsed: Namespace | None) -> float:
+    """``--vramcap-request-timeout``, or its default."""
+    value = getattr(parsed, _DEST + REQUEST_TIMEOUT.dest, None)
+    return float(value) if value is not None else float(REQUEST_TIMEOUT.default)
 
 
 def _make_forwardable(parsed: Namespace) -> None:
@@ -195,6 +202,7 @@ def on_test_start(environment: Environment, **_: Any) -> None:
     graphs: int | None = getattr(parsed, "vramcap_graphs", None)
     if isinstance(runner, WorkerRunner):
         run.model = getattr(parsed, "vramcap_request_model", None)
+        run.request_timeout_s = request_timeout(parsed)
     elif runner is not None and graphs:
         quit_after_graphs(runner, graphs)
 

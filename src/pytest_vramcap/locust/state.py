@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..defaults import DEFAULT_REQUEST_TIMEOUT_S
 from ..load.capacity import StepTally
 from ..load.measure.record import RequestRecord
 from ..load.results import LoadStats
@@ -43,6 +44,8 @@ class VramcapRun:
     model: str | None = None
     """The ``model`` every request names (Ollama's created model); None for a server with one model."""
     server: Server | None = None
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    """How long the engine may stay silent in one request before it fails as a timeout."""
     """The server this process planned and started (a locustfile's master or local runner), stopped at the end."""
     plan: dict[str, Any] | None = None
     """The started server's plan (``plan_json(plan)``), for the web UI's VRAM tab."""

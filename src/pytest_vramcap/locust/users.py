@@ -32,7 +32,7 @@ import gevent
 from gevent import GreenletExit
 from geventhttpclient import URL, HTTPClient
 from geventhttpclient.response import HTTPConnectionClosed
-from locust import User, constant, task
+from locust import User, task
 from locust.exception import StopUser
 
 from ..errors import GraphError
@@ -138,7 +138,13 @@ class AgentGraphUser(User):
     the model requests name, where requests and graphs are counted)."""
 
     abstract = True
-    wait_time = constant(0)
+    unreachable_backoff_s = 1.0
+    """After a graph that could not connect, the wait before the next: a dead server is not retried in a tight loop
+    (49,480 refused requests in 17 s from two users, before), and the run still ends at its time."""
+    _unreachable = False
+
+    def wait_time(self) -> float:
+        return self.unreachable_backoff_s if self._unreachable else 0.0
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
@@ -158,7 +164,7 @@ class AgentGraphUser(User):
         else:
             width = (scenario.max_width if scenario else None) or 1
             self.chat_client = GeventChatClient(self.host, model=run.model, concurrency=width,
-                                                open_requests=run.open_requests)
+                                                open_requests=run.open_requests, read_timeout_s=run.request_timeout_s)
 
     def _cannot_build(self, exc: GraphError) -> None:
         """The graph's build raised: the first time in this run, the run stops (its end shows the error)."""
@@ -209,6 +215,7 @@ class AgentGraphUser(User):
                 break  # later steps would read missing outputs
         wall = time.monotonic() - start
         self.vramcap.graph_ended(wall, failure is None)
+        self._unreachable = failure is not None and failure.kind == "connection"
         self._fire("GRAPH", scenario.name, wall * 1000, tokens, failure)
 
     def _run_user_graph(self, scenario: Scenario) -> None:
@@ -223,6 +230,7 @@ class AgentGraphUser(User):
         failure = LoadFailure(failed.error_kind or "server_error", failed.error or "") if failed is not None else \
             LoadFailure("graph_error", f"{type(error).__name__}: {error}") if error is not None else None
         self.vramcap.graph_ended(wall, failure is None)
+        self._unreachable = failure is not None and failure.kind == "connection"
         self._fire("GRAPH", scenario.name, wall * 1000, sum(record.n_out for record in records), failure)
 
     def _converse(self, request: ChatRequest, step: str, agent: Agent) -> tuple[RequestRecord, int]:

@@ -171,7 +171,8 @@ class RunState:
         server = self.ensure_server()
         return run_on_process_loop(run_both(server.url, scenario, build=build, model=server.request_model,
                                             rounds=self.settings.rounds, prompt_cache=self.settings.prompt_cache,
-                                            routes=self.model_routes()))
+                                            routes=self.model_routes(),
+                                            read_timeout_s=self.settings.request_timeout))
 
     def model_routes(self) -> list[ModelRoute]:
         """With several models, where each role's requests go; a client names a model by its role, by the model as

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..defaults import DEFAULT_BASELINE_RUNS, DEFAULT_COMPARE_FAIL
+from ..defaults import DEFAULT_BASELINE_RUNS, DEFAULT_COMPARE_FAIL, DEFAULT_REQUEST_TIMEOUT_S
 from ..errors import ConfigError
 from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, RUN_OPTIONS, Option, add_options, role_values, single_model_values
 from ..parsers import argparse_type, compare_fail, non_empty
@@ -113,6 +113,8 @@ class Settings:
     """The baseline (or run report) to compare with (``--vramcap-compare``)."""
     compare_fail: tuple[tuple[str, float, bool], ...] = compare_fail(DEFAULT_COMPARE_FAIL)
     baseline_runs: int = DEFAULT_BASELINE_RUNS
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S
+    """How long the engine may stay silent before a request fails as a timeout (``--vramcap-request-timeout``)."""
 
     @property
     def profile(self) -> str:
@@ -154,7 +156,8 @@ class Settings:
                    fit=values["fit"] == "on", emulate=values["emulate"],
                    save_baseline=_baseline_file(*found["save_baseline"], values["baseline_dir"]),
                    compare=_baseline_file(*found["compare"], values["baseline_dir"]),
-                   compare_fail=values["compare_fail"], baseline_runs=values["baseline_runs"])
+                   compare_fail=values["compare_fail"], baseline_runs=values["baseline_runs"],
+                   request_timeout=values["request_timeout"])
 
     def model_source(self) -> ModelSource:
         """The model to plan, as the engine takes it (:func:`~pytest_vramcap.engines.provision.model_source_for`)."""

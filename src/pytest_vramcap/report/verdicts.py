@@ -325,10 +325,21 @@ def session_verdicts(engine: EngineEvidence | Mapping[str, EngineEvidence] | Non
     return verdicts
 
 
+def _unreachable_verdict(result: LoadResult) -> list[Verdict]:
+    """Requests that could not connect mean the server went away mid-run: no objective can pass on that."""
+    refused = result.summary.failures.get("connection", 0)
+    if not refused:
+        return []
+    first = next((message for message in sorted(result.locust_failures) if message.startswith("connection:")), "")
+    return [Verdict(name="engine", outcome=FAIL, summary=f"the server stopped answering: {refused} request(s) could "
+                                                          f"not connect", evidence=(first,) if first else ())]
+
+
 def load_verdicts(result: LoadResult, slos: Iterable[tuple[str, float]]) -> list[Verdict]:
-    """One verdict per load objective (``vramcap load --slo``): a ceiling, or a floor for ``output_tps``."""
+    """One verdict per load objective (``vramcap load --slo``): a ceiling, or a floor for ``output_tps``; and an
+    ``engine`` verdict that fails when requests could not reach the server (it died or stopped listening)."""
     summary = result.summary
-    verdicts = []
+    verdicts = [*_unreachable_verdict(result)]
     for name, limit in slos:
         value: float | None
         n = summary.requests

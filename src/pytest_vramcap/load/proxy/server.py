@@ -29,6 +29,8 @@ class ProxyServer(socketserver.ThreadingTCPServer):
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 1024
+    """The listen backlog: socketserver's 5 reset connections when 200 agents connected at once (issue 28)."""
 
     def __init__(self, router: Router, handler: type[ClientHandler]) -> None:
         super().__init__(("127.0.0.1", 0), handler)
