@@ -8,6 +8,7 @@
     vramcap load [--server-url URL | plan options] [--scenario YAML] [--users N] [--run-time S] [--slo K=V]...
     vramcap capacity [--server-url URL | plan options] [--ttft-p95 S] [--max-users N] [--step-time S]
     vramcap diagnose LOG [--json] [--model SRC]
+    vramcap doctor --model SRC [plan options] [--server-url URL | --ollama-url URL [--served-model NAME] [--log FILE]]
     vramcap profiles
     vramcap shapes
 
@@ -42,6 +43,7 @@ from ..parsers import (
     positive_int,
 )
 from ..types import SERVED_ENGINES, TOKENIZER_KINDS, WEIGHTS_MODES
+from .doctor_command import add_doctor_options, run_doctor
 from .exits import EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT, EXIT_ENGINE, EXIT_OK
 from .load_commands import add_capacity_options, add_load_options, run_capacity, run_load
 from .report_commands import add_compare_options, add_plan_compare_option, run_compare, run_plan_compare
@@ -113,6 +115,8 @@ def _build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--model", metavar="SRC", default=None,
                           help="the model the log served (GGUF, shape, ollama:NAME): says exactly how many MiB moved")
     diagnose.add_argument("--quant", default=None, metavar="MIX", help="quantization mix for a shape named without one")
+    add_doctor_options(command("doctor", run_doctor, "check a running llama-server or Ollama against the plan for "
+                                                     "its model: slots, context, KV cache, offload, keep-alive"))
     add_compare_options(command("compare", run_compare, "compare two runs (a baseline and a run report): the "
                                                         "regression gate's table, exit 1 on a regression"))
     command("profiles", _run_profiles, "list the built-in VRAM profiles")
