@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from ..planner.plan import Plan
     from .ollama import OllamaServer
 
-__all__ = ["EngineSetup", "check_plan_runs_on", "check_plans_run_on", "model_source_for", "new_server", "new_servers",
-           "plan_for_engine", "resolve_engine"]
+__all__ = ["EngineSetup", "check_gpu_room", "check_plan_runs_on", "check_plans_run_on", "model_source_for",
+           "new_server", "new_servers", "plan_for_engine", "resolve_engine"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,20 @@ def check_plans_run_on(engine: EngineKind, plans: PlanSet, *, prefix: str = "") 
         seen[source] = role
 
 
+def check_gpu_room(total_mib: float, fit_margin_mib: int, usable_mib: int) -> None:
+    """ConfigError (one line naming what holds the GPU) when the GPU that CUDA calls device 0 has less free
+    memory than the plan's peak plus the --fit margin (a plan over its profile needs no more than the profile:
+    its own overrun is the verdicts' to report). Nothing to check without a GPU."""
+    from ..gpu.nvml import detect_gpus, visible_gpu
+    from ..gpu.room import read_room, shortfall
+
+    gpu = visible_gpu(detect_gpus()[0])
+    room = read_room(gpu) if gpu is not None else None
+    message = shortfall(room, min(total_mib + fit_margin_mib, usable_mib)) if room is not None else None
+    if message is not None:
+        raise ConfigError(message)
+
+
 def plan_for_engine(values: Mapping[str, Any], choice: EngineChoice, *,
                     prefix: str = "") -> tuple[Plan, EngineSetup]:
     """The plan of the option table's ``values`` (plan and engine options, by ``dest``) as ``choice`` will serve
@@ -123,8 +137,16 @@ def plan_for_engine(values: Mapping[str, Any], choice: EngineChoice, *,
     engine, url = resolve_engine(choice, None, values.get("ollama_url"), prefix=prefix)
     plan = plan_from_options(values, model_source_for(engine, values, url, prefix=prefix))
     check_plan_runs_on(engine, plan, prefix=prefix)
+    if engine == "llamacpp" or (engine == "ollama" and _has_ollama()):  # a server of our own is about to start
+        check_gpu_room(plan.total_mib, plan.fit_margin_mib, plan.profile.usable_mib)
     return plan, EngineSetup(engine=engine, server_url=url, models_dir=values.get("models_dir"),
                              startup_timeout_s=values["startup_timeout"], fit=values["fit"] == "on")
+
+
+def _has_ollama() -> bool:
+    from .ollama import find_ollama
+
+    return find_ollama() is not None
 
 
 def new_server(plan: Plan, setup: EngineSetup, *, announce: Callable[[str], None] = print,

@@ -17,7 +17,8 @@ from typing import Any
 
 from ..defaults import MIB
 
-__all__ = ["GpuInfo", "GpuMemory", "MemorySample", "MemorySampler", "detect_gpus", "memory_in_use", "visible_gpu",
+__all__ = ["GpuInfo", "GpuMemory", "MemorySample", "MemorySampler", "detect_gpus", "memory_in_use", "nvml_session",
+           "visible_gpu",
            "visible_gpus"]
 
 
@@ -34,7 +35,7 @@ class GpuInfo:
 
 
 @contextmanager
-def _nvml(missing: str) -> Iterator[tuple[Any, str]]:
+def nvml_session(missing: str) -> Iterator[tuple[Any, str]]:
     """``pynvml`` initialised for the block and shut down after it; (None, why) when it cannot be."""
     try:
         import pynvml
@@ -60,7 +61,7 @@ def _devices(pynvml: Any) -> Iterator[tuple[int, Any, Any]]:
 
 def detect_gpus() -> tuple[list[GpuInfo], str]:
     """The NVIDIA GPUs NVML sees, and a one-line reason when there are none."""
-    with _nvml(" (pip install 'pytest-vramcap[gpu]')") as (pynvml, why):
+    with nvml_session(" (pip install 'pytest-vramcap[gpu]')") as (pynvml, why):
         if pynvml is None:
             return [], why
         driver = pynvml.nvmlSystemGetDriverVersion()
@@ -82,7 +83,7 @@ class GpuMemory:
 def memory_in_use() -> tuple[list[GpuMemory], str]:
     """Memory in use now on each GPU CUDA can see (``CUDA_VISIBLE_DEVICES`` honoured, in its order), or none
     and why. One NVML session per call: the Locust VRAM tab asks every few seconds."""
-    with _nvml("") as (pynvml, why):
+    with nvml_session("") as (pynvml, why):
         if pynvml is None:
             return [], why
         found = {str(pynvml.nvmlDeviceGetUUID(handle)): GpuMemory(

@@ -73,6 +73,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if not is_worker(config):
             gate = RegressionGate(settings)  # reads the baseline: a missing one is a usage error before any start
             state.emulate_profile()
+            state.check_gpu_room()
     except VramcapError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[RUN_STATE_KEY] = state

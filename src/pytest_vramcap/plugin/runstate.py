@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engines.attached import AttachedServer
 from ..engines.base import EngineEvidence, Server
-from ..engines.provision import check_plans_run_on, new_servers
+from ..engines.provision import check_gpu_room, check_plans_run_on, new_servers
 from ..errors import ConfigError, EngineError
 from ..load.proxy.router import ModelRoute
 from ..load.run.apps import check_graph, run_on_process_loop
@@ -139,6 +139,14 @@ class RunState:
                     for role, (url, model) in self.worker_servers.items()}
         return new_servers(self.plans, settings.engine_setup(), announce=self.console.announce,
                            uncaptured=self.console.uncaptured)
+
+    def check_gpu_room(self) -> None:
+        """Before the controller starts servers on a real card (not an emulated one: the ballast made its free
+        memory the profile's): ConfigError naming what holds the GPU when the plans do not fit what is free."""
+        if self.worker_servers or self.settings.engine == "url" or self.ballast is not None:
+            return
+        plans = self.plans
+        check_gpu_room(plans.total_mib, plans.fit_margin_mib, plans.profile.usable_mib)
 
     def check_engine_can_run_plan(self) -> None:
         """Raise ConfigError (one line) when the chosen engine has no setting for a plan."""
