@@ -39,6 +39,7 @@ def test_a_llama_server_with_fewer_slots_than_the_plan_is_a_finding(tiny_model: 
     data = json.loads(as_json.stdout)
     assert data["server"]["slots"] == slots and data["server"]["ctx_per_slot"] == 1024
     assert data["server"]["flags"]["parallel"] == str(slots)  # read from its command line in /proc
+    assert data["gpu"]["device"] is None and result.stdout.count("\ngpu: none (") == 1  # no GPU on this machine
     if code:
         assert [finding["name"] for finding in data["findings"]] == ["slots"]
         assert "[FINDING] slots: 2 slot(s) for the plan's 4 agents: 2 of them wait for a slot" in result.stdout

@@ -50,13 +50,33 @@ def run_doctor(args: argparse.Namespace) -> int:
     except ServerUnreachable as exc:
         raise BadInputError(f"nothing answers at {redact(url)}: {str(exc).split(': ', 1)[-1]}") from None
     findings = diagnose(plan, seen)
+    gpu = _gpu(plan)
     if args.json:
-        print(json.dumps({"server": seen.to_dict(), "plan": _plan_summary(plan), "as_planned": not findings,
-                          "findings": [finding.to_dict() for finding in findings]}, indent=2))
+        print(json.dumps({"server": seen.to_dict(), "plan": _plan_summary(plan), "gpu": gpu,
+                          "as_planned": not findings, "findings": [finding.to_dict() for finding in findings]},
+                         indent=2))
     else:
         print(_header(seen, plan))
+        print(gpu["line"])
         print("\n".join(finding.render() for finding in findings) if findings else "runs as planned")
     return EXIT_DOES_NOT_FIT if findings else EXIT_OK
+
+
+def _gpu(plan: Any) -> dict[str, Any]:
+    """The GPU as NVML sees it now: what is free and who holds the rest (the server among them)."""
+    from ..gpu.nvml import detect_gpus, visible_gpu
+    from ..gpu.room import read_room
+
+    gpus, reason = detect_gpus()
+    gpu = visible_gpu(gpus)
+    room = read_room(gpu) if gpu is not None else None
+    if room is None:
+        return {"device": None, "reason": reason or "NVML could not be asked", "line": f"gpu: none ({reason})"}
+    holders = [{"pid": holder.pid, "name": holder.name, "mib": round(holder.mib, 1)} for holder in room.holders]
+    held = ", ".join(f"{holder.name} (pid {holder.pid}) {holder.mib:,.0f} MiB" for holder in room.holders)
+    return {"device": room.gpu, "free_mib": round(room.free_mib, 1), "holders": holders,
+            "line": f"gpu: {room.gpu}, {room.free_mib:,.0f} MiB free; held by {held or 'nothing'} "
+                    f"(the plan: {plan.total_mib:,.0f} MiB at peak)"}
 
 
 def _plan_summary(plan: Any) -> dict[str, Any]:
