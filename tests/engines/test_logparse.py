@@ -69,7 +69,7 @@ def test_every_fixture_parses_to_a_verdict(h100_logs: Path) -> None:
     assert verdicts == {"m00_q14": "ok", "m06_l8": "ok", "m09_q7": "ok", "x_ngl30": "offload",
                         "x_offload_fiton": "offload", "x_oom_fitoff": "oom", "iswa_gemma3_12b_nofa": "ok",
                         "moe_gptoss_20b_fit_overflow": "offload", "moe_qwen3_30b_fit_overflow": "offload",
-                        "moe_qwen3_30b_ncpumoe24": "offload"}
+                        "moe_qwen3_30b_ncpumoe24": "offload", "embed_qwen3_0.6b": "ok"}
 
 
 def test_a_sliding_window_model_logs_one_kv_buffer_per_cache(h100_logs: Path) -> None:
