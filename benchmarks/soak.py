@@ -80,15 +80,20 @@ def tokens_per_s(samples: list[dict[str, Any]], start_s: float, end_s: float) ->
     return (inside[-1]["server_tokens"] - inside[0]["server_tokens"]) / (inside[-1]["t_s"] - inside[0]["t_s"])
 
 
-def summarize(samples: list[dict[str, Any]], duration_s: float, load_exit: int) -> dict[str, Any]:
+def summarize(samples: list[dict[str, Any]], duration_s: float, load_exit: int, load: dict[str, Any]) -> dict[str, Any]:
+    """The run's figures; requests and failures are vramcap's own count of chat requests (``vramcap load --json``),
+    not Locust's table, whose rows add whole graphs to the requests."""
     settled = next((s for s in samples if s["t_s"] >= SETTLE_S), samples[0])
     last = samples[-1]
-    counts = next((s["locust"] for s in reversed(samples) if s["locust"] is not None), (0, 0))
+    summary = load.get("summary") or {}
     return {
         "duration_s": round(duration_s, 1),
         "load_exit_code": load_exit,
-        "requests": counts[0],
-        "failed_requests": counts[1],
+        "requests": summary.get("requests"),
+        "failed_requests": summary.get("errors"),
+        "failures": summary.get("failures"),
+        "graphs": load.get("graphs"),
+        "failed_graphs": load.get("failed_graphs"),
         "rss_settled_mib": round(settled["harness"]["rss_mib"], 1),
         "rss_end_mib": round(last["harness"]["rss_mib"], 1),
         "rss_growth_pct": round(100 * (last["harness"]["rss_mib"] / settled["harness"]["rss_mib"] - 1), 2),
@@ -98,6 +103,14 @@ def summarize(samples: list[dict[str, Any]], duration_s: float, load_exit: int) 
         "tokens_per_s_first_10min": tokens_per_s(samples, 0, 600),
         "tokens_per_s_last_10min": tokens_per_s(samples, duration_s - 600, duration_s),
     }
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def main() -> int:
@@ -133,7 +146,7 @@ def main() -> int:
                 assert server.pid is not None
                 samples.append({"t_s": round(t, 1), "harness": process_sample(load.pid),
                                 "server": process_sample(server.pid), "server_tokens": server_tokens(server.url),
-                                "locust": locust_counts(prefix)})
+                                "locust": locust_counts(prefix)})  # Locust's table: chats and graphs
                 time.sleep(args.interval)
         finally:
             if load.poll() is None:
@@ -144,7 +157,8 @@ def main() -> int:
     result = {"date": datetime.date.today().isoformat(), "host": f"{platform.node()} ({os.cpu_count()} cores)",
               "command": " ".join(["python", "benchmarks/soak.py", *sys.argv[1:]]),
               "server": {"model": args.model, "agents": args.agents, "ctx_per_agent": args.ctx},
-              "scenario": args.scenario or "vramcap load's default", **summarize(samples, duration, code),
+              "scenario": args.scenario or "vramcap load's default",
+              **summarize(samples, duration, code, _read_json(work / "load.json")),
               "samples": samples}
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1))
