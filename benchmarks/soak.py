@@ -22,6 +22,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -105,6 +106,10 @@ def summarize(samples: list[dict[str, Any]], duration_s: float, load_exit: int, 
     }
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
@@ -123,6 +128,9 @@ def main() -> int:
     parser.add_argument("--scenario", default=None, help="the load's scenario (default: vramcap load's)")
     parser.add_argument("--out", type=Path, default=Path("docs/soak.json"))
     args = parser.parse_args()
+    # SIGTERM (how a job is cancelled) ends the run like Ctrl-C: the finally blocks stop the load and the server
+    # (without this, a terminated soak left its llama-server running).
+    signal.signal(signal.SIGTERM, _interrupt)
 
     shape, _, quant = args.model.partition(":")
     spec = spec_from_shape(shape, quant or "F16")
