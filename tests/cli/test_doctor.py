@@ -5,6 +5,7 @@ installed here)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 from pytest_vramcap.engines import free_port
 from pytest_vramcap.engines.llamacpp import EngineOptions, LlamaServer
 from pytest_vramcap.engines.ollama import OllamaServer
+from pytest_vramcap.gpu.nvml import detect_gpus
 from pytest_vramcap.planner.memory import ServerConfig
 from tests.helpers import needs_llama_server, processes_with
 from tests.ollama_double import launcher
@@ -61,11 +63,19 @@ def test_a_llama_server_with_another_kv_cache_and_micro_batch_is_named_from_its_
     assert "(the command line of pid " in found["kv_cache"]["evidence"][0]
 
 
-@pytest.fixture
-def ollama(tiny_model: Path, tmp_path: Path) -> Iterator[OllamaServer]:
-    """The Ollama double (a test double of ollama serve) running the tiny model with 2 slots of 512."""
+@pytest.fixture(params=["double", "real"])
+def ollama(request: pytest.FixtureRequest, tiny_model: Path, tmp_path: Path) -> Iterator[OllamaServer]:
+    """An Ollama running the tiny model with 2 slots of 512: the double (a test double of ollama serve, which
+    starts the real llama-server), and a real `ollama` when one is on PATH."""
+    if request.param == "real":
+        real = shutil.which("ollama")
+        if real is None:
+            pytest.skip("no ollama on PATH: the real-Ollama run of this test needs one")
+        binary = Path(real)
+    else:
+        binary = launcher(tmp_path)
     server = OllamaServer(ServerConfig(parallel=2, ctx_per_agent=512), tiny_model, "tiny-vramcap",
-                          fit_margin_mib=1024, binary=launcher(tmp_path), log_dir=tmp_path / "logs",
+                          fit_margin_mib=1024, binary=binary, log_dir=tmp_path / "logs",
                           startup_timeout_s=120,
                           env={"OLLAMA_MODELS": str(tmp_path / "store"), "LLAMA_ARG_REPACK": "0"})
     server.start()
@@ -82,9 +92,9 @@ def test_an_ollama_runner_with_fewer_slots_and_less_context_than_the_plan(ollama
     assert result.returncode == 1, result.stdout + result.stderr
     data = json.loads(result.stdout)
     found = {finding["name"]: finding for finding in data["findings"]}
-    # No GPU here: the double's runner holds nothing in VRAM, which /api/ps shows and doctor names.
-    assert set(found) == {"slots", "context", "cpu_offload"}
-    assert found["cpu_offload"]["summary"].startswith("100% of the model is on the CPU")
+    assert {"slots", "context"} <= set(found) <= {"slots", "context", "cpu_offload"}
+    if not detect_gpus()[0]:  # no GPU: the runner holds nothing in VRAM, which /api/ps shows and doctor names
+        assert found["cpu_offload"]["summary"].startswith("100% of the model is on the CPU")
     assert found["slots"]["fix"].startswith("OLLAMA_NUM_PARALLEL=4 for `ollama serve`")
     assert found["context"]["evidence"][0] == "/api/ps context_length: 512; the plan: 1024 per agent"
     assert data["server"]["flags_source"].startswith("the command line of pid ")
