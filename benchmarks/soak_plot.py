@@ -39,7 +39,7 @@ def main() -> int:
     counts.legend(loc="lower right")
     window = 6  # samples: one minute at the default 10 s
     rate_t, tokens, requests = [], [], []
-    for before, after in zip(samples, samples[window:]):
+    for before, after in zip(samples, samples[window:], strict=False):  # the later list is shorter
         span = (after["t_s"] - before["t_s"]) / 60
         if before["server_tokens"] is None or after["server_tokens"] is None or not before["locust"] \
                 or not after["locust"]:
