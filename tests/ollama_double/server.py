@@ -43,6 +43,9 @@ from .runner import LaunchOptions, LoadError, Runner, log
 VERSION = os.environ.get("VRAMCAP_OLLAMA_DOUBLE_VERSION", "0.33.0")
 # server/sched.go: ErrMaxQueue (two spaces, as Ollama writes it)
 BUSY = "server busy, please try again.  maximum pending requests exceeded"
+# llm/llama_server.go: what a request gets when the runner it was sent to is gone
+RUNNER_STOPPED = ("model runner has unexpectedly stopped, this may be due to resource limitations or an internal "
+                  "error, check ollama server logs for details")
 # server/sched.go Scheduler.load: architectures forced to one slot
 SINGLE_SLOT = {"mllama", "qwen3vl", "qwen3vlmoe", "qwen35", "qwen35moe", "qwen3next", "lfm2", "lfm2moe",
                "nemotron_h", "nemotron_h_moe", "nemotron_h_omni"}
@@ -938,8 +941,7 @@ def runner_embedding(url: str, text: str) -> tuple[list[float], int]:
     try:
         response = httpx.post(f"{url}/v1/embeddings", json={"input": text}, timeout=httpx.Timeout(600, connect=5))
     except httpx.ConnectError:
-        raise RunnerError(500, "model runner has unexpectedly stopped, this may be due to resource limitations or "
-                               "an internal error, check ollama server logs for details") from None
+        raise RunnerError(500, RUNNER_STOPPED) from None
     except httpx.HTTPError as exc:
         raise RunnerError(500, f"do embedding request: {exc}") from None
     if response.status_code >= 400:
@@ -972,8 +974,7 @@ def sse_events(url: str, path: str, request: dict[str, Any]) -> Iterator[dict[st
                     return
                 yield json.loads(payload)
     except httpx.ConnectError:
-        raise RunnerError(500, "model runner has unexpectedly stopped, this may be due to resource limitations or "
-                               "an internal error, check ollama server logs for details") from None
+        raise RunnerError(500, RUNNER_STOPPED) from None
     except httpx.HTTPError as exc:
         raise RunnerError(500, f"error reading llama-server response: {exc}") from None
 
