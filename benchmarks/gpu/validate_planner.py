@@ -172,7 +172,7 @@ def predict(case: Case) -> dict[str, Any]:
     profile = resolve_profile("h100-80gb", {})
     memory = estimate_memory(spec, case.config(), profile)
     gpu, cpu = memory.gpu, memory.cpu
-    decode = estimate_decode(spec, replace(case.config(), parallel=1), memory, profile, 64)
+    decode = estimate_decode(spec, replace(case.config(), parallel=1), profile, 64)
     return {"predicted_model_mib": round(gpu.model / MIB, 2), "predicted_context_mib": round(gpu.context / MIB, 2),
             "predicted_compute_mib": round(gpu.compute / MIB, 2),
             "predicted_overhead_mib": round(gpu.overhead / MIB, 2),

@@ -52,7 +52,8 @@ def test_a_plan_that_does_not_fit_names_the_term_and_prices_the_ways_out() -> No
     offload = next(a for a in big.alternatives if a.label.startswith("partial offload"))
     # llama.cpp's --fit put 21 of 49 layers on a 16 GiB budget for this config (x_offload_fiton.log)
     assert offload.fits and offload.config.gpu_layers == 21
-    assert offload.decode.aggregate_tps < big.decode.aggregate_tps / 4
+    # 28 of its 49 layers read from host memory at 60 GB/s instead of the card's 630: one agent is 4x slower.
+    assert offload.decode.single_stream_tps < big.decode.single_stream_tps / 4
 
 
 def test_weights_that_cannot_fit_say_so() -> None:

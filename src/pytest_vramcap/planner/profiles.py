@@ -40,6 +40,11 @@ PROFILE_FILE_ENV = "VRAMCAP_PROFILES"
 # (docs/validation.md). Assumed to carry over to other GPUs.
 NO_FLASH_ATTN_EXTRA_MIB = 143
 
+# Dual-channel DDR5-5600 moves 89.6 GB/s at peak; two thirds of that is what a desktop's CPU kernels are
+# assumed to reach (not measured: the H100 host's 81 GB/s was fitted from its offload configs, docs/throughput.md).
+# A user profile sets its own (host_bandwidth_gbps).
+DESKTOP_HOST_BANDWIDTH_GBPS = 60.0
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -55,8 +60,12 @@ class Profile:
     overhead_mib: int
     """Per-process CUDA overhead at peak with flash attention."""
     overhead_source: str
-    decode_efficiency: float = 0.6
-    """Fraction of the bandwidth roofline a single decode stream reaches."""
+    decode_efficiency: float = 0.9
+    """Share of the bandwidth a decode step's weight reads reach (0.908 measured on an H100 for Q4_K)."""
+    sm_count: int = 0
+    """Streaming multiprocessors: how fast dequantizing kernels run (0: unknown, the bandwidth alone decides)."""
+    host_bandwidth_gbps: float = DESKTOP_HOST_BANDWIDTH_GBPS
+    """The host memory's bandwidth as llama.cpp's CPU kernels reach it, for layers or experts left on the CPU."""
     no_flash_attn_extra_mib: int = NO_FLASH_ATTN_EXTRA_MIB
     description: str = ""
 
@@ -88,6 +97,8 @@ class Profile:
             "overhead_mib": self.overhead_mib,
             "overhead_source": self.overhead_source,
             "decode_efficiency": self.decode_efficiency,
+            "sm_count": self.sm_count,
+            "host_bandwidth_gbps": self.host_bandwidth_gbps,
             "description": self.description,
         }
 
@@ -119,11 +130,12 @@ _GPU_TABLE: dict[str, tuple[int, int, float, int, str]] = {
     "h200": (143771, 0, 4800.0, 132, "NVIDIA H200 141 GB"),
 }
 
-# Measured on an H100 (docs/validation.md, docs/planner.md): process memory minus
-# llama.cpp's model+context+compute buffers at peak with flash attention, and
-# the share of the bandwidth roofline a single decode stream reached.
+# Measured on an H100 (docs/validation.md, docs/throughput.md): process memory minus llama.cpp's
+# model+context+compute buffers at peak with flash attention, the share of the bandwidth Q4_K weight reads
+# reached in a decode step, and the host's memory bandwidth as llama.cpp's CPU kernels reached it on that
+# machine (a server host; a desktop's is the default).
 _MEASURED: dict[str, dict[str, Any]] = {
-    "h100-80gb": {"overhead_mib": 609, "decode_efficiency": 0.32},
+    "h100-80gb": {"overhead_mib": 609, "decode_efficiency": 0.908, "host_bandwidth_gbps": 81.0},
 }
 # The H200 uses the H100's die: we carry its measured overhead over.
 _MEASURED["h200"] = dict(_MEASURED["h100-80gb"])
@@ -142,7 +154,9 @@ def _build_named() -> dict[str, Profile]:
             overhead_source=(
                 "measured (H100, llama.cpp 11434)" if measured else f"estimated: 3 MiB x {sms} SMs + 86 MiB"
             ),
-            decode_efficiency=measured.get("decode_efficiency", 0.6),
+            decode_efficiency=measured.get("decode_efficiency", Profile.decode_efficiency),
+            sm_count=sms,
+            host_bandwidth_gbps=measured.get("host_bandwidth_gbps", DESKTOP_HOST_BANDWIDTH_GBPS),
             description=description,
         )
     return profiles
@@ -216,6 +230,8 @@ _NUMBER_FIELDS: dict[str, tuple[bool, float, float, bool]] = {
     "bandwidth_gbps": (False, 0, 1e6, True),
     "overhead_mib": (True, 0, MAX_MIB, False),
     "decode_efficiency": (False, 0, 1, True),
+    "sm_count": (True, 0, 100_000, False),
+    "host_bandwidth_gbps": (False, 0, 1e6, True),
     "no_flash_attn_extra_mib": (True, 0, MAX_MIB, False),
 }
 _TEXT_FIELDS = ("description", "base")

@@ -100,14 +100,14 @@ class _Solver:
         """Fewest layers whose expert weights must go to the CPU (``--n-cpu-moe``) for the config to fit."""
         return _smallest(1, self.spec.n_layer, lambda n: self.fits(self.config(agents, ctx, n_cpu_moe=n)))
 
-    def decode(self, config: ServerConfig, memory: MemoryBreakdown) -> DecodeEstimate:
+    def decode(self, config: ServerConfig) -> DecodeEstimate:
         # An agent's context fills as its conversation runs: price reads at half a slot.
-        return estimate_decode(self.spec, config, memory, self.profile, config.ctx_per_agent // 2)
+        return estimate_decode(self.spec, config, self.profile, config.ctx_per_agent // 2)
 
     def alternative(self, label: str, config: ServerConfig) -> Alternative:
         memory = self.memory(config)
         return Alternative(label, config, round(memory.gpu.total / MIB, 2),
-                           fits_budget(memory, self.profile, self.request.fit_margin_mib), self.decode(config, memory))
+                           fits_budget(memory, self.profile, self.request.fit_margin_mib), self.decode(config))
 
     def alternatives(self, config: ServerConfig) -> list[Alternative]:
         found = []
@@ -179,5 +179,5 @@ def make_plan(spec: ModelSpec, profile: Profile, request: PlanRequest) -> Plan:
         n = request.n_cpu_moe
         notes.append(f"--n-cpu-moe {n}: expert weights of the first {n} layers on the CPU" if spec.n_expert
                      else f"--n-cpu-moe {n} has no effect: the model has no experts")
-    return Plan(spec, profile, request, config, memory, solver.decode(config, memory),
+    return Plan(spec, profile, request, config, memory, solver.decode(config),
                 solved_for, breaking, alternatives, tuple(notes))

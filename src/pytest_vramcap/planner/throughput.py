@@ -1,35 +1,81 @@
-"""Decode speed from a bandwidth roofline.
+"""Decode speed: what one step of N agents costs, term by term (docs/throughput.md).
 
-Generating one token reads every GPU-resident weight once and each active
-sequence's KV cache once. Single-stream decode is memory-bound, so
+One decode step serves one token for each of N agents. Measured on an H100 against llama-server's own timings
+(benchmarks/gpu/throughput.py, docs/throughput.json), its time is the sum of
 
-    tok/s = efficiency x bandwidth / bytes read per step
+* **reading the weights**: every GPU-resident weight once per step, at the card's bandwidth or, for weight
+  types whose dequantizing kernels cannot keep up with it (Q6_K, MXFP4 and Q8_0 on an H100), at that kernel's rate,
+  which scales with the card's SM count. An MoE layer reads only the experts its tokens are routed to:
+  ``1 - (1 - used/n_expert)^N`` of them for N independently routed tokens;
+* **a fixed cost per resident layer**: the kernels' launch and tail latency, which dominates small models;
+* **batching**: each layer's matrix-vector kernels cost ``(N - 1)^2`` times a small term more with N columns;
+* **attention**: per layer, proportional to ``N^2`` times the context each agent holds (llama.cpp's flash
+  attention over N separate KV streams: measured, 1 to 4 agents, 32 to 6,144 tokens), more for a quantized KV;
+* **the host** for layers or experts left on the CPU (``-ngl``, ``--n-cpu-moe``): their bytes at the host's
+  memory bandwidth, each further agent adding a share of that for dense layers.
 
-With N agents decoding together one step serves N tokens and reads the weights
-once; the batched kernels cost a little more per step (BATCH_STEP_COST per
-extra sequence, fitted to 3.03x for 4 agents on the H100). Layers left on the
-CPU are read at HOST_BANDWIDTH_GBPS.
-
-An MoE layer reads only the experts its tokens are routed to: one token reads
-``n_expert_used / n_expert`` of the expert weights, and N tokens routed
-independently read ``1 - (1 - used/n_expert)^N`` of them.
+:func:`step_terms` gives the terms' quantities, :class:`KernelCosts` their unit costs: the benchmark fits the
+costs with the same terms the estimate uses.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ..model.spec import ModelSpec
-from .memory import MemoryBreakdown, ServerConfig, is_expert_tensor, weight_placement
+from .memory import ServerConfig, is_expert_tensor, weight_placement
 from .profiles import Profile
 
-__all__ = ["BATCH_STEP_COST", "HOST_BANDWIDTH_GBPS", "DecodeEstimate", "estimate_decode"]
+__all__ = ["H100_SMS", "DecodeEstimate", "KernelCosts", "StepTerms", "estimate_decode", "step_seconds",
+           "step_terms"]
 
-# Fitted to the measured 3.03x for 4 agents on the H100 (4 / (1 + 3c) = 3.03;
-# tests/fixtures/llama-server-h100/README.md holds the run).
-BATCH_STEP_COST = 0.107
-# Dual-channel DDR5 desktop: ~60 GB/s at the same efficiency as the GPU.
-HOST_BANDWIDTH_GBPS = 60.0
+# The card the kernel costs were measured on: an H100 SXM (132 SMs, 3,350 GB/s).
+H100_SMS = 132
+H100_BANDWIDTH_GBPS = 3350.0
+
+# Weight types whose decode kernels ran below the H100's bandwidth: their rate in GB/s on the H100
+# (docs/throughput.md). On another card the rate scales with its SM count, and the bandwidth caps it.
+# Types not listed (Q4_K, Q5_K, Q4_0, ...) read at the bandwidth times the profile's decode efficiency.
+KERNEL_LIMITED_GBPS = {"Q6_K": 837.4, "MXFP4": 947.8, "Q8_0": 2780.3}
+
+
+@dataclass(frozen=True)
+class StepTerms:
+    """The quantities one decode step of ``agents`` sequences works through (bytes in GB, counts as is)."""
+
+    gpu_layers: int
+    """Layers with weights on the GPU: each costs the kernels' fixed latency."""
+    gpu_gb_by_type: dict[str, float]
+    """Weight bytes read on the GPU, by GGML type (routed experts only)."""
+    batch_layers: float
+    """gpu_layers x (agents - 1)^2."""
+    attention: float
+    """Sum over attention layers on the GPU of agents^2 x the context a layer attends to, in millions."""
+    quantized_kv: bool
+    host_gb: float
+    """Weight bytes read on the host (routed experts only)."""
+    host_batch_gb: float
+    """Dense host bytes x (agents - 1): a dense layer on the CPU pays again for each further agent."""
+
+
+@dataclass(frozen=True)
+class KernelCosts:
+    """Unit costs of the step terms, fitted on an H100 to llama-server's timings (docs/throughput.json)."""
+
+    layer_us: float = 69.61
+    batch_layer_us: float = 8.499
+    attention_ms: float = 3.551
+    """Per million of :attr:`StepTerms.attention`, f16 K and V."""
+    attention_quant_ms: float = 1.531
+    """Added per million with a quantized K/V (the kernel dequantizes as it reads)."""
+    host_batch_share: float = 0.445
+    """Each further agent's share of the dense host bytes' time."""
+
+    def to_dict(self) -> dict[str, float]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+COSTS = KernelCosts()
 
 
 @dataclass(frozen=True)
@@ -45,43 +91,62 @@ class DecodeEstimate:
         return self.aggregate_tps / self.single_stream_tps if self.single_stream_tps else 0.0
 
 
-def _weight_bytes_read(spec: ModelSpec, config: ServerConfig, tokens: int) -> tuple[float, float]:
-    """(GPU, CPU) weight bytes one decode step of ``tokens`` sequences streams."""
-    touched = 1 - (1 - spec.n_expert_used / spec.n_expert) ** tokens if spec.n_expert else 1.0
-    gpu = cpu = 0.0
+def _attention_context(spec: ModelSpec, layer: int, context_tokens: int) -> int:
+    cache = spec.layers[layer] if layer < len(spec.layers) else None
+    if cache is None or not cache.k_width:
+        return 0  # no KV in this layer (recurrent, or an encoder)
+    return min(context_tokens, spec.n_swa) if cache.swa and spec.n_swa else context_tokens
+
+
+def step_terms(spec: ModelSpec, config: ServerConfig, agents: int, context_tokens: int) -> StepTerms:
+    """What one decode step of ``agents`` sequences, each holding ``context_tokens``, reads and runs."""
+    touched = 1 - (1 - spec.n_expert_used / spec.n_expert) ** agents if spec.n_expert else 1.0
     output_on_gpu = config.gpu_layers is None or config.gpu_layers >= 1
+    by_type: dict[str, float] = {}
+    host = host_dense = 0.0
+    resident: set[int] = set()
     for tensor, on_gpu in weight_placement(spec, config):
         if tensor.name == "token_embd.weight":
             if not spec.tied_embeddings:
                 continue  # its rows are gathered, not streamed
             on_gpu = output_on_gpu  # tied: it is also the output projection, read every step
-        size = tensor.nbytes * (touched if is_expert_tensor(tensor) else 1.0)
+        expert = is_expert_tensor(tensor)
+        gb = tensor.nbytes * (touched if expert else 1.0) / 1e9
         if on_gpu:
-            gpu += size
+            by_type[tensor.ggml_type.name] = by_type.get(tensor.ggml_type.name, 0.0) + gb
+            if tensor.layer is not None:
+                resident.add(tensor.layer)
         else:
-            cpu += size
-    return gpu, cpu
+            host += gb
+            host_dense += 0.0 if expert else gb
+    attention = sum(agents * agents * _attention_context(spec, layer, context_tokens) for layer in resident) / 1e6
+    return StepTerms(
+        gpu_layers=len(resident), gpu_gb_by_type=by_type, batch_layers=len(resident) * (agents - 1) ** 2,
+        attention=attention, quantized_kv=config.cache_type_k != "f16" or config.cache_type_v != "f16",
+        host_gb=host, host_batch_gb=host_dense * (agents - 1))
 
 
-def estimate_decode(
-    spec: ModelSpec, config: ServerConfig, memory: MemoryBreakdown, profile: Profile, context_tokens: int
-) -> DecodeEstimate:
+def weight_gbps(profile: Profile, ggml_type: str) -> float:
+    """How fast this card reads weights of one type in a decode step."""
+    bandwidth = profile.bandwidth_gbps * profile.decode_efficiency
+    limited = KERNEL_LIMITED_GBPS.get(ggml_type)
+    return min(bandwidth, limited * profile.sm_count / H100_SMS) if limited and profile.sm_count else bandwidth
+
+
+def step_seconds(terms: StepTerms, profile: Profile, costs: KernelCosts = COSTS) -> float:
+    weights = sum(gb / weight_gbps(profile, kind) for kind, gb in terms.gpu_gb_by_type.items())
+    attention_ms = costs.attention_ms + (costs.attention_quant_ms if terms.quantized_kv else 0.0)
+    host = (terms.host_gb + costs.host_batch_share * terms.host_batch_gb) / profile.host_bandwidth_gbps
+    return (weights + terms.gpu_layers * costs.layer_us * 1e-6 + terms.batch_layers * costs.batch_layer_us * 1e-6
+            + terms.attention * attention_ms * 1e-3 + host)
+
+
+def estimate_decode(spec: ModelSpec, config: ServerConfig, profile: Profile, context_tokens: int) -> DecodeEstimate:
     """Tokens/s at ``context_tokens`` of context per agent, for ``config.parallel`` agents."""
     agents = config.parallel
-    kv_per_token = (memory.gpu.context + memory.cpu.context) / max(1, memory.sizing.n_ctx)
-    gpu_share = memory.gpu.context / max(1, memory.gpu.context + memory.cpu.context)
-    gpu_bw = profile.bandwidth_gbps * 1e9 * profile.decode_efficiency
-    cpu_bw = HOST_BANDWIDTH_GBPS * 1e9 * profile.decode_efficiency
-
-    def step_seconds(n: int) -> float:
-        kv = n * context_tokens * kv_per_token
-        gpu_weights, cpu_weights = _weight_bytes_read(spec, config, n)
-        gpu_bytes = gpu_weights + kv * gpu_share
-        cpu_bytes = cpu_weights + kv * (1 - gpu_share)
-        return (gpu_bytes / gpu_bw + cpu_bytes / cpu_bw) * (1 + BATCH_STEP_COST * (n - 1))
-
-    if step_seconds(1) <= 0:  # nothing to read per token (a metadata-only spec): no estimate
+    one = step_seconds(step_terms(spec, config, 1, context_tokens), profile)
+    if one <= 0:  # nothing to read per token (a metadata-only spec): no estimate
         return DecodeEstimate(0.0, 0.0, 0.0, agents)
-    single = 1 / step_seconds(1)
-    aggregate = agents / step_seconds(agents)
+    single = 1 / one
+    aggregate = agents / step_seconds(step_terms(spec, config, agents, context_tokens), profile)
     return DecodeEstimate(single, aggregate, aggregate / agents, agents)
