@@ -51,8 +51,8 @@ from .parsers import (
 )
 from .types import EMULATE_MODES, ENGINE_CHOICES, KV_CACHE_TYPES, ON_OFF
 
-__all__ = ["DEFAULT_ROLE", "ENGINE_OPTIONS", "PLAN_OPTIONS", "REQUEST_TIMEOUT", "ROLE_OPTIONS", "RUN_OPTIONS", "Option",
-           "add_options",
+__all__ = ["DEFAULT_ROLE", "EMULATE", "ENGINE_OPTIONS", "PLAN_OPTIONS", "REQUEST_TIMEOUT", "ROLE_OPTIONS",
+           "RUN_OPTIONS", "Option", "add_options",
            "plan_change", "role_values", "single_model_values", "with_run_defaults"]
 
 _SAME = object()
@@ -131,6 +131,9 @@ ENGINE_OPTIONS: tuple[Option, ...] = (
 )
 """How the embedded llama-server is started (vramcap serve and pytest)."""
 
+# The pytest plugin's and the Locust file's: a ballast makes a bigger GPU offer only the profile's memory.
+EMULATE = Option("emulate", choice(EMULATE_MODES), "auto", "hold a VRAM ballast so a bigger GPU offers only the "
+                 "profile's memory (auto: when the GPU is bigger)", "MODE")
 REQUEST_TIMEOUT = Option("request-timeout", positive_float, DEFAULT_REQUEST_TIMEOUT_S,
                          "seconds the engine may stay silent (before its first token, or between two) before a "
                          f"request fails as a timeout (default {DEFAULT_REQUEST_TIMEOUT_S:g})", "S")
@@ -148,8 +151,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
     REQUEST_TIMEOUT,
     Option("prompt-cache", choice(ON_OFF), "on", "on (as engines run; each pass starts cold for its own prompts) "
            "or off (llama-server's cache_prompt false: no prefill reused)", "on|off"),
-    Option("emulate", choice(EMULATE_MODES), "auto", "hold a VRAM ballast so a bigger GPU offers only the profile's "
-           "memory (auto: when the GPU is bigger)", "MODE"),
+    EMULATE,
     Option("save-baseline", baseline_name, None, "store this run as baseline NAME (<baseline-dir>/NAME.json), or at "
            "a .json path", "NAME"),
     Option("compare", baseline_name, None, "compare this run with baseline NAME (or a .json baseline or run "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_vramcap.locust.tally import LoadTally
-from pytest_vramcap.locust.vram_view import page_html, parse_llamacpp_metrics, table_rows, vram_snapshot
+from pytest_vramcap.locust.vram_view import as_emulated, page_html, parse_llamacpp_metrics, table_rows, vram_snapshot
 from pytest_vramcap.model.loader import load_model
 from pytest_vramcap.planner import PlanRequest, make_plan, resolve_profile
 from pytest_vramcap.planner.output import plan_json
@@ -55,3 +55,19 @@ def test_without_a_plan_or_a_server_the_rows_say_why() -> None:
 def test_the_page_is_one_self_contained_file(needle: str) -> None:
     html = page_html()
     assert needle in html and "http" not in html.split("<script>")[0].replace("http-equiv", "")
+
+
+def test_an_emulated_card_shows_the_profile_s_memory_not_the_big_card_s() -> None:
+    # NVML's view of an H100 holding a 64,168 MiB ballast and a 9,000 MiB server (no GPU here: the numbers are
+    # what memory_in_use returns there, from docs/gpu.md's emulated runs).
+    h100 = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-h100", "used_mib": 73_168.0,
+            "total_mib": 81_559.0}
+    other = {"index": 1, "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-other", "used_mib": 5.0, "total_mib": 81_559.0}
+    emulated = {"gpu_uuid": "GPU-h100", "profile": "16gb", "usable_mib": 16_384, "ballast_mib": 64_168}
+    shown = as_emulated([h100, other], emulated)
+    assert shown[0]["used_mib"] == 9_000 and shown[0]["total_mib"] == 16_384
+    assert "as 16gb (emulated)" in shown[0]["name"]
+    assert shown[1] == other  # the ballast is on one card
+    rows = table_rows({**vram_snapshot(None, None, LoadTally()), "gpus": shown})
+    assert any(row["value"] == "9,000 / 16,384 MiB" and row["bar"].endswith("55%") for row in rows)
+    assert as_emulated([h100], None) == [h100]

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 from ..defaults import DEFAULT_HOST, DEFAULT_STARTUP_TIMEOUT_S
 from ..errors import ConfigError, EngineStartError, ModelSourceError
 from ..net import ollama_host_url, redact
-from ..types import EngineChoice, EngineKind
+from ..types import EmulateMode, EngineChoice, EngineKind
 from .attached import AttachedServer
 from .base import Server
 
 if TYPE_CHECKING:
+    from ..gpu.nvml import GpuInfo
     from ..model.source import ModelSource
     from ..planner.modelset import PlanSet
     from ..planner.plan import Plan
@@ -48,6 +49,8 @@ class EngineSetup:
     host: str = DEFAULT_HOST
     port: int | None = None
     """None picks a free port."""
+    emulate_on: GpuInfo | None = None
+    """The bigger GPU a ballast makes look like the plan's card while the server runs (gpu/emulation.py)."""
 
 
 def resolve_engine(choice: EngineChoice, server_url: str | None, ollama_url: str | None = None, *,
@@ -137,10 +140,30 @@ def plan_for_engine(values: Mapping[str, Any], choice: EngineChoice, *,
     engine, url = resolve_engine(choice, None, values.get("ollama_url"), prefix=prefix)
     plan = plan_from_options(values, model_source_for(engine, values, url, prefix=prefix))
     check_plan_runs_on(engine, plan, prefix=prefix)
-    if engine == "llamacpp" or (engine == "ollama" and _has_ollama()):  # a server of our own is about to start
+    gpu = _gpu_to_emulate_on(values.get("emulate") or "off", engine, plan, prefix)
+    if gpu is not None:
+        from ..gpu.emulation import running_profile
+        from ..planner import make_plan
+
+        running = running_profile(gpu)
+        if running is not None:  # the server pays the big GPU's CUDA overhead, not the emulated card's
+            plan = make_plan(plan.spec, plan.profile.with_overhead_of(running), plan.request)
+    elif engine == "llamacpp" or (engine == "ollama" and _has_ollama()):  # a server of our own is about to start
         check_gpu_room(plan.total_mib, plan.fit_margin_mib, plan.profile.usable_mib)
     return plan, EngineSetup(engine=engine, server_url=url, models_dir=values.get("models_dir"),
-                             startup_timeout_s=values["startup_timeout"], fit=values["fit"] == "on")
+                             startup_timeout_s=values["startup_timeout"], fit=values["fit"] == "on", emulate_on=gpu)
+
+
+def _gpu_to_emulate_on(mode: EmulateMode, engine: EngineKind, plan: Plan, prefix: str) -> GpuInfo | None:
+    """The GPU to hold a ballast on for ``plan``'s card, or None (gpu/emulation.py decides)."""
+    if mode == "off" or engine != "llamacpp":
+        return None
+    from ..gpu.emulation import emulation_applies
+    from ..gpu.nvml import detect_gpus, visible_gpu
+
+    gpus, reason = detect_gpus()
+    gpu = visible_gpu(gpus)
+    return gpu if emulation_applies(mode, engine, gpu, reason, plan.profile, option=f"--{prefix}emulate") else None
 
 
 def _has_ollama() -> bool:
@@ -167,6 +190,12 @@ def new_server(plan: Plan, setup: EngineSetup, *, announce: Callable[[str], None
                             log_dir=setup.log_dir, fit_margin_mib=plan.fit_margin_mib, fit=setup.fit)
     server = LlamaServer(plan.config, model_path, options, binary=binary)
     announce(f"vramcap: starting llama-server on {server.url} (log {server.log_path})")
+    if setup.emulate_on is not None:
+        from .emulated import EmulatedServer
+
+        announce(f"vramcap: {setup.emulate_on.name} emulates {plan.profile.name}: a ballast leaves "
+                 f"{plan.profile.usable_mib:,} MiB free while the server runs")
+        return EmulatedServer(server, setup.emulate_on, plan.profile.name, plan.profile.usable_mib)
     return server
 
 

@@ -37,7 +37,7 @@ from ..errors import ServerUnreachable, VramcapError
 from ..load.run.apps import check_graph
 from ..load.scenario.schema import load_scenario
 from ..net import fetch, redact
-from ..options import ENGINE_OPTIONS, PLAN_OPTIONS, REQUEST_TIMEOUT, add_options, with_run_defaults
+from ..options import EMULATE, ENGINE_OPTIONS, PLAN_OPTIONS, REQUEST_TIMEOUT, add_options, with_run_defaults
 from ..parsers import argparse_type, choice, non_empty, positive_int
 from ..planner.output import plan_json
 from ..types import SERVED_ENGINES, EngineChoice
@@ -58,7 +58,8 @@ if TYPE_CHECKING:
 __all__ = ["AgentUser", "error_text", "install", "server_from_options"]
 
 _PREFIX, _DEST = "vramcap-", "vramcap_"
-_TABLE = tuple(option for option in (*PLAN_OPTIONS, *ENGINE_OPTIONS, REQUEST_TIMEOUT) if option.name != "profile")
+_TABLE = tuple(option for option in (*PLAN_OPTIONS, *ENGINE_OPTIONS, REQUEST_TIMEOUT, EMULATE)
+               if option.name != "profile")
 
 
 class AgentUser(AgentGraphUser):
@@ -157,11 +158,17 @@ def on_init(environment: Environment, *, default_scenario: Path, **_: Any) -> No
         _make_forwardable(parsed)
         if environment.web_ui is not None:
             install_vram_tab(environment.web_ui, plan=lambda: run.plan, server_url=lambda: environment.host,
-                             tally=lambda: run.tally)
+                             tally=lambda: run.tally, emulated=lambda: _emulation(run.server))
     except VramcapError as exc:
         _exit(run, error_text(exc))
     except OSError as exc:
         _exit(run, f"vramcap: error: {exc.strerror or exc}")
+
+
+def _emulation(server: Server | None) -> dict[str, Any] | None:
+    from ..engines.emulated import EmulatedServer
+
+    return server.emulation() if isinstance(server, EmulatedServer) else None
 
 
 def request_timeout(parsed: Namespace | None) -> float:

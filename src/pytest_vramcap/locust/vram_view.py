@@ -27,7 +27,7 @@ from ..gpu.nvml import memory_in_use
 from ..net import fetch
 from .tally import LoadTally
 
-__all__ = ["page_html", "parse_llamacpp_metrics", "table_rows", "vram_snapshot"]
+__all__ = ["as_emulated", "page_html", "parse_llamacpp_metrics", "table_rows", "vram_snapshot"]
 
 COUNTERS = ("requests_processing", "requests_deferred", "n_tokens_max", "tokens_predicted_total",
             "predicted_tokens_seconds", "n_busy_slots_per_decode")
@@ -69,10 +69,23 @@ def gpu_memory() -> tuple[list[dict[str, Any]], str]:
     return [asdict(gpu) for gpu in gpus], why
 
 
-def vram_snapshot(plan: dict[str, Any] | None, server_url: str | None, tally: LoadTally) -> dict[str, Any]:
-    """One JSON-able view of the run now; ``plan`` is ``plan_json(plan)`` or None (a server we did not plan)."""
+def as_emulated(gpus: list[dict[str, Any]], emulated: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The GPUs as the run sees them: the one a ballast makes look like the profile's card shows that card's
+    memory (used less the ballast, of the profile's usable MiB), not the big card's."""
+    if not emulated:
+        return gpus
+    return [{**gpu, "name": f"{gpu['name']} as {emulated['profile']} (emulated)",
+             "used_mib": max(0.0, gpu["used_mib"] - emulated["ballast_mib"]), "total_mib": emulated["usable_mib"]}
+            if gpu.get("uuid") == emulated["gpu_uuid"] else gpu for gpu in gpus]
+
+
+def vram_snapshot(plan: dict[str, Any] | None, server_url: str | None, tally: LoadTally,
+                  emulated: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One JSON-able view of the run now; ``plan`` is ``plan_json(plan)`` or None (a server we did not plan);
+    ``emulated`` is an :class:`~pytest_vramcap.engines.emulated.EmulatedServer`'s ``emulation()``."""
     counters, server_note = server_counters(server_url)
     gpus, gpu_note = gpu_memory()
+    gpus = as_emulated(gpus, emulated)
     rate, overall = tally.rate(), tally.overall_rate()
     return {
         "plan": plan, "gpus": gpus, "gpu_note": gpu_note, "server": counters, "server_note": server_note,

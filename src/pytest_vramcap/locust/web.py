@@ -25,7 +25,8 @@ _CACHE_S = 1.0
 
 
 def install_vram_tab(web_ui: Any, *, plan: Callable[[], dict[str, Any] | None], server_url: Callable[[], str | None],
-                     tally: Callable[[], LoadTally]) -> None:
+                     tally: Callable[[], LoadTally],
+                     emulated: Callable[[], dict[str, Any] | None] = lambda: None) -> None:
     """Add the VRAM tab and the ``/vramcap`` page to Locust's ``web_ui`` (the master's or a local run's)."""
     from flask import Response, request
 
@@ -34,7 +35,7 @@ def install_vram_tab(web_ui: Any, *, plan: Callable[[], dict[str, Any] | None], 
     def snapshot() -> dict[str, Any]:
         now = time.monotonic()
         if now - cached["at"] >= _CACHE_S:
-            cached["at"], cached["snapshot"] = now, vram_snapshot(plan(), server_url(), tally())
+            cached["at"], cached["snapshot"] = now, vram_snapshot(plan(), server_url(), tally(), emulated())
         snapshot_now: dict[str, Any] = cached["snapshot"]
         return snapshot_now
 

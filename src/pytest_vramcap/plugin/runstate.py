@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from ..engines.attached import AttachedServer
 from ..engines.base import EngineEvidence, Server
 from ..engines.provision import check_gpu_room, check_plans_run_on, new_servers
-from ..errors import ConfigError, EngineError
+from ..errors import EngineError
+from ..gpu.emulation import emulation_applies, running_profile
 from ..load.proxy.router import ModelRoute
 from ..load.run.apps import check_graph, run_on_process_loop
 from ..load.run.rounds import ScenarioRun
@@ -22,7 +23,7 @@ from ..load.scenario.schema import Scenario
 from ..net import redact
 from ..planner.modelset import PlanSet
 from ..planner.plan import Plan
-from ..planner.profiles import Profile, profile_of_gpu
+from ..planner.profiles import Profile
 from .console import Console
 from .settings import PREFIX, Settings
 
@@ -66,22 +67,12 @@ class RunState:
     # ------------------------------------------------------------------ GPU
 
     def emulates(self) -> bool:
-        """Whether this run makes a bigger GPU offer only the profile's memory.
+        """Whether this run makes a bigger GPU offer only the profile's memory (gpu/emulation.py).
 
         Raises ConfigError with one line when emulation is asked for and cannot be done.
         """
-        mode, usable = self.settings.emulate, self.plan.profile.usable_mib
-        if mode == "off" or self.settings.engine != "llamacpp":
-            return False
-        if self.gpu is None:
-            if mode == "on":
-                raise ConfigError(f"--vramcap-emulate=on needs an NVIDIA GPU: {self.gpu_reason}")
-            return False
-        if self.gpu.total_mib < usable:
-            raise ConfigError(f"the GPU ({self.gpu.name}, {self.gpu.total_mib} MiB) is smaller than profile "
-                              f"{self.plan.profile.name} ({usable} MiB usable): test on the real card or a "
-                              f"smaller profile")
-        return not (mode == "auto" and self.gpu.total_mib - usable < 1024)  # else it is the profile's size already
+        return emulation_applies(self.settings.emulate, self.settings.engine, self.gpu, self.gpu_reason,
+                                 self.plan.profile)
 
     def running_profile(self) -> Profile | None:
         """The profile of the GPU that really runs, when it emulates a smaller card and we know it.
@@ -91,7 +82,7 @@ class RunState:
         """
         if self.gpu is None or not self.emulates():
             return None
-        return profile_of_gpu(self.gpu.name, self.gpu.total_mib)
+        return running_profile(self.gpu)
 
     def emulate_profile(self) -> None:
         """Hold the ballast for the whole run when :meth:`emulates` (controller only)."""
