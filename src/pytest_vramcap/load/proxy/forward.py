@@ -92,7 +92,8 @@ class _Handler(ClientHandler):
         native = endpoint.rpartition("/api/")[2] if "/api/" in endpoint else None
         recorded = method == "POST" and (endpoint.endswith(_RECORDED) or native in ("chat", "generate"))
         embedding = method == "POST" and (endpoint.endswith("/embeddings") or native == "embed")
-        payload = _json_object(body) if method == "POST" else None
+        # Only a JSON object names a model: a blob upload (Ollama's /api/blobs, a GGUF) is not decoded.
+        payload = _json_object(body) if method == "POST" and body.lstrip()[:1] == b"{" else None
         self._route = self.router.model_route(_model_named(payload))
         role = self._route.role if self._route is not None else None
         if native is not None and self._ollama_answered(native, target, path, recorder,
