@@ -81,6 +81,22 @@ def test_rounds_interleave_and_report_each_pass(pytester: pytest.Pytester, run) 
     assert scenario["speedup"] == sorted(scenario["round_speedups"])[1]  # the median round
 
 
+def test_rounds_stop_once_the_speedup_verdict_is_settled_unless_a_baseline_reads_them(  # type: ignore[no-untyped-def]
+        pytester: pytest.Pytester, run) -> None:
+    # Any two agents beat a minimum of 0.01x: after two of three rounds the median's side cannot change.
+    write_scenarios(pytester, pair=scenario_yaml("pair", max_tokens=8, expect="{min_speedup: 0.01}"))
+    run("--vram-profile=16gb", "--vramcap-rounds=3", "scenarios").assert_outcomes(passed=1)
+    scenario = report(pytester)["scenarios"][0]
+    assert len(scenario["round_speedups"]) == 2
+    assert any("2 of 3 rounds" in line for verdict in scenario["verdicts"] if verdict["name"] == "parallel_speedup"
+               for line in verdict["evidence"])
+    for first in (pytester.path / "reports").glob("vramcap-*"):
+        first.unlink()
+    run("--vram-profile=16gb", "--vramcap-rounds=3", "--vramcap-save-baseline=every-round",
+        "scenarios").assert_outcomes(passed=1)
+    assert len(report(pytester)["scenarios"][0]["round_speedups"]) == 3  # the gate's allowances assume them all
+
+
 def test_engine_that_crashes_fails_the_run(pytester: pytest.Pytester, run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # A real llama-server that is killed 2 s after it starts, mid-scenario.
     wrapper = tmp_path / "crashing-llama-server"

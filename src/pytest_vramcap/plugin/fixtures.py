@@ -102,7 +102,9 @@ class FanoutRunner:
         from ..errors import GraphError
 
         try:
-            return self._state.run_scenario(scenario, build)
+            return self._state.run_scenario(scenario, build,
+                                            minimum=self._state.min_speedup_for(scenario, self.min_speedup),
+                                            slos=bool(self.slo))
         except GraphError as exc:  # the user's traceback and one line, as for a collected scenario
             problem = exc.shown()
         pytest.fail(problem, pytrace=False)  # outside the except: no "during handling" chain after it

@@ -8,6 +8,7 @@ Hooks live on the :class:`~.reporter.Reporter` and the :class:`~.xdist.XdistBrid
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..engines.attached import AttachedServer
@@ -17,7 +18,7 @@ from ..errors import EngineError
 from ..gpu.emulation import emulation_applies, running_profile
 from ..load.proxy.router import ModelRoute
 from ..load.run.apps import check_graph, run_on_process_loop
-from ..load.run.rounds import ScenarioRun
+from ..load.run.rounds import ScenarioRun, speedup_settled
 from ..load.run.steps import run_both
 from ..load.scenario.schema import Scenario
 from ..net import redact
@@ -163,15 +164,30 @@ class RunState:
 
     # ---------------------------------------------------------------- runs
 
-    def run_scenario(self, scenario: Scenario, build: Builder | None = None) -> ScenarioRun:
-        """Rounds of both passes on the run's server; a graph's builder may be given as ``build``."""
+    def run_scenario(self, scenario: Scenario, build: Builder | None = None, *, minimum: float | None = None,
+                     slos: bool = False) -> ScenarioRun:
+        """Rounds of both passes on the run's server; a graph's builder may be given as ``build``. ``minimum`` is
+        the speedup the scenario must reach and ``slos`` whether latency objectives judge it: they decide whether
+        its rounds may stop once the verdict is settled (:meth:`settled_rule`)."""
         if build is None:
             check_graph(scenario)  # a graph that cannot be imported fails before a server is started for it
         server = self.ensure_server()
         return run_on_process_loop(run_both(server.url, scenario, build=build, model=server.request_model,
                                             rounds=self.settings.rounds, prompt_cache=self.settings.prompt_cache,
                                             routes=self.model_routes(),
-                                            read_timeout_s=self.settings.request_timeout))
+                                            read_timeout_s=self.settings.request_timeout,
+                                            settled=self.settled_rule(scenario, minimum, slos)))
+
+    def settled_rule(self, scenario: Scenario, minimum: float | None,
+                     slos: bool) -> Callable[[ScenarioRun], bool] | None:
+        """Stop a scenario's rounds once its speedup verdict cannot change, when nothing else reads the later
+        rounds: a minimum is set, no baseline is saved or compared (the gate's allowances are calibrated on every
+        round), no latency objective (a p95 over every round's requests); agents holding conversations keep every
+        round too (:func:`~pytest_vramcap.load.run.rounds.speedup_settled`)."""
+        if minimum is None or slos or scenario.expect.slo.items() or self.settings.compare is not None \
+                or self.settings.save_baseline is not None:
+            return None
+        return speedup_settled(minimum, self.settings.rounds)
 
     def model_routes(self) -> list[ModelRoute]:
         """With several models, where each role's requests go; a client names a model by its role, by the model as

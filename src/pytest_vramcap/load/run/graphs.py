@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -118,7 +118,8 @@ async def _graph_channel(app: App, url: str, model: str | None, read_timeout_s: 
 
 async def run_graph_both(url: str, scenario: Scenario, *, build: Builder | None = None, model: str | None = None,
                          warmup: bool = True, read_timeout_s: float = 300.0, rounds: int = 1,
-                         prompt_cache: bool = False, routes: Sequence[ModelRoute] = ()) -> ScenarioRun:
+                         prompt_cache: bool = False, routes: Sequence[ModelRoute] = (),
+                         settled: Callable[[ScenarioRun], bool] | None = None) -> ScenarioRun:
     """``rounds`` of a sequential and a parallel invocation of the scenario's graph (or ``build``'s: a callable
     taken by the same rule as one that ``graph:`` names)."""
     if build is not None:
@@ -133,4 +134,4 @@ async def run_graph_both(url: str, scenario: Scenario, *, build: Builder | None 
             async with ChatClient(url, model=model, read_timeout_s=read_timeout_s) as client:
                 await warm_up(client)
         return await run_rounds(scenario, lambda mode: run_graph_pass(graph, scenario, channel, mode, prompt_cache),
-                                rounds, prompt_cache)
+                                rounds, prompt_cache, settled)

@@ -21,7 +21,7 @@ from ..measure.record import RequestError, RequestRecord, number_turns
 from ..scenario.schema import Scenario
 
 __all__ = ["ModeResult", "ModeRuns", "ScenarioRun", "pass_marker", "run_rounds", "runner_request_fields",
-           "warm_up"]
+           "speedup_settled", "warm_up"]
 
 
 def runner_request_fields(prompt_cache: bool) -> dict[str, Any]:
@@ -136,6 +136,8 @@ class ScenarioRun:
     prompt_cache: bool = False
     """Whether the engine's prompt cache was on; each pass then started cold for its own prompts
     (:func:`pass_marker`)."""
+    planned_rounds: int = 0
+    """The rounds asked for; fewer ran when a round failed or the speedup settled (:func:`speedup_settled`)."""
 
     @property
     def round_speedups(self) -> list[float]:
@@ -193,20 +195,42 @@ async def warm_up(client: ChatClient) -> None:
         pass  # the real runs will report it
 
 
+def speedup_settled(minimum: float, rounds: int) -> Callable[[ScenarioRun], bool]:
+    """A ``settled`` rule for :func:`run_rounds`: the median of ``rounds`` speedups is on one side of ``minimum``
+    whatever the rounds still to run give, once more than half of them are on that side already (for an even count
+    both middle values are then on it, and so is their mean): the ``parallel_speedup`` verdict is the one all the
+    rounds would have given. Not while an agent holds a conversation: the ``prompt_cache`` verdict reads every
+    later turn of every round."""
+    needed = rounds // 2 + 1
+
+    def settled(run: ScenarioRun) -> bool:
+        if any(record.turn is not None and record.turn > 1
+               for mode_pass in run.sequential.passes + run.parallel.passes for record in mode_pass.records):
+            return False
+        speedups = run.round_speedups
+        reached = sum(speedup >= minimum for speedup in speedups)
+        return reached >= needed or len(speedups) - reached >= needed
+
+    return settled
+
+
 async def run_rounds(scenario: Scenario, run_pass: Callable[[RunMode], Awaitable[ModeResult]],
-                     rounds: int, prompt_cache: bool = False) -> ScenarioRun:
+                     rounds: int, prompt_cache: bool = False,
+                     settled: Callable[[ScenarioRun], bool] | None = None) -> ScenarioRun:
     """``rounds`` of a sequential and a parallel pass, the order alternating; stops after a round that failed
-    (later rounds would only repeat it). Each pass's records are numbered by turn."""
+    (later rounds would only repeat it), or once ``settled`` says the speedups so far decide what was asked of
+    them (:func:`speedup_settled`). Each pass's records are numbered by turn."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
-    passes: dict[RunMode, list[ModeResult]] = {"sequential": [], "parallel": []}
+    run = ScenarioRun(scenario, ModeRuns("sequential", []), ModeRuns("parallel", []), prompt_cache, rounds)
     for index in range(rounds):
         results = [await run_pass(mode) for mode in _ORDERS[index % 2]]
         for result in results:
             number_turns(result.records)
             number_turns(result.embeddings)
-            passes[result.mode].append(result)
+            (run.sequential if result.mode == "sequential" else run.parallel).passes.append(result)
         if not all(result.ok for result in results):
             break
-    return ScenarioRun(scenario, ModeRuns("sequential", passes["sequential"]), ModeRuns("parallel", passes["parallel"]),
-                       prompt_cache)
+        if settled is not None and index + 1 < rounds and settled(run):
+            break
+    return run

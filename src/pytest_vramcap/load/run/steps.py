@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -142,7 +142,8 @@ async def run_scenario(clients: Clients | ChatClient, scenario: Scenario, mode: 
 
 async def run_both(url: str, scenario: Scenario, *, build: Builder | None = None, model: str | None = None,
                    warmup: bool = True, read_timeout_s: float = 300.0, rounds: int = 1,
-                   prompt_cache: bool = False, routes: Sequence[ModelRoute] = ()) -> ScenarioRun:
+                   prompt_cache: bool = False, routes: Sequence[ModelRoute] = (),
+                   settled: Callable[[ScenarioRun], bool] | None = None) -> ScenarioRun:
     """``rounds`` of a sequential and a parallel pass of any scenario, after a warm-up request.
 
     With several models, ``routes`` says where each role's requests go (its server and the model they name);
@@ -153,7 +154,7 @@ async def run_both(url: str, scenario: Scenario, *, build: Builder | None = None
     if scenario.graph is not None or build is not None:
         return await run_graph_both(url, scenario, build=build, model=model, warmup=warmup,
                                     read_timeout_s=read_timeout_s, rounds=rounds, prompt_cache=prompt_cache,
-                                    routes=routes)
+                                    routes=routes, settled=settled)
     endpoints = {route.role or "": (route.upstream, route.model) for route in routes} or {"": (url, model)}
     async with contextlib.AsyncExitStack() as stack:
         by_role = {role: await stack.enter_async_context(ChatClient(
@@ -167,4 +168,5 @@ async def run_both(url: str, scenario: Scenario, *, build: Builder | None = None
                 if role not in retrieval_only:
                     await warm_up(client)
         return await run_rounds(scenario, lambda mode: run_scenario(clients, scenario, mode,
-                                                                     prompt_cache=prompt_cache), rounds, prompt_cache)
+                                                                     prompt_cache=prompt_cache), rounds, prompt_cache,
+                                settled)
