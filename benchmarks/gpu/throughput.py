@@ -113,6 +113,9 @@ CASES = [
     # Attention's share as the context grows.
     Case("qwen2.5-7b", "Q4_K_M", 4, 8192, prompt=2048),
     Case("qwen2.5-7b", "Q4_K_M", 4, 8192, prompt=6144, role=H),
+    # MoE held out with seeded sampling (the greedy rows' agents shared their experts).
+    Case("gpt-oss-20b", "MXFP4_MOE", 2, 8192, prompt=4096, role=H),
+    Case("qwen3-30b-a3b", "Q4_K_M", 3, role=H),
 ]
 
 PROMPT_WORD = " lighthouse"
