@@ -14,7 +14,7 @@ from pytest_vramcap.engines.emulated import EmulatedServer
 from pytest_vramcap.errors import ConfigError, EngineStartError
 from pytest_vramcap.gpu import ballast as ballast_module
 from pytest_vramcap.gpu.emulation import emulation_applies
-from pytest_vramcap.gpu.nvml import GpuInfo
+from pytest_vramcap.gpu.nvml import GpuInfo, detect_gpus
 from pytest_vramcap.planner import resolve_profile
 from pytest_vramcap.planner.memory import ServerConfig
 
@@ -88,3 +88,29 @@ def test_a_server_that_fails_to_start_releases_the_ballast(tmp_path: Path, recor
     with pytest.raises(EngineStartError):
         EmulatedServer(server, H100, "16gb", 16_384).start()
     assert recording_ballast == ["hold 16384", "release"]
+
+
+GPUS, NO_GPU = detect_gpus()
+
+
+@pytest.mark.skipif(not GPUS, reason=f"needs an NVIDIA GPU: {NO_GPU}")
+def test_a_server_planned_with_emulation_runs_on_the_profile_s_memory(tiny_model: Path) -> None:
+    from pytest_vramcap.engines.provision import new_server, plan_for_engine
+    from pytest_vramcap.options import EMULATE, ENGINE_OPTIONS, PLAN_OPTIONS, with_run_defaults
+
+    values = with_run_defaults({"profile": "8gb", "model": str(tiny_model), "agents": 2, "ctx_per_agent": 1024,
+                                "emulate": "auto"}, (*PLAN_OPTIONS, *ENGINE_OPTIONS, EMULATE))
+    plan, setup = plan_for_engine(values, "llamacpp")
+    assert setup.emulate_on is not None and "of the GPU that runs" in plan.profile.overhead_source
+    server = new_server(plan, setup, announce=lambda line: None)
+    assert isinstance(server, EmulatedServer)
+    server.start()
+    try:
+        held = server.emulation()["ballast_mib"]
+        assert held > 0
+    finally:
+        server.stop()
+    from pytest_vramcap.gpu.ballast import Ballast
+
+    with Ballast(target_free_mib=1024) as probe:  # the ballast is gone: the card's memory is free again
+        assert probe.free_before_mib > held
