@@ -196,6 +196,13 @@ def run_case(models: Path, logs: Path, case: Case, tokens: int, prefill_tokens: 
     return rows
 
 
+def shared_routing(row: dict[str, Any]) -> bool:
+    """Greedy agents of an MoE batch: they emitted the same tokens, so their routing was shared, not the
+    independent routing the model prices (docs/throughput.md); kept in the data, left out of the fit."""
+    moe = bool(spec_from_shape(row["shape"], row["mix"]).n_expert)
+    return moe and row.get("sampling") == "greedy" and row["agents"] > 1
+
+
 def _terms(row: dict[str, Any]) -> StepTerms:
     case = Case.from_row(row)
     # The mean context over the decode: the prompt, then half the decoded tokens.
@@ -227,7 +234,8 @@ def render(path: Path) -> list[dict[str, Any]]:
 def fit(path: Path) -> None:
     """Least squares of the relative step-time error over the calibration rows, each unit cost bounded below
     (weight reads no faster than the H100's bandwidth, no cost negative): the constants the planner carries."""
-    rows = [r for r in json.loads(path.read_text()) if "error" not in r and r["role"] == ROLE_CALIBRATE]
+    rows = [r for r in json.loads(path.read_text())
+            if "error" not in r and r["role"] == ROLE_CALIBRATE and not shared_routing(r)]
     terms = [_terms(r) for r in rows]
     kinds = sorted({k for t in terms for k in t.gpu_gb_by_type})
     names = ["layer_us", "batch_layer_us", "attention_ms", "attention_quant_ms", "host_s_per_gb",

@@ -221,6 +221,7 @@ def run_config(models: Path, logs: Path, gpu_uuid: str | None, case: Case) -> di
         "breakdown_unaccounted_mib": row.unaccounted if row else None,
         "overhead_at_peak_mib": (peak - row.self_mib) if row and peak else None,
         "request_errors": errors,
+        "date": str(date.today()),
         "seconds": round(time.monotonic() - started, 1),
     }
 
@@ -275,10 +276,12 @@ def main() -> None:
         command = ("python benchmarks/gpu/validate_planner.py --out OUT  (on the GPU; then --render "
                    "docs/validation.json to re-predict)")
         table = args.render.with_suffix(".md")
-        # A re-prediction keeps the date the rows were measured on.
+        # A re-prediction keeps the date the rows were measured on: the newest row's (rows carry one since
+        # 2026-12-06), else the table's own.
         dated = re.search(r"^Date: (\S+)\.", table.read_text(), re.MULTILINE) if table.exists() else None
-        table.write_text(markdown(rows, gpu_line[0], gpu_line[1], command,
-                                  dated.group(1) if dated else str(date.today())))
+        measured_on = max((row["date"] for row in rows if row.get("date")),
+                          default=dated.group(1) if dated else str(date.today()))
+        table.write_text(markdown(rows, gpu_line[0], gpu_line[1], command, measured_on))
         return
     if args.out is None:
         parser.error("--out is required for a run")

@@ -16,20 +16,35 @@ from pytest_vramcap.report.verdicts import speedup_verdict
 
 from ..factories import PAIR, scenario_run
 
-SPEEDUPS = (0.8, 1.1, 1.3, 1.5, 2.0)
+MINIMUM = 1.2
+SPEEDUPS = (0.8, 1.1, MINIMUM, 1.3, 2.0)  # the minimum itself: the verdict passes at >=
 
 
 @pytest.mark.parametrize("planned", [2, 3, 4, 5])
 def test_a_settled_verdict_is_the_one_every_round_would_give(planned: int) -> None:
-    minimum = 1.2
-    settled = speedup_settled(minimum, planned)
+    settled = speedup_settled(MINIMUM, planned)
+    settled_once = False
     for done in range(1, planned):
         for first in itertools.product(SPEEDUPS, repeat=done):
             if not settled(scenario_run([(ratio, 1.0) for ratio in first])):
                 continue
-            verdicts = {statistics.median(first + rest) >= minimum
+            settled_once = True
+            verdicts = {statistics.median(first + rest) >= MINIMUM
                         for rest in itertools.product(SPEEDUPS, repeat=planned - done)}
             assert len(verdicts) == 1, (first, planned)
+    assert settled_once == (planned > 2)  # two rounds: one cannot be more than half
+
+
+@pytest.mark.parametrize("planned", [3, 5])
+def test_an_odd_count_settles_as_soon_as_every_outcome_agrees(planned: int) -> None:
+    # The median of an odd count is one of the speedups: only their sides matter, so the rule misses no round it
+    # could save. (An even count's median averages two, and a round still to run can pull it anywhere.)
+    settled = speedup_settled(MINIMUM, planned)
+    for done in range(1, planned):
+        for first in itertools.product(SPEEDUPS, repeat=done):
+            verdicts = {statistics.median(first + rest) >= MINIMUM
+                        for rest in itertools.product(SPEEDUPS, repeat=planned - done)}
+            assert settled(scenario_run([(ratio, 1.0) for ratio in first])) == (len(verdicts) == 1), first
 
 
 def test_two_of_three_rounds_on_one_side_settle_and_a_split_does_not() -> None:

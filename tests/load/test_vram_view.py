@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 
+from pytest_vramcap.gpu.nvml import GpuMemory
 from pytest_vramcap.locust.tally import LoadTally
 from pytest_vramcap.locust.vram_view import as_emulated, page_html, parse_llamacpp_metrics, table_rows, vram_snapshot
 from pytest_vramcap.model.loader import load_model
@@ -58,12 +61,11 @@ def test_the_page_is_one_self_contained_file(needle: str) -> None:
 
 
 def test_an_emulated_card_shows_the_profile_s_memory_not_the_big_card_s() -> None:
-    # NVML's view of an H100 holding a 64,168 MiB ballast and a 9,000 MiB server (no GPU here: the numbers are
-    # what memory_in_use returns there, from docs/gpu.md's emulated runs).
-    h100 = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-h100", "used_mib": 73_168.0,
-            "total_mib": 81_559.0}
-    other = {"index": 1, "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-other", "used_mib": 5.0, "total_mib": 81_559.0}
-    emulated = {"gpu_uuid": "GPU-h100", "profile": "16gb", "usable_mib": 16_384, "ballast_mib": 64_168}
+    # NVML's view (GpuMemory, as memory_in_use returns it; no GPU here) of an H100 on which 1,000 MiB were in use
+    # when the ballast left the 16gb profile's 16,384 MiB free, and the server then took 9,000 of them.
+    h100 = asdict(GpuMemory(0, "NVIDIA H100 80GB HBM3", 81_559 - 16_384 + 9_000, 81_559, "GPU-h100"))
+    other = asdict(GpuMemory(1, "NVIDIA H100 80GB HBM3", 5.0, 81_559, "GPU-other"))
+    emulated = {"gpu_uuid": "GPU-h100", "profile": "16gb", "usable_mib": 16_384, "ballast_mib": 64_175}
     shown = as_emulated([h100, other], emulated)
     assert shown[0]["used_mib"] == 9_000 and shown[0]["total_mib"] == 16_384
     assert "as 16gb (emulated)" in shown[0]["name"]

@@ -71,8 +71,12 @@ class Ballast:
             raise BadInputError(f"the GPU has {self.free_before_mib} MiB free, less than the profile's "
                                 f"{self.target_free_mib} MiB: use a smaller --vram-profile or the real card")
         if hold > 0:
-            self._check(cuda.cuMemAlloc_v2(ctypes.byref(self._ptr), ctypes.c_size_t(hold * MIB)),
-                        f"cuMemAlloc of {hold} MiB")
+            try:
+                self._check(cuda.cuMemAlloc_v2(ctypes.byref(self._ptr), ctypes.c_size_t(hold * MIB)),
+                            f"cuMemAlloc of {hold} MiB")
+            except BallastError:
+                self.release()  # the primary context it retained goes too
+                raise
         self.held_mib = hold
         atexit.register(self.release)
         return self

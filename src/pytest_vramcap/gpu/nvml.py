@@ -78,6 +78,7 @@ class GpuMemory:
     name: str
     used_mib: float
     total_mib: float
+    uuid: str = ""
 
 
 def memory_in_use() -> tuple[list[GpuMemory], str]:
@@ -86,9 +87,10 @@ def memory_in_use() -> tuple[list[GpuMemory], str]:
     with nvml_session("") as (pynvml, why):
         if pynvml is None:
             return [], why
-        found = {str(pynvml.nvmlDeviceGetUUID(handle)): GpuMemory(
-            index, str(pynvml.nvmlDeviceGetName(handle)), round(memory.used / MIB, 1), round(memory.total / MIB, 1))
-            for index, handle, memory in _devices(pynvml)}
+        uuids = {index: str(pynvml.nvmlDeviceGetUUID(handle)) for index, handle, _ in _devices(pynvml)}
+        found = {uuids[index]: GpuMemory(index, str(pynvml.nvmlDeviceGetName(handle)), round(memory.used / MIB, 1),
+                                         round(memory.total / MIB, 1), uuids[index])
+                 for index, handle, memory in _devices(pynvml)}
     inventory = [GpuInfo(gpu.index, gpu.name, uuid, int(gpu.total_mib), "") for uuid, gpu in found.items()]
     visible = [found[gpu.uuid] for gpu in visible_gpus(inventory)]
     if visible:

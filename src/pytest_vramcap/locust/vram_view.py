@@ -70,12 +70,14 @@ def gpu_memory() -> tuple[list[dict[str, Any]], str]:
 
 
 def as_emulated(gpus: list[dict[str, Any]], emulated: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The GPUs as the run sees them: the one a ballast makes look like the profile's card shows that card's
-    memory (used less the ballast, of the profile's usable MiB), not the big card's."""
+    """The GPUs as the run sees them: the one a ballast makes look like the profile's card shows that card: what
+    is in use of the profile's usable MiB. The ballast left exactly that free when it was taken, so whatever else
+    held memory then (the ballast's own CUDA context, other processes) is left out with it."""
     if not emulated:
         return gpus
     return [{**gpu, "name": f"{gpu['name']} as {emulated['profile']} (emulated)",
-             "used_mib": max(0.0, gpu["used_mib"] - emulated["ballast_mib"]), "total_mib": emulated["usable_mib"]}
+             "used_mib": max(0.0, gpu["used_mib"] - (gpu["total_mib"] - emulated["usable_mib"])),
+             "total_mib": emulated["usable_mib"]}
             if gpu.get("uuid") == emulated["gpu_uuid"] else gpu for gpu in gpus]
 
 

@@ -60,8 +60,9 @@ class Profile:
     overhead_mib: int
     """Per-process CUDA overhead at peak with flash attention."""
     overhead_source: str
-    decode_efficiency: float = 0.9
-    """Share of the bandwidth a decode step's weight reads reach (0.908 measured on an H100 for Q4_K)."""
+    decode_efficiency: float = 0.875
+    """Share of the bandwidth a decode step's weight reads reach where no kernel limits them: Q8_0 reached 0.875 on
+    an H100 (docs/throughput.md), carried to other cards."""
     sm_count: int = 0
     """Streaming multiprocessors: how fast dequantizing kernels run (0: unknown, the bandwidth alone decides)."""
     host_bandwidth_gbps: float = DESKTOP_HOST_BANDWIDTH_GBPS
@@ -131,14 +132,15 @@ _GPU_TABLE: dict[str, tuple[int, int, float, int, str]] = {
 }
 
 # Measured on an H100 (docs/validation.md, docs/throughput.md): process memory minus llama.cpp's
-# model+context+compute buffers at peak with flash attention, the share of the bandwidth Q4_K weight reads
+# model+context+compute buffers at peak with flash attention, the share of the bandwidth Q8_0 weight reads
 # reached in a decode step, and the host's memory bandwidth as llama.cpp's CPU kernels reached it on that
 # machine (a server host; a desktop's is the default).
 _MEASURED: dict[str, dict[str, Any]] = {
-    "h100-80gb": {"overhead_mib": 609, "decode_efficiency": 0.908, "host_bandwidth_gbps": 81.0},
+    "h100-80gb": {"overhead_mib": 609, "decode_efficiency": 0.875, "host_bandwidth_gbps": 80.8},
 }
-# The H200 uses the H100's die: we carry its measured overhead over.
-_MEASURED["h200"] = dict(_MEASURED["h100-80gb"])
+# The H200 uses the H100's die: we carry its measured overhead and weight-read efficiency over (not the H100
+# host's memory bandwidth: that is the machine's, not the card's).
+_MEASURED["h200"] = {key: _MEASURED["h100-80gb"][key] for key in ("overhead_mib", "decode_efficiency")}
 
 
 def _build_named() -> dict[str, Profile]:

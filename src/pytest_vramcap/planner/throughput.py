@@ -4,7 +4,7 @@ One decode step serves one token for each of N agents. Measured on an H100 again
 (benchmarks/gpu/throughput.py, docs/throughput.json), its time is the sum of
 
 * **reading the weights**: every GPU-resident weight once per step, at the card's bandwidth or, for weight
-  types whose dequantizing kernels cannot keep up with it (Q6_K, MXFP4 and Q8_0 on an H100), at that kernel's rate,
+  types whose dequantizing kernels cannot keep up with it (Q4_K, Q6_K and MXFP4 on an H100), at that kernel's rate,
   which scales with the card's SM count. An MoE layer reads only the experts its tokens are routed to:
   ``1 - (1 - used/n_expert)^N`` of them for N independently routed tokens;
 * **a fixed cost per resident layer**: the kernels' launch and tail latency, which dominates small models;
@@ -33,10 +33,10 @@ __all__ = ["H100_SMS", "DecodeEstimate", "KernelCosts", "StepTerms", "estimate_d
 H100_SMS = 132
 H100_BANDWIDTH_GBPS = 3350.0
 
-# Weight types whose decode kernels ran below the H100's bandwidth: their rate in GB/s on the H100
-# (docs/throughput.md). On another card the rate scales with its SM count, and the bandwidth caps it.
-# Types not listed (Q4_K, Q5_K, Q4_0, ...) read at the bandwidth times the profile's decode efficiency.
-KERNEL_LIMITED_GBPS = {"Q6_K": 837.4, "MXFP4": 947.8, "Q8_0": 2780.3}
+# Weight types whose decode kernels ran below the share of the H100's bandwidth that Q8_0 reached: their rate in
+# GB/s on the H100 (docs/throughput.md). On another card the rate scales with its SM count, and the bandwidth caps
+# it. Types not listed (Q8_0, Q5_K, Q4_0, F16, ...) read at the bandwidth times the profile's decode efficiency.
+KERNEL_LIMITED_GBPS = {"Q4_K": 2707.3, "Q6_K": 967.9, "MXFP4": 828.9}
 
 
 @dataclass(frozen=True)
@@ -62,13 +62,13 @@ class StepTerms:
 class KernelCosts:
     """Unit costs of the step terms, fitted on an H100 to llama-server's timings (docs/throughput.json)."""
 
-    layer_us: float = 69.61
-    batch_layer_us: float = 8.499
-    attention_ms: float = 3.551
+    layer_us: float = 71.23
+    batch_layer_us: float = 10.60
+    attention_ms: float = 3.264
     """Per million of :attr:`StepTerms.attention`, f16 K and V."""
-    attention_quant_ms: float = 1.531
+    attention_quant_ms: float = 1.576
     """Added per million with a quantized K/V (the kernel dequantizes as it reads)."""
-    host_batch_share: float = 0.445
+    host_batch_share: float = 0.444
     """Each further agent's share of the dense host bytes' time."""
 
     def to_dict(self) -> dict[str, float]:

@@ -164,11 +164,11 @@ class RunState:
 
     # ---------------------------------------------------------------- runs
 
-    def run_scenario(self, scenario: Scenario, build: Builder | None = None, *, minimum: float | None = None,
-                     slos: bool = False) -> ScenarioRun:
-        """Rounds of both passes on the run's server; a graph's builder may be given as ``build``. ``minimum`` is
-        the speedup the scenario must reach and ``slos`` whether latency objectives judge it: they decide whether
-        its rounds may stop once the verdict is settled (:meth:`settled_rule`)."""
+    def run_scenario(self, scenario: Scenario, build: Builder | None = None, *,
+                     minimum: float | None = None) -> ScenarioRun:
+        """Rounds of both passes on the run's server; a graph's builder may be given as ``build``. ``minimum``, the
+        speedup a collected scenario file must reach, lets its rounds stop once the verdict is settled
+        (:meth:`settled_rule`); without it every round runs."""
         if build is None:
             check_graph(scenario)  # a graph that cannot be imported fails before a server is started for it
         server = self.ensure_server()
@@ -176,16 +176,17 @@ class RunState:
                                             rounds=self.settings.rounds, prompt_cache=self.settings.prompt_cache,
                                             routes=self.model_routes(),
                                             read_timeout_s=self.settings.request_timeout,
-                                            settled=self.settled_rule(scenario, minimum, slos)))
+                                            settled=self.settled_rule(scenario, minimum, build)))
 
     def settled_rule(self, scenario: Scenario, minimum: float | None,
-                     slos: bool) -> Callable[[ScenarioRun], bool] | None:
+                     build: Builder | None = None) -> Callable[[ScenarioRun], bool] | None:
         """Stop a scenario's rounds once its speedup verdict cannot change, when nothing else reads the later
-        rounds: a minimum is set, no baseline is saved or compared (the gate's allowances are calibrated on every
-        round), no latency objective (a p95 over every round's requests); agents holding conversations keep every
+        rounds: a scenario of steps (a graph's ``slots`` verdict reads the most requests any parallel pass had in
+        flight) with a minimum, no latency objective (a p95 over every round's requests), no baseline saved or
+        compared (the gate's allowances are calibrated on every round); agents holding conversations keep every
         round too (:func:`~pytest_vramcap.load.run.rounds.speedup_settled`)."""
-        if minimum is None or slos or scenario.expect.slo.items() or self.settings.compare is not None \
-                or self.settings.save_baseline is not None:
+        if minimum is None or scenario.graph is not None or build is not None or scenario.expect.slo.items() \
+                or self.settings.compare is not None or self.settings.save_baseline is not None:
             return None
         return speedup_settled(minimum, self.settings.rounds)
 

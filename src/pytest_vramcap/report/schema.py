@@ -71,6 +71,8 @@ class ScenarioResult(BaseModel):
     speedup: float | None
     """The median of the rounds' speedups."""
     round_speedups: list[float] = []
+    planned_rounds: int | None = None
+    """The rounds asked for: more than ``round_speedups`` holds when the speedup settled early or a round failed."""
     min_speedup: float | None
     sequential: ModeReport | None
     """None when the scenario never ran (the server did not start, or its graph could not be built)."""
@@ -91,7 +93,7 @@ class ScenarioResult(BaseModel):
            verdicts: list[Verdict]) -> ScenarioResult:
         return cls(name=name, nodeid=nodeid, passed=not any(v.failed for v in verdicts),
                    speedup=run.speedup if run else None, round_speedups=run.round_speedups if run else [],
-                   min_speedup=min_speedup,
+                   planned_rounds=run.planned_rounds or None if run else None, min_speedup=min_speedup,
                    sequential=ModeReport.of(run.sequential) if run else None,
                    parallel=ModeReport.of(run.parallel) if run else None, verdicts=verdicts,
                    window=_window(run) if run else None, prompt_cache=run.prompt_cache if run else None,

@@ -93,7 +93,7 @@ class _Handler(ClientHandler):
         recorded = method == "POST" and (endpoint.endswith(_RECORDED) or native in ("chat", "generate"))
         embedding = method == "POST" and (endpoint.endswith("/embeddings") or native == "embed")
         # Only a JSON object names a model: a blob upload (Ollama's /api/blobs, a GGUF) is not decoded.
-        payload = _json_object(body) if method == "POST" and body.lstrip()[:1] == b"{" else None
+        payload = _json_object(body) if method == "POST" and body.lstrip().removeprefix(_BOM)[:1] == b"{" else None
         self._route = self.router.model_route(_model_named(payload))
         role = self._route.role if self._route is not None else None
         if native is not None and self._ollama_answered(native, target, path, recorder,
@@ -565,6 +565,9 @@ def _error_message(data: bytes) -> str:
 def _in_stream_error(error: RequestError) -> str:
     """What a failed answer tells its client: the engine's own words where it sent some."""
     return _error_message(error.body.encode()) if isinstance(error, HTTPStatusError) else str(error)
+
+
+_BOM = b"\xef\xbb\xbf"  # json.loads takes a UTF-8 body that starts with one
 
 
 def _model_named(payload: dict[str, Any] | None) -> str | None:
