@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import sys
 import time
@@ -127,12 +128,17 @@ SAMPLING: dict[str, Callable[[int], dict[str, Any]]] = {
 }
 
 
-def _prompt(url: str, tokens: int, salt: str) -> str:
-    """About ``tokens`` tokens in the model's own vocabulary (the word may be one token or several)."""
+@functools.cache
+def _tokens_per_word(url: str) -> int:
+    """How many tokens PROMPT_WORD is in the vocabulary of the server at ``url`` (asked once per server)."""
     response = httpx.post(f"{url}/tokenize", json={"content": PROMPT_WORD}, timeout=60)
     response.raise_for_status()
-    per_word = max(1, len(response.json()["tokens"]))
-    return salt + PROMPT_WORD * max(1, (tokens - 4) // per_word)
+    return max(1, len(response.json()["tokens"]))
+
+
+def _prompt(url: str, tokens: int, salt: str) -> str:
+    """About ``tokens`` tokens in the model's own vocabulary (the word may be one token or several)."""
+    return salt + PROMPT_WORD * max(1, (tokens - 4) // _tokens_per_word(url))
 
 
 def _completion(client: httpx.Client, url: str, prompt_tokens: int, n_predict: int, salt: str) -> dict[str, Any]:
@@ -193,6 +199,7 @@ def run_case(models: Path, logs: Path, case: Case, tokens: int, prefill_tokens: 
         rows[0].update(measured_prefill_tps=round(prefill["prompt_per_second"], 1), prefill_n=prefill["prompt_n"])
     finally:
         server.stop()
+        _tokens_per_word.cache_clear()  # the next case's server may get this port with another vocabulary
     return rows
 
 

@@ -20,7 +20,7 @@ costs with the same terms the estimate uses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from ..model.spec import ModelSpec
 from .memory import ServerConfig, is_expert_tensor, weight_placement
@@ -70,9 +70,6 @@ class KernelCosts:
     """Added per million with a quantized K/V (the kernel dequantizes as it reads)."""
     host_batch_share: float = 0.444
     """Each further agent's share of the dense host bytes' time."""
-
-    def to_dict(self) -> dict[str, float]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 COSTS = KernelCosts()
