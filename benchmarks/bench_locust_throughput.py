@@ -74,8 +74,9 @@ class RequestsChatClient:
         with self.session.post(f"{self.base_url}/v1/chat/completions", json=request.body(self.model), stream=True,
                                timeout=300) as response:
             stream = ChatStream(record, response.status_code)
-            for line in response.iter_lines(decode_unicode=True):
-                if stream.feed(line or "", time.monotonic()):
+            # bytes, decoded per line: decoded first, requests splits with str.splitlines, which breaks at U+2028
+            for line in response.iter_lines():
+                if stream.feed(line.decode("utf-8", errors="replace"), time.monotonic()):
                     break
             stream.finish()
         return record

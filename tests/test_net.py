@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 import pytest
 
 from pytest_vramcap.errors import ServerUnreachable
-from pytest_vramcap.net import checked_url, fetch, ollama_host_url, redact
+from pytest_vramcap.net import astream_lines, checked_url, fetch, ollama_host_url, redact, stream_lines
 from tests.helpers import canned_server, misbehaving_server
 
 
@@ -45,3 +48,24 @@ def test_fetch_ends_at_its_deadline(drip_s: float | None) -> None:
 def test_fetch_reads_a_prompt_answer() -> None:
     with canned_server(b'{"ok": true}', "application/json") as url:
         assert fetch("GET", url, deadline_s=5).json() == {"ok": True}
+
+
+def test_stream_lines_split_at_newlines_only_and_keep_characters_whole() -> None:
+    # U+2028 is three bytes (e2 80 a8): sent a byte at a time, the character is cut across reads; CRLF ends a line too
+    body = "data: {\"a\": \"x\u2028y\u00e9\"}\r\n\nlast without newline".encode()
+    pieces = [body[i:i + 1] for i in range(len(body))]
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=iter(pieces)))
+    with httpx.Client(transport=transport) as client, client.stream("GET", "http://engine.test/") as response:
+        lines = list(stream_lines(response))
+    assert lines == ['data: {"a": "x\u2028y\u00e9"}', "", "last without newline"]
+
+    async def read() -> list[str]:
+        async def pieces_async():  # type: ignore[no-untyped-def]
+            for piece in pieces:
+                yield piece
+        atransport = httpx.MockTransport(lambda request: httpx.Response(200, content=pieces_async()))
+        async with httpx.AsyncClient(transport=atransport) as aclient, \
+                aclient.stream("GET", "http://engine.test/") as aresponse:
+            return [line async for line in astream_lines(aresponse)]
+
+    assert asyncio.run(read()) == lines

@@ -10,6 +10,10 @@
 * :func:`fetch` - one request that ends within its deadline however slowly the server
   answers: httpx's timeouts are per read, so a server dripping a byte a second never
   trips them.
+* :func:`stream_lines`, :func:`astream_lines` - the lines of a streamed body (SSE or NDJSON), split at
+  ``\n`` only. httpx's ``iter_lines`` also splits at U+0085, U+2028 and U+2029 (``str.splitlines``),
+  which llama-server writes unescaped inside JSON strings (its encoder escapes only what JSON requires)
+  and a synthesized model's random tokens produce: split there, one event became two broken halves.
 
 httpx is imported inside the functions: the pytest plugin imports this module's
 callers at start-up and must stay cheap to load.
@@ -18,6 +22,7 @@ callers at start-up and must stay cheap to load.
 from __future__ import annotations
 
 import threading
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,7 +32,8 @@ from .errors import NothingListening, ServerUnreachable
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["base_url", "checked_url", "fetch", "host", "http_url", "ollama_host_url", "ollama_url", "redact"]
+__all__ = ["astream_lines", "base_url", "checked_url", "fetch", "host", "http_url", "ollama_host_url", "ollama_url",
+           "redact", "stream_lines"]
 
 _OLLAMA_PORT = DEFAULT_OLLAMA_URL.rsplit(":", 1)[1]
 
@@ -134,6 +140,43 @@ def fetch(method: str, url: str, *, deadline_s: float, json: Any = None) -> http
         raise error
     response: httpx.Response = outcome["response"]
     return response
+
+class _LineSplitter:
+    """Bytes in, whole lines out: split at b"\\n" (a trailing "\\r" dropped, as SSE allows CRLF) before decoding,
+    so no character is cut; UTF-8 never puts 0x0A inside a multi-byte sequence."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, data: bytes) -> list[str]:
+        *lines, self._pending = (self._pending + data).split(b"\n")
+        return [self._text(line) for line in lines]
+
+    def rest(self) -> list[str]:
+        return [self._text(self._pending)] if self._pending else []
+
+    @staticmethod
+    def _text(line: bytes) -> str:
+        return line.removesuffix(b"\r").decode("utf-8", errors="replace")
+
+
+def stream_lines(response: httpx.Response) -> Iterator[str]:
+    """The lines of a streamed response, split at ``\\n`` only (see the module notes)."""
+    splitter = _LineSplitter()
+    for data in response.iter_bytes():
+        yield from splitter.feed(data)
+    yield from splitter.rest()
+
+
+async def astream_lines(response: httpx.Response) -> AsyncIterator[str]:
+    """:func:`stream_lines` for an async response."""
+    splitter = _LineSplitter()
+    async for data in response.aiter_bytes():
+        for line in splitter.feed(data):
+            yield line
+    for line in splitter.rest():
+        yield line
+
 
 def host(text: str) -> str:
     """An address to bind: an IP or a host name, never empty (an empty host binds every interface)."""

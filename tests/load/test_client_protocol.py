@@ -62,6 +62,16 @@ def test_a_well_formed_stream_still_counts() -> None:
     assert (record.n_out, record.n_out_source, record.prompt_tokens, record.text) == (2, "usage", 3, "xx")
 
 
+def test_line_separators_inside_a_json_string_stay_in_their_event() -> None:
+    """llama-server writes U+0085, U+2028 and U+2029 unescaped (its JSON encoder escapes only what JSON requires);
+    a synthesized model's random tokens produced them. They are not line breaks of the stream."""
+    pieces = ["one\u2028two", "three\x85four", "five\u2029six"]
+    raw = [json.dumps({"choices": [{"delta": {"content": piece}, "finish_reason": None}]}, ensure_ascii=False)
+           for piece in pieces]
+    record = ask(sse(*raw, {**DONE, "usage": {"completion_tokens": 3, "prompt_tokens": 1}}, "[DONE]"))
+    assert record.ok and record.text == "".join(pieces) and record.n_chunks == 3
+
+
 @pytest.mark.parametrize(("final", "cached"), [
     ({"usage": {"completion_tokens": 1, "prompt_tokens": 9, "prompt_tokens_details": {"cached_tokens": 6}}}, 6),
     ({"usage": {"completion_tokens": 1, "prompt_tokens": 9}, "timings": {"cache_n": 8, "prompt_ms": 2.5}}, 8),

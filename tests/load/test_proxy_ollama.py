@@ -200,9 +200,12 @@ def test_an_error_line_mid_stream_fails_the_record_and_reaches_the_client() -> N
 def test_text_with_characters_httpx_reads_as_line_breaks_stays_one_ndjson_line() -> None:
     # A synthesized model's random tokens produced U+0085 and U+2028 in an answer; raw in the NDJSON, the ollama
     # client's httpx iter_lines split the line there and failed with a JSONDecodeError. tests/scripted_engine.py
-    # stands in for llama-server's stream here: a real one emits them only by chance.
+    # stands in for llama-server's stream here (a real one emits them only by chance), unescaped as llama-server
+    # writes them: the proxy's own reading of the stream must not split there either.
     pieces = ["one\u2028two", "three\x85four", "five\u2029six"]
-    events = [{"choices": [{"delta": {"content": piece}, "finish_reason": None}]} for piece in pieces]
+    events: list[dict | bytes] = [  # type: ignore[type-arg]
+        json.dumps({"choices": [{"delta": {"content": piece}, "finish_reason": None}]}, ensure_ascii=False).encode()
+        for piece in pieces]
     events.append({"choices": [{"delta": {}, "finish_reason": "stop"}],
                    "usage": {"prompt_tokens": 3, "completion_tokens": 3}})
     with ScriptedEngine(events) as engine, RecordingProxy(engine.url) as proxy:

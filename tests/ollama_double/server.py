@@ -23,6 +23,7 @@ import gguf
 import httpx
 
 from pytest_vramcap.engines import find_llama_server, free_port
+from pytest_vramcap.net import stream_lines
 
 from .options import (
     FOREVER_S,
@@ -966,7 +967,7 @@ def sse_events(url: str, path: str, request: dict[str, Any]) -> Iterator[dict[st
         with httpx.stream("POST", f"{url}{path}", json=request, timeout=httpx.Timeout(600, connect=5)) as response:
             if response.status_code >= 400:  # statusErrorMessage: the body, trimmed, as the error
                 raise RunnerError(response.status_code, response.read().decode(errors="replace").strip())
-            for line in response.iter_lines():
+            for line in stream_lines(response):
                 if not line.startswith("data:"):
                     continue
                 payload = line[5:].strip()

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ...net import redact
+from ...net import astream_lines, redact
 from .record import HTTPStatusError, RequestRecord, RequestRefused, RequestTimeout, StreamCut
 from .stream import ChatStream, fail
 
@@ -124,7 +124,7 @@ class ChatClient:
                 body = (await response.aread()).decode("utf-8", errors="replace")
                 raise fail(record, HTTPStatusError(response.status_code, body))
             stream = ChatStream(record, response.status_code)
-            async for line in response.aiter_lines():
+            async for line in astream_lines(response):
                 if stream.feed(line, time.monotonic()):
                     break
             stream.finish()
