@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_PROFILE",
     "DEFAULT_REPORT_DIR",
     "DEFAULT_REQUEST_TIMEOUT_S",
+    "DEFAULT_ROUNDS",
     "DEFAULT_STARTUP_TIMEOUT_S",
     "DEFAULT_UBATCH",
     "MAX_AGENTS",
@@ -64,6 +65,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_STARTUP_TIMEOUT_S = 300.0
 DEFAULT_REQUEST_TIMEOUT_S = 300.0
 """How long the engine may stay silent in one request: a long prefill on a slow card, not a hung server."""
+
+DEFAULT_ROUNDS = 3
+"""Interleaved sequential/parallel rounds a speedup is the median of (the gate's allowances in docs/benchmarks.md
+were measured on three); a scenario runs only the rounds its verdicts read."""
 
 DEFAULT_LOAD_SCENARIO = "scenarios/research-fanout.yaml"
 """The graph ``vramcap load`` and the locustfile's users run when no scenario is named (relative to the current

@@ -30,6 +30,7 @@ from .defaults import (
     DEFAULT_PROFILE,
     DEFAULT_REPORT_DIR,
     DEFAULT_REQUEST_TIMEOUT_S,
+    DEFAULT_ROUNDS,
     DEFAULT_STARTUP_TIMEOUT_S,
     DEFAULT_UBATCH,
 )
@@ -146,8 +147,9 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("server-url", http_url, None, "attach to this server instead of starting one", "URL"),
     Option("report-dir", Path, Path(DEFAULT_REPORT_DIR), "where the JSON run report goes", "DIR"),
     Option("min-speedup", positive_float, None, "override every scenario's minimum parallel speedup", "X"),
-    Option("rounds", positive_int, 3, "interleaved sequential/parallel rounds per scenario; the speedup is their "
-           "median (default 3)", "N"),
+    Option("rounds", positive_int, None, "interleaved sequential/parallel rounds, every one run for every scenario; "
+           "the speedup is their median (default: as many as a scenario's verdicts read, up to "
+           f"{DEFAULT_ROUNDS})", "N"),
     REQUEST_TIMEOUT,
     Option("prompt-cache", choice(ON_OFF), "on", "on (as engines run; each pass starts cold for its own prompts) "
            "or off (llama-server's cache_prompt false: no prefill reused)", "on|off"),

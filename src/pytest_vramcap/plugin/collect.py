@@ -90,7 +90,7 @@ class ScenarioItem(pytest.Item):
             raise ScenarioFailed([overflow])
         run: ScenarioRun | None
         try:
-            run = state.run_scenario(self.scenario, minimum=minimum)
+            run = state.run_scenario(self.scenario, collected=True, minimum=minimum)
         except GraphError as exc:  # its build or factory raised: in the report as failed; pytest shows the user's
             # traceback and the line
             record_result(self, ScenarioResult.of(self.scenario.name, self.nodeid, None, minimum,

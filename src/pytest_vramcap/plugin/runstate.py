@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..defaults import DEFAULT_ROUNDS
 from ..engines.attached import AttachedServer
 from ..engines.base import EngineEvidence, Server
 from ..engines.provision import check_gpu_room, check_plans_run_on, new_servers
@@ -164,31 +165,38 @@ class RunState:
 
     # ---------------------------------------------------------------- runs
 
-    def run_scenario(self, scenario: Scenario, build: Builder | None = None, *,
+    def run_scenario(self, scenario: Scenario, build: Builder | None = None, *, collected: bool = False,
                      minimum: float | None = None) -> ScenarioRun:
-        """Rounds of both passes on the run's server; a graph's builder may be given as ``build``. ``minimum``, the
-        speedup a collected scenario file must reach, lets its rounds stop once the verdict is settled
-        (:meth:`settled_rule`); without it every round runs."""
+        """Rounds of both passes on the run's server; a graph's builder may be given as ``build``. A ``collected``
+        scenario file, judged by the plugin against ``minimum`` (the speedup it must reach), runs the rounds its
+        verdicts read (:meth:`round_plan`); a test's own run runs every round, as the test may judge it any way."""
         if build is None:
             check_graph(scenario)  # a graph that cannot be imported fails before a server is started for it
+        rounds, settled = (self.round_plan(scenario, minimum) if collected
+                           else (self.settings.rounds or DEFAULT_ROUNDS, None))
         server = self.ensure_server()
         return run_on_process_loop(run_both(server.url, scenario, build=build, model=server.request_model,
-                                            rounds=self.settings.rounds, prompt_cache=self.settings.prompt_cache,
+                                            rounds=rounds, prompt_cache=self.settings.prompt_cache,
                                             routes=self.model_routes(),
-                                            read_timeout_s=self.settings.request_timeout,
-                                            settled=self.settled_rule(scenario, minimum, build)))
+                                            read_timeout_s=self.settings.request_timeout, settled=settled))
 
-    def settled_rule(self, scenario: Scenario, minimum: float | None,
-                     build: Builder | None = None) -> Callable[[ScenarioRun], bool] | None:
-        """Stop a scenario's rounds once its speedup verdict cannot change, when nothing else reads the later
-        rounds: a scenario of steps (a graph's ``slots`` verdict reads the most requests any parallel pass had in
-        flight) with a minimum, no latency objective (a p95 over every round's requests), no baseline saved or
-        compared (the gate's allowances are calibrated on every round); agents holding conversations keep every
-        round too (:func:`~pytest_vramcap.load.run.rounds.speedup_settled`)."""
-        if minimum is None or scenario.graph is not None or build is not None or scenario.expect.slo.items() \
-                or self.settings.compare is not None or self.settings.save_baseline is not None:
-            return None
-        return speedup_settled(minimum, self.settings.rounds)
+    def round_plan(self, scenario: Scenario, minimum: float | None) -> tuple[int, Callable[[ScenarioRun], bool] | None]:
+        """The rounds a collected scenario file runs, and the rule that may stop them sooner.
+
+        ``--vramcap-rounds N`` given: N, every one. Otherwise what its verdicts read across rounds: every one of
+        DEFAULT_ROUNDS for a latency objective (a p95 over all their requests) or a baseline saved or compared (the
+        gate's allowances in docs/benchmarks.md were measured on every round); with a speedup minimum, up to
+        DEFAULT_ROUNDS, stopping once the median's side of it is settled (:func:`speedup_settled`); else one. The
+        other verdicts judge each request or pass on its own (OOM, offload, slots, context, prompt cache, client
+        options): a second round repeats their evidence, and the speedup it would refine gates nothing."""
+        settings = self.settings
+        if settings.rounds is not None:
+            return settings.rounds, None
+        if scenario.expect.slo.items() or settings.compare is not None or settings.save_baseline is not None:
+            return DEFAULT_ROUNDS, None
+        if minimum is None:
+            return 1, None
+        return DEFAULT_ROUNDS, speedup_settled(minimum, DEFAULT_ROUNDS)
 
     def model_routes(self) -> list[ModelRoute]:
         """With several models, where each role's requests go; a client names a model by its role, by the model as

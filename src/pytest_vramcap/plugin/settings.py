@@ -101,7 +101,8 @@ class Settings:
     server_url: str | None
     report_dir: Path
     min_speedup: float | None
-    rounds: int
+    rounds: int | None
+    """``--vramcap-rounds`` as given: every round runs; None lets each scenario run the rounds its verdicts read."""
     prompt_cache: bool
     startup_timeout: float
     models_dir: Path | None

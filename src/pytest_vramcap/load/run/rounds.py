@@ -199,14 +199,10 @@ def speedup_settled(minimum: float, rounds: int) -> Callable[[ScenarioRun], bool
     """A ``settled`` rule for :func:`run_rounds`: the median of ``rounds`` speedups is on one side of ``minimum``
     whatever the rounds still to run give, once more than half of them are on that side already (for an even count
     both middle values are then on it, and so is their mean): the ``parallel_speedup`` verdict is the one all the
-    rounds would have given. Not while an agent holds a conversation: the ``prompt_cache`` verdict reads every
-    later turn of every round."""
+    rounds would have given."""
     needed = rounds // 2 + 1
 
     def settled(run: ScenarioRun) -> bool:
-        if any(record.turn is not None and record.turn > 1
-               for mode_pass in run.sequential.passes + run.parallel.passes for record in mode_pass.records):
-            return False
         speedups = run.round_speedups
         reached = sum(speedup >= minimum for speedup in speedups)
         return reached >= needed or len(speedups) - reached >= needed
