@@ -1,6 +1,6 @@
-"""The decode-speed model: its terms from a model's shape, and its estimate against the H100 measurements
-committed in docs/throughput.json (benchmarks/gpu/throughput.py; predictions recomputed here, so a change to the
-model that breaks agreement with the real GPU fails)."""
+"""The decode- and prefill-speed models: their terms from a model's shape, and their estimates against the H100
+measurements committed in docs/throughput.json (benchmarks/gpu/throughput.py; predictions recomputed here, so a
+change to the models that breaks agreement with the real GPU fails)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,14 @@ import pytest
 from pytest_vramcap.model import spec_from_shape
 from pytest_vramcap.planner.memory import ServerConfig
 from pytest_vramcap.planner.profiles import resolve_profile
-from pytest_vramcap.planner.throughput import estimate_decode, step_seconds, step_terms, weight_gbps
+from pytest_vramcap.planner.throughput import (
+    estimate_decode,
+    estimate_prefill,
+    prefill_terms,
+    step_seconds,
+    step_terms,
+    weight_gbps,
+)
 
 ROWS = [row for row in json.loads((Path(__file__).parents[2] / "docs" / "throughput.json").read_text())
         if "error" not in row]
@@ -109,3 +116,56 @@ def test_slow_kernels_bind_on_fast_memory_and_bandwidth_binds_on_small_cards() -
     assert weight_gbps(small, "Q4_K") == pytest.approx(small.bandwidth_gbps * small.decode_efficiency)
     generic = resolve_profile("16gb", {})  # no SM count: the bandwidth alone
     assert weight_gbps(generic, "Q6_K") == pytest.approx(generic.bandwidth_gbps * generic.decode_efficiency)
+
+
+def _prefill_priced(row: dict) -> bool:
+    """The prefills the model prices: not an MoE fed one repeated word (every token went to the same experts), not
+    Gemma (half the rate of every other family, not modelled; docs/throughput.md)."""
+    if not row.get("measured_prefill_tps"):
+        return False
+    moe = bool(spec_from_shape(row["shape"], row["mix"]).n_expert)
+    return not (moe and row.get("prefill_prompt", "word") == "word") and not row["shape"].startswith("gemma")
+
+
+@pytest.mark.parametrize("row", [r for r in ROWS if _prefill_priced(r)], ids=_id)
+def test_prefill_is_predicted_within_15_percent(row: dict) -> None:
+    estimate = estimate_prefill(spec_from_shape(row["shape"], row["mix"]), _config(row), H100, row["prefill_n"])
+    assert estimate.tokens_per_s == pytest.approx(row["measured_prefill_tps"], rel=0.15)
+
+
+def test_prefill_measurements_cover_dense_sizes_and_an_offload_held_out() -> None:
+    held_out = [r for r in ROWS if _prefill_priced(r) and r["role"] == "holdout"]
+    assert len(held_out) >= 6 and any(r["gpu_layers"] is not None for r in held_out)
+
+
+def test_host_weights_are_copied_once_per_micro_batch() -> None:
+    spec = spec_from_shape("qwen2.5-14b", "Q4_K_M")
+    offloaded = ServerConfig(parallel=1, ctx_per_agent=8192, gpu_layers=30)
+    one, two = prefill_terms(spec, offloaded, 512), prefill_terms(spec, offloaded, 513)
+    assert one.host_copy_gb > 0 and two.host_copy_gb == pytest.approx(2 * one.host_copy_gb)
+    # -ngl 30 is the output and 29 repeating layers: 29 resident layers, 1 then 2 micro-batches
+    assert (one.layer_ubatches, two.layer_ubatches) == (29, 58)
+    assert prefill_terms(spec, replace(offloaded, gpu_layers=None), 513).host_copy_gb == 0
+
+
+def test_an_moe_prefill_multiplies_only_the_routed_experts_and_attention_grows_as_the_square() -> None:
+    moe = spec_from_shape("qwen3-30b-a3b", "Q4_K_M")
+    config = ServerConfig(parallel=1, ctx_per_agent=8192)
+    terms = prefill_terms(moe, config, 1000)
+    weights_tflop = sum(tflop for kind, tflop in terms.tflop_by_type.items() if kind != "attention")
+    # about 3.3B of 30.5B parameters act on each token: 2 x 3.3e9 x 1,000 FLOP, not 2 x 30.5e9 x 1,000
+    assert 5.0 < weights_tflop < 8.0
+    longer = prefill_terms(moe, config, 2000)
+    assert longer.tflop_by_type["attention"] == pytest.approx(4 * terms.tflop_by_type["attention"])
+
+
+def test_a_profile_without_a_card_gets_no_prefill_estimate_and_a_smaller_card_a_slower_one() -> None:
+    from pytest_vramcap.planner import PlanRequest, make_plan
+
+    spec = spec_from_shape("qwen2.5-7b", "Q4_K_M")
+    request = PlanRequest(agents=2, ctx_per_agent=8192)
+    assert make_plan(spec, resolve_profile("16gb", {}), request).prefill is None
+    small, large = (make_plan(spec, resolve_profile(name, {}), request).prefill
+                    for name in ("rtx4060ti-16gb", "h100-80gb"))
+    assert small is not None and large is not None and small.prompt_tokens == 4096
+    assert small.tokens_per_s < large.tokens_per_s / 3  # 34 SMs against 132

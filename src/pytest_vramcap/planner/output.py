@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ..defaults import MIB
 from .memory import estimate_memory
 from .render import llama_server_args, ollama_rendering, ollama_set_env, ollama_set_parallel
+from .throughput import H100_SMS
 
 if TYPE_CHECKING:
     from .modelset import PlanSet
@@ -62,6 +63,8 @@ def plan_json(plan: Plan, model_path: str | None = None, role: str | None = None
             "aggregate_tps": round(plan.decode.aggregate_tps, 1),
             "per_agent_tps": round(plan.decode.per_agent_tps, 1),
             "parallel_speedup": round(plan.decode.parallel_speedup, 2),
+            **({"prompt_tokens": plan.prefill.prompt_tokens, "prefill_tps": round(plan.prefill.tokens_per_s, 1),
+                "prompt_s": round(plan.prefill.seconds, 3)} if plan.prefill is not None else {}),
         },
         "ollama": ollama_rendering(config, spec, model_ref, fit_margin_mib=plan.fit_margin_mib, role=role),
         "llama_server": {"args": llama_server_args(config, model_ref, fit_margin_mib=plan.fit_margin_mib)},
@@ -108,6 +111,13 @@ def format_plan(plan: Plan) -> str:
         f"decode   ~{throughput['single_stream_tps']} tok/s single stream, ~{throughput['aggregate_tps']} tok/s "
         f"over {config['parallel']} agents (expected parallel speedup {throughput['parallel_speedup']}x)"
     )
+    if "prefill_tps" in throughput:
+        scaled = "" if profile.sm_count == H100_SMS else " (scaled from the H100 by SM count: likely high here)"
+        lines.append(f"prefill  ~{throughput['prefill_tps']:.0f} tok/s: a {throughput['prompt_tokens']:,}-token prompt "
+                     f"in ~{throughput['prompt_s']:.2f} s, one agent alone{scaled}")
+    else:
+        lines.append("prefill  not estimated: the profile names no card (no SM count); a card's profile "
+                     "(rtx4080, ...) or sm_count in a profile file gives one")
     if plan.alternatives:
         lines += ["", "what would fit instead:", tabulate(
             [(a.label, a.total_mib, "yes" if a.fits else "no", round(a.decode.aggregate_tps, 1))

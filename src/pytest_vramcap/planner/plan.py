@@ -13,7 +13,7 @@ from ..options import ROLE_OPTIONS, single_model_values
 from ..types import KV_CACHE_TYPES, KvCacheType
 from .memory import MemoryBreakdown, ServerConfig
 from .profiles import Profile
-from .throughput import DecodeEstimate
+from .throughput import DecodeEstimate, PrefillEstimate
 
 __all__ = ["Alternative", "Plan", "PlanRequest", "budget_overrun_mib", "fits_budget"]
 
@@ -123,6 +123,8 @@ class Plan:
     breaking_term: str | None = None
     alternatives: tuple[Alternative, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    prefill: PrefillEstimate | None = None
+    """One agent's prompt of half a slot, prefilled alone (the context the decode estimate is priced at)."""
 
     @property
     def fit_margin_mib(self) -> int:

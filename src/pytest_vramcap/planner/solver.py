@@ -21,7 +21,7 @@ from ..model.spec import ModelSpec
 from .memory import COMPUTE_MODEL_NOTE, KV_PAD, MemoryBreakdown, ServerConfig, estimate_memory
 from .plan import Alternative, Plan, PlanRequest, budget_overrun_mib, fits_budget
 from .profiles import Profile
-from .throughput import DecodeEstimate, estimate_decode
+from .throughput import DecodeEstimate, PrefillEstimate, estimate_decode, estimate_prefill
 
 __all__ = ["largest_satisfying", "make_plan"]
 
@@ -104,6 +104,12 @@ class _Solver:
         # An agent's context fills as its conversation runs: price reads at half a slot.
         return estimate_decode(self.spec, config, self.profile, config.ctx_per_agent // 2)
 
+    def prefill(self, config: ServerConfig) -> PrefillEstimate | None:
+        """None for a profile that names no card: the prefill rate scales with the SM count, which it lacks."""
+        if not self.profile.sm_count:
+            return None
+        return estimate_prefill(self.spec, config, self.profile, max(1, config.ctx_per_agent // 2))
+
     def alternative(self, label: str, config: ServerConfig) -> Alternative:
         memory = self.memory(config)
         return Alternative(label, config, round(memory.gpu.total / MIB, 2),
@@ -180,4 +186,4 @@ def make_plan(spec: ModelSpec, profile: Profile, request: PlanRequest) -> Plan:
         notes.append(f"--n-cpu-moe {n}: expert weights of the first {n} layers on the CPU" if spec.n_expert
                      else f"--n-cpu-moe {n} has no effect: the model has no experts")
     return Plan(spec, profile, request, config, memory, solver.decode(config),
-                solved_for, breaking, alternatives, tuple(notes))
+                solved_for, breaking, alternatives, tuple(notes), solver.prefill(config))

@@ -1,4 +1,4 @@
-"""Decode speed: what one step of N agents costs, term by term (docs/throughput.md).
+"""Decode and prefill speed: what one step of N agents costs, and one prompt, term by term (docs/throughput.md).
 
 One decode step serves one token for each of N agents. Measured on an H100 against llama-server's own timings
 (benchmarks/gpu/throughput.py, docs/throughput.json), its time is the sum of
@@ -16,6 +16,17 @@ One decode step serves one token for each of N agents. Measured on an H100 again
 
 :func:`step_terms` gives the terms' quantities, :class:`KernelCosts` their unit costs: the benchmark fits the
 costs with the same terms the estimate uses.
+
+A prompt is prefilled in micro-batches of ``n_ubatch`` tokens; its time is the sum of
+
+* **the matrix products**: 2 x the layers' weights x tokens (routed experts only, ``used/n_expert`` of them per
+  token; the output projection runs for the last token alone), plus attention's ``2 x heads x head_dim x n^2``,
+  at a rate per weight type (Q8_0's kernel runs faster than the k-quants'), which scales with the SM count;
+* **a fixed cost per resident layer and micro-batch**;
+* **the host's weights copied to the GPU once per micro-batch**: llama.cpp runs a large batch's matrix products
+  on the GPU even for weights it keeps on the CPU (``-ngl``, ``--n-cpu-moe``), and copies them over PCIe each time.
+
+:func:`prefill_terms` and :class:`PrefillCosts` are its quantities and unit costs.
 """
 
 from __future__ import annotations
@@ -26,7 +37,8 @@ from ..model.spec import ModelSpec
 from .memory import ServerConfig, is_expert_tensor, weight_placement
 from .profiles import Profile
 
-__all__ = ["H100_SMS", "DecodeEstimate", "KernelCosts", "StepTerms", "estimate_decode", "step_seconds",
+__all__ = ["H100_SMS", "DecodeEstimate", "KernelCosts", "PrefillCosts", "PrefillEstimate", "PrefillTerms",
+           "StepTerms", "estimate_decode", "estimate_prefill", "prefill_seconds", "prefill_terms", "step_seconds",
            "step_terms"]
 
 # The card the kernel costs were measured on: an H100 SXM (132 SMs, 3,350 GB/s).
@@ -147,3 +159,84 @@ def estimate_decode(spec: ModelSpec, config: ServerConfig, profile: Profile, con
     single = 1 / one
     aggregate = agents / step_seconds(step_terms(spec, config, agents, context_tokens), profile)
     return DecodeEstimate(single, aggregate, aggregate / agents, agents)
+
+
+@dataclass(frozen=True)
+class PrefillTerms:
+    """The quantities one prompt's prefill works through."""
+
+    tflop_by_type: dict[str, float]
+    """Matrix-product work in TFLOP, by the GGML type of the weights it multiplies (attention under "attention")."""
+    layer_ubatches: int
+    """GPU-resident layers x micro-batches: each costs the kernels' fixed latency."""
+    host_copy_gb: float
+    """Host-resident weight bytes x micro-batches: copied to the GPU for each."""
+
+
+@dataclass(frozen=True)
+class PrefillCosts:
+    """Unit costs of the prefill terms, fitted on an H100 to llama-server's ``prompt_per_second`` (docs/throughput.md:
+    dense models with flash attention, prompts of about 2,048 tokens)."""
+
+    tflops: float = 167.3
+    """k-quants (Q4_K, Q5_K, Q6_K), F16 and attention: effective TFLOPS on the H100."""
+    tflops_by_type: tuple[tuple[str, float], ...] = (("Q8_0", 217.6),)
+    layer_ubatch_us: float = 356.3
+    host_copy_gbps: float = 7.25
+    """Host-resident weights copied to the H100 per micro-batch (its host: pageable memory over PCIe)."""
+
+    def rate(self, ggml_type: str, profile: Profile) -> float:
+        """TFLOPS for one weight type on this card: the H100's, scaled by its SM count (the planner estimates no
+        prefill for a profile without one)."""
+        return dict(self.tflops_by_type).get(ggml_type, self.tflops) * (profile.sm_count or H100_SMS) / H100_SMS
+
+
+PREFILL_COSTS = PrefillCosts()
+
+
+@dataclass(frozen=True)
+class PrefillEstimate:
+    prompt_tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.prompt_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def prefill_terms(spec: ModelSpec, config: ServerConfig, prompt_tokens: int) -> PrefillTerms:
+    """What prefilling one prompt of ``prompt_tokens`` runs and copies."""
+    ubatch = min(config.n_batch, config.n_ubatch)  # llama.cpp's own clamp (memory.context_sizing)
+    ubatches = -(-prompt_tokens // ubatch)
+    routed = spec.n_expert_used / spec.n_expert if spec.n_expert else 1.0
+    by_type: dict[str, float] = {}
+    host_gb = 0.0
+    resident: set[int] = set()
+    for tensor, on_gpu in weight_placement(spec, config):
+        if tensor.layer is None or len(tensor.dims) < 2:
+            continue  # embeddings are gathered, the output runs for the last token, norms are vectors
+        params = 1
+        for size in tensor.dims:
+            params *= size
+        share = routed if is_expert_tensor(tensor) else 1.0
+        kind = tensor.ggml_type.name
+        by_type[kind] = by_type.get(kind, 0.0) + 2 * params * share * prompt_tokens / 1e12
+        if on_gpu:
+            resident.add(tensor.layer)
+        else:
+            host_gb += tensor.nbytes / 1e9
+    attention_layers = sum(1 for cache in spec.layers if cache.k_width)
+    # causal: QK^T and PV over half the n x n square, 2 FLOP a multiply-add
+    by_type["attention"] = 2 * attention_layers * spec.n_head * spec.head_dim * prompt_tokens ** 2 / 1e12
+    return PrefillTerms(tflop_by_type=by_type, layer_ubatches=len(resident) * ubatches,
+                        host_copy_gb=host_gb * ubatches)
+
+
+def prefill_seconds(terms: PrefillTerms, profile: Profile, costs: PrefillCosts = PREFILL_COSTS) -> float:
+    compute = sum(tflop / costs.rate(kind, profile) for kind, tflop in terms.tflop_by_type.items())
+    return compute + terms.layer_ubatches * costs.layer_ubatch_us * 1e-6 + terms.host_copy_gb / costs.host_copy_gbps
+
+
+def estimate_prefill(spec: ModelSpec, config: ServerConfig, profile: Profile, prompt_tokens: int) -> PrefillEstimate:
+    """How long one agent's prompt of ``prompt_tokens`` takes to prefill, alone on the server."""
+    return PrefillEstimate(prompt_tokens, prefill_seconds(prefill_terms(spec, config, prompt_tokens), profile))
