@@ -24,6 +24,10 @@ def emulation_applies(mode: EmulateMode, engine: str, gpu: GpuInfo | None, no_gp
     """``mode`` (auto, on, off) for a server of ``engine`` on ``gpu``; ConfigError (one line) when emulation is asked
     for and cannot be done. Only our own llama-server runs beside a ballast (an Ollama or a URL is someone's)."""
     usable = profile.usable_mib
+    if profile.devices and gpu is not None:
+        raise ConfigError(f"profile {profile.name} names {len(profile.devices)} cards: runs on GPUs plan one card for "
+                          f"now (a ballast and NVML readings per card are not built); `vramcap plan --profile "
+                          f"{profile.name}` plans the split")
     if mode == "off" or engine != "llamacpp":
         return False
     if gpu is None:

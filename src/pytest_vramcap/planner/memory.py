@@ -24,6 +24,7 @@ from ..model.ggmltypes import is_quantized, row_bytes, type_by_name
 from ..model.spec import ModelSpec, Tensor
 from ..types import KvCacheType
 from .profiles import Profile
+from .split import balanced_counts, blocks
 
 __all__ = [
     "COMPUTE_MODEL_NOTE",
@@ -88,6 +89,8 @@ class ServerConfig:
     """An explicit ``-c`` that is not ``parallel x ctx_per_agent`` (llama-server only)."""
     embedding: bool = False
     """Serve embeddings (``--embeddings``): an embedding model's server answers /v1/embeddings, not chats."""
+    tensor_split: tuple[int, ...] = ()
+    """``-ts`` as layer counts per card, in device order (several cards); empty: the planner chooses."""
 
     def __post_init__(self) -> None:
         if self.parallel < 1:
@@ -100,6 +103,8 @@ class ServerConfig:
             raise ConfigError(f"--gpu-layers must be >= 0, got {self.gpu_layers}")
         if self.n_cpu_moe < 0:
             raise ConfigError(f"--n-cpu-moe must be >= 0, got {self.n_cpu_moe}")
+        if any(count < 0 for count in self.tensor_split):
+            raise ConfigError(f"--tensor-split counts must be >= 0, got {list(self.tensor_split)}")
         for name in (self.cache_type_k, self.cache_type_v):
             type_by_name(name)
         # The one check of this rule: llama_context throws "V cache quantization requires flash_attn".
@@ -155,6 +160,10 @@ class MemoryBreakdown:
     gpu_layers: int
     """Layers on the GPU, counting the output layer (llama.cpp's "offloaded N/M")."""
     total_layers: int
+    devices: tuple[DeviceMemory, ...] = ()
+    """Several cards: each one's share (``gpu`` is their sum), in device order."""
+    layer_split: tuple[int, ...] = ()
+    """Several cards: the layers (output included) each holds, what ``-ts`` says."""
 
     @property
     def full_offload(self) -> bool:
@@ -257,8 +266,20 @@ def _weights(spec: ModelSpec, config: ServerConfig) -> tuple[int, int, list[Tens
     return gpu, cpu, cpu_layer_tensors
 
 
+def _kq_mask_bytes(spec: ModelSpec, config: ServerConfig, sizing: ContextSizing) -> int:
+    """The KQ mask, an input of the graph that lives through it (f16 with flash attention, else f32)."""
+    ub = sizing.n_ubatch
+    n_kv = ub if spec.encoder_only else sizing.cells_per_stream
+    mask_bytes = 2 if config.flash_attn else 4
+    mask = mask_bytes * n_kv * ub
+    if spec.has_swa:
+        mask += mask_bytes * _layer_cells(spec, config, sizing, True) * ub
+    return mask
+
+
 def _compute_bytes(
-    spec: ModelSpec, config: ServerConfig, sizing: ContextSizing, cpu_kv_layers: list[int], cpu_tensors: list[Tensor]
+    spec: ModelSpec, config: ServerConfig, sizing: ContextSizing, cpu_kv_layers: list[int], cpu_tensors: list[Tensor],
+    *, with_output: bool = True,
 ) -> tuple[int, int]:
     """(GPU compute buffer, pinned host compute buffer), fitted to llama.cpp's CUDA reservations.
 
@@ -267,15 +288,13 @@ def _compute_bytes(
     FFN and output working sets. Terms, in f32 activations of ``ub`` tokens:
     attention holds 3 residual-width and 2 query-width tensors, plus the f32 KQ
     scores without flash attention, or f16 copies of a quantized K/V with it;
-    the FFN holds 3 FFN-width and 4 residual-width tensors.
+    the FFN holds 3 FFN-width and 4 residual-width tensors. ``with_output`` False: a card of several that does not
+    hold the output layer (:mod:`.split`), so its graph never reaches the vocabulary head.
     """
     ub = sizing.n_ubatch
     n_kv = ub if spec.encoder_only else sizing.cells_per_stream  # an encoder attends within its micro-batch
     act = 4 * ub
-    mask_bytes = 2 if config.flash_attn else 4
-    mask = mask_bytes * n_kv * ub
-    if spec.has_swa:
-        mask += mask_bytes * _layer_cells(spec, config, sizing, True) * ub
+    mask = _kq_mask_bytes(spec, config, sizing)
     e, q_width = spec.n_embd, spec.n_head * spec.head_dim
     k_width = max((layer.k_width for layer in spec.layers), default=0)
     v_width = max((layer.v_width for layer in spec.layers), default=0)
@@ -301,7 +320,7 @@ def _compute_bytes(
     # (pooling reads them all: "n_outputs_max = n_ubatch"), and the graph still ends in the vocabulary head
     # (qwen3-embedding-0.6b on an H100: 312 MiB of compute buffer, mostly 512 rows of logits).
     n_outputs = ub if config.embedding else min(ub, config.parallel)
-    output = act * e if spec.encoder_only else 4 * spec.n_vocab * n_outputs + act * e  # an encoder has no head
+    output = act * e if spec.encoder_only or not with_output else 4 * spec.n_vocab * n_outputs + act * e
     if cpu_kv_layers:
         # Partial offload: big-batch ops of CPU layers run on the GPU, so one
         # layer's K/V and its largest weight are copied into the compute buffer.
@@ -323,7 +342,9 @@ def _compute_bytes(
 
 
 def estimate_memory(spec: ModelSpec, config: ServerConfig, profile: Profile) -> MemoryBreakdown:
-    """Per-device memory of ``spec`` served with ``config`` on ``profile``'s GPU."""
+    """Per-device memory of ``spec`` served with ``config`` on ``profile``'s GPU (its cards, for several)."""
+    if profile.devices:
+        return _split_memory(spec, config, profile)
     sizing = context_sizing(spec, config)
     first_gpu_layer, ngl = _gpu_layer_range(spec, config)
     weights_gpu, weights_cpu, cpu_tensors = _weights(spec, config)
@@ -340,3 +361,77 @@ def estimate_memory(spec: ModelSpec, config: ServerConfig, profile: Profile) -> 
         gpu_layers=ngl,
         total_layers=spec.n_layer + 1,
     )
+
+
+# ggml-backend.cpp GGML_SCHED_MAX_COPIES: with pipeline parallelism each graph input and each activation that
+# crosses to another card is kept in this many copies (docs/sources/multi-gpu.md section 3.2).
+PIPELINE_COPIES = 4
+
+
+def _split_memory(spec: ModelSpec, config: ServerConfig, profile: Profile) -> MemoryBreakdown:
+    """Several cards, llama.cpp's layer split: each card holds its block of layers' weights and KV (a layer's KV
+    lives on its card), its own compute buffer (only the card with the output layer reaches the vocabulary head;
+    the first runs the CPU layers' big-batch products) and its own CUDA overhead. With every layer on the cards
+    and no tensor moved to the CPU, llama.cpp turns on pipeline parallelism, which keeps the graph's inputs (the KQ
+    mask) and each card's incoming activations in PIPELINE_COPIES copies: an estimate from the source, not yet
+    measured on several cards."""
+    cards = profile.devices
+    sizing = context_sizing(spec, config)
+    first_gpu_layer, ngl = _gpu_layer_range(spec, config)
+    positions = spec.n_layer + 1  # the output layer is position n_layer
+    held = [0] * positions
+    cpu_weights = 0
+    cpu_tensors: list[Tensor] = []
+    for tensor, on_gpu in weight_placement(spec, config):
+        if not on_gpu:
+            cpu_weights += tensor.nbytes
+            if tensor.layer is not None:
+                cpu_tensors.append(tensor)
+            continue
+        layer = tensor.layer if tensor.layer is not None else spec.n_layer
+        if tensor.name.startswith("rope_freqs"):
+            layer = first_gpu_layer  # with the first layer that reads it
+        held[layer] += tensor.cuda_nbytes
+    if spec.tied_embeddings and ngl >= 1:
+        embd = spec.tensor("token_embd.weight")
+        if embd is not None:  # TENSOR_DUPLICATED: the output reuses a copy on the output layer's card
+            held[spec.n_layer] += embd.cuda_nbytes
+    kv = [*kv_layer_bytes(spec, config, sizing), 0]  # the output layer holds no KV
+    cpu_kv_layers = [size for il, size in enumerate(kv[:-1]) if il < first_gpu_layer and size]
+    weight_sums, kv_sums = [0], [0]  # prefix sums over the offloaded positions
+    for position in range(first_gpu_layer, positions):
+        weight_sums.append(weight_sums[-1] + held[position])
+        kv_sums.append(kv_sums[-1] + kv[position])
+    pipeline = ngl == positions and not config.n_cpu_moe
+    copies = (PIPELINE_COPIES - 1) * (_kq_mask_bytes(spec, config, sizing) + 4 * sizing.n_ubatch * spec.n_embd) \
+        if pipeline else 0
+    computes: dict[tuple[bool, bool], int] = {}
+
+    def compute(first: bool, output: bool) -> int:
+        if (first, output) not in computes:
+            extra = (cpu_kv_layers, cpu_tensors) if first else ([], [])
+            computes[first, output] = _compute_bytes(spec, config, sizing, *extra, with_output=output)[0] + copies
+        return computes[first, output]
+
+    pool = MOE_POOL_MIB * MIB if spec.n_expert else 0
+
+    def card_memory(card: int, start: int, end: int) -> DeviceMemory:
+        holds_output = end == ngl and end > start
+        return DeviceMemory(weight_sums[end] - weight_sums[start], kv_sums[end] - kv_sums[start],
+                            compute(card == 0, holds_output), cards[card].overhead_for(config.flash_attn) * MIB + pool,
+                            runtime_pool=pool)
+
+    def overrun_mib(card: int, start: int, end: int) -> float:
+        memory = card_memory(card, start, end)  # the margin is the same on every card: it moves no layer
+        return (memory.total - memory.runtime_pool) / MIB - cards[card].usable_mib
+
+    # A plan's own split, kept when a what-if changes the context or the agents; chosen anew for another -ngl.
+    counts = config.tensor_split
+    if len(counts) != len(cards) or sum(counts) != ngl:
+        counts = balanced_counts(ngl, len(cards), overrun_mib)
+    devices = tuple(card_memory(card, start, end) for card, (start, end) in enumerate(blocks(counts)))
+    total = DeviceMemory(*(sum(getattr(device, name) for device in devices)
+                           for name in ("model", "context", "compute", "overhead", "runtime_pool")))
+    _, host_compute = _compute_bytes(spec, config, sizing, cpu_kv_layers, cpu_tensors)
+    return MemoryBreakdown(gpu=total, cpu=DeviceMemory(cpu_weights, sum(cpu_kv_layers), host_compute), sizing=sizing,
+                           gpu_layers=ngl, total_layers=positions, devices=devices, layer_split=tuple(counts))

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, replace
 from ..defaults import DEFAULT_CTX_PER_AGENT, MAX_AGENTS, MIB
 from ..errors import ConfigError
 from ..model.spec import ModelSpec
-from .memory import KV_PAD, MemoryBreakdown
+from .memory import KV_PAD, DeviceMemory, MemoryBreakdown
 from .plan import Plan, PlanRequest
-from .profiles import Profile
+from .profiles import Profile, several_cards
 from .solver import make_plan
 
 __all__ = ["PlanSet", "make_plan_set", "set_overrun_mib"]
@@ -37,9 +37,16 @@ def set_overrun_mib(memories: list[MemoryBreakdown], profile: Profile, margin_mi
     The one-model rule of :func:`~.plan.budget_overrun_mib` over the sum: at load, what each process
     measured plus the one margin ``--fit`` keeps; at peak, every buffer, pools included.
     """
-    at_fit = sum((memory.gpu.total - memory.gpu.runtime_pool) / MIB for memory in memories) + margin_mib
-    peak = sum(memory.gpu.total / MIB for memory in memories)
-    return max(at_fit, peak) - profile.usable_mib
+    if profile.devices:  # several cards: each model split over them; the tightest card decides
+        return max(_overrun([memory.devices[card] for memory in memories], device.usable_mib, margin_mib)
+                   for card, device in enumerate(profile.devices))
+    return _overrun([memory.gpu for memory in memories], profile.usable_mib, margin_mib)
+
+
+def _overrun(parts: list[DeviceMemory], usable_mib: int, margin_mib: int) -> float:
+    at_fit = sum((part.total - part.runtime_pool) / MIB for part in parts) + margin_mib
+    peak = sum(part.total / MIB for part in parts)
+    return max(at_fit, peak) - usable_mib
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,13 @@ def _at_limit(plan: Plan) -> bool:
 
 
 def _share_profile(profile: Profile, usable_mib: float) -> Profile:
-    """``profile`` offering only ``usable_mib``: what is reserved grows by the rest."""
+    """``profile`` offering only ``usable_mib``: what is reserved grows by the rest (on several cards, each card
+    offers the same share of its own)."""
+    if profile.devices:
+        fraction = usable_mib / profile.usable_mib
+        return replace(several_cards(profile.name, [_share_profile(card, card.usable_mib * fraction)
+                                                    for card in profile.devices]),
+                       overhead_source=profile.overhead_source, description=profile.description)
     return replace(profile, reserved_mib=profile.total_mib - int(usable_mib))
 
 

@@ -49,6 +49,10 @@ def plan_json(plan: Plan, model_path: str | None = None, role: str | None = None
         },
         "memory": {
             "gpu": memory.gpu.mib(),
+            **({"devices": [{"name": card.name, "layers": layers, "usable_mib": card.usable_mib, **device.mib()}
+                            for card, layers, device in zip(plan.profile.devices, memory.layer_split, memory.devices,
+                                                            strict=True)]}
+               if memory.devices else {}),
             "cpu": {key: cpu[key] for key in ("model_mib", "context_mib", "compute_mib")},
             "usable_mib": plan.profile.usable_mib,
             "fit_margin_mib": plan.fit_margin_mib,
@@ -101,8 +105,11 @@ def format_plan(plan: Plan) -> str:
             headers=("MiB", "GPU", "CPU"),
             floatfmt=".2f",
         ),
+        *_device_lines(data["memory"].get("devices")),
         "",
-        f"{verdict}: {plan.headroom_mib:.0f} MiB free at peak, llama.cpp --fit keeps {plan.fit_margin_mib} MiB",
+        f"{verdict}: {plan.headroom_mib:.0f} MiB free at peak"
+        f"{' on the tightest card' if plan.memory.devices else ''}, llama.cpp --fit keeps {plan.fit_margin_mib} MiB"
+        f"{' on each' if plan.memory.devices else ''}",
     ]
     if plan.breaking_term:
         lines.append(f"breaks on: {plan.breaking_term}")
@@ -139,6 +146,19 @@ def format_plan(plan: Plan) -> str:
     ]
     lines += ["", *(f"note: {note}" for note in plan.notes)]
     return "\n".join(lines)
+
+
+def _device_lines(devices: list[dict[str, Any]] | None) -> list[str]:
+    """Several cards: what each holds (its layer count is its -ts entry)."""
+    from tabulate import tabulate
+
+    if not devices:
+        return []
+    return ["", tabulate([(f"{index}: {device['name']}", device["layers"], device["model_mib"], device["context_mib"],
+                           device["compute_mib"], device["overhead_mib"], device["total_mib"], device["usable_mib"])
+                          for index, device in enumerate(devices)],
+                         headers=("card", "layers", "weights", "KV", "compute", "overhead", "total", "usable"),
+                         floatfmt=".0f")]
 
 
 def _ollama_set(plans: PlanSet) -> dict[str, Any]:

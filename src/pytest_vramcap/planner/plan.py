@@ -11,7 +11,7 @@ from ..errors import ConfigError
 from ..model.spec import ModelSpec
 from ..options import ROLE_OPTIONS, single_model_values
 from ..types import KV_CACHE_TYPES, KvCacheType
-from .memory import MemoryBreakdown, ServerConfig
+from .memory import DeviceMemory, MemoryBreakdown, ServerConfig
 from .profiles import Profile
 from .throughput import DecodeEstimate, PrefillEstimate
 
@@ -77,9 +77,15 @@ def budget_overrun_mib(memory: MemoryBreakdown, profile: Profile, margin_mib: in
     and the peak must fit the card. The pool that MoE matmuls grow while batches run comes
     after fit's decision, so it is taken out of the margin rather than added to it.
     """
-    gpu = memory.gpu
+    if memory.devices:  # several cards: --fit keeps the margin on each, and the tightest card decides
+        return max(_overrun_mib(device, card.usable_mib, margin_mib)
+                   for device, card in zip(memory.devices, profile.devices, strict=True))
+    return _overrun_mib(memory.gpu, profile.usable_mib, margin_mib)
+
+
+def _overrun_mib(gpu: DeviceMemory, usable_mib: int, margin_mib: int) -> float:
     at_fit = (gpu.total - gpu.runtime_pool) / MIB + margin_mib
-    return max(at_fit, gpu.total / MIB) - profile.usable_mib
+    return max(at_fit, gpu.total / MIB) - usable_mib
 
 
 def fits_budget(memory: MemoryBreakdown, profile: Profile, margin_mib: int) -> bool:
@@ -136,7 +142,10 @@ class Plan:
 
     @property
     def headroom_mib(self) -> float:
-        """Memory left free on the GPU at peak."""
+        """Memory left free on the GPU at peak (on several cards, on the tightest)."""
+        if self.memory.devices:
+            return round(min(card.usable_mib - device.total / MIB
+                             for card, device in zip(self.profile.devices, self.memory.devices, strict=True)), 2)
         return round(self.profile.usable_mib - self.memory.gpu.total / MIB, 2)
 
     @property

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,10 @@ class Profile:
     """The host memory's bandwidth as llama.cpp's CPU kernels reach it, for layers or experts left on the CPU."""
     no_flash_attn_extra_mib: int = NO_FLASH_ATTN_EXTRA_MIB
     description: str = ""
+    devices: tuple[Profile, ...] = ()
+    """Several cards (``2x16gb``, ``rtx4080+rtx4060ti-16gb``), in llama.cpp's device order: the plan splits the
+    model's layers over them (:mod:`.split`); this profile's own figures are their sums, and for speed their
+    memory-weighted mean. Empty for one card."""
 
     @property
     def usable_mib(self) -> int:
@@ -101,7 +105,39 @@ class Profile:
             "sm_count": self.sm_count,
             "host_bandwidth_gbps": self.host_bandwidth_gbps,
             "description": self.description,
+            **({"devices": [device.to_dict() for device in self.devices]} if self.devices else {}),
         }
+
+
+def several_cards(name: str, devices: Sequence[Profile]) -> Profile:
+    """One profile for cards that serve one model together (llama.cpp's layer split).
+
+    Memory adds up; each card keeps its own overhead and budget in the plan. Speed: a token passes each card's
+    layers in turn, so a step takes each card's share at that card's speed; weighted by how much each card holds,
+    the effective bandwidth and SM count are the harmonic means weighted by usable memory."""
+    if len(devices) < 2:
+        raise ProfileError(f"VRAM profile {name!r}: several cards need at least two")
+    if any(device.devices for device in devices):
+        raise ProfileError(f"VRAM profile {name!r}: a card of several cards cannot itself be several")
+    weights = [device.usable_mib for device in devices]
+
+    def harmonic(values: Sequence[float]) -> float:
+        return sum(weights) / sum(w / v for w, v in zip(weights, values, strict=True)) if all(values) else 0.0
+
+    return Profile(
+        name=name,
+        total_mib=sum(device.total_mib for device in devices),
+        reserved_mib=sum(device.reserved_mib for device in devices),
+        bandwidth_gbps=round(harmonic([device.bandwidth_gbps for device in devices]), 1),
+        overhead_mib=sum(device.overhead_mib for device in devices),
+        overhead_source="per card: " + "; ".join(f"{device.name} {device.overhead_source}" for device in devices),
+        decode_efficiency=min(device.decode_efficiency for device in devices),
+        sm_count=round(harmonic([device.sm_count for device in devices])),
+        host_bandwidth_gbps=devices[0].host_bandwidth_gbps,
+        no_flash_attn_extra_mib=sum(device.no_flash_attn_extra_mib for device in devices),
+        description=" + ".join(device.description or device.name for device in devices),
+        devices=tuple(devices),
+    )
 
 
 def _estimated_overhead(sm_count: int) -> int:
@@ -242,6 +278,14 @@ _TEXT_FIELDS = ("description", "base")
 def _user_profile(name: str, table: Mapping[str, Any], origin: str) -> Profile:
     """Build a profile from a TOML table; ``base`` copies a built-in GPU."""
     where = f"profile {name!r} in {origin}"
+    if "devices" in table:  # several cards: a list of card profiles, in device order
+        devices = table["devices"]
+        if set(table) - {"devices", "description"} or not isinstance(devices, list) \
+                or not all(isinstance(device, str) for device in devices):
+            raise ProfileError(f"{where}: 'devices' is a list of card profiles (names or sizes), beside at most "
+                               f"'description'")
+        cards = several_cards(name, [resolve_profile(device, user_profiles={}) for device in devices])
+        return replace(cards, description=table.get("description", cards.description))
     unknown = set(table) - set(_NUMBER_FIELDS) - set(_TEXT_FIELDS)
     if unknown:
         raise ProfileError(f"{where}: unknown keys {sorted(unknown)}")
@@ -328,13 +372,44 @@ def resolve_profile(text: str, user_profiles: Mapping[str, Profile] | None = Non
     users = load_user_profiles() if user_profiles is None else user_profiles
     if key in users:
         return users[key]
+    if key.startswith("-") or key.startswith("+"):
+        raise ProfileError(f"VRAM profile {text!r}: sizes must be positive, like '16gb'")
+    if "+" in key or _COUNT_RE.match(key):
+        return several_cards(key, _several(key, users))
+    return _one_card(text, key, users)
+
+
+def _one_card(text: str, key: str, users: Mapping[str, Profile]) -> Profile:
+    """A named card, an alias, or a bare size."""
+    if key in users:
+        return users[key]
     key = _ALIASES.get(key, key)
     if key in _NAMED:
         return _NAMED[key]
-    if key.startswith("-") or key.startswith("+"):
-        raise ProfileError(f"VRAM profile {text!r}: sizes must be positive, like '16gb'")
     mib = _parse_size_mib(key)
     if mib is not None:
         return _size_profile(text, mib)
     known = ", ".join(sorted([*_NAMED, *users]))
     raise ProfileError(f"unknown VRAM profile {text!r}: use a size like '16gb', '16GiB', '16384MiB' or one of: {known}")
+
+
+_COUNT_RE = re.compile(r"^(?P<count>[0-9]+)\s*x\s*(?P<card>.+)$")
+MAX_CARDS = 16
+"""llama.cpp's GGML_CUDA_MAX_DEVICES."""
+
+
+def _several(key: str, users: Mapping[str, Profile]) -> list[Profile]:
+    """The cards of ``2x16gb`` or ``rtx4080+rtx4060ti-16gb`` (each part may be ``N x CARD``), in order."""
+    parts = [part.strip() for part in key.split("+")]
+    cards: list[Profile] = []
+    for part in parts:
+        match = _COUNT_RE.match(part)
+        count, card = (int(match["count"]), match["card"].strip()) if match else (1, part)
+        if not card or not 1 <= count <= MAX_CARDS:
+            raise ProfileError(f"VRAM profile {key!r}: {part!r} is not N x CARD with 1 <= N <= {MAX_CARDS}")
+        if _COUNT_RE.match(card):
+            raise ProfileError(f"VRAM profile {key!r}: {part!r} counts twice")
+        cards += [_one_card(card, card, users)] * count
+    if len(cards) > MAX_CARDS:
+        raise ProfileError(f"VRAM profile {key!r}: {len(cards)} cards; llama.cpp uses at most {MAX_CARDS}")
+    return cards

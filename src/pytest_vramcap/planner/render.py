@@ -32,10 +32,10 @@ __all__ = [
 def llama_server_args(config: ServerConfig, model_path: str, *, fit_margin_mib: int, fit: bool = False) -> list[str]:
     """Flags for ``llama-server`` (without host/port, which the engine adds).
 
-    ``fit=False`` (our default) pins the plan's layers with ``-ngl`` and ``--fit off``,
-    so a config that does not fit fails loudly (OOM). ``fit=True`` reproduces Ollama
-    >= 0.30: no ``-ngl``, ``--fit on`` with the margin, and llama.cpp moves layers to
-    the CPU when memory runs short.
+    ``fit=False`` (our default) pins the plan's layers with ``-ngl`` and ``--fit off`` (on several cards, each
+    one's layer count with ``-ts``), so a config that does not fit fails loudly (OOM). ``fit=True`` reproduces
+    Ollama >= 0.30: no ``-ngl`` or ``-ts``, ``--fit on`` with the margin (kept on every card), and llama.cpp
+    moves layers to the CPU when memory runs short.
     """
     args = [
         "-m", model_path,
@@ -53,6 +53,8 @@ def llama_server_args(config: ServerConfig, model_path: str, *, fit_margin_mib: 
         # The plan already placed the layers: let --fit neither shrink the
         # context nor move layers behind our back.
         args += ["-ngl", "all" if config.gpu_layers is None else str(config.gpu_layers), "--fit", "off"]
+        if config.tensor_split:  # several cards: each one's layers as the plan counted them (a count per card)
+            args += ["-sm", "layer", "-ts", ",".join(map(str, config.tensor_split))]
     if config.n_cpu_moe:
         args += ["--n-cpu-moe", str(config.n_cpu_moe)]
     if config.kv_unified:
@@ -114,6 +116,12 @@ def ollama_env(config: ServerConfig, *, fit_margin_mib: int) -> dict[str, str]:
         # llama.cpp's --fit keeps this much free per device (Ollama passes it through).
         "LLAMA_ARG_FIT_TARGET": str(fit_margin_mib),
     }
+    if config.tensor_split:
+        # Several cards: Ollama puts a model on one card when its estimate fits 80% of it, else spreads it over
+        # the best group (server/sched.go selectLlamaServerPlacement); OLLAMA_SCHED_SPREAD always spreads, over the
+        # cards CUDA_VISIBLE_DEVICES shows. It passes no -ts: llama-server splits by free memory, then --fit.
+        env["OLLAMA_SCHED_SPREAD"] = "1"
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(card) for card in range(len(config.tensor_split)))
     return env
 
 

@@ -185,5 +185,10 @@ def make_plan(spec: ModelSpec, profile: Profile, request: PlanRequest) -> Plan:
         n = request.n_cpu_moe
         notes.append(f"--n-cpu-moe {n}: expert weights of the first {n} layers on the CPU" if spec.n_expert
                      else f"--n-cpu-moe {n} has no effect: the model has no experts")
+    if memory.layer_split:  # several cards: the split the memory was counted for is the one to render
+        config = replace(config, tensor_split=memory.layer_split)
+        notes.append(f"layer split over {len(profile.devices)} cards ({', '.join(d.name for d in profile.devices)}): "
+                     f"{'/'.join(map(str, memory.layer_split))} layers (-ts); their compute buffers and pipeline "
+                     f"copies are estimated from llama.cpp's source, not yet measured on several cards")
     return Plan(spec, profile, request, config, memory, solver.decode(config),
                 solved_for, breaking, alternatives, tuple(notes), solver.prefill(config))
