@@ -43,7 +43,7 @@ def test_emulation_that_cannot_be_done_is_one_line() -> None:
         emulation_applies("auto", "llamacpp", small, "", PROFILE)
     two = resolve_profile("2x16gb")
     for mode in ("auto", "off"):  # several cards are planned, not run on GPUs yet; on a CPU the split is ignored
-        with pytest.raises(ConfigError, match="^profile 2x16gb names 2 cards: runs on GPUs plan one card for now"):
+        with pytest.raises(ConfigError, match=r"^profile 2x16gb names 2 cards: runs on GPUs plan one card for now"):
             emulation_applies(mode, "llamacpp", H100, "", two)
     assert emulation_applies("auto", "llamacpp", None, "no NVIDIA driver", two) is False
 
