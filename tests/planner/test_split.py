@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vramcap.errors import ProfileError
+from pytest_vramcap.errors import ConfigError, ProfileError
 from pytest_vramcap.model import spec_from_shape
 from pytest_vramcap.planner import PlanRequest, make_plan
 from pytest_vramcap.planner.memory import ServerConfig, estimate_memory
@@ -121,3 +121,33 @@ def test_the_tightest_card_decides_the_fit() -> None:
     balanced = estimate_memory(QWEN32, config, profile)
     assert lopsided.gpu.total == pytest.approx(balanced.gpu.total, rel=0.01)  # the same bytes in all
     assert fits_budget(balanced, profile, 1024) and not fits_budget(lopsided, profile, 1024)
+
+
+def test_a_model_on_one_card_holds_nothing_on_the_others_and_no_pipeline_copies() -> None:
+    profile = resolve_profile("2x24gb", {})
+    config = ServerConfig(parallel=4, ctx_per_agent=8192)
+    alone = estimate_memory(QWEN32, replace(config, main_gpu=1), profile)
+    one = estimate_memory(QWEN32, config, resolve_profile("24gb", {}))
+    assert alone.layer_split == (0, 65) and alone.devices[0].total == 0
+    assert alone.devices[1] == one.gpu  # -sm none: exactly the one-card model
+    assert "-mg" in llama_server_args(replace(config, main_gpu=1), "m.gguf", fit_margin_mib=1024)
+    with pytest.raises(ConfigError, match="card 2 of 2x24gb: it has 2 cards"):
+        estimate_memory(QWEN32, replace(config, main_gpu=2), profile)
+
+
+def test_several_models_on_several_cards_put_a_small_one_on_one_card() -> None:
+    from pytest_vramcap.planner.modelset import make_plan_set
+    from pytest_vramcap.planner.output import plan_set_json
+
+    specs = {"chat": spec_from_shape("qwen2.5-14b", "Q4_K_M"), "embed": spec_from_shape("qwen3-embedding-0.6b", "Q8_0")}
+    requests = {"chat": PlanRequest(agents=4), "embed": PlanRequest(agents=1, ctx_per_agent=8192)}
+    plans = make_plan_set(specs, resolve_profile("2x16gb", {}), requests)
+    embed, chat = plans.plans["embed"], plans.plans["chat"]
+    assert embed.config.main_gpu is not None and chat.config.main_gpu is None and len(chat.config.tensor_split) == 2
+    assert plans.fits
+    data = plan_set_json(plans)
+    for card, device in zip(plans.profile.devices, data["devices"], strict=True):
+        assert device["total_mib"] + plans.fit_margin_mib <= card.usable_mib  # the margin is kept on every card
+    assert "-sm none -mg" in " ".join(data["llama_server"]["embed"]["args"])
+    embed_model = next(model for model in data["ollama"]["models"] if model["role"] == "embed")
+    assert f"PARAMETER main_gpu {embed.config.main_gpu}" in embed_model["modelfile"]

@@ -91,6 +91,8 @@ class ServerConfig:
     """Serve embeddings (``--embeddings``): an embedding model's server answers /v1/embeddings, not chats."""
     tensor_split: tuple[int, ...] = ()
     """``-ts`` as layer counts per card, in device order (several cards); empty: the planner chooses."""
+    main_gpu: int | None = None
+    """Several cards: the one card that serves this model alone (``-sm none -mg N``); None splits it over all."""
 
     def __post_init__(self) -> None:
         if self.parallel < 1:
@@ -103,6 +105,8 @@ class ServerConfig:
             raise ConfigError(f"--gpu-layers must be >= 0, got {self.gpu_layers}")
         if self.n_cpu_moe < 0:
             raise ConfigError(f"--n-cpu-moe must be >= 0, got {self.n_cpu_moe}")
+        if self.main_gpu is not None and self.main_gpu < 0:
+            raise ConfigError(f"--main-gpu must be >= 0, got {self.main_gpu}")
         if any(count < 0 for count in self.tensor_split):
             raise ConfigError(f"--tensor-split counts must be >= 0, got {list(self.tensor_split)}")
         for name in (self.cache_type_k, self.cache_type_v):
@@ -402,7 +406,11 @@ def _split_memory(spec: ModelSpec, config: ServerConfig, profile: Profile) -> Me
     for position in range(first_gpu_layer, positions):
         weight_sums.append(weight_sums[-1] + held[position])
         kv_sums.append(kv_sums[-1] + kv[position])
-    pipeline = ngl == positions and not config.n_cpu_moe
+    alone = config.main_gpu
+    if alone is not None and alone >= len(cards):
+        raise ConfigError(f"card {alone} of {profile.name}: it has {len(cards)} cards, numbered from 0")
+    # -sm none: llama.cpp keeps only that card (src/llama.cpp), so no pipeline and nothing on the others
+    pipeline = ngl == positions and not config.n_cpu_moe and alone is None
     copies = (PIPELINE_COPIES - 1) * (_kq_mask_bytes(spec, config, sizing) + 4 * sizing.n_ubatch * spec.n_embd) \
         if pipeline else 0
     computes: dict[tuple[bool, bool], int] = {}
@@ -416,6 +424,8 @@ def _split_memory(spec: ModelSpec, config: ServerConfig, profile: Profile) -> Me
     pool = MOE_POOL_MIB * MIB if spec.n_expert else 0
 
     def card_memory(card: int, start: int, end: int) -> DeviceMemory:
+        if alone is not None and card != alone:
+            return DeviceMemory(0, 0, 0)
         holds_output = end == ngl and end > start
         return DeviceMemory(weight_sums[end] - weight_sums[start], kv_sums[end] - kv_sums[start],
                             compute(card == 0, holds_output), cards[card].overhead_for(config.flash_attn) * MIB + pool,
@@ -427,7 +437,9 @@ def _split_memory(spec: ModelSpec, config: ServerConfig, profile: Profile) -> Me
 
     # A plan's own split, kept when a what-if changes the context or the agents; chosen anew for another -ngl.
     counts = config.tensor_split
-    if len(counts) != len(cards) or sum(counts) != ngl:
+    if alone is not None:
+        counts = tuple(ngl if card == alone else 0 for card in range(len(cards)))
+    elif len(counts) != len(cards) or sum(counts) != ngl:
         counts = balanced_counts(ngl, len(cards), overrun_mib)
     devices = tuple(card_memory(card, start, end) for card, (start, end) in enumerate(blocks(counts)))
     total = DeviceMemory(*(sum(getattr(device, name) for device in devices)

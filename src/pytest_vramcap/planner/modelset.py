@@ -26,7 +26,7 @@ from ..model.spec import ModelSpec
 from .memory import KV_PAD, DeviceMemory, MemoryBreakdown
 from .plan import Plan, PlanRequest
 from .profiles import Profile, several_cards
-from .solver import make_plan
+from .solver import make_plan, placed_on_card, with_split
 
 __all__ = ["PlanSet", "make_plan_set", "set_overrun_mib"]
 
@@ -96,6 +96,10 @@ class PlanSet:
 
     @property
     def headroom_mib(self) -> float:
+        """Memory left free at peak (on several cards, on the tightest)."""
+        if self.profile.devices:
+            return round(min(card.usable_mib - sum(plan.memory.devices[index].total for plan in self.plans.values())
+                             / MIB for index, card in enumerate(self.profile.devices)), 2)
         return round(self.profile.usable_mib - self.total_mib, 2)
 
     @property
@@ -125,13 +129,7 @@ def _at_limit(plan: Plan) -> bool:
 
 
 def _share_profile(profile: Profile, usable_mib: float) -> Profile:
-    """``profile`` offering only ``usable_mib``: what is reserved grows by the rest (on several cards, each card
-    offers the same share of its own)."""
-    if profile.devices:
-        fraction = usable_mib / profile.usable_mib
-        return replace(several_cards(profile.name, [_share_profile(card, card.usable_mib * fraction)
-                                                    for card in profile.devices]),
-                       overhead_source=profile.overhead_source, description=profile.description)
+    """One card offering only ``usable_mib``: what is reserved grows by the rest."""
     return replace(profile, reserved_mib=profile.total_mib - int(usable_mib))
 
 
@@ -157,23 +155,63 @@ def make_plan_set(specs: Mapping[str, ModelSpec], profile: Profile, requests: Ma
     _check_smallest_fits(specs, profile, requests, margin)
     plans = {role: make_plan(specs[role], profile, requests[role]) for role in roles
              if requests[role].agents is not None and requests[role].ctx_per_agent is not None}
+    if profile.devices:  # the priced models take their cards first, so the others are solved on what is left
+        plans = _place_on_cards(plans, profile, margin, notes)
     open_roles = [role for role in roles if role not in plans]
     # Water-filling: share what the priced models leave evenly; a model that reaches its own limit (its training
     # context, the most agents) on its share is priced as it is and hands the rest back to the others.
     while open_roles:
-        used = sum((plan.memory.gpu.total - plan.memory.gpu.runtime_pool) / MIB for plan in plans.values())
-        # Each share keeps its own margin when solved; handing the margin back to all but one leaves it once.
-        share = (profile.usable_mib - used - margin) / len(open_roles) + margin
-        solved = {role: make_plan(specs[role], _share_profile(profile, share), requests[role]) for role in open_roles}
+        room = _share_of_room(profile, list(plans.values()), margin, len(open_roles))
+        solved = {role: make_plan(specs[role], room, requests[role]) for role in open_roles}
         capped = [role for role in open_roles if _at_limit(solved[role])] or open_roles
         for role in capped:
             again = replace(requests[role], agents=solved[role].config.parallel,
                             ctx_per_agent=solved[role].config.ctx_per_agent)
-            plans[role] = replace(make_plan(specs[role], profile, again), solved_for=solved[role].solved_for)
+            plan = make_plan(specs[role], profile, again)
+            if solved[role].config.tensor_split:  # the split made for what the others leave on each card
+                plan = with_split(plan, solved[role].config.tensor_split)
+            plans[role] = replace(plan, solved_for=solved[role].solved_for)
             notes.append(f"{role}: solved for {solved[role].solved_for} on an even share of what the other models "
-                         f"leave ({share:,.0f} MiB with the margin)")
+                         f"leave ({room.usable_mib:,} MiB with the margin)")
         open_roles = [role for role in open_roles if role not in capped]
-    return PlanSet({role: plans[role] for role in roles}, profile, margin, tuple(notes), asked, named)
+    ordered = {role: plans[role] for role in roles}
+    if profile.devices:
+        ordered = _place_on_cards(ordered, profile, margin, notes)
+    return PlanSet(ordered, profile, margin, tuple(notes), asked, named)
+
+
+def _share_of_room(profile: Profile, placed: list[Plan], margin: int, sharers: int) -> Profile:
+    """``profile`` offering one of ``sharers`` even shares of what the ``placed`` plans leave, card by card on
+    several cards. Each share keeps its own margin when solved; handing the margin back to all but one leaves it
+    once."""
+    if not profile.devices:
+        used = sum((plan.memory.gpu.total - plan.memory.gpu.runtime_pool) / MIB for plan in placed)
+        return _share_profile(profile, (profile.usable_mib - used - margin) / sharers + margin)
+    cards = []
+    for index, card in enumerate(profile.devices):
+        used = sum((plan.memory.devices[index].total - plan.memory.devices[index].runtime_pool) / MIB
+                   for plan in placed)
+        cards.append(_share_profile(card, (card.usable_mib - used - margin) / sharers + margin))
+    return replace(several_cards(profile.name, cards), overhead_source=profile.overhead_source,
+                   description=profile.description)
+
+
+def _place_on_cards(plans: dict[str, Plan], profile: Profile, margin: int, notes: list[str]) -> dict[str, Plan]:
+    """Several models on several cards: a model that fits one card beside the others goes to it, the card that
+    leaves the most room on the tightest card, as Ollama places a model that fits one card (server/sched.go
+    bestSingleGPUFit); one card spares the other cards its CUDA overhead and its layers a card-to-card hop. In
+    the order given; the rest stay split over every card."""
+    placed = dict(plans)
+    for role, plan in plans.items():
+        options = []
+        for card in range(len(profile.devices)):
+            candidate = placed_on_card(plan, card)
+            trial = [candidate.memory if other == role else placed[other].memory for other in placed]
+            options.append((set_overrun_mib(trial, profile, margin), card, candidate))
+        over, card, candidate = min(options, key=lambda option: option[:2])
+        if over <= 0 and plan.config.main_gpu is None:
+            placed[role] = candidate
+    return placed
 
 
 def _check_smallest_fits(specs: Mapping[str, ModelSpec], profile: Profile, requests: Mapping[str, PlanRequest],

@@ -161,6 +161,22 @@ def _device_lines(devices: list[dict[str, Any]] | None) -> list[str]:
                          floatfmt=".0f")]
 
 
+def _set_device_lines(plans: PlanSet) -> list[str]:
+    """Several models on several cards: what each model holds on each card (MiB at peak, its layers)."""
+    from tabulate import tabulate
+
+    if not plans.profile.devices:
+        return []
+    rows = []
+    for index, card in enumerate(plans.profile.devices):
+        parts = [(plan.memory.devices[index].total / MIB, plan.memory.layer_split[index]) for plan in
+                 plans.plans.values()]
+        rows.append((f"{index}: {card.name}", *(f"{mib:,.0f} ({layers} layers)" if layers else "-"
+                                               for mib, layers in parts),
+                     round(sum(mib for mib, _ in parts)), card.usable_mib))
+    return ["", tabulate(rows, headers=("card", *plans.roles, "total", "usable"))]
+
+
 def _ollama_set(plans: PlanSet) -> dict[str, Any]:
     """Ollama's side of several models: one environment for ``ollama serve``, one created model per role.
 
@@ -207,6 +223,11 @@ def plan_set_json(plans: PlanSet) -> dict[str, Any]:
             "headroom_mib": plans.headroom_mib,
             "processes": len(plans.plans),
         },
+        **({"devices": [{"name": card.name, "usable_mib": card.usable_mib,
+                         "total_mib": round(sum(plan.memory.devices[index].total for plan in plans.plans.values())
+                                            / MIB, 2),
+                         "by_role": {role: plan.memory.devices[index].mib() for role, plan in plans.plans.items()}}
+                        for index, card in enumerate(plans.profile.devices)]} if plans.profile.devices else {}),
         "fits": plans.fits,
         "headroom_mib": plans.headroom_mib,
         "breaking_term": plans.breaking_term,
@@ -240,8 +261,10 @@ def format_plan_set(plans: PlanSet) -> str:
         "",
         tabulate(rows, headers=("role", "model", "agents x ctx", "weights", "KV cache", "compute", "CUDA overhead",
                                 "GPU MiB"), floatfmt=".2f"),
+        *_set_device_lines(plans),
         "",
-        f"{verdict}: {plans.headroom_mib:.0f} MiB free at peak, llama.cpp --fit keeps {plans.fit_margin_mib} MiB",
+        f"{verdict}: {plans.headroom_mib:.0f} MiB free at peak{' on the tightest card' if profile.devices else ''}, "
+        f"llama.cpp --fit keeps {plans.fit_margin_mib} MiB{' on each' if profile.devices else ''}",
     ]
     if plans.breaking_term:
         lines.append(f"breaks on: {plans.breaking_term}")

@@ -53,7 +53,9 @@ def llama_server_args(config: ServerConfig, model_path: str, *, fit_margin_mib: 
         # The plan already placed the layers: let --fit neither shrink the
         # context nor move layers behind our back.
         args += ["-ngl", "all" if config.gpu_layers is None else str(config.gpu_layers), "--fit", "off"]
-        if config.tensor_split:  # several cards: each one's layers as the plan counted them (a count per card)
+        if config.main_gpu is not None:  # several cards, this model on one of them
+            args += ["-sm", "none", "-mg", str(config.main_gpu)]
+        elif config.tensor_split:  # several cards: each one's layers as the plan counted them (a count per card)
             args += ["-sm", "layer", "-ts", ",".join(map(str, config.tensor_split))]
     if config.n_cpu_moe:
         args += ["--n-cpu-moe", str(config.n_cpu_moe)]
@@ -150,6 +152,8 @@ def modelfile_parameters(config: ServerConfig) -> dict[str, Any]:
     parameters: dict[str, Any] = {"num_ctx": config.ctx_per_agent, "num_batch": config.n_ubatch}
     if config.gpu_layers is not None:
         parameters["num_gpu"] = config.gpu_layers
+    if config.main_gpu is not None:  # server/sched.go: a model that names its card is placed on it, spread or not
+        parameters["main_gpu"] = config.main_gpu
     return parameters
 
 

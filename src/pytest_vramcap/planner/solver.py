@@ -23,7 +23,7 @@ from .plan import Alternative, Plan, PlanRequest, budget_overrun_mib, fits_budge
 from .profiles import Profile
 from .throughput import DecodeEstimate, PrefillEstimate, estimate_decode, estimate_prefill
 
-__all__ = ["largest_satisfying", "make_plan"]
+__all__ = ["largest_satisfying", "make_plan", "placed_on_card", "with_split"]
 
 
 def _config(request: PlanRequest, agents: int, ctx: int, *, encoder: bool = False, **changes: Any) -> ServerConfig:
@@ -187,8 +187,36 @@ def make_plan(spec: ModelSpec, profile: Profile, request: PlanRequest) -> Plan:
                      else f"--n-cpu-moe {n} has no effect: the model has no experts")
     if memory.layer_split:  # several cards: the split the memory was counted for is the one to render
         config = replace(config, tensor_split=memory.layer_split)
-        notes.append(f"layer split over {len(profile.devices)} cards ({', '.join(d.name for d in profile.devices)}): "
-                     f"{'/'.join(map(str, memory.layer_split))} layers (-ts); their compute buffers and pipeline "
-                     f"copies are estimated from llama.cpp's source, not yet measured on several cards")
+        notes.append(split_note(profile, memory.layer_split))
     return Plan(spec, profile, request, config, memory, solver.decode(config),
                 solved_for, breaking, alternatives, tuple(notes), solver.prefill(config))
+
+
+SPLIT_NOTE = "layer split over"
+
+
+def split_note(profile: Profile, counts: tuple[int, ...]) -> str:
+    return (f"{SPLIT_NOTE} {len(profile.devices)} cards ({', '.join(d.name for d in profile.devices)}): "
+            f"{'/'.join(map(str, counts))} layers (-ts); their compute buffers and pipeline copies are estimated "
+            f"from llama.cpp's source, not yet measured on several cards")
+
+
+def with_split(plan: Plan, counts: tuple[int, ...]) -> Plan:
+    """``plan`` on its several cards with the layer counts ``counts`` (``-ts``) and the memory they give."""
+    config = replace(plan.config, tensor_split=counts, main_gpu=None)
+    notes = tuple(note for note in plan.notes if not note.startswith(SPLIT_NOTE))
+    return replace(plan, config=config, memory=estimate_memory(plan.spec, config, plan.profile),
+                   notes=(*notes, split_note(plan.profile, counts)))
+
+
+def placed_on_card(plan: Plan, card: int) -> Plan:
+    """``plan``, made for several cards, served by one of them alone (``-sm none -mg card``): its memory there and
+    that card's speed. Whether it fits beside the other models is the caller's to judge (:mod:`.modelset`)."""
+    config = replace(plan.config, main_gpu=card, tensor_split=())
+    one = plan.profile.devices[card]
+    notes = tuple(note for note in plan.notes if not note.startswith(SPLIT_NOTE))
+    return replace(plan, config=config, memory=estimate_memory(plan.spec, config, plan.profile),
+                   decode=estimate_decode(plan.spec, config, one, config.ctx_per_agent // 2),
+                   prefill=estimate_prefill(plan.spec, config, one, max(1, config.ctx_per_agent // 2))
+                   if one.sm_count else None,
+                   notes=(*notes, f"on card {card} ({one.name}) alone: -sm none -mg {card}"))
