@@ -270,7 +270,9 @@ def render(path: Path) -> list[dict[str, Any]]:
     for role in (ROLE_CALIBRATE, ROLE_HOLDOUT):
         errors = [abs(r["prefill_error_pct"]) for r in rows
                   if r.get("measured_prefill_tps") and r["role"] == role and not prefill_left_out(r)]
-        print(f"prefill {role}: {sum(e <= 15 for e in errors)} of {len(errors)} within 15%, worst {max(errors):.1f}%")
+        if errors:
+            print(f"prefill {role}: {sum(e <= 15 for e in errors)} of {len(errors)} within 15%, "
+                  f"worst {max(errors):.1f}%")
     return rows
 
 
@@ -298,12 +300,36 @@ def fit_prefill(path: Path) -> None:
     terms = [_prefill_terms(r) for r in rows]
     kinds = sorted({k for t in terms for k in t.tflop_by_type} - {"Q8_0"})
     # one rate for the k-quants, F16 and attention (too few rows to split them), one for Q8_0
+    names = ["s_per_tflop", "Q8_0_s_per_tflop", "layer_ubatch_us", "s_per_host_gb"]
     columns = np.array([[sum(t.tflop_by_type.get(k, 0.0) for k in kinds), t.tflop_by_type.get("Q8_0", 0.0),
                          t.layer_ubatches * 1e-6, t.host_copy_gb] for t in terms])
+    if not rows:
+        print("prefill: no calibration row the model prices")
+        return
     seconds = np.array([r["prefill_n"] / r["measured_prefill_tps"] for r in rows])
-    coef, *_ = np.linalg.lstsq(columns / seconds[:, None], np.ones(len(rows)), rcond=None)
-    print(f"prefill ({len(rows)} rows): tflops {1 / coef[0]:.1f}, Q8_0 tflops {1 / coef[1]:.1f}, "
-          f"layer_ubatch_us {coef[2]:.1f}, host_copy_gbps {1 / coef[3]:.2f}")
+    a = columns / seconds[:, None]  # relative error: every row weighs the same
+    used = [i for i in range(len(names)) if a[:, i].any()]
+    coef = np.zeros(len(names))
+    coef[used] = nonnegative_least_squares(a[:, used], np.ones(len(rows)))
+    shown = {name: coef[i] if i in used else None for i, name in enumerate(names)}
+
+    def rate(value: float | None) -> str:
+        return "no calibration row" if value is None else ("unbounded" if value == 0 else f"{1 / value:.2f}")
+
+    print(f"prefill ({len(rows)} rows): tflops {rate(shown['s_per_tflop'])}, Q8_0 tflops "
+          f"{rate(shown['Q8_0_s_per_tflop'])}, layer_ubatch_us {shown['layer_ubatch_us'] or 0:.1f}, host_copy_gbps "
+          f"{rate(shown['s_per_host_gb'])}")
+
+
+def nonnegative_least_squares(a: np.ndarray, b: np.ndarray, sweeps: int = 20000) -> np.ndarray:
+    """Least squares with every coefficient >= 0 (no unit cost is negative), by coordinate descent as ``fit`` does:
+    few terms, a few thousand sweeps converge."""
+    coef = np.zeros(a.shape[1])
+    for _ in range(sweeps):
+        for i in range(a.shape[1]):
+            rest = b - a @ coef + a[:, i] * coef[i]
+            coef[i] = max(0.0, float(a[:, i] @ rest) / float(a[:, i] @ a[:, i]))
+    return coef
 
 
 def fit(path: Path) -> None:

@@ -141,19 +141,27 @@ def fetch(method: str, url: str, *, deadline_s: float, json: Any = None) -> http
     response: httpx.Response = outcome["response"]
     return response
 
+
 class _LineSplitter:
     """Bytes in, whole lines out: split at b"\\n" (a trailing "\\r" dropped, as SSE allows CRLF) before decoding,
-    so no character is cut; UTF-8 never puts 0x0A inside a multi-byte sequence."""
+    so no character is cut; UTF-8 never puts 0x0A inside a multi-byte sequence. Only the new bytes are searched, so
+    a long line arriving in many pieces costs its length once."""
 
     def __init__(self) -> None:
-        self._pending = b""
+        self._pending = bytearray()
 
     def feed(self, data: bytes) -> list[str]:
-        *lines, self._pending = (self._pending + data).split(b"\n")
-        return [self._text(line) for line in lines]
+        lines = []
+        start = len(self._pending)
+        self._pending += data
+        while (end := self._pending.find(b"\n", start)) >= 0:
+            lines.append(self._text(bytes(self._pending[:end])))
+            del self._pending[:end + 1]
+            start = 0
+        return lines
 
     def rest(self) -> list[str]:
-        return [self._text(self._pending)] if self._pending else []
+        return [self._text(bytes(self._pending))] if self._pending else []
 
     @staticmethod
     def _text(line: bytes) -> str:

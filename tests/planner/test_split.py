@@ -71,9 +71,11 @@ def test_a_user_profile_lists_its_cards(tmp_path: Path) -> None:
                     '[profiles.broken]\ndevices = "rtx4090"\n')
     with pytest.raises(ProfileError, match="'devices' is a list of card profiles"):
         load_user_profiles(toml)
-    toml.write_text('[profiles.workstation]\ndevices = ["rtx4090", "rtx3090"]\ndescription = "the pair"\n')
+    toml.write_text('[profiles.workstation]\ndevices = ["desk", "rtx3090"]\ndescription = "the pair"\n'
+                    '[profiles.desk]\nbase = "rtx4090"\nreserved_mib = 900\n')  # the display on the first card
     profile = load_user_profiles(toml)["workstation"]
-    assert [card.name for card in profile.devices] == ["rtx4090", "rtx3090"] and profile.description == "the pair"
+    assert [card.name for card in profile.devices] == ["desk", "rtx3090"] and profile.description == "the pair"
+    assert profile.devices[0].usable_mib == 24564 - 900
 
 
 def test_the_cards_hold_exactly_what_one_card_would_and_the_output_goes_last() -> None:
@@ -111,7 +113,8 @@ def test_a_32b_model_with_four_agents_fits_two_16gb_cards_with_a_split_and_its_f
     assert args[args.index("-ts") + 1] == ",".join(map(str, plan.memory.layer_split)) and "layer" in args
     assert "-ts" not in llama_server_args(plan.config, "m.gguf", fit_margin_mib=1024, fit=True)  # --fit decides
     env = ollama_env(plan.config, fit_margin_mib=1024)
-    assert env["OLLAMA_SCHED_SPREAD"] == "1" and env["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert env["OLLAMA_SCHED_SPREAD"] == "1" and "CUDA_VISIBLE_DEVICES" not in env  # the user's choice of cards
+    assert any(note.startswith("without -ts (Ollama) llama.cpp splits by free memory") for note in plan.notes)
 
 
 def test_the_tightest_card_decides_the_fit() -> None:
@@ -151,3 +154,25 @@ def test_several_models_on_several_cards_put_a_small_one_on_one_card() -> None:
     assert "-sm none -mg" in " ".join(data["llama_server"]["embed"]["args"])
     embed_model = next(model for model in data["ollama"]["models"] if model["role"] == "embed")
     assert f"PARAMETER main_gpu {embed.config.main_gpu}" in embed_model["modelfile"]
+
+
+@pytest.mark.parametrize("cards", ["24gb+8gb", "rtx4090+rtx4060ti-16gb", "2x16gb"])
+def test_each_model_is_split_for_what_the_models_before_it_hold(cards: str) -> None:
+    # Alone, each would put its layers on the same roomy card; together they must not overrun it.
+    from pytest_vramcap.planner.modelset import make_plan_set
+
+    specs = {"a": spec_from_shape("qwen2.5-14b", "Q4_K_M"), "b": spec_from_shape("qwen2.5-7b", "Q4_K_M")}
+    for requests in ({"a": PlanRequest(agents=4, ctx_per_agent=8192), "b": PlanRequest(agents=2, ctx_per_agent=4096)},
+                     {"a": PlanRequest(agents=4), "b": PlanRequest(agents=2, ctx_per_agent=4096)}):
+        plans = make_plan_set(specs, resolve_profile(cards, {}), requests)
+        assert plans.fits and plans.headroom_mib >= plans.fit_margin_mib
+
+
+def test_a_card_without_layers_pays_only_its_cuda_context() -> None:
+    profile = resolve_profile("2x16gb", {})
+    cpu_only = estimate_memory(QWEN32, ServerConfig(parallel=1, ctx_per_agent=4096, gpu_layers=0), profile)
+    assert cpu_only.layer_split == (0, 0)
+    assert cpu_only.devices[1].total == profile.devices[1].overhead_mib * 2**20  # no compute, no copies, no pool
+    assert cpu_only.devices[0].compute > 0  # the first card runs the CPU layers' big-batch products
+    plan = make_plan(QWEN32, profile, PlanRequest(agents=1, ctx_per_agent=4096, gpu_layers=0))
+    assert plan.config.tensor_split == () and "-ts" not in llama_server_args(plan.config, "m", fit_margin_mib=1024)

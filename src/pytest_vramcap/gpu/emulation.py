@@ -22,7 +22,11 @@ AUTO_MARGIN_MIB = 1024
 def emulation_applies(mode: EmulateMode, engine: str, gpu: GpuInfo | None, no_gpu_reason: str, profile: Profile, *,
                       option: str = "--vramcap-emulate") -> bool:
     """``mode`` (auto, on, off) for a server of ``engine`` on ``gpu``; ConfigError (one line) when emulation is asked
-    for and cannot be done. Only our own llama-server runs beside a ballast (an Ollama or a URL is someone's)."""
+    for and cannot be done. Only our own llama-server runs beside a ballast (an Ollama or a URL is someone's).
+
+    A profile of several cards is refused on any GPU host, whatever the mode and engine: the run would read one
+    card's memory (NVML, the ballast, the preflight) against a plan for several. On a CPU it runs (the split is
+    ignored there)."""
     usable = profile.usable_mib
     if profile.devices and gpu is not None:
         raise ConfigError(f"profile {profile.name} names {len(profile.devices)} cards: runs on GPUs plan one card for "

@@ -421,21 +421,27 @@ def _split_memory(spec: ModelSpec, config: ServerConfig, profile: Profile) -> Me
             computes[first, output] = _compute_bytes(spec, config, sizing, *extra, with_output=output)[0] + copies
         return computes[first, output]
 
-    pool = MOE_POOL_MIB * MIB if spec.n_expert else 0
+    pool = MOE_POOL_MIB * MIB if spec.n_expert else 0  # CUDA's matmul pool grows on each card that runs experts
 
     def card_memory(card: int, start: int, end: int) -> DeviceMemory:
         if alone is not None and card != alone:
-            return DeviceMemory(0, 0, 0)
+            return DeviceMemory(0, 0, 0)  # -sm none: llama.cpp opens no context on the other cards
+        overhead = cards[card].overhead_for(config.flash_attn) * MIB
+        runs_cpu_layers = card == 0 and bool(cpu_kv_layers or cpu_tensors)  # big-batch products of CPU layers
+        if start == end and not runs_cpu_layers:
+            # In the device list, so it has a CUDA context, but the scheduler gives it no work: no compute buffer,
+            # no pipeline copies, no matmul pool.
+            return DeviceMemory(0, 0, 0, overhead)
         holds_output = end == ngl and end > start
         return DeviceMemory(weight_sums[end] - weight_sums[start], kv_sums[end] - kv_sums[start],
-                            compute(card == 0, holds_output), cards[card].overhead_for(config.flash_attn) * MIB + pool,
-                            runtime_pool=pool)
+                            compute(card == 0, holds_output), overhead + pool, runtime_pool=pool)
 
     def overrun_mib(card: int, start: int, end: int) -> float:
         memory = card_memory(card, start, end)  # the margin is the same on every card: it moves no layer
         return (memory.total - memory.runtime_pool) / MIB - cards[card].usable_mib
 
-    # A plan's own split, kept when a what-if changes the context or the agents; chosen anew for another -ngl.
+    # A plan's own split is what llama-server is started with (-ts), so a what-if that changes the context or the
+    # agents keeps it; another -ngl needs another split.
     counts = config.tensor_split
     if alone is not None:
         counts = tuple(ngl if card == alone else 0 for card in range(len(cards)))

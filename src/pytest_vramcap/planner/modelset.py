@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, replace
 from ..defaults import DEFAULT_CTX_PER_AGENT, MAX_AGENTS, MIB
 from ..errors import ConfigError
 from ..model.spec import ModelSpec
-from .memory import KV_PAD, DeviceMemory, MemoryBreakdown
-from .plan import Plan, PlanRequest
+from .memory import KV_PAD, MemoryBreakdown
+from .plan import Plan, PlanRequest, overrun_mib
 from .profiles import Profile, several_cards
 from .solver import make_plan, placed_on_card, with_split
 
@@ -38,15 +38,9 @@ def set_overrun_mib(memories: list[MemoryBreakdown], profile: Profile, margin_mi
     measured plus the one margin ``--fit`` keeps; at peak, every buffer, pools included.
     """
     if profile.devices:  # several cards: each model split over them; the tightest card decides
-        return max(_overrun([memory.devices[card] for memory in memories], device.usable_mib, margin_mib)
+        return max(overrun_mib([memory.devices[card] for memory in memories], device.usable_mib, margin_mib)
                    for card, device in enumerate(profile.devices))
-    return _overrun([memory.gpu for memory in memories], profile.usable_mib, margin_mib)
-
-
-def _overrun(parts: list[DeviceMemory], usable_mib: int, margin_mib: int) -> float:
-    at_fit = sum((part.total - part.runtime_pool) / MIB for part in parts) + margin_mib
-    peak = sum(part.total / MIB for part in parts)
-    return max(at_fit, peak) - usable_mib
+    return overrun_mib([memory.gpu for memory in memories], profile.usable_mib, margin_mib)
 
 
 @dataclass(frozen=True)
@@ -153,8 +147,9 @@ def make_plan_set(specs: Mapping[str, ModelSpec], profile: Profile, requests: Ma
              f"(Ollama loads it with one); agents' embedding requests queue for it"
              for role in roles if specs[role].embedding]
     _check_smallest_fits(specs, profile, requests, margin)
-    plans = {role: make_plan(specs[role], profile, requests[role]) for role in roles
-             if requests[role].agents is not None and requests[role].ctx_per_agent is not None}
+    priced = {role: request for role, request in requests.items()
+              if request.agents is not None and request.ctx_per_agent is not None}
+    plans = _in_order(specs, profile, priced, margin)
     if profile.devices:  # the priced models take their cards first, so the others are solved on what is left
         plans = _place_on_cards(plans, profile, margin, notes)
     open_roles = [role for role in roles if role not in plans]
@@ -178,6 +173,22 @@ def make_plan_set(specs: Mapping[str, ModelSpec], profile: Profile, requests: Ma
     if profile.devices:
         ordered = _place_on_cards(ordered, profile, margin, notes)
     return PlanSet(ordered, profile, margin, tuple(notes), asked, named)
+
+
+def _in_order(specs: Mapping[str, ModelSpec], profile: Profile, requests: Mapping[str, PlanRequest],
+              margin: int) -> dict[str, Plan]:
+    """Each model's plan in the order given; on several cards each split for what the models before it hold on
+    each card (alone, each would take the same roomy card)."""
+    plans: dict[str, Plan] = {}
+    for role, request in requests.items():
+        plan = make_plan(specs[role], profile, request)
+        if profile.devices and plans and plan.config.tensor_split:
+            room = _share_of_room(profile, list(plans.values()), margin, 1)
+            fixed = replace(request, agents=plan.config.parallel, ctx_per_agent=plan.config.ctx_per_agent)
+            counts = make_plan(specs[role], room, fixed).config.tensor_split
+            plan = with_split(plan, counts) if counts else plan
+        plans[role] = plan
+    return plans
 
 
 def _share_of_room(profile: Profile, placed: list[Plan], margin: int, sharers: int) -> Profile:
@@ -217,9 +228,9 @@ def _place_on_cards(plans: dict[str, Plan], profile: Profile, margin: int, notes
 def _check_smallest_fits(specs: Mapping[str, ModelSpec], profile: Profile, requests: Mapping[str, PlanRequest],
                          margin: int) -> None:
     """ConfigError (one line) when one slot each, at the given or the smallest context, is already too much."""
-    smallest = {role: make_plan(spec, profile, replace(requests[role], agents=1,
-                                                       ctx_per_agent=requests[role].ctx_per_agent or KV_PAD))
-                for role, spec in specs.items()}
+    smallest = _in_order(specs, profile, {role: replace(requests[role], agents=1,
+                                                        ctx_per_agent=requests[role].ctx_per_agent or KV_PAD)
+                                          for role in specs}, margin)
     over = set_overrun_mib([plan.memory for plan in smallest.values()], profile, margin)
     if over > 0:
         parts = " + ".join(f"{role} {plan.total_mib:,.0f}" for role, plan in smallest.items())

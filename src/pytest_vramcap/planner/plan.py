@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +15,7 @@ from .memory import DeviceMemory, MemoryBreakdown, ServerConfig
 from .profiles import Profile
 from .throughput import DecodeEstimate, PrefillEstimate
 
-__all__ = ["Alternative", "Plan", "PlanRequest", "budget_overrun_mib", "fits_budget"]
+__all__ = ["Alternative", "Plan", "PlanRequest", "budget_overrun_mib", "fits_budget", "overrun_mib"]
 
 
 @dataclass(frozen=True)
@@ -78,14 +78,16 @@ def budget_overrun_mib(memory: MemoryBreakdown, profile: Profile, margin_mib: in
     after fit's decision, so it is taken out of the margin rather than added to it.
     """
     if memory.devices:  # several cards: --fit keeps the margin on each, and the tightest card decides
-        return max(_overrun_mib(device, card.usable_mib, margin_mib)
+        return max(overrun_mib([device], card.usable_mib, margin_mib)
                    for device, card in zip(memory.devices, profile.devices, strict=True))
-    return _overrun_mib(memory.gpu, profile.usable_mib, margin_mib)
+    return overrun_mib([memory.gpu], profile.usable_mib, margin_mib)
 
 
-def _overrun_mib(gpu: DeviceMemory, usable_mib: int, margin_mib: int) -> float:
-    at_fit = (gpu.total - gpu.runtime_pool) / MIB + margin_mib
-    return max(at_fit, gpu.total / MIB) - usable_mib
+def overrun_mib(parts: Sequence[DeviceMemory], usable_mib: int, margin_mib: int) -> float:
+    """How far what ``parts`` hold on one card (one or several processes) is over ``usable_mib``: at load, what
+    each process measured plus the one margin --fit keeps; at peak, every buffer, pools included."""
+    at_fit = sum((part.total - part.runtime_pool) / MIB for part in parts) + margin_mib
+    return max(at_fit, sum(part.total / MIB for part in parts)) - usable_mib
 
 
 def fits_budget(memory: MemoryBreakdown, profile: Profile, margin_mib: int) -> bool:

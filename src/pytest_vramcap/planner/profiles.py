@@ -109,20 +109,25 @@ class Profile:
         }
 
 
-def several_cards(name: str, devices: Sequence[Profile]) -> Profile:
+def several_cards(name: str, devices: Sequence[Profile], held: Sequence[float] | None = None) -> Profile:
     """One profile for cards that serve one model together (llama.cpp's layer split).
 
-    Memory adds up; each card keeps its own overhead and budget in the plan. Speed: a token passes each card's
-    layers in turn, so a step takes each card's share at that card's speed; weighted by how much each card holds,
-    the effective bandwidth and SM count are the harmonic means weighted by usable memory."""
+    Memory adds up; each card keeps its own overhead and budget in the plan. Speed: a decode step passes each
+    card's layers in turn, so it takes each card's share at that card's speed: the effective bandwidth and SM count
+    are harmonic means weighted by what each card ``held`` (bytes of weights and KV; without them, by usable
+    memory, the share llama.cpp's default split gives). Prefill is priced the same way, without the overlap
+    pipeline parallelism gives its micro-batches: an upper bound on its time. Decode efficiency is the lowest of
+    the cards' (the slowest card's share of its bandwidth binds its layers); the host is the first card's machine."""
     if len(devices) < 2:
         raise ProfileError(f"VRAM profile {name!r}: several cards need at least two")
     if any(device.devices for device in devices):
         raise ProfileError(f"VRAM profile {name!r}: a card of several cards cannot itself be several")
-    weights = [device.usable_mib for device in devices]
+    weights = list(held) if held is not None and sum(held) > 0 else [device.usable_mib for device in devices]
 
     def harmonic(values: Sequence[float]) -> float:
-        return sum(weights) / sum(w / v for w, v in zip(weights, values, strict=True)) if all(values) else 0.0
+        if not all(value or not weight for value, weight in zip(values, weights, strict=True)):
+            return 0.0  # a card that holds something has no figure: unknown
+        return sum(weights) / sum(w / v for w, v in zip(weights, values, strict=True) if w)
 
     return Profile(
         name=name,
@@ -275,16 +280,18 @@ _NUMBER_FIELDS: dict[str, tuple[bool, float, float, bool]] = {
 _TEXT_FIELDS = ("description", "base")
 
 
-def _user_profile(name: str, table: Mapping[str, Any], origin: str) -> Profile:
+def _user_profile(name: str, table: Mapping[str, Any], origin: str,
+                  others: Mapping[str, Profile] | None = None) -> Profile:
     """Build a profile from a TOML table; ``base`` copies a built-in GPU."""
     where = f"profile {name!r} in {origin}"
     if "devices" in table:  # several cards: a list of card profiles, in device order
         devices = table["devices"]
         if set(table) - {"devices", "description"} or not isinstance(devices, list) \
                 or not all(isinstance(device, str) for device in devices):
-            raise ProfileError(f"{where}: 'devices' is a list of card profiles (names or sizes), beside at most "
-                               f"'description'")
-        cards = several_cards(name, [resolve_profile(device, user_profiles={}) for device in devices])
+            raise ProfileError(f"{where}: 'devices' is a list of card profiles (names, sizes or one-card profiles "
+                               f"of this file), beside at most 'description'")
+        # a card is a built-in, a size, or a one-card profile of the same file (its reserved_mib, its overhead)
+        cards = several_cards(name, [resolve_profile(device, user_profiles=others or {}) for device in devices])
         return replace(cards, description=table.get("description", cards.description))
     unknown = set(table) - set(_NUMBER_FIELDS) - set(_TEXT_FIELDS)
     if unknown:
@@ -342,11 +349,13 @@ def load_user_profiles(path: Path | None = None) -> dict[str, Profile]:
             document = document.get(key, {}) if isinstance(document, dict) else {}
         if not isinstance(document, dict):
             raise ProfileError(f"profile file {str(candidate)!r}: profiles must be tables")
-        profiles = {}
+        profiles: dict[str, Profile] = {}
         for name, table in document.items():
             if not isinstance(table, dict):
                 raise ProfileError(f"profile {name!r} in {candidate}: must be a table")
-            profiles[name.lower()] = _user_profile(name.lower(), table, str(candidate))
+        # one-card profiles first: a profile of several cards may name them
+        for name, table in sorted(document.items(), key=lambda item: "devices" in item[1]):
+            profiles[name.lower()] = _user_profile(name.lower(), table, str(candidate), profiles)
         if profiles or explicit:
             return profiles
     return {}

@@ -120,10 +120,9 @@ def ollama_env(config: ServerConfig, *, fit_margin_mib: int) -> dict[str, str]:
     }
     if config.tensor_split:
         # Several cards: Ollama puts a model on one card when its estimate fits 80% of it, else spreads it over
-        # the best group (server/sched.go selectLlamaServerPlacement); OLLAMA_SCHED_SPREAD always spreads, over the
-        # cards CUDA_VISIBLE_DEVICES shows. It passes no -ts: llama-server splits by free memory, then --fit.
+        # the best group of cards (server/sched.go selectLlamaServerPlacement); OLLAMA_SCHED_SPREAD always spreads.
+        # It passes no -ts: llama-server splits by free memory, then --fit (the plan's notes price that split).
         env["OLLAMA_SCHED_SPREAD"] = "1"
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(card) for card in range(len(config.tensor_split)))
     return env
 
 

@@ -20,7 +20,8 @@ from ..errors import ConfigError
 from ..model.spec import ModelSpec
 from .memory import COMPUTE_MODEL_NOTE, KV_PAD, MemoryBreakdown, ServerConfig, estimate_memory
 from .plan import Alternative, Plan, PlanRequest, budget_overrun_mib, fits_budget
-from .profiles import Profile
+from .profiles import Profile, several_cards
+from .split import proportional_counts
 from .throughput import DecodeEstimate, PrefillEstimate, estimate_decode, estimate_prefill
 
 __all__ = ["largest_satisfying", "make_plan", "placed_on_card", "with_split"]
@@ -101,14 +102,10 @@ class _Solver:
         return _smallest(1, self.spec.n_layer, lambda n: self.fits(self.config(agents, ctx, n_cpu_moe=n)))
 
     def decode(self, config: ServerConfig) -> DecodeEstimate:
-        # An agent's context fills as its conversation runs: price reads at half a slot.
-        return estimate_decode(self.spec, config, self.profile, config.ctx_per_agent // 2)
+        return speeds(self.spec, config, self.profile, self.memory(config))[0]
 
     def prefill(self, config: ServerConfig) -> PrefillEstimate | None:
-        """None for a profile that names no card: the prefill rate scales with the SM count, which it lacks."""
-        if not self.profile.sm_count:
-            return None
-        return estimate_prefill(self.spec, config, self.profile, max(1, config.ctx_per_agent // 2))
+        return speeds(self.spec, config, self.profile, self.memory(config))[1]
 
     def alternative(self, label: str, config: ServerConfig) -> Alternative:
         memory = self.memory(config)
@@ -176,6 +173,10 @@ def make_plan(spec: ModelSpec, profile: Profile, request: PlanRequest) -> Plan:
         ctx = solver.max_ctx(agents) or KV_PAD
     config = _config(request, agents, ctx, encoder=spec.encoder_only, embedding=spec.embedding)
     memory = solver.memory(config)
+    holders = [card for card, count in enumerate(memory.layer_split) if count]
+    if len(holders) == 1:  # several cards, and the best split leaves all but one empty: run on that one alone
+        config = replace(config, main_gpu=holders[0])
+        memory = solver.memory(config)
     fits = fits_budget(memory, profile, request.fit_margin_mib)
     breaking = None if fits else solver.breaking_term(memory)
     alternatives = () if fits else tuple(solver.alternatives(config))
@@ -185,11 +186,27 @@ def make_plan(spec: ModelSpec, profile: Profile, request: PlanRequest) -> Plan:
         n = request.n_cpu_moe
         notes.append(f"--n-cpu-moe {n}: expert weights of the first {n} layers on the CPU" if spec.n_expert
                      else f"--n-cpu-moe {n} has no effect: the model has no experts")
-    if memory.layer_split:  # several cards: the split the memory was counted for is the one to render
+    if config.main_gpu is not None:
+        notes.append(alone_note(profile, config.main_gpu))
+    elif memory.layer_split and memory.gpu_layers:  # several cards: the split counted is the one to render
         config = replace(config, tensor_split=memory.layer_split)
         notes.append(split_note(profile, memory.layer_split))
+        notes.append(_free_memory_split_note(spec, config, profile, request.fit_margin_mib))
     return Plan(spec, profile, request, config, memory, solver.decode(config),
                 solved_for, breaking, alternatives, tuple(notes), solver.prefill(config))
+
+
+def speeds(spec: ModelSpec, config: ServerConfig, profile: Profile,
+           memory: MemoryBreakdown) -> tuple[DecodeEstimate, PrefillEstimate | None]:
+    """Decode at half a slot of context (an agent's conversation fills as it runs) and the prefill of a prompt of
+    half a slot; on several cards at their speeds weighted by what each holds. No prefill for a profile that names
+    no card: its rate scales with the SM count, which such a profile lacks."""
+    if memory.devices:
+        profile = several_cards(profile.name, profile.devices, [d.model + d.context for d in memory.devices])
+    decode = estimate_decode(spec, config, profile, config.ctx_per_agent // 2)
+    if not profile.sm_count:
+        return decode, None
+    return decode, estimate_prefill(spec, config, profile, max(1, config.ctx_per_agent // 2))
 
 
 SPLIT_NOTE = "layer split over"
@@ -201,11 +218,34 @@ def split_note(profile: Profile, counts: tuple[int, ...]) -> str:
             f"from llama.cpp's source, not yet measured on several cards")
 
 
+def _free_memory_split_note(spec: ModelSpec, config: ServerConfig, profile: Profile, margin_mib: int) -> str:
+    """What a server started without -ts gets (Ollama passes none): llama.cpp splits by each card's free memory,
+    and --fit keeps that split when every card meets its margin (docs/sources/multi-gpu.md sections 1.1 and 4)."""
+    ngl = sum(config.tensor_split)
+    counts = proportional_counts(ngl, [card.usable_mib for card in profile.devices])
+    if counts == config.tensor_split:
+        return f"without -ts (Ollama) llama.cpp splits by free memory: the same {'/'.join(map(str, counts))} layers"
+    memory = estimate_memory(spec, replace(config, tensor_split=counts), profile)
+    over = budget_overrun_mib(memory, profile, margin_mib)
+    verdict = ("fits too" if over <= 0 else
+               f"leaves a card {over:,.0f} MiB short: --fit then moves layers, toward the CPU if no card has room")
+    return f"without -ts (Ollama) llama.cpp splits by free memory: {'/'.join(map(str, counts))} layers, which {verdict}"
+
+
+ALONE_NOTE = "on card"
+
+
+def alone_note(profile: Profile, card: int) -> str:
+    return f"{ALONE_NOTE} {card} ({profile.devices[card].name}) alone: -sm none -mg {card}"
+
+
 def with_split(plan: Plan, counts: tuple[int, ...]) -> Plan:
     """``plan`` on its several cards with the layer counts ``counts`` (``-ts``) and the memory they give."""
     config = replace(plan.config, tensor_split=counts, main_gpu=None)
-    notes = tuple(note for note in plan.notes if not note.startswith(SPLIT_NOTE))
-    return replace(plan, config=config, memory=estimate_memory(plan.spec, config, plan.profile),
+    notes = tuple(note for note in plan.notes if not note.startswith((SPLIT_NOTE, ALONE_NOTE)))
+    memory = estimate_memory(plan.spec, config, plan.profile)
+    decode, prefill = speeds(plan.spec, config, plan.profile, memory)
+    return replace(plan, config=config, memory=memory, decode=decode, prefill=prefill,
                    notes=(*notes, split_note(plan.profile, counts)))
 
 
@@ -213,10 +253,8 @@ def placed_on_card(plan: Plan, card: int) -> Plan:
     """``plan``, made for several cards, served by one of them alone (``-sm none -mg card``): its memory there and
     that card's speed. Whether it fits beside the other models is the caller's to judge (:mod:`.modelset`)."""
     config = replace(plan.config, main_gpu=card, tensor_split=())
-    one = plan.profile.devices[card]
-    notes = tuple(note for note in plan.notes if not note.startswith(SPLIT_NOTE))
-    return replace(plan, config=config, memory=estimate_memory(plan.spec, config, plan.profile),
-                   decode=estimate_decode(plan.spec, config, one, config.ctx_per_agent // 2),
-                   prefill=estimate_prefill(plan.spec, config, one, max(1, config.ctx_per_agent // 2))
-                   if one.sm_count else None,
-                   notes=(*notes, f"on card {card} ({one.name}) alone: -sm none -mg {card}"))
+    notes = tuple(note for note in plan.notes if not note.startswith((SPLIT_NOTE, ALONE_NOTE)))
+    memory = estimate_memory(plan.spec, config, plan.profile)
+    decode, prefill = speeds(plan.spec, config, plan.profile, memory)  # weighted: that card alone holds anything
+    return replace(plan, config=config, memory=memory, decode=decode, prefill=prefill,
+                   notes=(*notes, alone_note(plan.profile, card)))
