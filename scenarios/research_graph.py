@@ -45,7 +45,7 @@ def build(base_url: str) -> Any:
                           max_tokens=max_tokens, extra_body={"ignore_eos": True, "max_tokens": max_tokens},
                           default_headers={"X-Vramcap-Label": label})
 
-    researcher, synthesizer = agent("research", 128), agent("synthesis", 16)
+    researcher, synthesizer = agent("research", 96), agent("synthesis", 16)
 
     def fan_out(state: Research) -> list[Send]:
         return [Send("research", {"question": state["question"], "angle": angle}) for angle in ANGLES]

@@ -25,7 +25,7 @@ from langgraph.graph import END, START, StateGraph
 
 
 def agent(label: str) -> ChatOllama:
-    return ChatOllama(model="qwen2.5:14b", temperature=0.2, num_ctx=8192, num_predict=256,
+    return ChatOllama(model="qwen2.5:14b", temperature=0.2, num_ctx=8192, num_predict=192,
                       client_kwargs={"headers": {"X-Vramcap-Label": label}})
 
 

@@ -72,7 +72,7 @@ def test_the_shipped_graph_scenario_runs_on_the_embedded_server(pytester: pytest
     assert "minimum 1.40x" in verdicts["parallel_speedup"]["summary"]  # the YAML's own minimum, judged
     for mode in ("sequential", "parallel"):
         requests = scenario[mode]["requests"]
-        assert sorted((r["label"], r["n_out"]) for r in requests) == [("research", 128)] * 4 + [("synthesis", 16)]
+        assert sorted((r["label"], r["n_out"]) for r in requests) == [("research", 96)] * 4 + [("synthesis", 16)]
         assert all(r["ttft_s"] is not None and r["error"] is None for r in requests)
 
 
