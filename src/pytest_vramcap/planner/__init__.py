@@ -1,8 +1,9 @@
 """Stage 2, the planner: from a model, a VRAM profile and a workload to a server config that fits.
 
-    profiles.py    VRAM profiles: sizes, named GPUs, user TOML profiles
-    memory.py      llama.cpp's memory model (pure functions): weights, KV, compute, overhead
-    throughput.py  decode speed from a bandwidth roofline
+    profiles.py    VRAM profiles: sizes, named GPUs, user TOML profiles, several cards (2x16gb)
+    split.py       which card of several holds which layer (llama.cpp's layer split)
+    memory.py      llama.cpp's memory model (pure functions): weights, KV, compute, overhead, per card
+    throughput.py  decode and prefill speed, term by term, fitted on an H100
     plan.py        PlanRequest in, Plan out
     solver.py      check a config, or solve for the most agents / longest context that fits
     render.py      the plan as llama-server flags and Ollama env / Modelfile / /api/create
