@@ -176,3 +176,15 @@ def test_a_card_without_layers_pays_only_its_cuda_context() -> None:
     assert cpu_only.devices[0].compute > 0  # the first card runs the CPU layers' big-batch products
     plan = make_plan(QWEN32, profile, PlanRequest(agents=1, ctx_per_agent=4096, gpu_layers=0))
     assert plan.config.tensor_split == () and "-ts" not in llama_server_args(plan.config, "m", fit_margin_mib=1024)
+
+
+def test_a_plan_over_budget_names_its_tightest_card() -> None:
+    from pytest_vramcap.engines.base import EngineEvidence
+    from pytest_vramcap.report.verdicts import oom_verdict
+
+    plan = make_plan(QWEN32, resolve_profile("2x16gb", {}), PlanRequest(agents=4, ctx_per_agent=32768))
+    assert not plan.fits and plan.breaking_term is not None
+    assert plan.breaking_term.startswith("card ") and "KV cache" in plan.breaking_term
+    verdict = oom_verdict(plan, EngineEvidence(log=None))
+    assert verdict.outcome == "fail" and verdict.evidence[0].startswith("plan: card ")
+    assert "MiB usable (card " in verdict.evidence[0]

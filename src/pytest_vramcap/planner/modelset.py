@@ -102,6 +102,14 @@ class PlanSet:
             return None
         if not self.several:
             return self.primary.breaking_term
+        if self.profile.devices:  # several cards: name the tightest
+            index, card = max(enumerate(self.profile.devices), key=lambda item: overrun_mib(
+                [plan.memory.devices[item[0]] for plan in self.plans.values()], item[1].usable_mib,
+                self.fit_margin_mib))
+            parts = " + ".join(f"{role} {plan.memory.devices[index].total / MIB:,.0f}"
+                               for role, plan in self.plans.items())
+            return (f"on card {index} ({card.name}) together {parts} MiB at peak and the {self.fit_margin_mib} MiB "
+                    f"--fit margin are {self.overrun_mib:,.0f} MiB over {card.usable_mib:,} MiB")
         parts = " + ".join(f"{role} {plan.total_mib:,.0f}" for role, plan in self.plans.items())
         return (f"together {parts} MiB at peak and the {self.fit_margin_mib} MiB --fit margin are "
                 f"{self.overrun_mib:,.0f} MiB over {self.profile.usable_mib:,} MiB")
@@ -231,8 +239,9 @@ def _check_smallest_fits(specs: Mapping[str, ModelSpec], profile: Profile, reque
     smallest = _in_order(specs, profile, {role: replace(requests[role], agents=1,
                                                         ctx_per_agent=requests[role].ctx_per_agent or KV_PAD)
                                           for role in specs}, margin)
-    over = set_overrun_mib([plan.memory for plan in smallest.values()], profile, margin)
-    if over > 0:
-        parts = " + ".join(f"{role} {plan.total_mib:,.0f}" for role, plan in smallest.items())
-        raise ConfigError(f"the models cannot share {profile.name} even at one slot each: {parts} MiB at peak and the "
-                          f"{margin} MiB --fit margin are {over:,.0f} MiB over {profile.usable_mib:,} MiB usable")
+    if profile.devices:
+        smallest = _place_on_cards(smallest, profile, margin, [])
+    together = PlanSet(smallest, profile, margin)
+    if not together.fits:
+        raise ConfigError(f"the models cannot share {profile.name} even at one slot each: {together.breaking_term}"
+                          f"{'' if profile.devices else ' usable'}")

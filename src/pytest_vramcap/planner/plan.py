@@ -15,7 +15,7 @@ from .memory import DeviceMemory, MemoryBreakdown, ServerConfig
 from .profiles import Profile
 from .throughput import DecodeEstimate, PrefillEstimate
 
-__all__ = ["Alternative", "Plan", "PlanRequest", "budget_overrun_mib", "fits_budget", "overrun_mib"]
+__all__ = ["Alternative", "Plan", "PlanRequest", "budget_overrun_mib", "fits_budget", "overrun_mib", "tightest_card"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,13 @@ def budget_overrun_mib(memory: MemoryBreakdown, profile: Profile, margin_mib: in
         return max(overrun_mib([device], card.usable_mib, margin_mib)
                    for device, card in zip(memory.devices, profile.devices, strict=True))
     return overrun_mib([memory.gpu], profile.usable_mib, margin_mib)
+
+
+def tightest_card(memory: MemoryBreakdown, profile: Profile, margin_mib: int) -> tuple[int, Profile, DeviceMemory]:
+    """Several cards: the one furthest over (or least under) its budget, as (index, card, what it holds)."""
+    index = max(range(len(memory.devices)),
+                key=lambda card: overrun_mib([memory.devices[card]], profile.devices[card].usable_mib, margin_mib))
+    return index, profile.devices[index], memory.devices[index]
 
 
 def overrun_mib(parts: Sequence[DeviceMemory], usable_mib: int, margin_mib: int) -> float:

@@ -19,7 +19,7 @@ from ..defaults import DEFAULT_BATCH, DEFAULT_CTX_PER_AGENT, MAX_AGENTS, MIB
 from ..errors import ConfigError
 from ..model.spec import ModelSpec
 from .memory import COMPUTE_MODEL_NOTE, KV_PAD, MemoryBreakdown, ServerConfig, estimate_memory
-from .plan import Alternative, Plan, PlanRequest, budget_overrun_mib, fits_budget
+from .plan import Alternative, Plan, PlanRequest, budget_overrun_mib, fits_budget, tightest_card
 from .profiles import Profile, several_cards
 from .split import proportional_counts
 from .throughput import DecodeEstimate, PrefillEstimate, estimate_decode, estimate_prefill
@@ -141,14 +141,17 @@ class _Solver:
 
     def breaking_term(self, memory: MemoryBreakdown) -> str:
         over = budget_overrun_mib(memory, self.profile, self.request.fit_margin_mib)
-        gpu = memory.gpu
+        gpu, usable, where = memory.gpu, self.profile.usable_mib, ""
+        if memory.devices:  # several cards: the tightest one breaks it
+            index, card, gpu = tightest_card(memory, self.profile, self.request.fit_margin_mib)
+            usable, where = card.usable_mib, f"card {index} ({card.name}): "
         fixed = (gpu.model + gpu.overhead - gpu.runtime_pool) / MIB + self.request.fit_margin_mib
-        if fixed > self.profile.usable_mib:
-            return (f"model weights: {gpu.model / MIB:.0f} MiB plus {gpu.overhead / MIB:.0f} MiB CUDA overhead and the "
-                    f"{self.request.fit_margin_mib} MiB margin exceed {self.profile.usable_mib} MiB before any context")
+        if fixed > usable:
+            return (f"{where}model weights: {gpu.model / MIB:.0f} MiB plus {gpu.overhead / MIB:.0f} MiB CUDA overhead "
+                    f"and the {self.request.fit_margin_mib} MiB margin exceed {usable} MiB before any context")
         # The weights fit on their own, so the growing terms break it: name the larger.
         name, size = max([("KV cache", gpu.context), ("compute buffer", gpu.compute)], key=lambda term: term[1])
-        return f"{name}: {size / MIB:.0f} MiB; the plan is {over:.0f} MiB over the budget"
+        return f"{where}{name}: {size / MIB:.0f} MiB; the plan is {over:.0f} MiB over the budget"
 
 
 def make_plan(spec: ModelSpec, profile: Profile, request: PlanRequest) -> Plan:

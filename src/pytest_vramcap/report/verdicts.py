@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from ..defaults import MIB
 from ..engines.base import EngineEvidence
 from ..engines.judge import Placement, judge_spill
 from ..engines.logparse import mentions_oom
@@ -38,6 +39,7 @@ from ..errors import EngineError, EngineStartError, GraphError
 from ..load.measure.budget import BudgetTally
 from ..load.run.rounds import ScenarioRun
 from ..parsers import LOAD_SLO_FLOORS
+from ..planner.plan import tightest_card
 from .client_options import client_options_verdict
 from .conversation import context_verdict, prompt_cache_verdict
 from .output_budget import budget_verdict, output_budget_verdict
@@ -74,7 +76,11 @@ _MAX_LINES = 5  # evidence lines quoted per source
 
 def oom_verdict(plan: Plan | None, engine: EngineEvidence, errors: Iterable[str] = ()) -> Verdict:
     evidence: list[str] = []
-    if plan is not None and not plan.fits:
+    if plan is not None and not plan.fits and plan.memory.devices:  # several cards: the tightest one
+        index, card, held = tightest_card(plan.memory, plan.profile, plan.fit_margin_mib)
+        evidence.append(f"plan: card {index} ({card.name}) holds {held.total / MIB:.0f} MiB at peak + "
+                        f"{plan.fit_margin_mib} MiB fit margin > {card.usable_mib} MiB usable ({plan.breaking_term})")
+    elif plan is not None and not plan.fits:
         evidence.append(f"plan: {plan.total_mib:.0f} MiB at peak + {plan.fit_margin_mib} MiB fit margin > "
                         f"{plan.profile.usable_mib} MiB usable on {plan.profile.name} ({plan.breaking_term})")
     log = engine.log
