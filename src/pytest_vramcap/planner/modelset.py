@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from ..defaults import DEFAULT_CTX_PER_AGENT, MAX_AGENTS, MIB
 from ..errors import ConfigError
 from ..model.spec import ModelSpec
-from .memory import KV_PAD, MemoryBreakdown
+from .memory import KV_PAD, DeviceMemory, MemoryBreakdown
 from .plan import Plan, PlanRequest, overrun_mib
 from .profiles import Profile, several_cards
 from .solver import make_plan, placed_on_card, with_split
@@ -37,10 +37,18 @@ def set_overrun_mib(memories: list[MemoryBreakdown], profile: Profile, margin_mi
     The one-model rule of :func:`~.plan.budget_overrun_mib` over the sum: at load, what each process
     measured plus the one margin ``--fit`` keeps; at peak, every buffer, pools included.
     """
-    if profile.devices:  # several cards: each model split over them; the tightest card decides
-        return max(overrun_mib([memory.devices[card] for memory in memories], device.usable_mib, margin_mib)
-                   for card, device in enumerate(profile.devices))
-    return overrun_mib([memory.gpu for memory in memories], profile.usable_mib, margin_mib)
+    return max(overrun_mib([_held(memory)[index] for memory in memories], card.usable_mib, margin_mib)
+               for index, card in enumerate(_cards(profile)))  # on several cards the tightest decides
+
+
+def _cards(profile: Profile) -> tuple[Profile, ...]:
+    """The cards of a profile, one for a profile of one card."""
+    return profile.devices or (profile,)
+
+
+def _held(memory: MemoryBreakdown) -> tuple[DeviceMemory, ...]:
+    """What a plan holds on each card, in the order of :func:`_cards`."""
+    return memory.devices or (memory.gpu,)
 
 
 @dataclass(frozen=True)
@@ -159,7 +167,7 @@ def make_plan_set(specs: Mapping[str, ModelSpec], profile: Profile, requests: Ma
               if request.agents is not None and request.ctx_per_agent is not None}
     plans = _in_order(specs, profile, priced, margin)
     if profile.devices:  # the priced models take their cards first, so the others are solved on what is left
-        plans = _place_on_cards(plans, profile, margin, notes)
+        plans = _place_on_cards(plans, profile, margin)
     open_roles = [role for role in roles if role not in plans]
     # Water-filling: share what the priced models leave evenly; a model that reaches its own limit (its training
     # context, the most agents) on its share is priced as it is and hands the rest back to the others.
@@ -179,7 +187,7 @@ def make_plan_set(specs: Mapping[str, ModelSpec], profile: Profile, requests: Ma
         open_roles = [role for role in open_roles if role not in capped]
     ordered = {role: plans[role] for role in roles}
     if profile.devices:
-        ordered = _place_on_cards(ordered, profile, margin, notes)
+        ordered = _place_on_cards(ordered, profile, margin)
     return PlanSet(ordered, profile, margin, tuple(notes), asked, named)
 
 
@@ -203,32 +211,32 @@ def _share_of_room(profile: Profile, placed: list[Plan], margin: int, sharers: i
     """``profile`` offering one of ``sharers`` even shares of what the ``placed`` plans leave, card by card on
     several cards. Each share keeps its own margin when solved; handing the margin back to all but one leaves it
     once."""
-    if not profile.devices:
-        used = sum((plan.memory.gpu.total - plan.memory.gpu.runtime_pool) / MIB for plan in placed)
-        return _share_profile(profile, (profile.usable_mib - used - margin) / sharers + margin)
     cards = []
-    for index, card in enumerate(profile.devices):
-        used = sum((plan.memory.devices[index].total - plan.memory.devices[index].runtime_pool) / MIB
-                   for plan in placed)
+    for index, card in enumerate(_cards(profile)):
+        used = sum((_held(plan.memory)[index].total - _held(plan.memory)[index].runtime_pool) / MIB for plan in placed)
         cards.append(_share_profile(card, (card.usable_mib - used - margin) / sharers + margin))
+    if not profile.devices:
+        return cards[0]
     return replace(several_cards(profile.name, cards), overhead_source=profile.overhead_source,
                    description=profile.description)
 
 
-def _place_on_cards(plans: dict[str, Plan], profile: Profile, margin: int, notes: list[str]) -> dict[str, Plan]:
+def _place_on_cards(plans: dict[str, Plan], profile: Profile, margin: int) -> dict[str, Plan]:
     """Several models on several cards: a model that fits one card beside the others goes to it, the card that
     leaves the most room on the tightest card, as Ollama places a model that fits one card (server/sched.go
     bestSingleGPUFit); one card spares the other cards its CUDA overhead and its layers a card-to-card hop. In
     the order given; the rest stay split over every card."""
     placed = dict(plans)
     for role, plan in plans.items():
+        if plan.config.main_gpu is not None:
+            continue  # on one card already
         options = []
         for card in range(len(profile.devices)):
             candidate = placed_on_card(plan, card)
             trial = [candidate.memory if other == role else placed[other].memory for other in placed]
             options.append((set_overrun_mib(trial, profile, margin), card, candidate))
         over, card, candidate = min(options, key=lambda option: option[:2])
-        if over <= 0 and plan.config.main_gpu is None:
+        if over <= 0:
             placed[role] = candidate
     return placed
 
@@ -240,7 +248,7 @@ def _check_smallest_fits(specs: Mapping[str, ModelSpec], profile: Profile, reque
                                                         ctx_per_agent=requests[role].ctx_per_agent or KV_PAD)
                                           for role in specs}, margin)
     if profile.devices:
-        smallest = _place_on_cards(smallest, profile, margin, [])
+        smallest = _place_on_cards(smallest, profile, margin)
     together = PlanSet(smallest, profile, margin)
     if not together.fits:
         raise ConfigError(f"the models cannot share {profile.name} even at one slot each: {together.breaking_term}"

@@ -101,16 +101,11 @@ class _Solver:
         """Fewest layers whose expert weights must go to the CPU (``--n-cpu-moe``) for the config to fit."""
         return _smallest(1, self.spec.n_layer, lambda n: self.fits(self.config(agents, ctx, n_cpu_moe=n)))
 
-    def decode(self, config: ServerConfig) -> DecodeEstimate:
-        return speeds(self.spec, config, self.profile, self.memory(config))[0]
-
-    def prefill(self, config: ServerConfig) -> PrefillEstimate | None:
-        return speeds(self.spec, config, self.profile, self.memory(config))[1]
-
     def alternative(self, label: str, config: ServerConfig) -> Alternative:
         memory = self.memory(config)
         return Alternative(label, config, round(memory.gpu.total / MIB, 2),
-                           fits_budget(memory, self.profile, self.request.fit_margin_mib), self.decode(config))
+                           fits_budget(memory, self.profile, self.request.fit_margin_mib),
+                           speeds(self.spec, config, self.profile, memory)[0])
 
     def alternatives(self, config: ServerConfig) -> list[Alternative]:
         found = []
@@ -189,14 +184,12 @@ def make_plan(spec: ModelSpec, profile: Profile, request: PlanRequest) -> Plan:
         n = request.n_cpu_moe
         notes.append(f"--n-cpu-moe {n}: expert weights of the first {n} layers on the CPU" if spec.n_expert
                      else f"--n-cpu-moe {n} has no effect: the model has no experts")
-    if config.main_gpu is not None:
-        notes.append(alone_note(profile, config.main_gpu))
-    elif memory.layer_split and memory.gpu_layers:  # several cards: the split counted is the one to render
-        config = replace(config, tensor_split=memory.layer_split)
-        notes.append(split_note(profile, memory.layer_split))
-        notes.append(_free_memory_split_note(spec, config, profile, request.fit_margin_mib))
-    return Plan(spec, profile, request, config, memory, solver.decode(config),
-                solved_for, breaking, alternatives, tuple(notes), solver.prefill(config))
+    if config.main_gpu is None and memory.layer_split and memory.gpu_layers:
+        config = replace(config, tensor_split=memory.layer_split)  # several cards: the split counted is rendered
+    notes += _placement_notes(spec, config, profile, request.fit_margin_mib)
+    decode, prefill = speeds(spec, config, profile, memory)
+    return Plan(spec, profile, request, config, memory, decode, solved_for, breaking, alternatives, tuple(notes),
+                prefill)
 
 
 def speeds(spec: ModelSpec, config: ServerConfig, profile: Profile,
@@ -213,12 +206,24 @@ def speeds(spec: ModelSpec, config: ServerConfig, profile: Profile,
 
 
 SPLIT_NOTE = "layer split over"
+FREE_SPLIT_NOTE = "without -ts (Ollama)"
+ALONE_NOTE = "on card"
+PLACEMENT_NOTES = (SPLIT_NOTE, FREE_SPLIT_NOTE, ALONE_NOTE)
+"""How the notes about where a model runs on several cards begin: a plan placed again drops them for new ones."""
 
 
-def split_note(profile: Profile, counts: tuple[int, ...]) -> str:
-    return (f"{SPLIT_NOTE} {len(profile.devices)} cards ({', '.join(d.name for d in profile.devices)}): "
+def _placement_notes(spec: ModelSpec, config: ServerConfig, profile: Profile, margin_mib: int) -> list[str]:
+    """Where a model runs on several cards: one card alone, or the split and what Ollama's own split would do."""
+    if config.main_gpu is not None:
+        card = config.main_gpu
+        return [f"{ALONE_NOTE} {card} ({profile.devices[card].name}) alone: -sm none -mg {card}"]
+    if not config.tensor_split:
+        return []
+    counts = config.tensor_split
+    return [f"{SPLIT_NOTE} {len(profile.devices)} cards ({', '.join(d.name for d in profile.devices)}): "
             f"{'/'.join(map(str, counts))} layers (-ts); their compute buffers and pipeline copies are estimated "
-            f"from llama.cpp's source, not yet measured on several cards")
+            f"from llama.cpp's source, not yet measured on several cards",
+            _free_memory_split_note(spec, config, profile, margin_mib)]
 
 
 def _free_memory_split_note(spec: ModelSpec, config: ServerConfig, profile: Profile, margin_mib: int) -> str:
@@ -227,37 +232,29 @@ def _free_memory_split_note(spec: ModelSpec, config: ServerConfig, profile: Prof
     ngl = sum(config.tensor_split)
     counts = proportional_counts(ngl, [card.usable_mib for card in profile.devices])
     if counts == config.tensor_split:
-        return f"without -ts (Ollama) llama.cpp splits by free memory: the same {'/'.join(map(str, counts))} layers"
+        return f"{FREE_SPLIT_NOTE} llama.cpp splits by free memory: the same {'/'.join(map(str, counts))} layers"
     memory = estimate_memory(spec, replace(config, tensor_split=counts), profile)
     over = budget_overrun_mib(memory, profile, margin_mib)
     verdict = ("fits too" if over <= 0 else
                f"leaves a card {over:,.0f} MiB short: --fit then moves layers, toward the CPU if no card has room")
-    return f"without -ts (Ollama) llama.cpp splits by free memory: {'/'.join(map(str, counts))} layers, which {verdict}"
+    return f"{FREE_SPLIT_NOTE} llama.cpp splits by free memory: {'/'.join(map(str, counts))} layers, which {verdict}"
 
 
-ALONE_NOTE = "on card"
-
-
-def alone_note(profile: Profile, card: int) -> str:
-    return f"{ALONE_NOTE} {card} ({profile.devices[card].name}) alone: -sm none -mg {card}"
+def _placed(plan: Plan, config: ServerConfig) -> Plan:
+    """``plan`` with another placement on its several cards: the memory, speeds and notes that placement gives."""
+    memory = estimate_memory(plan.spec, config, plan.profile)
+    decode, prefill = speeds(plan.spec, config, plan.profile, memory)
+    notes = [note for note in plan.notes if not note.startswith(PLACEMENT_NOTES)]
+    notes += _placement_notes(plan.spec, config, plan.profile, plan.fit_margin_mib)
+    return replace(plan, config=config, memory=memory, decode=decode, prefill=prefill, notes=tuple(notes))
 
 
 def with_split(plan: Plan, counts: tuple[int, ...]) -> Plan:
-    """``plan`` on its several cards with the layer counts ``counts`` (``-ts``) and the memory they give."""
-    config = replace(plan.config, tensor_split=counts, main_gpu=None)
-    notes = tuple(note for note in plan.notes if not note.startswith((SPLIT_NOTE, ALONE_NOTE)))
-    memory = estimate_memory(plan.spec, config, plan.profile)
-    decode, prefill = speeds(plan.spec, config, plan.profile, memory)
-    return replace(plan, config=config, memory=memory, decode=decode, prefill=prefill,
-                   notes=(*notes, split_note(plan.profile, counts)))
+    """``plan`` on its several cards with the layer counts ``counts`` (``-ts``)."""
+    return _placed(plan, replace(plan.config, tensor_split=counts, main_gpu=None))
 
 
 def placed_on_card(plan: Plan, card: int) -> Plan:
     """``plan``, made for several cards, served by one of them alone (``-sm none -mg card``): its memory there and
     that card's speed. Whether it fits beside the other models is the caller's to judge (:mod:`.modelset`)."""
-    config = replace(plan.config, main_gpu=card, tensor_split=())
-    notes = tuple(note for note in plan.notes if not note.startswith((SPLIT_NOTE, ALONE_NOTE)))
-    memory = estimate_memory(plan.spec, config, plan.profile)
-    decode, prefill = speeds(plan.spec, config, plan.profile, memory)  # weighted: that card alone holds anything
-    return replace(plan, config=config, memory=memory, decode=decode, prefill=prefill,
-                   notes=(*notes, alone_note(plan.profile, card)))
+    return _placed(plan, replace(plan.config, main_gpu=card, tensor_split=()))

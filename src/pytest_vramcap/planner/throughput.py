@@ -31,6 +31,7 @@ A prompt is prefilled in micro-batches of ``n_ubatch`` tokens; its time is the s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..model.spec import ModelSpec
@@ -215,9 +216,7 @@ def prefill_terms(spec: ModelSpec, config: ServerConfig, prompt_tokens: int) -> 
     for tensor, on_gpu in weight_placement(spec, config):
         if tensor.layer is None or len(tensor.dims) < 2:
             continue  # embeddings are gathered, the output runs for the last token, norms are vectors
-        params = 1
-        for size in tensor.dims:
-            params *= size
+        params = math.prod(tensor.dims)
         share = routed if is_expert_tensor(tensor) else 1.0
         kind = tensor.ggml_type.name
         by_type[kind] = by_type.get(kind, 0.0) + 2 * params * share * prompt_tokens / 1e12
