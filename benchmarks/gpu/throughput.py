@@ -309,8 +309,7 @@ def fit_prefill(path: Path) -> None:
     seconds = np.array([r["prefill_n"] / r["measured_prefill_tps"] for r in rows])
     a = columns / seconds[:, None]  # relative error: every row weighs the same
     used = [i for i in range(len(names)) if a[:, i].any()]
-    coef = np.zeros(len(names))
-    coef[used] = nonnegative_least_squares(a[:, used], np.ones(len(rows)))
+    coef = bounded_least_squares(a, np.ones(len(rows)), np.zeros(len(names)))
     shown = {name: coef[i] if i in used else None for i, name in enumerate(names)}
 
     def rate(value: float | None) -> str:
@@ -321,14 +320,16 @@ def fit_prefill(path: Path) -> None:
           f"{rate(shown['s_per_host_gb'])}")
 
 
-def nonnegative_least_squares(a: np.ndarray, b: np.ndarray, sweeps: int = 20000) -> np.ndarray:
-    """Least squares with every coefficient >= 0 (no unit cost is negative), by coordinate descent as ``fit`` does:
-    few terms, a few thousand sweeps converge."""
-    coef = np.zeros(a.shape[1])
+def bounded_least_squares(a: np.ndarray, b: np.ndarray, lower: np.ndarray, sweeps: int = 20000) -> np.ndarray:
+    """Least squares with each coefficient at or above its ``lower`` bound (no unit cost negative, no weight read
+    faster than the bandwidth), by coordinate descent: few terms, a few thousand sweeps converge. A column no row
+    uses keeps its bound."""
+    coef = lower + 1e-9
+    used = [i for i in range(a.shape[1]) if a[:, i].any()]
     for _ in range(sweeps):
-        for i in range(a.shape[1]):
+        for i in used:
             rest = b - a @ coef + a[:, i] * coef[i]
-            coef[i] = max(0.0, float(a[:, i] @ rest) / float(a[:, i] @ a[:, i]))
+            coef[i] = max(lower[i], float(a[:, i] @ rest) / float(a[:, i] @ a[:, i]))
     return coef
 
 
@@ -348,11 +349,7 @@ def fit(path: Path) -> None:
     a = columns / seconds[:, None]  # relative error: every row weighs the same
     lower = np.array([0.0] * 6 + [1 / H100_BANDWIDTH_GBPS] * len(kinds))
     used = [i for i in range(len(names)) if a[:, i].any()]
-    coef = np.where(np.arange(len(names)) < 6, 0.0, lower) + 1e-9
-    for _ in range(20000):  # bounded coordinate descent: few terms, a few thousand sweeps converge
-        for i in used:
-            rest = 1.0 - a @ coef + a[:, i] * coef[i]
-            coef[i] = max(lower[i], float(a[:, i] @ rest) / float(a[:, i] @ a[:, i]))
+    coef = bounded_least_squares(a, np.ones(len(rows)), lower)
     for i, name in enumerate(names):
         if name.endswith("_s_per_gb") and name not in ("host_s_per_gb", "host_batch_s_per_gb"):
             print(f"{name[:-9]:>10}: {1 / coef[i]:8.1f} GB/s" if i in used else f"{name}: no calibration row")
