@@ -17,22 +17,26 @@ the GPU that really runs (what the plugin does when it emulates a profile).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import json
+import random
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from pytest_vramcap.defaults import DEFAULT_FIT_MARGIN_MIB
+import httpx
+
+from pytest_vramcap.defaults import DEFAULT_FIT_MARGIN_MIB, MIB
 from pytest_vramcap.engines import EngineOptions, LlamaServer
 from pytest_vramcap.engines.logparse import ServerLog, parse_server_log
 from pytest_vramcap.engines.process import ManagedProcess
 from pytest_vramcap.gpu.ballast import Ballast
-from pytest_vramcap.gpu.nvml import detect_gpus, visible_gpu
+from pytest_vramcap.gpu.nvml import MemorySampler, detect_gpus, visible_gpu
 from pytest_vramcap.model import spec_from_gguf
 from pytest_vramcap.model.synth import write_gguf
-from pytest_vramcap.planner.memory import KV_PAD, ServerConfig
+from pytest_vramcap.planner.memory import KV_PAD, ServerConfig, estimate_memory
 from pytest_vramcap.planner.plan import PlanRequest
 from pytest_vramcap.planner.profiles import Profile, resolve_profile
 from pytest_vramcap.planner.solver import largest_satisfying, make_plan
@@ -55,6 +59,20 @@ CASES = [
     ("qwen3-8b", "Q4_K_M", 3, "12gb", False),
     ("mistral-nemo-12b", "Q4_K_M", 2, "16gb", False),
     ("gemma3-12b", "Q4_K_M", 2, "12gb", False),
+    # Held out from the 525 MiB the CUDA context holds when --fit measures (read from the fit lines of the 14 cases
+    # above, 2026-12-06): other models, agent counts and cards, flash attention on and off.
+    ("qwen2.5-7b", "Q4_K_M", 4, "12gb", False),
+    ("gemma2-9b", "Q4_K_M", 4, "12gb", False),
+    ("llama3.2-3b", "Q4_K_M", 3, "8gb", False),
+    ("qwen3-14b", "Q4_K_M", 3, "16gb", False),
+    ("qwen2.5-7b", "Q4_K_M", 4, "8gb", True),
+    ("qwen3-14b", "Q4_K_M", 2, "16gb", True),
+    ("mistral-small-24b", "Q4_K_M", 2, "24gb", True),
+    ("gpt-oss-20b", "MXFP4_MOE", 2, "16gb", False),
+    # Held out from the no-FA pool (the f16 copy of the KQ scores, fitted on the 7 no-FA runs at the plan above):
+    # one agent with a long slot, so the copy is large.
+    ("qwen2.5-14b", "Q4_K_M", 1, "16gb", False),
+    ("llama3.1-8b", "Q4_K_M", 2, "12gb", False),
 ]
 
 
@@ -81,6 +99,38 @@ def fit_probe(path: Path, agents: int, ctx: int, flash_attn: bool, logs: Path) -
         process.stop(grace_s=2)
     log = parse_server_log(process.log_path.read_text(errors="replace").splitlines())
     return log.fit_unchanged, log
+
+
+def run_at_plan(path: Path, agents: int, ctx: int, flash_attn: bool, logs: Path, gpu_uuid: str,
+                n_vocab: int) -> dict[str, Any]:
+    """Serve the planned context and fill every slot at once (a prompt of nearly the slot's context each, random
+    token ids, then a few tokens decoded): the pools that grow only while batches run are in the process's NVML
+    peak, which must stay within the card's free memory."""
+    config = ServerConfig(parallel=agents, ctx_per_agent=ctx, flash_attn=flash_attn)
+    server = LlamaServer(config, path, EngineOptions(fit=True, log_dir=logs, startup_timeout_s=300, no_repack=False))
+    sampler = None
+    try:
+        server.start()
+        sampler = MemorySampler(gpu_uuid, pids=(server.pid or 0,), interval_s=0.02).start()
+
+        async def fill() -> list[int]:
+            async with httpx.AsyncClient(timeout=600) as client:
+                async def one(i: int) -> int:
+                    ids = random.Random(i).choices(range(n_vocab), k=ctx - 64)
+                    body = {"prompt": ids, "n_predict": 16, "ignore_eos": True, "cache_prompt": False}
+                    return (await client.post(f"{server.url}/completion", json=body)).status_code
+                return await asyncio.gather(*(one(i) for i in range(agents)))
+
+        statuses = asyncio.run(fill())
+    except Exception as exc:  # an OOM while the batches run is an answer too
+        server.stop()
+        return {"ctx": ctx, "error": str(exc)[:500], "oom": server.log.oom, "oom_lines": server.log.oom_lines[:3]}
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        server.stop()
+    return {"ctx": ctx, "statuses": statuses, "peak_process_mib": sampler.peak_process_mib if sampler else None,
+            "oom": server.log.oom}
 
 
 def full_load(path: Path, agents: int, ctx: int, flash_attn: bool, logs: Path) -> dict[str, Any]:
@@ -162,6 +212,15 @@ def main() -> None:
                 row.update(real_ctx=real, probes=probes,
                            confirm_at_real=full_load(path, agents, real, fa, logs),
                            confirm_above=full_load(path, agents, real + KV_PAD, fa, logs))
+                if planned:
+                    at_plan = ServerConfig(parallel=agents, ctx_per_agent=planned, flash_attn=fa)
+                    row["run_at_plan"] = {**run_at_plan(path, agents, planned, fa, logs, gpu.uuid, spec.n_vocab),
+                                          "planned_peak_mib": round(estimate_memory(spec, at_plan, on_running)
+                                                                    .gpu.total / MIB, 1),
+                                          "usable_mib": profile.usable_mib}
+                    if planned < real:  # below --fit's largest: does one step more still run once the slots fill?
+                        row["run_above_plan"] = run_at_plan(path, agents, planned + KV_PAD, fa, logs, gpu.uuid,
+                                                            spec.n_vocab)
         except Exception as exc:  # keep going: one broken case must not hide the others
             row["error"] = f"{type(exc).__name__}: {exc}"[:2000]
         row["seconds"] = round(time.monotonic() - started, 1)

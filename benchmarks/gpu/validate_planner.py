@@ -237,6 +237,9 @@ def markdown(rows: list[dict[str, Any]], gpu: str, driver: str, command: str, me
         f"Command: `{command}`", "",
         "Measured model/KV/compute are llama.cpp's own buffer lines; measured total is NVML's peak memory of the "
         "llama-server process during a parallel burst of ~1k-token prompts (`validation.json` has every field). "
+        "Without flash attention the predicted total is the plan's, for full slots: the CUDA pool's f16 copy of the "
+        "KQ scores grows with the filled context (this burst filled about 2k tokens of each slot), so it is above "
+        "these peaks; the same configs filled to the plan are within 10 MiB ([optimality.md](optimality.md)). "
         "Plan optimality and the accuracy summary: [optimality.md](optimality.md); decode speed against "
         "llama-server's timings: [throughput.md](throughput.md).", "",
         "| shape | mix | agents x ctx | KV | FA | ub | offload | role | model pred/meas | KV pred/meas | "

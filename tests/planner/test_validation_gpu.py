@@ -14,7 +14,13 @@ import pytest
 
 from pytest_vramcap.defaults import MIB
 from pytest_vramcap.model import spec_from_shape
-from pytest_vramcap.planner.memory import DeviceMemory, ServerConfig, estimate_memory
+from pytest_vramcap.planner.memory import (
+    DeviceMemory,
+    ServerConfig,
+    context_sizing,
+    estimate_memory,
+    kq_scores_copy_bytes,
+)
 from pytest_vramcap.planner.profiles import resolve_profile
 
 ROWS = json.loads((Path(__file__).parents[2] / "docs" / "validation.json").read_text())
@@ -34,6 +40,10 @@ def _id(row: dict) -> str:
             f"fa{int(row['flash_attn'])}-ub{row.get('ubatch', 512)}{offload}")
 
 
+# The burst's prompts were 2,000 characters (or half a slot): about 2,300 cells of each slot in use when it peaked.
+BURST_CELLS = 2304
+
+
 def _planned_gpu(row: dict) -> DeviceMemory:
     ub = row.get("ubatch", 512)
     config = ServerConfig(parallel=row["agents"], ctx_per_agent=row["ctx_per_agent"], cache_type_k=row["kv_cache"],
@@ -41,6 +51,19 @@ def _planned_gpu(row: dict) -> DeviceMemory:
                           n_batch=ub if ub > 512 else 2048, gpu_layers=row.get("gpu_layers"),
                           n_cpu_moe=row.get("n_cpu_moe", 0))
     return estimate_memory(spec_from_shape(row["shape"], row["mix"]), config, resolve_profile("h100-80gb", {})).gpu
+
+
+def _total_at_the_burst(row: dict) -> float:
+    """The planned peak as the burst reached it: without flash attention the pool's f16 copy of the KQ scores is
+    priced for full slots, and the burst filled BURST_CELLS of each (the plan is above it by the difference)."""
+    total = _planned_gpu(row).total
+    if not row["flash_attn"]:
+        spec = spec_from_shape(row["shape"], row["mix"])
+        ub = row.get("ubatch", 512)
+        cells = context_sizing(spec, ServerConfig(parallel=row["agents"], ctx_per_agent=row["ctx_per_agent"],
+                                                  flash_attn=False, n_ubatch=ub)).cells_per_stream
+        total -= kq_scores_copy_bytes(spec, cells, ub) - kq_scores_copy_bytes(spec, min(cells, BURST_CELLS), ub)
+    return total / MIB
 
 
 # Compute buffers the closed form misses by more than 1% (docs/validation.md), each held to
@@ -71,7 +94,7 @@ def test_prediction_matches_the_gpu(row: dict) -> None:
     low, high = KNOWN_COMPUTE_GAPS.get(_id(row), (-0.01, 0.01))
     error = (gpu.compute / MIB - row["measured_compute_mib"]) / row["measured_compute_mib"]
     assert low <= error <= high
-    assert gpu.total / MIB == pytest.approx(row["measured_total_mib"], rel=0.025)
+    assert _total_at_the_burst(row) == pytest.approx(row["measured_total_mib"], rel=0.025)
 
 
 def test_totals_are_within_one_percent_except_the_smallest_model() -> None:
@@ -79,8 +102,7 @@ def test_totals_are_within_one_percent_except_the_smallest_model() -> None:
     for row in ROWS:
         if "error" in row or row["shape"] == "qwen2.5-0.5b":
             continue
-        gpu = _planned_gpu(row)
-        assert gpu.total / MIB == pytest.approx(row["measured_total_mib"], rel=0.01), _id(row)
+        assert _total_at_the_burst(row) == pytest.approx(row["measured_total_mib"], rel=0.01), _id(row)
 
 
 def test_the_matrix_covers_moe_sliding_window_batches_and_partial_offload() -> None:

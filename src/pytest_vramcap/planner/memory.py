@@ -31,6 +31,7 @@ __all__ = [
     "EXPERT_TENSOR_RE",
     "KV_PAD",
     "MOE_POOL_MIB",
+    "NO_FLASH_ATTN_POOL_MIB",
     "ContextSizing",
     "DeviceMemory",
     "MemoryBreakdown",
@@ -38,7 +39,9 @@ __all__ = [
     "context_sizing",
     "estimate_memory",
     "is_expert_tensor",
+    "kq_scores_copy_bytes",
     "kv_cache_bytes",
+    "runtime_pool_bytes",
     "weight_placement",
 ]
 
@@ -48,6 +51,11 @@ KV_PAD = 256
 # the unaccounted memory at peak of MoE models, above the dense models' (H100, 16 MoE configs,
 # qwen3-30b-a3b and gpt-oss-20b: 698-715 MiB against 600-632; docs/validation.md).
 MOE_POOL_MIB = 96
+
+# Without flash attention the pool holds, beside the f16 copy of the KQ scores, this much more: 7 no-FA configs
+# (3B-14B, 2-4 agents, 3,840-23,552 tokens each) filled at their plan peaked 74-90 MiB above the copy (NVML, H100,
+# docs/optimality.md).
+NO_FLASH_ATTN_POOL_MIB = 80
 
 # Architectures whose graph scales the query with its own ggml_scale node instead of
 # passing the scale to the attention op (llama.cpp src/models/*.cpp: "Qcur = ggml_scale").
@@ -345,6 +353,34 @@ def _compute_bytes(
     return gpu, host
 
 
+def runtime_pool_bytes(spec: ModelSpec, config: ServerConfig, profile: Profile, sizing: ContextSizing) -> int:
+    """The overhead batches draw from the CUDA pool after ``--fit`` has measured the free memory at load: counted at
+    peak, absorbed by the fit margin at load (docs/optimality.md). Three parts:
+
+    * the profile's own (cuBLAS and the pool of any batch: 84 of the H100's 609 MiB);
+    * an MoE's expert matmuls (``mul_mat_id``);
+    * without flash attention, the f16 copy cuBLAS makes of the softmaxed KQ scores for the product with V
+      (ggml-cuda.cu ``ggml_cuda_op_mul_mat_cublas`` converts an f32 operand when the other is f16): one micro-batch
+      against a full slot, ``2 x cells x n_ubatch x n_head`` bytes, and NO_FLASH_ATTN_POOL_MIB beside it. It grows
+      with the context, so a no-FA plan
+      that --fit keeps on the GPU can still run out of memory once its slots fill (gpt-oss-20b, 2 x 21760 on
+      16 GiB: "CUDA error: out of memory" in ``ggml_cuda_pool_vmm::alloc`` at 12,288 tokens of prompt).
+    """
+    moe = MOE_POOL_MIB * MIB if spec.n_expert else 0
+    if config.flash_attn:
+        scores = 0
+    else:
+        n_kv = sizing.n_ubatch if spec.encoder_only else sizing.cells_per_stream
+        scores = kq_scores_copy_bytes(spec, n_kv, sizing.n_ubatch) + NO_FLASH_ATTN_POOL_MIB * MIB
+    return profile.pool_after_load_mib * MIB + moe + scores
+
+
+def kq_scores_copy_bytes(spec: ModelSpec, n_kv: int, n_ubatch: int) -> int:
+    """Without flash attention: the f16 copy of one micro-batch's KQ scores against ``n_kv`` cells (the cells in
+    use, so it grows as the slots fill; the plan prices full slots)."""
+    return 2 * n_kv * n_ubatch * spec.n_head
+
+
 def estimate_memory(spec: ModelSpec, config: ServerConfig, profile: Profile) -> MemoryBreakdown:
     """Per-device memory of ``spec`` served with ``config`` on ``profile``'s GPU (its cards, for several)."""
     if profile.devices:
@@ -356,8 +392,8 @@ def estimate_memory(spec: ModelSpec, config: ServerConfig, profile: Profile) -> 
     kv_gpu = sum(size for il, size in enumerate(kv) if il >= first_gpu_layer)
     cpu_kv_layers = [size for il, size in enumerate(kv) if il < first_gpu_layer and size]
     compute_gpu, compute_host = _compute_bytes(spec, config, sizing, cpu_kv_layers, cpu_tensors)
-    pool = MOE_POOL_MIB * MIB if spec.n_expert else 0
-    overhead = profile.overhead_for(config.flash_attn) * MIB + pool
+    pool = runtime_pool_bytes(spec, config, profile, sizing)
+    overhead = (profile.overhead_mib - profile.pool_after_load_mib) * MIB + pool
     return MemoryBreakdown(
         gpu=DeviceMemory(weights_gpu, kv_gpu, compute_gpu, overhead, runtime_pool=pool),
         cpu=DeviceMemory(weights_cpu, sum(cpu_kv_layers), compute_host),
@@ -421,18 +457,17 @@ def _split_memory(spec: ModelSpec, config: ServerConfig, profile: Profile) -> Me
             computes[first, output] = _compute_bytes(spec, config, sizing, *extra, with_output=output)[0] + copies
         return computes[first, output]
 
-    pool = MOE_POOL_MIB * MIB if spec.n_expert else 0  # CUDA's matmul pool grows on each card that runs experts
-
     def card_memory(card: int, start: int, end: int) -> DeviceMemory:
         if alone is not None and card != alone:
             return DeviceMemory(0, 0, 0)  # -sm none: llama.cpp opens no context on the other cards
-        overhead = cards[card].overhead_for(config.flash_attn) * MIB
+        overhead = (cards[card].overhead_mib - cards[card].pool_after_load_mib) * MIB  # the pools join below
         runs_cpu_layers = card == 0 and bool(cpu_kv_layers or cpu_tensors)  # big-batch products of CPU layers
         if start == end and not runs_cpu_layers:
             # In the device list, so it has a CUDA context, but the scheduler gives it no work: no compute buffer,
             # no pipeline copies, no matmul pool.
             return DeviceMemory(0, 0, 0, overhead)
         holds_output = end == ngl and end > start
+        pool = runtime_pool_bytes(spec, config, cards[card], sizing)  # the pools grow on each card that runs batches
         return DeviceMemory(weight_sums[end] - weight_sums[start], kv_sums[end] - kv_sums[start],
                             compute(card == 0, holds_output), overhead + pool, runtime_pool=pool)
 

@@ -35,11 +35,6 @@ __all__ = ["PROFILE_FILE_ENV", "Profile", "load_user_profiles", "named_profiles"
 
 PROFILE_FILE_ENV = "VRAMCAP_PROFILES"
 
-# Extra pool memory without flash attention (f32 KQ path through cuBLAS): the
-# H100 validation matrix's median no-FA overhead minus the FA one
-# (docs/validation.md). Assumed to carry over to other GPUs.
-NO_FLASH_ATTN_EXTRA_MIB = 143
-
 # Dual-channel DDR5-5600 moves 89.6 GB/s at peak; two thirds of that is what a desktop's CPU kernels are
 # assumed to reach (not measured: the H100 host's 81 GB/s was fitted from its offload configs, docs/throughput.md).
 # A user profile sets its own (host_bandwidth_gbps).
@@ -67,7 +62,10 @@ class Profile:
     """Streaming multiprocessors: how fast dequantizing kernels run (0: unknown, the bandwidth alone decides)."""
     host_bandwidth_gbps: float = DESKTOP_HOST_BANDWIDTH_GBPS
     """The host memory's bandwidth as llama.cpp's CPU kernels reach it, for layers or experts left on the CPU."""
-    no_flash_attn_extra_mib: int = NO_FLASH_ATTN_EXTRA_MIB
+    pool_after_load_mib: int = 0
+    """Of ``overhead_mib``, what the CUDA pool and cuBLAS take once batches run, after ``--fit`` has measured the
+    free memory: the margin absorbs it, so a plan does not count it at load. 0 (all of it counted at load, the safe
+    side) unless measured."""
     description: str = ""
     devices: tuple[Profile, ...] = ()
     """Several cards (``2x16gb``, ``rtx4080+rtx4060ti-16gb``), in llama.cpp's device order: the plan splits the
@@ -79,16 +77,13 @@ class Profile:
         """Memory free for the server when it starts."""
         return self.total_mib - self.reserved_mib
 
-    def overhead_for(self, flash_attn: bool) -> int:
-        return self.overhead_mib + (0 if flash_attn else self.no_flash_attn_extra_mib)
-
     def with_overhead_of(self, running: Profile) -> Profile:
         """This card's budget with the per-process overhead of ``running``, the GPU that really runs.
 
         When a big GPU emulates this card (the ballast), the server's CUDA context,
         cuBLAS and pool are the big GPU's, not the emulated card's.
         """
-        return replace(self, overhead_mib=running.overhead_mib, no_flash_attn_extra_mib=running.no_flash_attn_extra_mib,
+        return replace(self, overhead_mib=running.overhead_mib, pool_after_load_mib=running.pool_after_load_mib,
                        overhead_source=f"{running.overhead_source}, of the GPU that runs ({running.name}) while it "
                                        f"emulates {self.name}")
 
@@ -139,7 +134,7 @@ def several_cards(name: str, devices: Sequence[Profile], held: Sequence[float] |
         decode_efficiency=min(device.decode_efficiency for device in devices),
         sm_count=round(harmonic([device.sm_count for device in devices])),
         host_bandwidth_gbps=devices[0].host_bandwidth_gbps,
-        no_flash_attn_extra_mib=sum(device.no_flash_attn_extra_mib for device in devices),
+        pool_after_load_mib=sum(device.pool_after_load_mib for device in devices),
         description=" + ".join(device.description or device.name for device in devices),
         devices=tuple(devices),
     )
@@ -172,16 +167,19 @@ _GPU_TABLE: dict[str, tuple[int, int, float, int, str]] = {
     "h200": (143771, 0, 4800.0, 132, "NVIDIA H200 141 GB"),
 }
 
-# Measured on an H100 (docs/validation.md, docs/throughput.md): process memory minus llama.cpp's
-# model+context+compute buffers at peak with flash attention, the share of the bandwidth Q8_0 weight reads
-# reached in a decode step, and the host's memory bandwidth as llama.cpp's CPU kernels reached it on that
-# machine (a server host; a desktop's is the default).
+# Measured on an H100 (docs/validation.md, docs/throughput.md, docs/optimality.md): process memory minus
+# llama.cpp's model+context+compute buffers at peak with flash attention, of which 525 MiB (the CUDA context) is
+# taken when --fit measures the free memory (14 of 14 configs, to the MiB) and the rest once batches run; the share
+# of the bandwidth Q8_0 weight reads reached in a decode step; and the host's memory bandwidth as llama.cpp's CPU
+# kernels reached it on that machine (a server host; a desktop's is the default).
 _MEASURED: dict[str, dict[str, Any]] = {
-    "h100-80gb": {"overhead_mib": 609, "decode_efficiency": 0.875, "host_bandwidth_gbps": 80.8},
+    "h100-80gb": {"overhead_mib": 609, "pool_after_load_mib": 609 - 525, "decode_efficiency": 0.875,
+                  "host_bandwidth_gbps": 80.8},
 }
 # The H200 uses the H100's die: we carry its measured overhead and weight-read efficiency over (not the H100
 # host's memory bandwidth: that is the machine's, not the card's).
-_MEASURED["h200"] = {key: _MEASURED["h100-80gb"][key] for key in ("overhead_mib", "decode_efficiency")}
+_MEASURED["h200"] = {key: _MEASURED["h100-80gb"][key]
+                     for key in ("overhead_mib", "pool_after_load_mib", "decode_efficiency")}
 
 
 def _build_named() -> dict[str, Profile]:
@@ -198,6 +196,7 @@ def _build_named() -> dict[str, Profile]:
                 "measured (H100, llama.cpp 11434)" if measured else f"estimated: 3 MiB x {sms} SMs + 86 MiB"
             ),
             decode_efficiency=measured.get("decode_efficiency", Profile.decode_efficiency),
+            pool_after_load_mib=measured.get("pool_after_load_mib", 0),
             sm_count=sms,
             host_bandwidth_gbps=measured.get("host_bandwidth_gbps", DESKTOP_HOST_BANDWIDTH_GBPS),
             description=description,
@@ -275,7 +274,7 @@ _NUMBER_FIELDS: dict[str, tuple[bool, float, float, bool]] = {
     "decode_efficiency": (False, 0, 1, True),
     "sm_count": (True, 0, 100_000, False),
     "host_bandwidth_gbps": (False, 0, 1e6, True),
-    "no_flash_attn_extra_mib": (True, 0, MAX_MIB, False),
+    "pool_after_load_mib": (True, 0, MAX_MIB, False),
 }
 _TEXT_FIELDS = ("description", "base")
 
@@ -315,7 +314,12 @@ def _user_profile(name: str, table: Mapping[str, Any], origin: str,
     profile = replace(base, name=name, **values, **({"description": table["description"]}
                                                       if "description" in table else {}))
     if "overhead_mib" in values:
-        profile = replace(profile, overhead_source=f"user-defined in {origin}")
+        # A peak figure of the user's own: how much of it comes after load is not known unless they say.
+        profile = replace(profile, overhead_source=f"user-defined in {origin}",
+                          pool_after_load_mib=values.get("pool_after_load_mib", 0))
+    if profile.pool_after_load_mib > profile.overhead_mib:
+        raise ProfileError(f"{where}: pool_after_load_mib ({profile.pool_after_load_mib}) is part of overhead_mib "
+                           f"({profile.overhead_mib}) and cannot exceed it")
     if profile.reserved_mib >= profile.total_mib:
         raise ProfileError(f"{where}: reserved_mib ({profile.reserved_mib}) must be below total_mib "
                            f"({profile.total_mib})")
