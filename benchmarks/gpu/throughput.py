@@ -224,13 +224,6 @@ def run_case(models: Path, logs: Path, case: Case, tokens: int, prefill_tokens: 
     return rows
 
 
-def shared_routing(row: dict[str, Any]) -> bool:
-    """Greedy agents of an MoE batch: they emitted the same tokens, so their routing was shared, not the
-    independent routing the model prices (docs/throughput.md); kept in the data, left out of the fit."""
-    moe = bool(spec_from_shape(row["shape"], row["mix"]).n_expert)
-    return moe and row.get("sampling") == "greedy" and row["agents"] > 1
-
-
 def _terms(row: dict[str, Any]) -> StepTerms:
     case = Case.from_row(row)
     # The mean context over the decode: the prompt, then half the decoded tokens.
@@ -277,11 +270,11 @@ def render(path: Path) -> list[dict[str, Any]]:
 
 
 def prefill_left_out(row: dict[str, Any]) -> str:
-    """Why a measured prefill is not one the model prices ('' when it is): the 2026-12-06 prompts repeated one word,
-    so an MoE routed every token to the same few experts; Gemma prefilled at half the rate of every other family
-    (not modelled); and without flash attention only Gemma 2 was measured."""
-    if spec_from_shape(row["shape"], row["mix"]).n_expert and row.get("prefill_prompt", "word") == "word":
-        return "MoE on a one-word prompt: routing collapsed"
+    """Why a measured prefill is not one the model prices ('' when it is): an MoE's (its expert products ran slower
+    than the dense terms price them, and --n-cpu-moe much faster than copying its experts per micro-batch allows;
+    the 2026-12-06 rows); Gemma prefilled at half the rate of every other family (not modelled)."""
+    if spec_from_shape(row["shape"], row["mix"]).n_expert:
+        return "MoE: not modelled"
     if row["shape"].startswith("gemma"):
         return "Gemma: not modelled"
     return ""
@@ -337,17 +330,17 @@ def fit(path: Path) -> None:
     """Least squares of the relative step-time error over the calibration rows, each unit cost bounded below
     (weight reads no faster than the H100's bandwidth, no cost negative): the constants the planner carries."""
     rows = [r for r in json.loads(path.read_text())
-            if "error" not in r and r["role"] == ROLE_CALIBRATE and not shared_routing(r)]
+            if "error" not in r and r["role"] == ROLE_CALIBRATE]
     terms = [_terms(r) for r in rows]
     kinds = sorted({k for t in terms for k in t.gpu_gb_by_type})
-    names = ["layer_us", "batch_layer_us", "attention_ms", "attention_quant_ms", "host_s_per_gb",
-             "host_batch_s_per_gb", *(f"{k}_s_per_gb" for k in kinds)]
-    columns = np.array([[t.gpu_layers * 1e-6, t.batch_layers * 1e-6, t.attention * 1e-3,
+    names = ["layer_us", "batch_layer_us", "moe_batch_layer_us", "attention_ms", "attention_quant_ms",
+             "host_s_per_gb", "host_batch_s_per_gb", *(f"{k}_s_per_gb" for k in kinds)]
+    columns = np.array([[t.gpu_layers * 1e-6, t.batch_layers * 1e-6, t.moe_batch_layers * 1e-6, t.attention * 1e-3,
                          t.attention * 1e-3 * t.quantized_kv, t.host_gb, t.host_batch_gb,
                          *(t.gpu_gb_by_type.get(k, 0.0) for k in kinds)] for t in terms])
     seconds = np.array([r["agents"] / r["measured_tps"] for r in rows])
     a = columns / seconds[:, None]  # relative error: every row weighs the same
-    lower = np.array([0.0] * 6 + [1 / H100_BANDWIDTH_GBPS] * len(kinds))
+    lower = np.array([0.0] * 7 + [1 / H100_BANDWIDTH_GBPS] * len(kinds))
     used = [i for i in range(len(names)) if a[:, i].any()]
     coef = bounded_least_squares(a, np.ones(len(rows)), lower)
     for i, name in enumerate(names):
@@ -355,8 +348,8 @@ def fit(path: Path) -> None:
             print(f"{name[:-9]:>10}: {1 / coef[i]:8.1f} GB/s" if i in used else f"{name}: no calibration row")
         else:
             print(f"{name:>20}: {coef[i]:.4g}" if i in used else f"{name}: no calibration row")
-    if coef[4]:
-        print(f"host bandwidth: {1 / coef[4]:.1f} GB/s, host batch share {coef[5] / coef[4]:.3f}")
+    if coef[5]:
+        print(f"host bandwidth: {1 / coef[5]:.1f} GB/s, host batch share {coef[6] / coef[5]:.3f}")
 
 
 def main() -> None:

@@ -122,6 +122,9 @@ def format_plan(plan: Plan) -> str:
         scaled = "" if profile.sm_count == H100_SMS else " (scaled from the H100 by SM count: likely high here)"
         lines.append(f"prefill  ~{throughput['prefill_tps']:.0f} tok/s: a {throughput['prompt_tokens']:,}-token prompt "
                      f"in ~{throughput['prompt_s']:.2f} s, one agent alone{scaled}")
+    elif plan.spec.n_expert:
+        lines.append("prefill  not estimated: an MoE's prefill is not modelled (measured on an H100 at 0.5x to 0.8x of "
+                     "what the dense terms give, docs/throughput.md)")
     else:
         lines.append("prefill  not estimated: the profile names no card (no SM count); a card's profile "
                      "(rtx4080, ...) or sm_count in a profile file gives one")

@@ -196,11 +196,12 @@ def speeds(spec: ModelSpec, config: ServerConfig, profile: Profile,
            memory: MemoryBreakdown) -> tuple[DecodeEstimate, PrefillEstimate | None]:
     """Decode at half a slot of context (an agent's conversation fills as it runs) and the prefill of a prompt of
     half a slot; on several cards at their speeds weighted by what each holds. No prefill for a profile that names
-    no card: its rate scales with the SM count, which such a profile lacks."""
+    no card (its rate scales with the SM count, which such a profile lacks), nor for an MoE: its prefill ran 1.3x to
+    1.9x slower than the dense terms price it, and 4.5x faster with --n-cpu-moe (docs/throughput.md)."""
     if memory.devices:
         profile = several_cards(profile.name, profile.devices, [d.model + d.context for d in memory.devices])
     decode = estimate_decode(spec, config, profile, config.ctx_per_agent // 2)
-    if not profile.sm_count:
+    if not profile.sm_count or spec.n_expert:
         return decode, None
     return decode, estimate_prefill(spec, config, profile, max(1, config.ctx_per_agent // 2))
 

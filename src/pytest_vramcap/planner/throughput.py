@@ -49,7 +49,7 @@ H100_BANDWIDTH_GBPS = 3350.0
 # Weight types whose decode kernels ran below the share of the H100's bandwidth that Q8_0 reached: their rate in
 # GB/s on the H100 (docs/throughput.md). On another card the rate scales with its SM count, and the bandwidth caps
 # it. Types not listed (Q8_0, Q5_K, Q4_0, F16, ...) read at the bandwidth times the profile's decode efficiency.
-KERNEL_LIMITED_GBPS = {"Q4_K": 2707.3, "Q6_K": 967.9, "MXFP4": 828.9}
+KERNEL_LIMITED_GBPS = {"Q4_K": 2716.4, "Q6_K": 967.9, "MXFP4": 940.6}
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,10 @@ class StepTerms:
     gpu_gb_by_type: dict[str, float]
     """Weight bytes read on the GPU, by GGML type (routed experts only)."""
     batch_layers: float
-    """gpu_layers x (agents - 1)^2."""
+    """Dense layers on the GPU x (agents - 1)^2."""
+    moe_batch_layers: float
+    """MoE layers on the GPU x (agents - 1)^2: their expert products run one token per expert (``mul_mat_id``), so
+    a further agent costs them less than a dense layer's N-column kernels."""
     attention: float
     """Sum over attention layers on the GPU of agents^2 x the context a layer attends to, in millions."""
     quantized_kv: bool
@@ -77,6 +80,7 @@ class KernelCosts:
 
     layer_us: float = 71.23
     batch_layer_us: float = 10.60
+    moe_batch_layer_us: float = 2.606
     attention_ms: float = 3.264
     """Per million of :attr:`StepTerms.attention`, f16 K and V."""
     attention_quant_ms: float = 1.576
@@ -130,8 +134,10 @@ def step_terms(spec: ModelSpec, config: ServerConfig, agents: int, context_token
             host += gb
             host_dense += 0.0 if expert else gb
     attention = sum(agents * agents * _attention_context(spec, layer, context_tokens) for layer in resident) / 1e6
+    batching = len(resident) * (agents - 1) ** 2
     return StepTerms(
-        gpu_layers=len(resident), gpu_gb_by_type=by_type, batch_layers=len(resident) * (agents - 1) ** 2,
+        gpu_layers=len(resident), gpu_gb_by_type=by_type, batch_layers=0 if spec.n_expert else batching,
+        moe_batch_layers=batching if spec.n_expert else 0,
         attention=attention, quantized_kv=config.cache_type_k != "f16" or config.cache_type_v != "f16",
         host_gb=host, host_batch_gb=host_dense * (agents - 1))
 
@@ -148,6 +154,7 @@ def step_seconds(terms: StepTerms, profile: Profile, costs: KernelCosts = COSTS)
     attention_ms = costs.attention_ms + (costs.attention_quant_ms if terms.quantized_kv else 0.0)
     host = (terms.host_gb + costs.host_batch_share * terms.host_batch_gb) / profile.host_bandwidth_gbps
     return (weights + terms.gpu_layers * costs.layer_us * 1e-6 + terms.batch_layers * costs.batch_layer_us * 1e-6
+            + terms.moe_batch_layers * costs.moe_batch_layer_us * 1e-6
             + terms.attention * attention_ms * 1e-3 + host)
 
 
