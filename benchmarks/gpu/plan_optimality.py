@@ -111,7 +111,7 @@ def run_at_plan(path: Path, agents: int, ctx: int, flash_attn: bool, logs: Path,
     sampler = None
     try:
         server.start()
-        sampler = MemorySampler(gpu_uuid, pids=(server.pid or 0,), interval_s=0.02).start()
+        sampler = MemorySampler((gpu_uuid,), pids=(server.pid or 0,), interval_s=0.02).start()
 
         async def fill() -> list[int]:
             async with httpx.AsyncClient(timeout=600) as client:

@@ -192,7 +192,7 @@ def run_config(models: Path, logs: Path, gpu_uuid: str | None, case: Case) -> di
     server = LlamaServer(case.config(), path, EngineOptions(log_dir=logs, startup_timeout_s=300, no_repack=False))
     started = time.monotonic()
     server.start()
-    sampler = MemorySampler(gpu_uuid, pids=(server.pid,), interval_s=0.02).start() \
+    sampler = MemorySampler((gpu_uuid,), pids=(server.pid,), interval_s=0.02).start() \
         if gpu_uuid and server.pid else None
     idle = tps = None
     try:

@@ -22,30 +22,42 @@ H100 = GpuInfo(0, "NVIDIA H100 80GB HBM3", "GPU-h100", 81_559, "580.159.04")
 PROFILE = resolve_profile("16gb")
 
 
-@pytest.mark.parametrize(("mode", "engine", "gpu", "expected"), [
-    ("auto", "llamacpp", H100, True),
-    ("on", "llamacpp", H100, True),
-    ("off", "llamacpp", H100, False),
-    ("auto", "ollama", H100, False),  # someone's server: no ballast beside it
-    ("auto", "llamacpp", None, False),
-    ("auto", "llamacpp", GpuInfo(0, "a 17,000 MiB card", "GPU-17g", 17_000, "580"), False),  # within 1 GiB of it
+H100_B = GpuInfo(1, "NVIDIA H100 80GB HBM3", "GPU-h100-b", 81_559, "580.159.04")
+
+
+@pytest.mark.parametrize(("mode", "engine", "gpus", "expected"), [
+    ("auto", "llamacpp", [H100], True),
+    ("on", "llamacpp", [H100], True),
+    ("off", "llamacpp", [H100], False),
+    ("auto", "ollama", [H100], False),  # someone's server: no ballast beside it
+    ("auto", "llamacpp", [], False),
+    ("auto", "llamacpp", [GpuInfo(0, "a 17,000 MiB card", "GPU-17g", 17_000, "580")], False),  # within 1 GiB of it
+    ("auto", "llamacpp", [H100, H100_B], True),  # a one-card profile runs on CUDA's device 0 alone
 ])
-def test_emulation_applies_on_a_bigger_gpu_to_our_own_server(mode: Any, engine: str, gpu: GpuInfo | None,
+def test_emulation_applies_on_a_bigger_gpu_to_our_own_server(mode: Any, engine: str, gpus: list[GpuInfo],
                                                              expected: bool) -> None:
-    assert emulation_applies(mode, engine, gpu, "no NVIDIA driver", PROFILE) is expected
+    assert emulation_applies(mode, engine, gpus, "no NVIDIA driver", PROFILE) is expected
 
 
 def test_emulation_that_cannot_be_done_is_one_line() -> None:
     with pytest.raises(ConfigError, match=r"^--vramcap-emulate=on needs an NVIDIA GPU: no NVIDIA driver$"):
-        emulation_applies("on", "llamacpp", None, "no NVIDIA driver", PROFILE)
+        emulation_applies("on", "llamacpp", [], "no NVIDIA driver", PROFILE)
     small = GpuInfo(0, "RTX 3060", "GPU-3060", 12_288, "580")
     with pytest.raises(ConfigError, match="smaller than profile 16gb"):
-        emulation_applies("auto", "llamacpp", small, "", PROFILE)
+        emulation_applies("auto", "llamacpp", [small], "", PROFILE)
+
+
+def test_several_cards_are_emulated_card_by_card_on_as_many_gpus() -> None:
     two = resolve_profile("2x16gb")
-    for mode in ("auto", "off"):  # several cards are planned, not run on GPUs yet; on a CPU the split is ignored
-        with pytest.raises(ConfigError, match=r"^profile 2x16gb names 2 cards: runs on GPUs plan one card for now"):
-            emulation_applies(mode, "llamacpp", H100, "", two)
-    assert emulation_applies("auto", "llamacpp", None, "no NVIDIA driver", two) is False
+    assert emulation_applies("auto", "llamacpp", [H100, H100_B], "", two) is True
+    assert emulation_applies("off", "llamacpp", [H100, H100_B], "", two) is False  # the real cards
+    for mode in ("auto", "off"):  # whatever the mode: llama-server would be told to split over a missing card
+        with pytest.raises(ConfigError, match=r"^profile 2x16gb names 2 cards and CUDA sees 1 here"):
+            emulation_applies(mode, "llamacpp", [H100], "", two)
+    assert emulation_applies("auto", "llamacpp", [], "no NVIDIA driver", two) is False  # a CPU: the split ignored
+    mixed = resolve_profile("rtx4080+24gb")
+    with pytest.raises(ConfigError, match="smaller than card 24gb of profile rtx4080\\+24gb"):
+        emulation_applies("auto", "llamacpp", [H100, GpuInfo(1, "RTX 4080", "GPU-4080", 16_376, "580")], "", mixed)
 
 
 class RecordingBallast:
@@ -53,16 +65,16 @@ class RecordingBallast:
 
     events: ClassVar[list[str]] = []
 
-    def __init__(self, target_free_mib: int) -> None:
-        self.target_free_mib, self.held_mib = target_free_mib, 0
+    def __init__(self, target_free_mib: int, device: int = 0) -> None:
+        self.target_free_mib, self.device, self.held_mib, self.free_before_mib = target_free_mib, device, 0, 0
 
     def hold(self) -> RecordingBallast:
         self.held_mib = 64_168
-        self.events.append(f"hold {self.target_free_mib}")
+        self.events.append(f"hold {self.target_free_mib}" + (f" on {self.device}" if self.device else ""))
         return self
 
     def release(self) -> None:
-        self.events.append("release")
+        self.events.append("release" + (f" {self.device}" if self.device else ""))
 
 
 @pytest.fixture
@@ -75,11 +87,11 @@ def recording_ballast(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_the_ballast_is_held_while_the_server_runs(tiny_model: Path, tmp_path: Path,
                                                     recording_ballast: list[str]) -> None:
     server = LlamaServer(ServerConfig(parallel=1, ctx_per_agent=512), tiny_model, EngineOptions(log_dir=tmp_path))
-    emulated = EmulatedServer(server, H100, "16gb", 16_384).start()
+    emulated = EmulatedServer(server, [H100], "16gb", [16_384]).start()
     try:
         assert recording_ballast == ["hold 16384"] and emulated.running and emulated.url == server.url
-        assert emulated.describe()["emulated"] == {"gpu_uuid": "GPU-h100", "profile": "16gb", "usable_mib": 16_384,
-                                                   "ballast_mib": 64_168}
+        assert emulated.describe()["emulated"] == {"profile": "16gb", "ballast_mib": 64_168, "cards": [
+            {"gpu_uuid": "GPU-h100", "usable_mib": 16_384, "ballast_mib": 64_168}]}
     finally:
         emulated.stop()
     assert recording_ballast == ["hold 16384", "release"] and not server.running
@@ -91,8 +103,36 @@ def test_a_server_that_fails_to_start_releases_the_ballast(tmp_path: Path, recor
     server = LlamaServer(ServerConfig(parallel=1, ctx_per_agent=512), broken,
                          EngineOptions(log_dir=tmp_path, startup_timeout_s=30))
     with pytest.raises(EngineStartError):
-        EmulatedServer(server, H100, "16gb", 16_384).start()
+        EmulatedServer(server, [H100], "16gb", [16_384]).start()
     assert recording_ballast == ["hold 16384", "release"]
+
+
+def test_several_cards_hold_a_ballast_each_and_release_them_all(recording_ballast: list[str]) -> None:
+    from pytest_vramcap.gpu.ballast import CardBallasts
+
+    with CardBallasts([16_072, 12_288]) as held:
+        assert recording_ballast == ["hold 16072", "hold 12288 on 1"]
+        assert held.held_mib == 2 * 64_168
+        assert [card["free_target_mib"] for card in held.by_card()] == [16_072, 12_288]
+    assert recording_ballast[2:] == ["release", "release 1"]
+
+
+def test_a_card_that_cannot_be_held_releases_the_ones_before_it(monkeypatch: pytest.MonkeyPatch,
+                                                                recording_ballast: list[str]) -> None:
+    from pytest_vramcap.errors import BallastError
+    from pytest_vramcap.gpu.ballast import CardBallasts
+
+    held = RecordingBallast.hold
+
+    def refuse(self: RecordingBallast) -> RecordingBallast:
+        if self.device == 1:
+            raise BallastError("cuDeviceGet(1) failed: invalid device ordinal")
+        return held(self)
+
+    monkeypatch.setattr(RecordingBallast, "hold", refuse)
+    with pytest.raises(BallastError, match="invalid device ordinal"):
+        CardBallasts([16_384, 16_384]).hold()
+    assert recording_ballast == ["hold 16384", "release", "release 1"]
 
 
 GPUS, NO_GPU = detect_gpus()
@@ -106,7 +146,7 @@ def test_a_server_planned_with_emulation_runs_on_the_profile_s_memory(tiny_model
     values = with_run_defaults({"profile": "8gb", "model": str(tiny_model), "agents": 2, "ctx_per_agent": 1024,
                                 "emulate": "auto"}, (*PLAN_OPTIONS, *ENGINE_OPTIONS, EMULATE))
     plan, setup = plan_for_engine(values, "llamacpp")
-    assert setup.emulate_on is not None and "of the GPU that runs" in plan.profile.overhead_source
+    assert setup.emulate_on and "of the GPU that runs" in plan.profile.overhead_source
     server = new_server(plan, setup, announce=lambda line: None)
     assert isinstance(server, EmulatedServer)
     server.start()

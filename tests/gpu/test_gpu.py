@@ -85,7 +85,7 @@ def test_sampler_and_ballast_on_a_real_gpu() -> None:
     gpu = visible_gpu(GPUS)
     assert gpu is not None
     target = min(gpu.total_mib // 2, 16384)
-    sampler = MemorySampler(gpu.uuid, interval_s=0.01).start()
+    sampler = MemorySampler((gpu.uuid,), interval_s=0.01).start()
     with Ballast(target_free_mib=target) as held:
         free, _ = held.free_and_total_mib()
         assert abs(free - target) <= 64 and held.held_mib > 0

@@ -25,4 +25,7 @@ def test_a_plan_that_fits_what_is_free_passes() -> None:
 def test_without_a_gpu_there_is_nothing_to_check() -> None:
     if detect_gpus()[0]:
         pytest.skip("a GPU is here: a plan of a billion MiB would be refused (the device checks NVML's path)")
-    assert check_gpu_room(10**9, 1024, 16384) is None
+    from pytest_vramcap.planner import resolve_profile
+
+    assert check_gpu_room((10**9,), 1024, resolve_profile("16gb")) is None
+    assert check_gpu_room((10**9, 10**9), 1024, resolve_profile("2x16gb")) is None

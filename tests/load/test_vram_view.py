@@ -65,7 +65,8 @@ def test_an_emulated_card_shows_the_profile_s_memory_not_the_big_card_s() -> Non
     # when the ballast left the 16gb profile's 16,384 MiB free, and the server then took 9,000 of them.
     h100 = asdict(GpuMemory(0, "NVIDIA H100 80GB HBM3", 81_559 - 16_384 + 9_000, 81_559, "GPU-h100"))
     other = asdict(GpuMemory(1, "NVIDIA H100 80GB HBM3", 5.0, 81_559, "GPU-other"))
-    emulated = {"gpu_uuid": "GPU-h100", "profile": "16gb", "usable_mib": 16_384, "ballast_mib": 64_175}
+    emulated = {"profile": "16gb", "ballast_mib": 64_175,
+                "cards": [{"gpu_uuid": "GPU-h100", "usable_mib": 16_384, "ballast_mib": 64_175}]}
     shown = as_emulated([h100, other], emulated)
     assert shown[0]["used_mib"] == 9_000 and shown[0]["total_mib"] == 16_384
     assert "as 16gb (emulated)" in shown[0]["name"]
@@ -73,3 +74,21 @@ def test_an_emulated_card_shows_the_profile_s_memory_not_the_big_card_s() -> Non
     rows = table_rows({**vram_snapshot(None, None, LoadTally()), "gpus": shown})
     assert any(row["value"] == "9,000 / 16,384 MiB" and row["bar"].endswith("55%") for row in rows)
     assert as_emulated([h100], None) == [h100]
+
+
+def test_several_cards_show_each_card_s_plan_and_each_emulated_card() -> None:
+    plan = plan_json(make_plan(load_model("qwen2.5-32b:Q4_K_M"), resolve_profile("2x16gb"),
+                               PlanRequest(agents=4, ctx_per_agent=4096)))
+    rows = {(row["section"], row["item"]): row for row in table_rows(vram_snapshot(plan, None, LoadTally()))}
+    cards = [row for (section, item), row in rows.items() if section == "plan" and item.startswith("card ")]
+    assert len(cards) == 2
+    for row, device in zip(cards, plan["memory"]["devices"], strict=True):
+        assert row["value"] == f"{device['total_mib']:,.0f} / {device['usable_mib']:,.0f} MiB"
+        assert f"({device['layers']} layers)" in row["item"]
+    # Both H100s emulate a 16 GB card: each shows its own card's usable memory.
+    gpus = [asdict(GpuMemory(i, "NVIDIA H100 80GB HBM3", 81_559 - 16_384 + used, 81_559, f"GPU-{i}"))
+            for i, used in enumerate((9_000, 8_000))]
+    emulated = {"profile": "2x16gb", "ballast_mib": 2 * 65_175,
+                "cards": [{"gpu_uuid": f"GPU-{i}", "usable_mib": 16_384, "ballast_mib": 65_175} for i in range(2)]}
+    assert [(gpu["used_mib"], gpu["total_mib"]) for gpu in as_emulated(gpus, emulated)] == [(9_000, 16_384),
+                                                                                           (8_000, 16_384)]

@@ -188,3 +188,20 @@ def test_a_plan_over_budget_names_its_tightest_card() -> None:
     verdict = oom_verdict(plan, EngineEvidence(log=None))
     assert verdict.outcome == "fail" and verdict.evidence[0].startswith("plan: card ")
     assert "MiB usable (card " in verdict.evidence[0]
+
+
+def test_a_bigger_gpu_emulating_several_cards_pays_its_own_overhead_on_each() -> None:
+    h100, written = resolve_profile("h100-80gb"), resolve_profile("rtx4080+16gb")
+    two = written.with_overhead_of(h100)
+    assert [card.overhead_mib for card in two.cards] == [609, 609] and two.overhead_mib == 2 * 609
+    assert [card.pool_after_load_mib for card in two.cards] == [84, 84]
+    assert [card.usable_mib for card in two.cards] == [card.usable_mib for card in written.cards]
+    assert resolve_profile("16gb").cards == (resolve_profile("16gb"),)
+
+
+def test_what_each_card_holds_adds_up_to_the_plan() -> None:
+    plan = make_plan(spec_from_shape("qwen2.5-32b", "Q4_K_M"), resolve_profile("2x16gb"), PlanRequest(agents=4))
+    by_card = plan.planned_by_card_mib()
+    assert len(by_card) == 2 and sum(by_card) == pytest.approx(plan.total_mib, abs=0.05)
+    one = make_plan(spec_from_shape("qwen2.5-7b", "Q4_K_M"), resolve_profile("16gb"), PlanRequest(agents=2))
+    assert one.planned_by_card_mib() == (one.total_mib,)

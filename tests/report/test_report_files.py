@@ -67,3 +67,17 @@ def test_load_runs_are_in_both_reports() -> None:
     data = report(BASE).model_copy(update={"loads": [load]})
     assert "| test_load.py::test_holds | 2 | 4 | 0.000 | 98.5 | 0.410 | **FAILED** |" in render_markdown(data)
     assert _embedded(render_html(data))["loads"][0]["nodeid"] == "test_load.py::test_holds"
+
+
+def test_several_cards_are_reported_card_by_card() -> None:
+    cards = [{"uuid": "GPU-a", "index": 0, "name": "NVIDIA H100 80GB HBM3", "planned_mib": 15_120.4,
+              "peak_device_mib": 80_000.0, "peak_process_mib": 15_101.0, "ballast_mib": 65_175},
+             {"uuid": "GPU-b", "index": 1, "name": "NVIDIA H100 80GB HBM3", "planned_mib": 11_870.2,
+              "peak_device_mib": 77_030.0, "peak_process_mib": None, "ballast_mib": 65_175}]
+    data = report(BASE).model_copy(update={"gpu": {"measured": {"peak_device_mib": 157_030.0, "cards": cards}}})
+    text = render_markdown(data)
+    assert "### GPU memory by card (MiB)" in text
+    assert "| 0: NVIDIA H100 80GB HBM3 | 15,120 | 15,101 | 14,825 |" in text
+    assert "| 1: NVIDIA H100 80GB HBM3 | 11,870 | - | 11,855 |" in text  # NVML did not list the process there
+    assert _embedded(render_html(data))["gpu"]["measured"]["cards"][1]["planned_mib"] == 11_870.2
+    assert "GPU memory by card" not in render_markdown(report(BASE))

@@ -12,18 +12,21 @@ from typing import TYPE_CHECKING, Any
 from .base import EngineEvidence, Server
 
 if TYPE_CHECKING:
-    from ..gpu.ballast import Ballast
+    from collections.abc import Sequence
+
+    from ..gpu.ballast import CardBallasts
     from ..gpu.nvml import GpuInfo
 
 __all__ = ["EmulatedServer"]
 
 
 class EmulatedServer:
-    """``server`` behind a ballast leaving ``usable_mib`` free on ``gpu`` (implements :class:`~.base.Server`)."""
+    """``server`` behind a ballast on each of ``gpus`` (CUDA's order), leaving card ``i`` of the profile its
+    ``usable_mibs[i]`` free (implements :class:`~.base.Server`)."""
 
-    def __init__(self, server: Server, gpu: GpuInfo, profile: str, usable_mib: int) -> None:
-        self.server, self.gpu, self.profile, self.usable_mib = server, gpu, profile, usable_mib
-        self.ballast: Ballast | None = None
+    def __init__(self, server: Server, gpus: Sequence[GpuInfo], profile: str, usable_mibs: Sequence[int]) -> None:
+        self.server, self.gpus, self.profile, self.usable_mibs = server, list(gpus), profile, list(usable_mibs)
+        self.ballast: CardBallasts | None = None
 
     @property
     def url(self) -> str:
@@ -42,9 +45,9 @@ class EmulatedServer:
         return self.server.running
 
     def start(self) -> EmulatedServer:
-        from ..gpu.ballast import Ballast
+        from ..gpu.ballast import CardBallasts
 
-        self.ballast = Ballast(target_free_mib=self.usable_mib).hold()
+        self.ballast = CardBallasts(self.usable_mibs).hold()
         try:
             self.server.start()
         except BaseException:
@@ -63,9 +66,12 @@ class EmulatedServer:
         return self.server.evidence()
 
     def emulation(self) -> dict[str, Any]:
-        """What the ballast holds, for a view that must leave it out (the Locust VRAM tab)."""
-        return {"gpu_uuid": self.gpu.uuid, "profile": self.profile, "usable_mib": self.usable_mib,
-                "ballast_mib": self.ballast.held_mib if self.ballast is not None else 0}
+        """What the ballasts hold, card by card, for a view that must leave them out (the Locust VRAM tab)."""
+        held = self.ballast.cards if self.ballast is not None else []
+        return {"profile": self.profile, "ballast_mib": sum(ballast.held_mib for ballast in held),
+                "cards": [{"gpu_uuid": gpu.uuid, "usable_mib": usable,
+                           "ballast_mib": held[index].held_mib if index < len(held) else 0}
+                          for index, (gpu, usable) in enumerate(zip(self.gpus, self.usable_mibs, strict=True))]}
 
     def describe(self) -> dict[str, Any]:
         return {**self.server.describe(), "emulated": self.emulation()}

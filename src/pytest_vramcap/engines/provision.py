@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ..model.source import ModelSource
     from ..planner.modelset import PlanSet
     from ..planner.plan import Plan
+    from ..planner.profiles import Profile
     from .ollama import OllamaServer
 
 __all__ = ["EngineSetup", "check_gpu_room", "check_plan_runs_on", "check_plans_run_on", "model_source_for",
@@ -49,8 +50,9 @@ class EngineSetup:
     host: str = DEFAULT_HOST
     port: int | None = None
     """None picks a free port."""
-    emulate_on: GpuInfo | None = None
-    """The bigger GPU a ballast makes look like the plan's card while the server runs (gpu/emulation.py)."""
+    emulate_on: tuple[GpuInfo, ...] = ()
+    """The bigger GPUs ballasts make look like the plan's cards while the server runs, card ``i`` on the ``i``-th
+    (gpu/emulation.py); empty: none."""
 
 
 def resolve_engine(choice: EngineChoice, server_url: str | None, ollama_url: str | None = None, *,
@@ -115,18 +117,19 @@ def check_plans_run_on(engine: EngineKind, plans: PlanSet, *, prefix: str = "") 
         seen[source] = role
 
 
-def check_gpu_room(total_mib: float, fit_margin_mib: int, usable_mib: int) -> None:
-    """ConfigError (one line naming what holds the GPU) when the GPU that CUDA calls device 0 has less free
-    memory than the plan's peak plus the --fit margin (a plan over its profile needs no more than the profile:
-    its own overrun is the verdicts' to report). Nothing to check without a GPU."""
-    from ..gpu.nvml import detect_gpus, visible_gpu
+def check_gpu_room(planned_by_card_mib: Sequence[float], fit_margin_mib: int, profile: Profile) -> None:
+    """ConfigError (one line naming what holds the GPU) when a card the plan runs on (card ``i`` on CUDA's device
+    ``i``) has less free memory than the plan's peak there plus the --fit margin (a plan over its profile needs no
+    more than the card: its own overrun is the verdicts' to report). Nothing to check without a GPU."""
+    from ..gpu.nvml import detect_gpus, visible_gpus
     from ..gpu.room import read_room, shortfall
 
-    gpu = visible_gpu(detect_gpus()[0])
-    room = read_room(gpu) if gpu is not None else None
-    message = shortfall(room, min(total_mib + fit_margin_mib, usable_mib)) if room is not None else None
-    if message is not None:
-        raise ConfigError(message)
+    gpus = visible_gpus(detect_gpus()[0])
+    for gpu, planned, card in zip(gpus, planned_by_card_mib, profile.cards, strict=False):
+        room = read_room(gpu)
+        message = shortfall(room, min(planned + fit_margin_mib, card.usable_mib)) if room is not None else None
+        if message is not None:
+            raise ConfigError(message)
 
 
 def plan_for_engine(values: Mapping[str, Any], choice: EngineChoice, *,
@@ -140,30 +143,31 @@ def plan_for_engine(values: Mapping[str, Any], choice: EngineChoice, *,
     engine, url = resolve_engine(choice, None, values.get("ollama_url"), prefix=prefix)
     plan = plan_from_options(values, model_source_for(engine, values, url, prefix=prefix))
     check_plan_runs_on(engine, plan, prefix=prefix)
-    gpu = _gpu_to_emulate_on(values.get("emulate") or "off", engine, plan, prefix)
-    if gpu is not None:
+    gpus = _gpus_to_emulate_on(values.get("emulate") or "off", engine, plan, prefix)
+    if gpus:
         from ..gpu.emulation import running_profile
         from ..planner import make_plan
 
-        running = running_profile(gpu)
+        running = running_profile(gpus[0])
         if running is not None:  # the server pays the big GPU's CUDA overhead, not the emulated card's
             plan = make_plan(plan.spec, plan.profile.with_overhead_of(running), plan.request)
     elif engine == "llamacpp" or (engine == "ollama" and _has_ollama()):  # a server of our own is about to start
-        check_gpu_room(plan.total_mib, plan.fit_margin_mib, plan.profile.usable_mib)
+        check_gpu_room(plan.planned_by_card_mib(), plan.fit_margin_mib, plan.profile)
     return plan, EngineSetup(engine=engine, server_url=url, models_dir=values.get("models_dir"),
-                             startup_timeout_s=values["startup_timeout"], fit=values["fit"] == "on", emulate_on=gpu)
+                             startup_timeout_s=values["startup_timeout"], fit=values["fit"] == "on", emulate_on=gpus)
 
 
-def _gpu_to_emulate_on(mode: EmulateMode, engine: EngineKind, plan: Plan, prefix: str) -> GpuInfo | None:
-    """The GPU to hold a ballast on for ``plan``'s card, or None (gpu/emulation.py decides)."""
-    if mode == "off" or engine != "llamacpp":
-        return None
+def _gpus_to_emulate_on(mode: EmulateMode, engine: EngineKind, plan: Plan, prefix: str) -> tuple[GpuInfo, ...]:
+    """The GPUs to hold a ballast on for ``plan``'s cards, card ``i`` on CUDA's device ``i``, or none
+    (gpu/emulation.py decides)."""
     from ..gpu.emulation import emulation_applies
-    from ..gpu.nvml import detect_gpus, visible_gpu
+    from ..gpu.nvml import detect_gpus, visible_gpus
 
-    gpus, reason = detect_gpus()
-    gpu = visible_gpu(gpus)
-    return gpu if emulation_applies(mode, engine, gpu, reason, plan.profile, option=f"--{prefix}emulate") else None
+    gpus, reason = detect_gpus() if mode != "off" and engine == "llamacpp" else ([], "")
+    visible = visible_gpus(gpus)
+    if not emulation_applies(mode, engine, visible, reason, plan.profile, option=f"--{prefix}emulate"):
+        return ()
+    return tuple(visible[:len(plan.profile.cards)])
 
 
 def _has_ollama() -> bool:
@@ -190,12 +194,14 @@ def new_server(plan: Plan, setup: EngineSetup, *, announce: Callable[[str], None
                             log_dir=setup.log_dir, fit_margin_mib=plan.fit_margin_mib, fit=setup.fit)
     server = LlamaServer(plan.config, model_path, options, binary=binary)
     announce(f"vramcap: starting llama-server on {server.url} (log {server.log_path})")
-    if setup.emulate_on is not None:
+    if setup.emulate_on:
         from .emulated import EmulatedServer
 
-        announce(f"vramcap: {setup.emulate_on.name} emulates {plan.profile.name}: a ballast leaves "
-                 f"{plan.profile.usable_mib:,} MiB free while the server runs")
-        return EmulatedServer(server, setup.emulate_on, plan.profile.name, plan.profile.usable_mib)
+        cards = plan.profile.cards
+        announce(f"vramcap: {' + '.join(gpu.name for gpu in setup.emulate_on)} emulates {plan.profile.name}: "
+                 f"{'a ballast leaves' if len(cards) == 1 else 'ballasts leave'} "
+                 f"{' + '.join(f'{card.usable_mib:,}' for card in cards)} MiB free while the server runs")
+        return EmulatedServer(server, setup.emulate_on, plan.profile.name, [card.usable_mib for card in cards])
     return server
 
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import atexit
 import ctypes
 import ctypes.util
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..defaults import MIB
 from ..errors import BadInputError, BallastError
 
-__all__ = ["Ballast"]
+__all__ = ["Ballast", "CardBallasts"]
 
 
 def _libcuda() -> ctypes.CDLL:
@@ -94,6 +95,47 @@ class Ballast:
         self._cuda = None  # held_mib keeps what was held, for the report
 
     def __enter__(self) -> Ballast:
+        return self.hold()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class CardBallasts:
+    """One :class:`Ballast` per card of a profile, card ``i`` on CUDA device ``i``, each leaving that card's free
+    memory (a profile of one card: one ballast on device 0). Held and released together; ``held_mib`` and
+    ``free_before_mib`` are their sums, what the run's device-wide NVML readings carry."""
+
+    def __init__(self, targets_free_mib: Sequence[int]) -> None:
+        self.cards = [Ballast(target_free_mib=target, device=index) for index, target in enumerate(targets_free_mib)]
+
+    def hold(self) -> CardBallasts:
+        try:
+            for ballast in self.cards:
+                ballast.hold()
+        except BaseException:
+            self.release()  # the cards already held go back
+            raise
+        return self
+
+    def release(self) -> None:
+        for ballast in self.cards:
+            ballast.release()
+
+    @property
+    def held_mib(self) -> int:
+        return sum(ballast.held_mib for ballast in self.cards)
+
+    @property
+    def free_before_mib(self) -> int:
+        return sum(ballast.free_before_mib for ballast in self.cards)
+
+    def by_card(self) -> list[dict[str, int]]:
+        return [{"device": ballast.device, "free_target_mib": ballast.target_free_mib,
+                 "ballast_mib": ballast.held_mib, "free_before_mib": ballast.free_before_mib}
+                for ballast in self.cards]
+
+    def __enter__(self) -> CardBallasts:
         return self.hold()
 
     def __exit__(self, *exc: object) -> None:

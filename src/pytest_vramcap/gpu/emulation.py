@@ -8,6 +8,8 @@ plan carries the running GPU's overhead (:meth:`Profile.with_overhead_of`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..errors import ConfigError
 from ..planner.profiles import Profile, profile_of_gpu
 from ..types import EmulateMode
@@ -19,29 +21,32 @@ __all__ = ["AUTO_MARGIN_MIB", "emulation_applies", "running_profile"]
 AUTO_MARGIN_MIB = 1024
 
 
-def emulation_applies(mode: EmulateMode, engine: str, gpu: GpuInfo | None, no_gpu_reason: str, profile: Profile, *,
-                      option: str = "--vramcap-emulate") -> bool:
-    """``mode`` (auto, on, off) for a server of ``engine`` on ``gpu``; ConfigError (one line) when emulation is asked
-    for and cannot be done. Only our own llama-server runs beside a ballast (an Ollama or a URL is someone's).
+def emulation_applies(mode: EmulateMode, engine: str, gpus: Sequence[GpuInfo], no_gpu_reason: str,
+                      profile: Profile, *, option: str = "--vramcap-emulate") -> bool:
+    """``mode`` (auto, on, off) for a server of ``engine`` on the GPUs CUDA sees (``gpus``, in its order); ConfigError
+    (one line) when emulation is asked for and cannot be done. Only our own llama-server runs beside a ballast (an
+    Ollama or a URL is someone's).
 
-    A profile of several cards is refused on any GPU host, whatever the mode and engine: the run would read one
-    card's memory (NVML, the ballast, the preflight) against a plan for several. On a CPU it runs (the split is
-    ignored there)."""
-    usable = profile.usable_mib
-    if profile.devices and gpu is not None:
-        raise ConfigError(f"profile {profile.name} names {len(profile.devices)} cards: runs on GPUs plan one card for "
-                          f"now (a ballast and NVML readings per card are not built); `vramcap plan --profile "
-                          f"{profile.name}` plans the split")
+    Card ``i`` of the profile is emulated on GPU ``i``. A profile of several cards needs at least as many GPUs on a
+    GPU host, whatever the mode (llama-server would be told to split over cards that are not there); on a CPU it
+    runs, the split ignored."""
+    cards = profile.cards
+    if profile.devices and gpus and len(gpus) < len(cards):
+        raise ConfigError(f"profile {profile.name} names {len(cards)} cards and CUDA sees {len(gpus)} here: plan "
+                          f"for this host's cards, or run where there are {len(cards)}")
     if mode == "off" or engine != "llamacpp":
         return False
-    if gpu is None:
+    if not gpus:
         if mode == "on":
             raise ConfigError(f"{option}=on needs an NVIDIA GPU: {no_gpu_reason}")
         return False
-    if gpu.total_mib < usable:
-        raise ConfigError(f"the GPU ({gpu.name}, {gpu.total_mib} MiB) is smaller than profile {profile.name} "
-                          f"({usable} MiB usable): test on the real card or a smaller profile")
-    return not (mode == "auto" and gpu.total_mib - usable < AUTO_MARGIN_MIB)
+    pairs = list(zip(cards, gpus, strict=False))
+    for card, gpu in pairs:
+        if gpu.total_mib < card.usable_mib:
+            raise ConfigError(f"the GPU ({gpu.name}, {gpu.total_mib} MiB) is smaller than "
+                              f"{'card ' + card.name + ' of ' if profile.devices else ''}profile {profile.name} "
+                              f"({card.usable_mib} MiB usable): test on the real card or a smaller profile")
+    return not (mode == "auto" and all(gpu.total_mib - card.usable_mib < AUTO_MARGIN_MIB for card, gpu in pairs))
 
 
 def running_profile(gpu: GpuInfo) -> Profile | None:

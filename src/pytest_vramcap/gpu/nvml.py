@@ -123,23 +123,30 @@ def visible_gpu(gpus: list[GpuInfo]) -> GpuInfo | None:
 class MemorySample:
     t: float
     device_used_mib: float
+    """Used on the followed cards together."""
     process_mib: float | None
     """What the followed processes held together (None: NVML listed none of them)."""
     gpu_util_pct: float | None
+    """The first card's."""
     by_pid: dict[int, float] = field(default_factory=dict)
+    """Each followed process, over the cards."""
+    by_card: tuple[float, ...] = ()
+    """Used on each followed card, in the sampler's order."""
+    process_by_card: tuple[float | None, ...] = ()
+    """What the followed processes held on each card."""
 
 
 @dataclass
 class MemorySampler:
-    """A daemon thread sampling one GPU's memory (and the share of the processes ``pids``: one server per model)
-    every ``interval_s``.
+    """A daemon thread sampling the memory of the cards ``uuids`` (one, or each card a model is split over, in
+    CUDA's order) and the share of the processes ``pids`` (one server per model) every ``interval_s``.
 
     Peaks between samples are missed; NVML's per-process figure can be missing
     (``usedGpuMemory`` None) and, in containers, keyed by host PIDs: treat it as
     best effort and gate on device memory when in doubt.
     """
 
-    uuid: str
+    uuids: tuple[str, ...]
     pids: tuple[int, ...] = ()
     interval_s: float = 0.05
     samples: list[MemorySample] = field(default_factory=list)
@@ -148,11 +155,16 @@ class MemorySampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def uuid(self) -> str:
+        """The first card's (CUDA's device 0 of the run)."""
+        return self.uuids[0]
+
     def start(self) -> MemorySampler:
         import pynvml
 
         pynvml.nvmlInit()
-        self._handle = pynvml.nvmlDeviceGetHandleByUUID(self.uuid)
+        self._handles = [pynvml.nvmlDeviceGetHandleByUUID(uuid) for uuid in self.uuids]
         self._thread = threading.Thread(target=self._run, name="vramcap-nvml", daemon=True)
         self._thread.start()
         return self
@@ -160,17 +172,23 @@ class MemorySampler:
     def _sample(self) -> MemorySample:
         import pynvml
 
-        used = pynvml.nvmlDeviceGetMemoryInfo(self._handle).used / MIB
+        used: list[float] = []
+        held: list[float | None] = []
         by_pid: dict[int, float] = {}
-        if self.pids:
-            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(self._handle):
-                if proc.pid in self.pids and proc.usedGpuMemory is not None:
-                    by_pid[proc.pid] = proc.usedGpuMemory / MIB
+        for handle in self._handles:
+            used.append(pynvml.nvmlDeviceGetMemoryInfo(handle).used / MIB)
+            on_card = [(proc.pid, proc.usedGpuMemory / MIB)
+                       for proc in (pynvml.nvmlDeviceGetComputeRunningProcesses(handle) if self.pids else ())
+                       if proc.pid in self.pids and proc.usedGpuMemory is not None]
+            for pid, mib in on_card:
+                by_pid[pid] = by_pid.get(pid, 0.0) + mib
+            held.append(sum(mib for _pid, mib in on_card) if on_card else None)
         try:
-            util = float(pynvml.nvmlDeviceGetUtilizationRates(self._handle).gpu)
+            util = float(pynvml.nvmlDeviceGetUtilizationRates(self._handles[0]).gpu)
         except pynvml.NVMLError:
             util = None
-        return MemorySample(time.monotonic(), used, sum(by_pid.values()) if by_pid else None, util, by_pid)
+        return MemorySample(time.monotonic(), sum(used), sum(by_pid.values()) if by_pid else None, util, by_pid,
+                            tuple(used), tuple(held))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -201,6 +219,18 @@ class MemorySampler:
         """The most one followed process held (None: NVML never listed it)."""
         return max((s.by_pid[pid] for s in self.samples if pid in s.by_pid), default=None)
 
+    def peaks_by_card(self) -> list[dict[str, Any]]:
+        """Each followed card's peak: used on the card, and held there by the followed processes (None when NVML
+        never listed them)."""
+        cards = []
+        for index, uuid in enumerate(self.uuids):
+            used = [s.by_card[index] for s in self.samples if len(s.by_card) > index]
+            held = [value for s in self.samples if len(s.process_by_card) > index
+                    and (value := s.process_by_card[index]) is not None]
+            cards.append({"uuid": uuid, "peak_device_mib": max(used, default=None),
+                          "peak_process_mib": max(held, default=None)})
+        return cards
+
     def peak_between(self, start: float, end: float, device_offset_mib: float = 0.0) -> float | None:
         """The most memory the process held between two ``time.monotonic()`` readings; when NVML never listed it
         (containers without the host's PID namespace), the device's, less ``device_offset_mib`` (a ballast)."""
@@ -219,6 +249,8 @@ class MemorySampler:
                                 "samples": len(self.samples), "peak_device_mib": self.peak_device_mib,
                                 "peak_process_mib": self.peak_process_mib,
                                 "peak_process_mib_by_pid": {str(pid): self.peak_of(pid) for pid in self.pids}}
+        if len(self.uuids) > 1:
+            data["cards"] = self.peaks_by_card()
         if timeline and self.samples:
             t0 = self.samples[0].t
             stride = -(-len(self.samples) // max_points)

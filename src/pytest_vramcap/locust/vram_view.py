@@ -70,15 +70,16 @@ def gpu_memory() -> tuple[list[dict[str, Any]], str]:
 
 
 def as_emulated(gpus: list[dict[str, Any]], emulated: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The GPUs as the run sees them: the one a ballast makes look like the profile's card shows that card: what
-    is in use of the profile's usable MiB. The ballast left exactly that free when it was taken, so whatever else
+    """The GPUs as the run sees them: each a ballast makes look like one of the profile's cards shows that card:
+    what is in use of the card's usable MiB. The ballast left exactly that free when it was taken, so whatever else
     held memory then (the ballast's own CUDA context, other processes) is left out with it."""
     if not emulated:
         return gpus
+    usable = {card["gpu_uuid"]: card["usable_mib"] for card in emulated["cards"]}
     return [{**gpu, "name": f"{gpu['name']} as {emulated['profile']} (emulated)",
-             "used_mib": max(0.0, gpu["used_mib"] - (gpu["total_mib"] - emulated["usable_mib"])),
-             "total_mib": emulated["usable_mib"]}
-            if gpu.get("uuid") == emulated["gpu_uuid"] else gpu for gpu in gpus]
+             "used_mib": max(0.0, gpu["used_mib"] - (gpu["total_mib"] - usable[gpu["uuid"]])),
+             "total_mib": usable[gpu["uuid"]]}
+            if gpu.get("uuid") in usable else gpu for gpu in gpus]
 
 
 def vram_snapshot(plan: dict[str, Any] | None, server_url: str | None, tally: LoadTally,
@@ -119,6 +120,10 @@ def table_rows(snapshot: dict[str, Any]) -> list[dict[str, str]]:
             rows.append(_row("plan", label, f"{memory['gpu'][key]:,.0f} MiB", _bar(memory["gpu"][key], usable)))
         rows.append(_row("plan", f"total of {plan['profile']['name']} ({usable:,.0f} MiB usable)",
                          f"{memory['gpu']['total_mib']:,.0f} MiB", _bar(memory["gpu"]["total_mib"], usable)))
+        for index, card in enumerate(memory.get("devices", [])):  # several cards: what each holds of its own
+            rows.append(_row("plan", f"card {index}: {card['name']} ({card['layers']} layers)",
+                             f"{card['total_mib']:,.0f} / {card['usable_mib']:,.0f} MiB",
+                             _bar(card["total_mib"], card["usable_mib"])))
         rows.append(_row("plan", "slots x context",
                          f"{config['parallel']} x {config['ctx_per_agent']:,} (KV {config['kv_cache']})"))
         rows.append(_row("plan", "layers on the GPU", f"{config['gpu_layers']}/{config['total_layers']}"))

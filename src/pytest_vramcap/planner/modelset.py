@@ -38,16 +38,11 @@ def set_overrun_mib(memories: list[MemoryBreakdown], profile: Profile, margin_mi
     measured plus the one margin ``--fit`` keeps; at peak, every buffer, pools included.
     """
     return max(overrun_mib([_held(memory)[index] for memory in memories], card.usable_mib, margin_mib)
-               for index, card in enumerate(_cards(profile)))  # on several cards the tightest decides
-
-
-def _cards(profile: Profile) -> tuple[Profile, ...]:
-    """The cards of a profile, one for a profile of one card."""
-    return profile.devices or (profile,)
+               for index, card in enumerate(profile.cards))  # on several cards the tightest decides
 
 
 def _held(memory: MemoryBreakdown) -> tuple[DeviceMemory, ...]:
-    """What a plan holds on each card, in the order of :func:`_cards`."""
+    """What a plan holds on each card, in the order of :attr:`Profile.cards`."""
     return memory.devices or (memory.gpu,)
 
 
@@ -95,6 +90,11 @@ class PlanSet:
     def total_mib(self) -> float:
         """The models' peak GPU memory together."""
         return round(sum(plan.memory.gpu.total for plan in self.plans.values()) / MIB, 2)
+
+    def planned_by_card_mib(self) -> tuple[float, ...]:
+        """What every model together holds at peak on each card (one entry for one card), MiB."""
+        return tuple(round(sum(card), 2) for card in zip(*(plan.planned_by_card_mib() for plan in self.plans.values()),
+                                                        strict=True))
 
     @property
     def headroom_mib(self) -> float:
@@ -212,7 +212,7 @@ def _share_of_room(profile: Profile, placed: list[Plan], margin: int, sharers: i
     several cards. Each share keeps its own margin when solved; handing the margin back to all but one leaves it
     once."""
     cards = []
-    for index, card in enumerate(_cards(profile)):
+    for index, card in enumerate(profile.cards):
         used = sum((_held(plan.memory)[index].total - _held(plan.memory)[index].runtime_pool) / MIB for plan in placed)
         cards.append(_share_profile(card, (card.usable_mib - used - margin) / sharers + margin))
     if not profile.devices:

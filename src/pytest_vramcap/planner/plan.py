@@ -149,6 +149,10 @@ class Plan:
     def total_mib(self) -> float:
         return round(self.memory.gpu.total / MIB, 2)
 
+    def planned_by_card_mib(self) -> tuple[float, ...]:
+        """What the server holds at peak on each card (one entry for one card), MiB."""
+        return tuple(round(device.total / MIB, 2) for device in self.memory.devices) or (self.total_mib,)
+
     @property
     def headroom_mib(self) -> float:
         """Memory left free on the GPU at peak (on several cards, on the tightest)."""

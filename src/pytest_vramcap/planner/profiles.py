@@ -77,12 +77,20 @@ class Profile:
         """Memory free for the server when it starts."""
         return self.total_mib - self.reserved_mib
 
+    @property
+    def cards(self) -> tuple[Profile, ...]:
+        """Each card, in device order: the devices of several, or this one."""
+        return self.devices or (self,)
+
     def with_overhead_of(self, running: Profile) -> Profile:
         """This card's budget with the per-process overhead of ``running``, the GPU that really runs.
 
         When a big GPU emulates this card (the ballast), the server's CUDA context,
-        cuBLAS and pool are the big GPU's, not the emulated card's.
+        cuBLAS and pool are the big GPU's, not the emulated card's. Several cards: each card's.
         """
+        if self.devices:
+            cards = several_cards(self.name, [device.with_overhead_of(running) for device in self.devices])
+            return replace(cards, description=self.description)
         return replace(self, overhead_mib=running.overhead_mib, pool_after_load_mib=running.pool_after_load_mib,
                        overhead_source=f"{running.overhead_source}, of the GPU that runs ({running.name}) while it "
                                        f"emulates {self.name}")

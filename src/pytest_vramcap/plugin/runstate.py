@@ -30,8 +30,8 @@ from .console import Console
 from .settings import PREFIX, Settings
 
 if TYPE_CHECKING:
-    from ..gpu.ballast import Ballast
-    from ..gpu.nvml import MemorySampler
+    from ..gpu.ballast import CardBallasts
+    from ..gpu.nvml import GpuInfo, MemorySampler
     from ..load.scenario.graph_source import Builder
 
 __all__ = ["RunState"]
@@ -40,7 +40,7 @@ __all__ = ["RunState"]
 class RunState:
     def __init__(self, settings: Settings, plans: PlanSet, console: Console,
                  worker_servers: dict[str, tuple[str, str | None]] | None = None) -> None:
-        from ..gpu.nvml import detect_gpus, visible_gpu
+        from ..gpu.nvml import detect_gpus, visible_gpus
 
         self.settings = settings
         self.plans = plans
@@ -52,8 +52,10 @@ class RunState:
         self.server_error: EngineError | None = None
         self._started = False
         self.gpus, self.gpu_reason = detect_gpus()
-        self.gpu = visible_gpu(self.gpus)
-        self.ballast: Ballast | None = None
+        self.visible: list[GpuInfo] = visible_gpus(self.gpus)
+        """The GPUs CUDA sees, in its order: card ``i`` of a profile of several runs on ``visible[i]``."""
+        self.gpu = self.visible[0] if self.visible else None
+        self.ballast: CardBallasts | None = None
         self.sampler: MemorySampler | None = None
 
     @property
@@ -73,8 +75,13 @@ class RunState:
 
         Raises ConfigError with one line when emulation is asked for and cannot be done.
         """
-        return emulation_applies(self.settings.emulate, self.settings.engine, self.gpu, self.gpu_reason,
+        return emulation_applies(self.settings.emulate, self.settings.engine, self.visible, self.gpu_reason,
                                  self.plan.profile)
+
+    @property
+    def cards(self) -> list[GpuInfo]:
+        """The GPUs the plan runs on: as many as its profile names cards, from CUDA's device 0."""
+        return self.visible[:len(self.plan.profile.cards)]
 
     def running_profile(self) -> Profile | None:
         """The profile of the GPU that really runs, when it emulates a smaller card and we know it.
@@ -90,9 +97,9 @@ class RunState:
         """Hold the ballast for the whole run when :meth:`emulates` (controller only)."""
         if not self.emulates():
             return
-        from ..gpu.ballast import Ballast
+        from ..gpu.ballast import CardBallasts
 
-        self.ballast = Ballast(target_free_mib=self.plan.profile.usable_mib).hold()
+        self.ballast = CardBallasts([card.usable_mib for card in self.plan.profile.cards]).hold()
 
     def _start_sampler(self) -> None:
         """Follow every model's process on the GPU (a llama-server each, or each Ollama runner)."""
@@ -101,7 +108,7 @@ class RunState:
             return
         from ..gpu.nvml import MemorySampler
 
-        self.sampler = MemorySampler(self.gpu.uuid, pids=pids).start()
+        self.sampler = MemorySampler(tuple(card.uuid for card in self.cards), pids=pids).start()
 
     # --------------------------------------------------------------- server
 
@@ -139,7 +146,7 @@ class RunState:
         if self.worker_servers or self.settings.engine == "url" or self.ballast is not None:
             return
         plans = self.plans
-        check_gpu_room(plans.total_mib, plans.fit_margin_mib, plans.profile.usable_mib)
+        check_gpu_room(plans.planned_by_card_mib(), plans.fit_margin_mib, plans.profile)
 
     def check_engine_can_run_plan(self) -> None:
         """Raise ConfigError (one line) when the chosen engine has no setting for a plan."""
@@ -233,7 +240,8 @@ class RunState:
             "device": self.gpu.to_dict() if self.gpu else None,
             "emulated_profile": None if ballast is None else {
                 "profile": self.plan.profile.name, "free_target_mib": self.plan.profile.usable_mib,
-                "ballast_mib": ballast.held_mib, "free_before_mib": ballast.free_before_mib},
+                "ballast_mib": ballast.held_mib, "free_before_mib": ballast.free_before_mib,
+                **({"cards": ballast.by_card()} if len(ballast.cards) > 1 else {})},
             "measured": self._measured(),
         }
 
@@ -242,6 +250,12 @@ class RunState:
         if self.sampler is None:
             return None
         measured = self.sampler.to_dict(timeline=True)
+        if "cards" in measured:  # several cards: each one's plan beside its peak, and what the ballast held there
+            held = self.ballast.by_card() if self.ballast is not None else []
+            for index, (card, planned) in enumerate(zip(measured["cards"], self.plans.planned_by_card_mib(),
+                                                        strict=False)):
+                card.update(index=index, name=self.cards[index].name, planned_mib=planned,
+                            ballast_mib=held[index]["ballast_mib"] if index < len(held) else 0)
         if self.plans.several:
             measured["by_model"] = {
                 role: {"pid": server.pid, "planned_mib": round(self.plans.plans[role].total_mib, 1),

@@ -80,9 +80,28 @@ def render_markdown(report: RunReport) -> str:
         for where, verdict in failed:
             lines.append(f"- **{_cell(where)}**: {verdict.name}: {_cell(verdict.summary)}")
             lines += [f"  - {_code(line)}" for line in verdict.evidence]
+    lines += _cards(report)
     lines += _loads(report)
     lines += _comparison(report)
     return "\n".join(lines) + "\n"
+
+
+def _cards(report: RunReport) -> list[str]:
+    """Several cards: each one's plan beside NVML's peaks on it (process, and device less its ballast)."""
+    cards = ((report.gpu or {}).get("measured") or {}).get("cards")
+    if not cards:
+        return []
+
+    def mib(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.0f}"
+
+    lines = ["", "### GPU memory by card (MiB)", "",
+             "| card | planned | NVML process peak | device peak less ballast |", "|---|---:|---:|---:|"]
+    for card in cards:
+        device = None if card.get("peak_device_mib") is None else card["peak_device_mib"] - card.get("ballast_mib", 0)
+        lines.append(f"| {card.get('index')}: {_cell(str(card.get('name', card['uuid'])))} | "
+                     f"{mib(card.get('planned_mib'))} | {mib(card.get('peak_process_mib'))} | {mib(device)} |")
+    return lines
 
 
 def append_step_summary(markdown: str) -> Path | None:
