@@ -79,18 +79,20 @@ def test_ballast_without_libcuda_says_so(monkeypatch: pytest.MonkeyPatch) -> Non
 
 @needs_gpu
 def test_sampler_and_ballast_on_a_real_gpu() -> None:
-    from pytest_vramcap.gpu.ballast import Ballast
+    from pytest_vramcap.gpu.ballast import Ballast, CardBallasts
     from pytest_vramcap.gpu.nvml import MemorySampler
 
     gpu = visible_gpu(GPUS)
     assert gpu is not None
     target = min(gpu.total_mib // 2, 16384)
     sampler = MemorySampler((gpu.uuid,), interval_s=0.01).start()
-    with Ballast(target_free_mib=target) as held:
-        free, _ = held.free_and_total_mib()
+    with CardBallasts([target]) as held:  # a profile of one card: one ballast, on CUDA's device 0
+        free, _ = held.cards[0].free_and_total_mib()
         assert abs(free - target) <= 64 and held.held_mib > 0
+        assert held.by_card()[0]["free_target_mib"] == target
         time.sleep(0.5)  # let the sampler see it
     sampler.stop()
     assert sampler.peak_device_mib is not None and sampler.peak_device_mib >= held.held_mib
+    assert sampler.peaks_by_card()[0]["peak_device_mib"] == sampler.peak_device_mib
     with pytest.raises(Exception, match="less than the profile"):
         Ballast(target_free_mib=gpu.total_mib + 1024).hold()
