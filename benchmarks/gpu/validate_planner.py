@@ -12,9 +12,9 @@ the current planner (after a recalibration, say) and rewrites FILE and the
 Markdown table beside it. Measured fields are never touched.
 
 Calibration: the per-GPU overhead is ``measured process peak - (model + context +
-compute)`` from llama.cpp's own breakdown; the script prints its median for
-flash-attention and non-flash-attention configs, the two profile fields
-(``overhead_mib``, ``no_flash_attn_extra_mib``) a user profile can set.
+compute)`` from llama.cpp's own breakdown; the script prints its median over the
+flash-attention configs: the profile's ``overhead_mib``, which a user profile can set
+(without flash attention the planner adds the pool's copy of the KQ scores from the shape).
 
     VRAMCAP_LLAMA_SERVER=build/bin/llama-server python benchmarks/gpu/validate_planner.py --out DIR
 """

@@ -84,3 +84,24 @@ def test_fit_decisions_are_read_from_the_last_block(h100_logs: Path) -> None:
     assert [(d.layers, d.overflowing, d.used_mib, d.free_mib) for d in log.fit_devices] == [(49, 34, 22976, 1075)]
     assert log.fit_reduce_mib == 11033 and not log.fit_unchanged
     assert log.model_info["n_vocab"] == 151936 and log.tensor_types == {"f32": 241, "q4_K": 289, "q6_K": 49}
+
+
+def test_a_breakdown_over_two_cards_sums_the_last_block_and_keeps_each_card() -> None:
+    # The format of common_memory_breakdown_print (the fixtures' one-card lines), with a second card as llama.cpp
+    # prints one row per device: a --fit trial block first, then the block at shutdown.
+    print_ = "I common_memory_breakdown_print: |"
+    header = f"{print_} memory breakdown [MiB] | total free self model context compute unaccounted |"
+
+    def row(device: str, free: int, model: int, context: int, compute: int) -> str:
+        used = model + context + compute
+        return (f"{print_}   - {device} (H100 80GB HBM3) | 81079 = {free} + ({used} =  {model}"
+                f" +   {context} +     {compute}) +       {81079 - free - used} |")
+
+    lines = [header, row("CUDA0", 15850, 9000, 5000, 300), row("CUDA1", 15850, 9100, 4900, 300),
+             header, row("CUDA0", 1100, 9211, 5280, 272), row("CUDA1", 1300, 9297, 4960, 272),
+             f"{print_}   - Host                   |       489 =   417 +       0 +      72                |"]
+    log = parse_server_log(lines)
+    assert [r.model for r in log.final_breakdowns] == [9211, 9297]
+    total = log.final_breakdown
+    assert total is not None and total.device == "CUDA0 (H100 80GB HBM3) + CUDA1 (H100 80GB HBM3)"
+    assert (total.model, total.context, total.compute, total.free) == (9211 + 9297, 5280 + 4960, 544, 2400)

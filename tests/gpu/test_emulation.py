@@ -159,3 +159,55 @@ def test_a_server_planned_with_emulation_runs_on_the_profile_s_memory(tiny_model
 
     with Ballast(target_free_mib=1024) as probe:  # the ballast is gone: the card's memory is free again
         assert probe.free_before_mib > held
+
+
+def test_a_server_at_a_url_is_not_held_to_this_host_s_cards() -> None:
+    # The server runs wherever the URL points: this host's GPU count says nothing about it.
+    assert emulation_applies("auto", "url", [H100], "", resolve_profile("2x16gb")) is False
+
+
+@pytest.mark.parametrize(("profile", "visible", "expected"), [
+    ("16gb", [H100, H100_B], "GPU-h100"),  # one card planned, two here: llama.cpp would split over both
+    ("2x16gb", [H100, H100_B], "GPU-h100,GPU-h100-b"),  # every GPU is the plan's, in NVML's order
+    ("16gb", [H100], None),
+    ("16gb", [], None),  # a CPU
+])
+def test_our_llama_server_sees_only_the_cards_it_was_planned_for(monkeypatch: pytest.MonkeyPatch, profile: str,
+                                                                 visible: list[GpuInfo], expected: str | None) -> None:
+    from pytest_vramcap.engines import provision
+    from pytest_vramcap.gpu import nvml
+    from pytest_vramcap.model import spec_from_shape
+    from pytest_vramcap.planner import PlanRequest, make_plan
+
+    monkeypatch.setattr(nvml, "detect_gpus", lambda: (visible, "" if visible else "no NVIDIA driver"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    plan = make_plan(spec_from_shape("qwen2.5-7b", "Q4_K_M"), resolve_profile(profile), PlanRequest(agents=2))
+    env = provision._only_the_plan_s_cards(plan, provision.EngineSetup(engine="llamacpp"))
+    assert (env or {}).get("CUDA_VISIBLE_DEVICES") == expected
+    if env is not None:
+        assert env["PATH"]  # the rest of the environment is kept
+    if profile == "16gb" and len(visible) == 2:  # the card a ballast emulates is the one the server gets
+        setup = provision.EngineSetup(engine="llamacpp", emulate_on=(H100_B,))
+        assert (provision._only_the_plan_s_cards(plan, setup) or {}).get("CUDA_VISIBLE_DEVICES") == "GPU-h100-b"
+
+
+def test_a_ballast_checks_that_cuda_s_device_is_the_card_nvml_means() -> None:
+    """CUDA counts cards fastest first, NVML by PCI bus: on unlike cards CUDA's device 1 may be NVML's card 0. The
+    check reads cuDeviceGetUuid (libcuda cannot run here: a stand-in writes the 16 bytes as the driver does)."""
+    from pytest_vramcap.errors import BallastError
+    from pytest_vramcap.gpu.ballast import Ballast
+
+    class Driver:
+        def __init__(self, uuid_hex: str) -> None:
+            self.raw = bytes.fromhex(uuid_hex)
+
+        def cuDeviceGetUuid(self, out: Any, device: Any) -> int:
+            out._obj[:] = list(self.raw)
+            return 0
+
+    uuid = "GPU-118dbb15-5e4c-6e91-03f5-0c3bb2cc1a2d"
+    ballast = Ballast(target_free_mib=16_384, device=1, uuid=uuid)
+    ballast._check_uuid(Driver("118dbb155e4c6e9103f50c3bb2cc1a2d"))  # the same card: nothing to say
+    with pytest.raises(BallastError, match=r"CUDA's device 1 is GPU-22222222-.*not the card NVML counts as 1 "
+                                           r"\(GPU-118dbb15-.*CUDA_DEVICE_ORDER=PCI_BUS_ID"):
+        ballast._check_uuid(Driver("22" * 16))

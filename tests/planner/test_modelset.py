@@ -92,3 +92,16 @@ def test_a_set_over_budget_at_the_asked_config_does_not_fit_and_says_by_how_much
                  a=PlanRequest(agents=8, ctx_per_agent=8192), b=PlanRequest(agents=8, ctx_per_agent=8192))
     assert not plans.fits and "MiB over 16,384 MiB" in (plans.breaking_term or "")
     assert plan_set_json(plans)["fits"] is False
+
+
+@pytest.mark.parametrize("first_ctx", [16384, 32768])
+def test_a_model_beside_one_with_a_large_no_fa_pool_is_solved_to_fit_at_peak(first_ctx: int) -> None:
+    """Without flash attention a long slot's copy of the KQ scores (1 x 32768 on a 3B: 768 MiB) comes at peak, after
+    --fit measured: the second model's share must leave it room at peak, not only at load (the set came out 185 and
+    389 MiB over before)."""
+    specs = {"a": spec_from_shape("llama3.2-3b", "Q4_K_M"), "b": spec_from_shape("qwen2.5-7b", "Q4_K_M")}
+    requests = {"a": PlanRequest(agents=1, ctx_per_agent=first_ctx, flash_attn=False), "b": PlanRequest(agents=2)}
+    plans = make_plan_set(specs, resolve_profile("16gb"), requests)
+    assert plans.fits and plans.plans["a"].config.ctx_per_agent == first_ctx
+    assert plans.plans["a"].memory.gpu.runtime_pool / MIB >= 464  # 384 MiB of copy at 16384, + 80
+    assert sum(plan.memory.gpu.total for plan in plans.plans.values()) / MIB <= resolve_profile("16gb").usable_mib

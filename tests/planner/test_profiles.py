@@ -71,6 +71,10 @@ def test_a_pool_after_load_is_part_of_the_overhead(tmp_path: Path) -> None:
         load_user_profiles(path)
     path.write_text(path.read_text().split("[profiles.bad]")[0])
     profiles = load_user_profiles(path)
+    old = tmp_path / "old.toml"  # a file written before 2026-12-06
+    old.write_text('[profiles.old]\nbase = "l4"\nno_flash_attn_extra_mib = 120\n')
+    with pytest.raises(ProfileError, match=r"no_flash_attn_extra_mib is no longer a profile field .* remove it$"):
+        load_user_profiles(old)
     assert named_profiles()["h100-80gb"].pool_after_load_mib == 609 - 525
     assert profiles["mine"].pool_after_load_mib == 0
     assert profiles["split"].pool_after_load_mib == 100

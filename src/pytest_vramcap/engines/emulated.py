@@ -1,8 +1,8 @@
 """A server of ours on a bigger GPU made to look like the profile's card: the ballast lives as long as the server.
 
-The pytest plugin holds its ballast for the whole session (several servers, one card); a single server started by
-the Locust file (or any caller of :func:`~.provision.new_server` that asks for emulation) gets it here, so holding
-and releasing it cannot come apart from starting and stopping the server.
+The pytest plugin holds its ballasts (one per card) for the whole session and its several servers; a single server
+started by the Locust file (or any caller of :func:`~.provision.new_server` that asks for emulation) gets them
+here, so holding and releasing them cannot come apart from starting and stopping the server.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ class EmulatedServer:
     def start(self) -> EmulatedServer:
         from ..gpu.ballast import CardBallasts
 
-        self.ballast = CardBallasts(self.usable_mibs).hold()
+        several = len(self.usable_mibs) > 1
+        self.ballast = CardBallasts(self.usable_mibs, [gpu.uuid for gpu in self.gpus] if several else ()).hold()
         try:
             self.server.start()
         except BaseException:

@@ -169,8 +169,25 @@ class ServerLog:
 
     @property
     def final_breakdown(self) -> BreakdownRow | None:
-        """The breakdown printed at shutdown (the last one), not --fit's trial rows."""
-        return self.breakdowns[-1] if self.breakdowns else None
+        """The breakdown printed at shutdown (the last one), not --fit's trial rows; on several cards their sum
+        (each card's row: :attr:`final_breakdowns`)."""
+        rows = self.final_breakdowns
+        if len(rows) < 2:
+            return rows[0] if rows else None
+        return BreakdownRow(" + ".join(row.device for row in rows),
+                            *(sum(getattr(row, name) for row in rows) for name in
+                              ("total", "free", "self_mib", "model", "context", "compute", "unaccounted")))
+
+    @property
+    def final_breakdowns(self) -> list[BreakdownRow]:
+        """The last breakdown's row of each device, in the order printed: the trailing rows up to a device that
+        repeats (an earlier breakdown's)."""
+        rows: list[BreakdownRow] = []
+        for row in reversed(self.breakdowns):
+            if any(seen.device == row.device for seen in rows):
+                break
+            rows.insert(0, row)
+        return rows
 
 
 # Function names llama.cpp prefixes its log lines with (llama-server, and Ollama's runner, which relays them).

@@ -120,12 +120,15 @@ def check_plans_run_on(engine: EngineKind, plans: PlanSet, *, prefix: str = "") 
 def check_gpu_room(planned_by_card_mib: Sequence[float], fit_margin_mib: int, profile: Profile) -> None:
     """ConfigError (one line naming what holds the GPU) when a card the plan runs on (card ``i`` on CUDA's device
     ``i``) has less free memory than the plan's peak there plus the --fit margin (a plan over its profile needs no
-    more than the card: its own overrun is the verdicts' to report). Nothing to check without a GPU."""
+    more than the card: its own overrun is the verdicts' to report), or when the host has fewer GPUs than the
+    profile names cards. Nothing to check without a GPU."""
+    from ..gpu.emulation import check_cards_present
     from ..gpu.nvml import detect_gpus, visible_gpus
     from ..gpu.room import read_room, shortfall
 
     gpus = visible_gpus(detect_gpus()[0])
-    for gpu, planned, card in zip(gpus, planned_by_card_mib, profile.cards, strict=False):
+    check_cards_present(profile, gpus)
+    for gpu, planned, card in zip(gpus, planned_by_card_mib, profile.cards, strict=False):  # the first cards
         room = read_room(gpu)
         message = shortfall(room, min(planned + fit_margin_mib, card.usable_mib)) if room is not None else None
         if message is not None:
@@ -170,6 +173,21 @@ def _gpus_to_emulate_on(mode: EmulateMode, engine: EngineKind, plan: Plan, prefi
     return tuple(visible[:len(plan.profile.cards)])
 
 
+def _only_the_plan_s_cards(plan: Plan, setup: EngineSetup) -> dict[str, str] | None:
+    """The environment that keeps llama-server on the cards the plan is for, in the plan's order, on a host of several
+    GPUs: by default llama.cpp splits a model over every GPU CUDA shows it, by free memory, so a one-card plan on a
+    two-GPU host (or a card a ballast emulates, beside a free one) would not run as planned; and CUDA numbers cards
+    fastest first where NVML (our card ``i``) counts them by PCI bus. CUDA_VISIBLE_DEVICES by UUID settles both.
+    None: one GPU or none, the environment left alone."""
+    from ..gpu.nvml import detect_gpus, visible_gpus
+
+    visible = visible_gpus(detect_gpus()[0])
+    cards = list(setup.emulate_on) or visible[:len(plan.profile.cards)]
+    if not cards or len(visible) == 1:
+        return None
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(gpu.uuid for gpu in cards)}
+
+
 def _has_ollama() -> bool:
     from .ollama import find_ollama
 
@@ -191,7 +209,8 @@ def new_server(plan: Plan, setup: EngineSetup, *, announce: Callable[[str], None
     binary = find_llama_server()  # before writing gigabytes of model for nothing
     model_path = _model_file(plan, setup, announce, uncaptured)
     options = EngineOptions(host=setup.host, port=setup.port, startup_timeout_s=setup.startup_timeout_s,
-                            log_dir=setup.log_dir, fit_margin_mib=plan.fit_margin_mib, fit=setup.fit)
+                            log_dir=setup.log_dir, fit_margin_mib=plan.fit_margin_mib, fit=setup.fit,
+                            env=_only_the_plan_s_cards(plan, setup))
     server = LlamaServer(plan.config, model_path, options, binary=binary)
     announce(f"vramcap: starting llama-server on {server.url} (log {server.log_path})")
     if setup.emulate_on:

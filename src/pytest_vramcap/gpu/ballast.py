@@ -35,6 +35,9 @@ class Ballast:
 
     target_free_mib: int
     device: int = 0
+    uuid: str = ""
+    """NVML's UUID of the card meant (several cards): CUDA's device ``device`` must be it. CUDA numbers cards
+    fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID, NVML by PCI bus; on a host of unlike cards the two differ."""
 
     def __post_init__(self) -> None:
         self._cuda: ctypes.CDLL | None = None
@@ -63,6 +66,8 @@ class Ballast:
         cuda = self._cuda = _libcuda()
         self._check(cuda.cuInit(0), "cuInit")
         self._check(cuda.cuDeviceGet(ctypes.byref(self._dev), self.device), f"cuDeviceGet({self.device})")
+        if self.uuid:
+            self._check_uuid(cuda)
         self._check(cuda.cuDevicePrimaryCtxRetain(ctypes.byref(self._ctx), self._dev), "cuDevicePrimaryCtxRetain")
         self._check(cuda.cuCtxSetCurrent(self._ctx), "cuCtxSetCurrent")
         self.free_before_mib, self.total_mib = self.free_and_total_mib()
@@ -81,6 +86,16 @@ class Ballast:
         self.held_mib = hold
         atexit.register(self.release)
         return self
+
+    def _check_uuid(self, cuda: ctypes.CDLL) -> None:
+        raw = (ctypes.c_ubyte * 16)()
+        self._check(cuda.cuDeviceGetUuid(ctypes.byref(raw), self._dev), "cuDeviceGetUuid")
+        found = bytes(raw).hex()
+        found = f"GPU-{found[:8]}-{found[8:12]}-{found[12:16]}-{found[16:20]}-{found[20:]}"
+        if found != self.uuid:
+            self._cuda = None
+            raise BallastError(f"CUDA's device {self.device} is {found}, not the card NVML counts as {self.device} "
+                               f"({self.uuid}): set CUDA_DEVICE_ORDER=PCI_BUS_ID so that both count cards alike")
 
     def release(self) -> None:
         cuda = self._cuda
@@ -106,8 +121,10 @@ class CardBallasts:
     memory (a profile of one card: one ballast on device 0). Held and released together; ``held_mib`` and
     ``free_before_mib`` are their sums, what the run's device-wide NVML readings carry."""
 
-    def __init__(self, targets_free_mib: Sequence[int]) -> None:
-        self.cards = [Ballast(target_free_mib=target, device=index) for index, target in enumerate(targets_free_mib)]
+    def __init__(self, targets_free_mib: Sequence[int], uuids: Sequence[str] = ()) -> None:
+        """``uuids``: NVML's UUID of each card, checked against CUDA's device of the same index (several cards)."""
+        self.cards = [Ballast(target_free_mib=target, device=index, **({"uuid": uuids[index]} if uuids else {}))
+                      for index, target in enumerate(targets_free_mib)]
 
     def hold(self) -> CardBallasts:
         try:

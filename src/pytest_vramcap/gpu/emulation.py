@@ -15,10 +15,18 @@ from ..planner.profiles import Profile, profile_of_gpu
 from ..types import EmulateMode
 from .nvml import GpuInfo
 
-__all__ = ["AUTO_MARGIN_MIB", "emulation_applies", "running_profile"]
+__all__ = ["AUTO_MARGIN_MIB", "check_cards_present", "emulation_applies", "running_profile"]
 
 # A GPU within this of the profile's usable memory already is that card for the plan's purposes.
 AUTO_MARGIN_MIB = 1024
+
+
+def check_cards_present(profile: Profile, gpus: Sequence[GpuInfo]) -> None:
+    """ConfigError (one line) when a GPU host has fewer GPUs than the profile names cards: a server of ours would
+    be told to split over cards that are not there. Nothing to check on a CPU (the split is ignored there)."""
+    if profile.devices and gpus and len(gpus) < len(profile.devices):
+        raise ConfigError(f"profile {profile.name} names {len(profile.devices)} cards and CUDA sees {len(gpus)} "
+                          f"here: plan for this host's cards, or run where there are {len(profile.devices)}")
 
 
 def emulation_applies(mode: EmulateMode, engine: str, gpus: Sequence[GpuInfo], no_gpu_reason: str,
@@ -28,12 +36,10 @@ def emulation_applies(mode: EmulateMode, engine: str, gpus: Sequence[GpuInfo], n
     Ollama or a URL is someone's).
 
     Card ``i`` of the profile is emulated on GPU ``i``. A profile of several cards needs at least as many GPUs on a
-    GPU host, whatever the mode (llama-server would be told to split over cards that are not there); on a CPU it
-    runs, the split ignored."""
+    GPU host, whatever the mode, for any server of ours (:func:`check_cards_present`)."""
     cards = profile.cards
-    if profile.devices and gpus and len(gpus) < len(cards):
-        raise ConfigError(f"profile {profile.name} names {len(cards)} cards and CUDA sees {len(gpus)} here: plan "
-                          f"for this host's cards, or run where there are {len(cards)}")
+    if engine != "url":  # a server at a URL runs wherever it runs
+        check_cards_present(profile, gpus)
     if mode == "off" or engine != "llamacpp":
         return False
     if not gpus:

@@ -99,7 +99,9 @@ def memory_in_use() -> tuple[list[GpuMemory], str]:
 
 
 def visible_gpus(gpus: list[GpuInfo]) -> list[GpuInfo]:
-    """The GPUs CUDA can use, in CUDA's order: those CUDA_VISIBLE_DEVICES names (index or UUID), else all."""
+    """The GPUs CUDA can use: those CUDA_VISIBLE_DEVICES names (index or UUID), in its order, else all in NVML's
+    (PCI bus) order. CUDA counts unlike cards fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID: our servers get
+    the cards by UUID, and a ballast checks its card's UUID (gpu/ballast.py)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
         return list(gpus)

@@ -10,7 +10,9 @@ Pure functions from a :class:`ModelSpec`, a :class:`ServerConfig` and a
 
 Model and context are exact (they reproduce llama.cpp's integer arithmetic).
 Compute is a closed form fitted to buffers llama.cpp logged on an H100; its
-known error is kept in :data:`COMPUTE_MODEL_NOTE`. Overhead is a profile value.
+known error is kept in :data:`COMPUTE_MODEL_NOTE`. Overhead is a profile value (the
+CUDA context, there when --fit measures, and the pool after it) plus the pools batches
+draw from the shape: :func:`runtime_pool_bytes`.
 """
 
 from __future__ import annotations
@@ -355,7 +357,8 @@ def _compute_bytes(
 
 def runtime_pool_bytes(spec: ModelSpec, config: ServerConfig, profile: Profile, sizing: ContextSizing) -> int:
     """The overhead batches draw from the CUDA pool after ``--fit`` has measured the free memory at load: counted at
-    peak, absorbed by the fit margin at load (docs/optimality.md). Three parts:
+    peak, left out at load (the plan's peak must still fit the card: :func:`~.plan.overrun_mib`;
+    docs/optimality.md). Three parts:
 
     * the profile's own (cuBLAS and the pool of any batch: 84 of the H100's 609 MiB);
     * an MoE's expert matmuls (``mul_mat_id``);

@@ -210,11 +210,16 @@ def _in_order(specs: Mapping[str, ModelSpec], profile: Profile, requests: Mappin
 def _share_of_room(profile: Profile, placed: list[Plan], margin: int, sharers: int) -> Profile:
     """``profile`` offering one of ``sharers`` even shares of what the ``placed`` plans leave, card by card on
     several cards. Each share keeps its own margin when solved; handing the margin back to all but one leaves it
-    once."""
+    once. What the placed plans hold counts as --fit sees it at load (pools out: the margin absorbs them) unless
+    their pools outgrow the margin (a long context without flash attention): then at peak, so that the share is
+    never more than what the card has left at peak."""
     cards = []
     for index, card in enumerate(profile.cards):
-        used = sum((_held(plan.memory)[index].total - _held(plan.memory)[index].runtime_pool) / MIB for plan in placed)
-        cards.append(_share_profile(card, (card.usable_mib - used - margin) / sharers + margin))
+        held = [_held(plan.memory)[index] for plan in placed]
+        at_load = sum((part.total - part.runtime_pool) / MIB for part in held)
+        at_peak = sum(part.total / MIB for part in held)
+        share = min((card.usable_mib - at_load - margin) / sharers + margin, (card.usable_mib - at_peak) / sharers)
+        cards.append(_share_profile(card, share))
     if not profile.devices:
         return cards[0]
     return replace(several_cards(profile.name, cards), overhead_source=profile.overhead_source,

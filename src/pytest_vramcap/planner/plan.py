@@ -74,8 +74,9 @@ def budget_overrun_mib(memory: MemoryBreakdown, profile: Profile, margin_mib: in
     """How far the plan is over what the card offers (<= 0: it fits), unrounded.
 
     Two limits: llama.cpp's --fit keeps ``margin_mib`` free beside what it measures at load,
-    and the peak must fit the card. The pool that MoE matmuls grow while batches run comes
-    after fit's decision, so it is taken out of the margin rather than added to it.
+    and the peak must fit the card. The pools that batches grow (``runtime_pool``: cuBLAS's,
+    an MoE's expert matmuls', the no-FA copy of the KQ scores) come after fit's decision: at
+    load they are out, at peak in.
     """
     if memory.devices:  # several cards: --fit keeps the margin on each, and the tightest card decides
         return max(overrun_mib([device], card.usable_mib, margin_mib)

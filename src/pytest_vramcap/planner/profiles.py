@@ -103,6 +103,7 @@ class Profile:
             "usable_mib": self.usable_mib,
             "bandwidth_gbps": self.bandwidth_gbps,
             "overhead_mib": self.overhead_mib,
+            "pool_after_load_mib": self.pool_after_load_mib,
             "overhead_source": self.overhead_source,
             "decode_efficiency": self.decode_efficiency,
             "sm_count": self.sm_count,
@@ -301,6 +302,9 @@ def _user_profile(name: str, table: Mapping[str, Any], origin: str,
         cards = several_cards(name, [resolve_profile(device, user_profiles=others or {}) for device in devices])
         return replace(cards, description=table.get("description", cards.description))
     unknown = set(table) - set(_NUMBER_FIELDS) - set(_TEXT_FIELDS)
+    if "no_flash_attn_extra_mib" in unknown:  # gone on 2026-12-06: the planner prices that pool from the shape
+        raise ProfileError(f"{where}: no_flash_attn_extra_mib is no longer a profile field (without flash attention "
+                           f"the planner prices the pool's copy of the KQ scores from the model); remove it")
     if unknown:
         raise ProfileError(f"{where}: unknown keys {sorted(unknown)}")
     values: dict[str, Any] = {}

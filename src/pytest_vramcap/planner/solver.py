@@ -140,9 +140,10 @@ class _Solver:
         if memory.devices:  # several cards: the tightest one breaks it
             index, card, gpu = tightest_card(memory, self.profile, self.request.fit_margin_mib)
             usable, where = card.usable_mib, f"card {index} ({card.name}): "
-        fixed = (gpu.model + gpu.overhead - gpu.runtime_pool) / MIB + self.request.fit_margin_mib
+        at_load = (gpu.overhead - gpu.runtime_pool) / MIB  # the CUDA context: what --fit finds taken
+        fixed = gpu.model / MIB + at_load + self.request.fit_margin_mib
         if fixed > usable:
-            return (f"{where}model weights: {gpu.model / MIB:.0f} MiB plus {gpu.overhead / MIB:.0f} MiB CUDA overhead "
+            return (f"{where}model weights: {gpu.model / MIB:.0f} MiB plus {at_load:.0f} MiB CUDA overhead "
                     f"and the {self.request.fit_margin_mib} MiB margin exceed {usable} MiB before any context")
         # The weights fit on their own, so the growing terms break it: name the larger.
         name, size = max([("KV cache", gpu.context), ("compute buffer", gpu.compute)], key=lambda term: term[1])

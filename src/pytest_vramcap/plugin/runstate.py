@@ -99,7 +99,9 @@ class RunState:
             return
         from ..gpu.ballast import CardBallasts
 
-        self.ballast = CardBallasts([card.usable_mib for card in self.plan.profile.cards]).hold()
+        cards = self.plan.profile.cards
+        self.ballast = CardBallasts([card.usable_mib for card in cards],
+                                    [gpu.uuid for gpu in self.cards] if len(cards) > 1 else ()).hold()
 
     def _start_sampler(self) -> None:
         """Follow every model's process on the GPU (a llama-server each, or each Ollama runner)."""
