@@ -121,16 +121,18 @@ def run_at_plan(path: Path, agents: int, ctx: int, flash_attn: bool, logs: Path,
                     return (await client.post(f"{server.url}/completion", json=body)).status_code
                 return await asyncio.gather(*(one(i) for i in range(agents)))
 
-        statuses = asyncio.run(fill())
+        result: dict[str, Any] = {"statuses": asyncio.run(fill())}
     except Exception as exc:  # an OOM while the batches run is an answer too
-        server.stop()
-        return {"ctx": ctx, "error": str(exc)[:500], "oom": server.log.oom, "oom_lines": server.log.oom_lines[:3]}
+        result = {"error": str(exc)[:500]}
     finally:
         if sampler is not None:
             sampler.stop()
-        server.stop()
-    return {"ctx": ctx, "statuses": statuses, "peak_process_mib": sampler.peak_process_mib if sampler else None,
-            "oom": server.log.oom}
+        server.stop()  # the log is whole once the server is gone
+    if "statuses" in result:
+        result["peak_process_mib"] = sampler.peak_process_mib if sampler else None
+    else:
+        result["oom_lines"] = server.log.oom_lines[:3]
+    return {"ctx": ctx, **result, "oom": server.log.oom}
 
 
 def full_load(path: Path, agents: int, ctx: int, flash_attn: bool, logs: Path) -> dict[str, Any]:

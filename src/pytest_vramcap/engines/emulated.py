@@ -47,8 +47,7 @@ class EmulatedServer:
     def start(self) -> EmulatedServer:
         from ..gpu.ballast import CardBallasts
 
-        several = len(self.usable_mibs) > 1
-        self.ballast = CardBallasts(self.usable_mibs, [gpu.uuid for gpu in self.gpus] if several else ()).hold()
+        self.ballast = CardBallasts(self.usable_mibs, [gpu.uuid for gpu in self.gpus]).hold()
         try:
             self.server.start()
         except BaseException:

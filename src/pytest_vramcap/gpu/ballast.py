@@ -122,8 +122,10 @@ class CardBallasts:
     ``free_before_mib`` are their sums, what the run's device-wide NVML readings carry."""
 
     def __init__(self, targets_free_mib: Sequence[int], uuids: Sequence[str] = ()) -> None:
-        """``uuids``: NVML's UUID of each card, checked against CUDA's device of the same index (several cards)."""
-        self.cards = [Ballast(target_free_mib=target, device=index, **({"uuid": uuids[index]} if uuids else {}))
+        """``uuids``: NVML's UUID of each card. With several cards each is checked against CUDA's device of the same
+        index; one card is CUDA's device 0 whatever NVML calls it, and is not."""
+        checked = uuids if len(targets_free_mib) > 1 else ()
+        self.cards = [Ballast(target_free_mib=target, device=index, **({"uuid": checked[index]} if checked else {}))
                       for index, target in enumerate(targets_free_mib)]
 
     def hold(self) -> CardBallasts:

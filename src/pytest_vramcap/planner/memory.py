@@ -180,6 +180,11 @@ class MemoryBreakdown:
     """Several cards: the layers (output included) each holds, what ``-ts`` says."""
 
     @property
+    def by_card(self) -> tuple[DeviceMemory, ...]:
+        """What is held on each card, in device order: each card's share on several, else the one GPU's."""
+        return self.devices or (self.gpu,)
+
+    @property
     def full_offload(self) -> bool:
         return self.gpu_layers == self.total_layers
 
@@ -396,7 +401,7 @@ def estimate_memory(spec: ModelSpec, config: ServerConfig, profile: Profile) -> 
     cpu_kv_layers = [size for il, size in enumerate(kv) if il < first_gpu_layer and size]
     compute_gpu, compute_host = _compute_bytes(spec, config, sizing, cpu_kv_layers, cpu_tensors)
     pool = runtime_pool_bytes(spec, config, profile, sizing)
-    overhead = (profile.overhead_mib - profile.pool_after_load_mib) * MIB + pool
+    overhead = profile.overhead_at_load_mib * MIB + pool
     return MemoryBreakdown(
         gpu=DeviceMemory(weights_gpu, kv_gpu, compute_gpu, overhead, runtime_pool=pool),
         cpu=DeviceMemory(weights_cpu, sum(cpu_kv_layers), compute_host),
@@ -463,7 +468,7 @@ def _split_memory(spec: ModelSpec, config: ServerConfig, profile: Profile) -> Me
     def card_memory(card: int, start: int, end: int) -> DeviceMemory:
         if alone is not None and card != alone:
             return DeviceMemory(0, 0, 0)  # -sm none: llama.cpp opens no context on the other cards
-        overhead = (cards[card].overhead_mib - cards[card].pool_after_load_mib) * MIB  # the pools join below
+        overhead = cards[card].overhead_at_load_mib * MIB  # the pools join below
         runs_cpu_layers = card == 0 and bool(cpu_kv_layers or cpu_tensors)  # big-batch products of CPU layers
         if start == end and not runs_cpu_layers:
             # In the device list, so it has a CUDA context, but the scheduler gives it no work: no compute buffer,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from ..defaults import DEFAULT_CTX_PER_AGENT, MAX_AGENTS, MIB
 from ..errors import ConfigError
 from ..model.spec import ModelSpec
-from .memory import KV_PAD, DeviceMemory, MemoryBreakdown
+from .memory import KV_PAD, MemoryBreakdown
 from .plan import Plan, PlanRequest, overrun_mib
 from .profiles import Profile, several_cards
 from .solver import make_plan, placed_on_card, with_split
@@ -37,13 +37,8 @@ def set_overrun_mib(memories: list[MemoryBreakdown], profile: Profile, margin_mi
     The one-model rule of :func:`~.plan.budget_overrun_mib` over the sum: at load, what each process
     measured plus the one margin ``--fit`` keeps; at peak, every buffer, pools included.
     """
-    return max(overrun_mib([_held(memory)[index] for memory in memories], card.usable_mib, margin_mib)
+    return max(overrun_mib([memory.by_card[index] for memory in memories], card.usable_mib, margin_mib)
                for index, card in enumerate(profile.cards))  # on several cards the tightest decides
-
-
-def _held(memory: MemoryBreakdown) -> tuple[DeviceMemory, ...]:
-    """What a plan holds on each card, in the order of :attr:`Profile.cards`."""
-    return memory.devices or (memory.gpu,)
 
 
 @dataclass(frozen=True)
@@ -215,7 +210,7 @@ def _share_of_room(profile: Profile, placed: list[Plan], margin: int, sharers: i
     never more than what the card has left at peak."""
     cards = []
     for index, card in enumerate(profile.cards):
-        held = [_held(plan.memory)[index] for plan in placed]
+        held = [plan.memory.by_card[index] for plan in placed]
         at_load = sum((part.total - part.runtime_pool) / MIB for part in held)
         at_peak = sum(part.total / MIB for part in held)
         share = min((card.usable_mib - at_load - margin) / sharers + margin, (card.usable_mib - at_peak) / sharers)

@@ -152,7 +152,7 @@ class Plan:
 
     def planned_by_card_mib(self) -> tuple[float, ...]:
         """What the server holds at peak on each card (one entry for one card), MiB."""
-        return tuple(round(device.total / MIB, 2) for device in self.memory.devices) or (self.total_mib,)
+        return tuple(round(device.total / MIB, 2) for device in self.memory.by_card)
 
     @property
     def headroom_mib(self) -> float:

@@ -78,6 +78,12 @@ class Profile:
         return self.total_mib - self.reserved_mib
 
     @property
+    def overhead_at_load_mib(self) -> int:
+        """The part of ``overhead_mib`` a process already holds when ``--fit`` measures the free memory (the CUDA
+        context); the rest comes once batches run."""
+        return self.overhead_mib - self.pool_after_load_mib
+
+    @property
     def cards(self) -> tuple[Profile, ...]:
         """Each card, in device order: the devices of several, or this one."""
         return self.devices or (self,)

@@ -99,9 +99,8 @@ class RunState:
             return
         from ..gpu.ballast import CardBallasts
 
-        cards = self.plan.profile.cards
-        self.ballast = CardBallasts([card.usable_mib for card in cards],
-                                    [gpu.uuid for gpu in self.cards] if len(cards) > 1 else ()).hold()
+        self.ballast = CardBallasts([card.usable_mib for card in self.plan.profile.cards],
+                                    [gpu.uuid for gpu in self.cards]).hold()
 
     def _start_sampler(self) -> None:
         """Follow every model's process on the GPU (a llama-server each, or each Ollama runner)."""
